@@ -1,0 +1,273 @@
+//! The clock every trace timestamp is on: `CLOCK_MONOTONIC` nanoseconds.
+//!
+//! `std::time::Instant` reads the same clock on Linux but hides the number; flinch needs the
+//! number itself, because a mark stamped in another process (Python's
+//! `time.monotonic_ns()`) must line up with samples without any handshake. So the clock is
+//! read directly with `clock_gettime(2)`.
+//!
+//! Sources that stamp in wall-clock time (NVML driver samples, DCGM values: µs since 1970)
+//! are mapped onto the monotonic base with [`ClockAnchor`] pairs; an [`AnchorMap`] holds
+//! several of them so that a wall clock slewed by NTP during a long recording still maps
+//! correctly.
+
+use rustix::time::{ClockId, Timespec, clock_gettime};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+fn timespec_ns(ts: Timespec) -> i128 {
+    ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
+}
+
+/// Reads `CLOCK_MONOTONIC` in nanoseconds.
+pub fn monotonic_ns() -> u64 {
+    timespec_ns(clock_gettime(ClockId::Monotonic)) as u64
+}
+
+/// Reads `CLOCK_REALTIME` in nanoseconds since 1970 (negative before 1970).
+pub fn realtime_ns() -> i64 {
+    timespec_ns(clock_gettime(ClockId::Realtime)) as i64
+}
+
+/// A source of timestamps. Production code uses [`MonotonicClock`]; tests use
+/// [`ManualClock`], whose time only moves when told to.
+pub trait Clock: Send + Sync {
+    /// Now, in `CLOCK_MONOTONIC` nanoseconds.
+    fn now_ns(&self) -> u64;
+    /// Now, in wall-clock nanoseconds since 1970.
+    fn realtime_ns(&self) -> i64;
+    /// Blocks until `now_ns() >= deadline_ns` (returns at once if it already is).
+    fn sleep_until(&self, deadline_ns: u64);
+    /// A (monotonic, realtime) pair taken as close together as this clock allows.
+    fn anchor(&self) -> ClockAnchor {
+        ClockAnchor {
+            mono_ns: self.now_ns(),
+            real_ns: self.realtime_ns(),
+        }
+    }
+}
+
+/// The system's `CLOCK_MONOTONIC`, read directly.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MonotonicClock;
+
+impl Clock for MonotonicClock {
+    fn now_ns(&self) -> u64 {
+        monotonic_ns()
+    }
+    fn realtime_ns(&self) -> i64 {
+        realtime_ns()
+    }
+    fn sleep_until(&self, deadline_ns: u64) {
+        let ts = Timespec {
+            tv_sec: (deadline_ns / 1_000_000_000) as _,
+            tv_nsec: (deadline_ns % 1_000_000_000) as _,
+        };
+        // Absolute deadlines: a late wake-up does not push later ticks back (no drift).
+        // EINTR just means we go round again.
+        while monotonic_ns() < deadline_ns {
+            let _ = rustix::thread::clock_nanosleep_absolute(ClockId::Monotonic, &ts);
+        }
+    }
+    /// Brackets a realtime read between two monotonic reads and keeps the tightest of a
+    /// few tries, so the pair is good to well under a microsecond.
+    fn anchor(&self) -> ClockAnchor {
+        let mut best: Option<(u64, ClockAnchor)> = None;
+        for _ in 0..5 {
+            let a = monotonic_ns();
+            let r = realtime_ns();
+            let b = monotonic_ns();
+            let width = b - a;
+            if best.as_ref().is_none_or(|(w, _)| width < *w) {
+                best = Some((
+                    width,
+                    ClockAnchor {
+                        mono_ns: a + width / 2,
+                        real_ns: r,
+                    },
+                ));
+            }
+        }
+        best.map(|(_, anchor)| anchor)
+            .expect("five tries were made")
+    }
+}
+
+/// A clock for tests: time stands still until [`ManualClock::advance`] or
+/// [`ManualClock::set`] moves it; `sleep_until` jumps straight to the deadline.
+#[derive(Clone, Debug)]
+pub struct ManualClock {
+    mono: Arc<AtomicU64>,
+    real_offset: Arc<AtomicI64>,
+}
+
+impl ManualClock {
+    /// A clock starting at `start_ns`, whose wall clock reads `start_ns + real_offset_ns`.
+    pub fn new(start_ns: u64, real_offset_ns: i64) -> Self {
+        ManualClock {
+            mono: Arc::new(AtomicU64::new(start_ns)),
+            real_offset: Arc::new(AtomicI64::new(real_offset_ns)),
+        }
+    }
+    /// Moves time forward by `ns`.
+    pub fn advance(&self, ns: u64) {
+        self.mono.fetch_add(ns, Ordering::SeqCst);
+    }
+    /// Sets the monotonic time (it may not go backwards; a smaller value is ignored).
+    pub fn set(&self, ns: u64) {
+        self.mono.fetch_max(ns, Ordering::SeqCst);
+    }
+    /// Steps the wall clock (as NTP might) without touching monotonic time.
+    pub fn step_realtime(&self, delta_ns: i64) {
+        self.real_offset.fetch_add(delta_ns, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ns(&self) -> u64 {
+        self.mono.load(Ordering::SeqCst)
+    }
+    fn realtime_ns(&self) -> i64 {
+        self.now_ns() as i64 + self.real_offset.load(Ordering::SeqCst)
+    }
+    fn sleep_until(&self, deadline_ns: u64) {
+        self.set(deadline_ns);
+    }
+}
+
+/// A (monotonic, realtime) pair read at (nearly) the same instant.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClockAnchor {
+    /// `CLOCK_MONOTONIC` nanoseconds.
+    pub mono_ns: u64,
+    /// `CLOCK_REALTIME` nanoseconds since 1970.
+    pub real_ns: i64,
+}
+
+impl ClockAnchor {
+    /// realtime − monotonic, in nanoseconds.
+    pub fn offset_ns(&self) -> i64 {
+        self.real_ns - self.mono_ns as i64
+    }
+}
+
+/// Maps wall-clock timestamps onto the monotonic base using the anchors of a recording.
+///
+/// Between two anchors the offset is interpolated linearly (NTP slews the wall clock
+/// slowly); outside them the nearest anchor's offset is used.
+#[derive(Clone, Debug, Default)]
+pub struct AnchorMap {
+    anchors: Vec<ClockAnchor>,
+}
+
+impl AnchorMap {
+    /// An empty map; [`AnchorMap::to_mono_ns`] returns `None` until an anchor is added.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Adds an anchor (kept sorted by monotonic time).
+    pub fn push(&mut self, anchor: ClockAnchor) {
+        let at = self
+            .anchors
+            .partition_point(|a| a.mono_ns <= anchor.mono_ns);
+        self.anchors.insert(at, anchor);
+    }
+    /// The anchors held, oldest first.
+    pub fn anchors(&self) -> &[ClockAnchor] {
+        &self.anchors
+    }
+    /// Maps a wall-clock time (ns since 1970) onto `CLOCK_MONOTONIC` ns.
+    pub fn to_mono_ns(&self, real_ns: i64) -> Option<u64> {
+        let first = self.anchors.first()?;
+        let at = self.anchors.partition_point(|a| a.real_ns <= real_ns);
+        let offset = if at == 0 {
+            first.offset_ns()
+        } else if at == self.anchors.len() {
+            self.anchors[at - 1].offset_ns()
+        } else {
+            let (a, b) = (self.anchors[at - 1], self.anchors[at]);
+            let span = (b.real_ns - a.real_ns) as f64;
+            let frac = if span > 0.0 {
+                (real_ns - a.real_ns) as f64 / span
+            } else {
+                0.0
+            };
+            a.offset_ns() + ((b.offset_ns() - a.offset_ns()) as f64 * frac).round() as i64
+        };
+        let mono = real_ns - offset;
+        (mono >= 0).then_some(mono as u64)
+    }
+    /// Maps a wall-clock time in microseconds since 1970 (NVML, DCGM) onto monotonic ns.
+    pub fn us_to_mono_ns(&self, real_us: i64) -> Option<u64> {
+        self.to_mono_ns(real_us.checked_mul(1000)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn monotonic_clock_moves_forward_and_sleeps_to_absolute_deadlines() {
+        let c = MonotonicClock;
+        let a = c.now_ns();
+        let deadline = a + 2_000_000;
+        c.sleep_until(deadline);
+        let b = c.now_ns();
+        assert!(b >= deadline, "woke at {b}, before deadline {deadline}");
+        // The same clock as std's Instant: elapsed times agree.
+        let i = std::time::Instant::now();
+        let m = monotonic_ns();
+        std::thread::sleep(std::time::Duration::from_millis(3));
+        let dm = monotonic_ns() - m;
+        let di = i.elapsed().as_nanos() as u64;
+        assert!(dm.abs_diff(di) < 1_000_000, "{dm} vs {di}");
+    }
+
+    #[test]
+    fn anchor_pairs_the_clocks_tightly() {
+        let c = MonotonicClock;
+        let a = c.anchor();
+        let expected_offset = realtime_ns() - monotonic_ns() as i64;
+        assert!(a.offset_ns().abs_diff(expected_offset) < 1_000_000);
+    }
+
+    #[test]
+    fn manual_clock_only_moves_when_told() {
+        let c = ManualClock::new(1_000, 5_000);
+        assert_eq!(c.now_ns(), 1_000);
+        assert_eq!(c.realtime_ns(), 6_000);
+        c.advance(10);
+        c.sleep_until(500); // in the past: no change
+        assert_eq!(c.now_ns(), 1_010);
+        c.sleep_until(2_000);
+        assert_eq!(c.now_ns(), 2_000);
+        c.step_realtime(-1_000);
+        assert_eq!(c.realtime_ns(), 6_000);
+    }
+
+    #[test]
+    fn anchor_map_interpolates_a_slewing_wall_clock() {
+        let mut m = AnchorMap::new();
+        assert_eq!(m.to_mono_ns(5), None);
+        // offset 1000 at mono 0, offset 1100 at mono 1000 (wall clock ran 10 % fast)
+        m.push(ClockAnchor {
+            mono_ns: 1_000,
+            real_ns: 2_100,
+        });
+        m.push(ClockAnchor {
+            mono_ns: 0,
+            real_ns: 1_000,
+        });
+        assert_eq!(m.anchors()[0].mono_ns, 0);
+        assert_eq!(m.to_mono_ns(1_000), Some(0));
+        assert_eq!(m.to_mono_ns(2_100), Some(1_000));
+        // halfway in wall time: offset 1050
+        assert_eq!(m.to_mono_ns(1_550), Some(500));
+        // outside: nearest anchor's offset
+        assert_eq!(m.to_mono_ns(3_100), Some(2_000));
+        assert_eq!(m.to_mono_ns(500), None); // before monotonic zero
+        assert_eq!(m.us_to_mono_ns(1), Some(0));
+        assert_eq!(m.us_to_mono_ns(3), Some(1_900));
+    }
+}

@@ -1,0 +1,22 @@
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
+
+pub mod channel;
+pub mod clock;
+pub mod counter;
+pub mod error;
+pub mod marks;
+pub mod recorder;
+pub mod sampler;
+pub mod source;
+pub mod synthetic;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub mod trace;
+pub mod units;
+
+pub use channel::{ChannelKind, ChannelSpec, CounterSpec, PowerMethod, Quantity, SourceInfo};
+pub use clock::{Clock, ClockAnchor, ManualClock, MonotonicClock};
+pub use error::{Error, ErrorKind, Result, SourceError};
+pub use source::{Reading, Readings, Source};
+pub use units::{Joules, Unit, Watts};

@@ -1,0 +1,654 @@
+//! A recording: sources sampled on their cadences, marks from every transport, one writer
+//! thread appending to the trace.
+//!
+//! ```no_run
+//! use flinch_core::recorder::{Recorder, RecorderConfig, RecordingSetup};
+//! use flinch_core::synthetic::{SyntheticConfig, SyntheticSource};
+//! use flinch_core::clock::MonotonicClock;
+//! use std::sync::Arc;
+//!
+//! let clock = Arc::new(MonotonicClock);
+//! let src = SyntheticSource::new(SyntheticConfig::default(), clock.as_ref());
+//! let setup = RecordingSetup::new("run.flinch.csv".into(), vec![Box::new(src)]);
+//! let rec = Recorder::start(setup, RecorderConfig::default(), clock).unwrap();
+//! let marks = rec.mark_sender();
+//! marks.mark("infer_start", &[("req", "1")]).unwrap();
+//! std::thread::sleep(std::time::Duration::from_millis(100));
+//! marks.mark("first_token", &[("req", "1")]).unwrap();
+//! let footer = rec.stop("stopped", None).unwrap();
+//! println!("{} samples", footer.samples);
+//! ```
+
+use crate::channel::SourceInfo;
+use crate::clock::Clock;
+use crate::counter::{CounterStep, CounterTracker};
+use crate::error::{Error, Result, SourceError};
+use crate::marks::fifo::FifoReceiver;
+use crate::marks::file::FileReceiver;
+use crate::marks::{Mark, MarkEvent, MarkParseError, MarkSink, MarkVia, format_mark, parse_mark};
+use crate::sampler::{SamplerGroup, Sink, plan_groups};
+use crate::source::{Reading, Source};
+use crate::trace::{CadenceStats, Footer, Header, MarksInfo, TraceWriter, create_trace_file};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded};
+use std::collections::{BTreeMap, HashSet};
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Timing and sizing of a recording.
+#[derive(Clone, Debug)]
+pub struct RecorderConfig {
+    /// The fast sampling interval (sources without an interval of their own).
+    pub interval: Duration,
+    /// The longest a written row may wait in the buffer before it reaches the file.
+    pub flush_interval: Duration,
+    /// How often a (monotonic, realtime) anchor row is written.
+    pub anchor_interval: Duration,
+    /// Readings the queue to the writer holds before the sampler starts dropping (and
+    /// counting) them.
+    pub queue_capacity: usize,
+}
+
+impl Default for RecorderConfig {
+    fn default() -> Self {
+        RecorderConfig {
+            interval: Duration::from_millis(10),
+            flush_interval: Duration::from_secs(1),
+            anchor_interval: Duration::from_secs(10),
+            queue_capacity: 1 << 16,
+        }
+    }
+}
+
+/// What to record and where.
+pub struct RecordingSetup {
+    /// The trace file to create.
+    pub out: PathBuf,
+    /// Replace an existing file.
+    pub force: bool,
+    /// The sources.
+    pub sources: Vec<Box<dyn Source>>,
+    /// FIFO to create and read marks from.
+    pub marks_fifo: Option<PathBuf>,
+    /// File to tail for marks.
+    pub marks_file: Option<PathBuf>,
+    /// flinch's command line, for the header.
+    pub argv: Vec<String>,
+    /// The wrapped command, for the header.
+    pub command: Vec<String>,
+    /// `--meta key=value` pairs.
+    pub meta: BTreeMap<String, String>,
+    /// An idle profile to embed.
+    pub idle: Option<serde_json::Value>,
+}
+
+impl RecordingSetup {
+    /// A setup with only an output path and sources.
+    pub fn new(out: PathBuf, sources: Vec<Box<dyn Source>>) -> Self {
+        RecordingSetup {
+            out,
+            force: false,
+            sources,
+            marks_fifo: None,
+            marks_file: None,
+            argv: Vec::new(),
+            command: Vec::new(),
+            meta: BTreeMap::new(),
+            idle: None,
+        }
+    }
+}
+
+enum Msg {
+    Reading(Reading),
+    Mark(Box<Mark>),
+    BadMark(Box<(MarkVia, u64, String, MarkParseError)>),
+    Gap(Box<(u64, u32, Option<String>)>),
+    Dropped(u64, u32, u64),
+    Event(Box<(u64, String, String)>),
+    Stop,
+}
+
+struct ChannelSink {
+    tx: Sender<Msg>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Sink for ChannelSink {
+    fn reading(&mut self, r: &Reading) -> bool {
+        match self.tx.try_send(Msg::Reading(*r)) {
+            Ok(()) => true,
+            Err(_) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+    fn gap(&mut self, t_ns: u64, source: u32, error: Option<&SourceError>) {
+        let _ = self.tx.send(Msg::Gap(Box::new((
+            t_ns,
+            source,
+            error.map(|e| format!("{}: {}", e.kind, e)),
+        ))));
+    }
+    fn dropped(&mut self, t_ns: u64, source: u32, count: u64) {
+        let _ = self.tx.send(Msg::Dropped(t_ns, source, count));
+    }
+}
+
+/// Counters that the live status line shows.
+#[derive(Debug, Default)]
+pub struct LiveStats {
+    /// Sample rows written.
+    pub samples: AtomicU64,
+    /// Marks written.
+    pub marks: AtomicU64,
+    /// Malformed mark lines.
+    pub bad_marks: AtomicU64,
+    /// Readings dropped (writer behind).
+    pub dropped: AtomicU64,
+    /// Gaps opened.
+    pub gaps: AtomicU64,
+}
+
+/// Sends marks into a running recording from the same process. Never blocks: a full queue
+/// drops the mark and says so.
+#[derive(Clone)]
+pub struct MarkSender {
+    tx: Sender<Msg>,
+    clock: Arc<dyn Clock>,
+}
+
+/// Why an in-process mark was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum MarkSendError {
+    /// The label or a field is malformed.
+    #[error("invalid mark: {0}")]
+    Invalid(#[from] MarkParseError),
+    /// The queue to the writer is full: the mark was dropped rather than block.
+    #[error("the recorder's queue is full: mark dropped")]
+    Full,
+    /// The recording has stopped.
+    #[error("the recording has stopped")]
+    Closed,
+}
+
+impl MarkSender {
+    /// Sends a mark stamped now.
+    pub fn mark(&self, label: &str, fields: &[(&str, &str)]) -> Result<(), MarkSendError> {
+        self.mark_at(label, self.clock.now_ns(), fields)
+    }
+
+    /// Sends a mark stamped `t_ns` (`CLOCK_MONOTONIC`).
+    pub fn mark_at(
+        &self,
+        label: &str,
+        t_ns: u64,
+        fields: &[(&str, &str)],
+    ) -> Result<(), MarkSendError> {
+        let line = format_mark(label, Some(t_ns), fields)?;
+        let parsed = parse_mark(line.as_bytes())?;
+        let m = Mark::received(parsed, self.clock.now_ns(), MarkVia::Api);
+        match self.tx.try_send(Msg::Mark(Box::new(m))) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(MarkSendError::Full),
+            Err(TrySendError::Disconnected(_)) => Err(MarkSendError::Closed),
+        }
+    }
+}
+
+/// A running recording.
+pub struct Recorder {
+    tx: Sender<Msg>,
+    clock: Arc<dyn Clock>,
+    stop: Arc<AtomicBool>,
+    samplers: Vec<JoinHandle<CadenceStats>>,
+    writer: Option<JoinHandle<WriterOutcome>>,
+    fifo: Option<FifoReceiver>,
+    file: Option<FileReceiver>,
+    stats: Arc<LiveStats>,
+    start_ns: u64,
+    out: PathBuf,
+    stopped: bool,
+}
+
+struct WriterOutcome {
+    writer: Option<TraceWriter<File>>,
+    error: Option<std::io::Error>,
+}
+
+fn check_channels(sources: &[Box<dyn Source>]) -> Result<()> {
+    let mut names = HashSet::new();
+    let mut source_names = HashSet::new();
+    if sources.is_empty() {
+        return Err(Error::Invalid("nothing to record: no sources".into()));
+    }
+    for s in sources {
+        let info = s.info();
+        if !source_names.insert(info.name.clone()) {
+            return Err(Error::Invalid(format!(
+                "two sources are named {:?}",
+                info.name
+            )));
+        }
+        for c in &info.channels {
+            if !crate::marks::is_valid_label(&c.name) {
+                return Err(Error::Invalid(format!(
+                    "channel name {:?} of source {:?} must be [A-Za-z0-9_.:/-]+",
+                    c.name, info.name
+                )));
+            }
+            if !names.insert(c.name.clone()) {
+                return Err(Error::Invalid(format!(
+                    "two channels are named {:?}",
+                    c.name
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Recorder {
+    /// Starts recording: opens the marks transports, creates the trace (nothing is created
+    /// if anything before fails), writes the header, and starts the sampler threads.
+    pub fn start(
+        setup: RecordingSetup,
+        config: RecorderConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self> {
+        check_channels(&setup.sources)?;
+        let (tx, rx) = bounded::<Msg>(config.queue_capacity.max(16));
+        let stats = Arc::new(LiveStats::default());
+
+        let mark_sink = |tx: Sender<Msg>| -> MarkSink {
+            Box::new(move |ev| {
+                let msg = match ev {
+                    MarkEvent::Mark(m) => Msg::Mark(Box::new(m)),
+                    MarkEvent::Bad {
+                        via,
+                        recv_ns,
+                        line,
+                        error,
+                    } => Msg::BadMark(Box::new((via, recv_ns, line, error))),
+                };
+                // Blocking: a received mark is never dropped (clients are the ones that
+                // never block; the pipe buffers them meanwhile).
+                let _ = tx.send(msg);
+            })
+        };
+        let fifo = match &setup.marks_fifo {
+            Some(p) => Some(FifoReceiver::start(
+                p,
+                clock.clone(),
+                mark_sink(tx.clone()),
+            )?),
+            None => None,
+        };
+        let file = match &setup.marks_file {
+            Some(p) => Some(FileReceiver::start(
+                p,
+                clock.clone(),
+                mark_sink(tx.clone()),
+            )?),
+            None => None,
+        };
+        let out_file = create_trace_file(&setup.out, setup.force)?;
+
+        let infos: Vec<SourceInfo> = setup.sources.iter().map(|s| s.info().clone()).collect();
+        let mut header = Header::new(
+            config.interval.as_nanos() as u64,
+            clock.anchor(),
+            infos.clone(),
+        );
+        header.argv = setup.argv;
+        header.command = setup.command;
+        header.meta = setup.meta;
+        header.idle = setup.idle;
+        header.marks = MarksInfo {
+            fifo: setup.marks_fifo.as_ref().map(|p| p.display().to_string()),
+            file: setup.marks_file.as_ref().map(|p| p.display().to_string()),
+        };
+        let mut writer = TraceWriter::new(
+            out_file,
+            &header,
+            clock.clone(),
+            config.flush_interval.as_nanos() as u64,
+        )
+        .map_err(|e| Error::io("cannot write trace", &setup.out, e))?;
+        writer
+            .anchor(header.start_anchor)
+            .map_err(|e| Error::io("cannot write trace", &setup.out, e))?;
+
+        let start_ns = clock.now_ns();
+        let writer_thread = {
+            let clock = clock.clone();
+            let stats = stats.clone();
+            let infos = infos.clone();
+            let anchor_ns = config.anchor_interval.as_nanos() as u64;
+            std::thread::Builder::new()
+                .name("flinch-writer".into())
+                .spawn(move || writer_loop(writer, rx, clock, stats, infos, anchor_ns))
+                .map_err(|e| Error::io("cannot start the writer thread for", &setup.out, e))?
+        };
+
+        // Channel bases in source order.
+        let mut bases = Vec::with_capacity(setup.sources.len());
+        let mut next = 0u32;
+        for s in &setup.sources {
+            bases.push(next);
+            next += s.info().channels.len() as u32;
+        }
+        let plan = plan_groups(&setup.sources, config.interval);
+        let mut sources: Vec<Option<Box<dyn Source>>> =
+            setup.sources.into_iter().map(Some).collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut samplers = Vec::new();
+        for (interval, members) in plan {
+            let sink = ChannelSink {
+                tx: tx.clone(),
+                dropped: Arc::new(AtomicU64::new(0)),
+            };
+            let dropped = sink.dropped.clone();
+            let mut group = SamplerGroup::new(interval, clock.clone(), sink);
+            for i in members {
+                let src = sources[i].take().expect("each source is planned once");
+                group.add(src, i as u32, bases[i]);
+            }
+            let stop = stop.clone();
+            let stats = stats.clone();
+            let h = std::thread::Builder::new()
+                .name(format!("flinch-sample-{}ms", interval.as_millis()))
+                .spawn(move || {
+                    let (cs, _) = group.run(&stop);
+                    stats
+                        .dropped
+                        .fetch_add(dropped.load(Ordering::Relaxed), Ordering::Relaxed);
+                    cs
+                })
+                .map_err(|e| Error::io("cannot start a sampler thread for", &setup.out, e))?;
+            samplers.push(h);
+        }
+        Ok(Recorder {
+            tx,
+            clock,
+            stop,
+            samplers,
+            writer: Some(writer_thread),
+            fifo,
+            file,
+            stats,
+            start_ns,
+            out: setup.out,
+            stopped: false,
+        })
+    }
+
+    /// A handle for sending marks from this process.
+    pub fn mark_sender(&self) -> MarkSender {
+        MarkSender {
+            tx: self.tx.clone(),
+            clock: self.clock.clone(),
+        }
+    }
+
+    /// Writes an event row (e.g. `command_start`).
+    pub fn event(&self, label: &str, text: &str) {
+        let _ = self.tx.send(Msg::Event(Box::new((
+            self.clock.now_ns(),
+            label.to_owned(),
+            text.to_owned(),
+        ))));
+    }
+
+    /// Live counters.
+    pub fn stats(&self) -> &LiveStats {
+        &self.stats
+    }
+
+    /// Nanoseconds since the recording started.
+    pub fn elapsed_ns(&self) -> u64 {
+        self.clock.now_ns().saturating_sub(self.start_ns)
+    }
+
+    /// The trace path.
+    pub fn out(&self) -> &std::path::Path {
+        &self.out
+    }
+
+    /// The FIFO marks are read from, if any.
+    pub fn fifo_path(&self) -> Option<&std::path::Path> {
+        self.fifo.as_ref().map(|f| f.path())
+    }
+
+    /// Stops the recording: a last poll of every source, every mark already written to the
+    /// FIFO or file taken, everything flushed, and the footer written.
+    pub fn stop(mut self, ended_by: &str, command_exit: Option<i32>) -> Result<Footer> {
+        self.shutdown(ended_by, command_exit)
+    }
+
+    fn shutdown(&mut self, ended_by: &str, command_exit: Option<i32>) -> Result<Footer> {
+        self.stopped = true;
+        self.stop.store(true, Ordering::SeqCst);
+        let mut cadences = Vec::new();
+        for h in self.samplers.drain(..) {
+            if let Ok(cs) = h.join() {
+                cadences.push(cs);
+            }
+        }
+        if let Some(f) = self.fifo.take() {
+            f.stop();
+        }
+        if let Some(f) = self.file.take() {
+            f.stop();
+        }
+        let _ = self.tx.send(Msg::Stop);
+        let outcome = self
+            .writer
+            .take()
+            .and_then(|h| h.join().ok())
+            .ok_or_else(|| Error::Invalid("the trace writer thread panicked".into()))?;
+        if let Some(e) = outcome.error {
+            return Err(Error::io("writing failed for", &self.out, e));
+        }
+        let writer = outcome
+            .writer
+            .ok_or_else(|| Error::Invalid("the trace writer was lost".into()))?;
+        let footer = Footer {
+            complete: true,
+            ended_by: ended_by.to_owned(),
+            end_anchor: self.clock.anchor(),
+            dropped_readings: self.stats.dropped.load(Ordering::Relaxed),
+            cadences,
+            command_exit,
+            ..Default::default()
+        };
+        let mut w = writer;
+        w.anchor(footer.end_anchor)
+            .map_err(|e| Error::io("cannot write trace", &self.out, e))?;
+        let samples = w.samples();
+        let marks = w.marks();
+        let bad = w.bad_marks();
+        let gaps = w.gaps();
+        let file = w
+            .finish(footer.clone())
+            .map_err(|e| Error::io("cannot finish trace", &self.out, e))?;
+        let _ = file.sync_all();
+        Ok(Footer {
+            samples,
+            marks,
+            bad_marks: bad,
+            gaps,
+            ..footer
+        })
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        if !self.stopped {
+            let _ = self.shutdown("dropped", None);
+        }
+    }
+}
+
+fn writer_loop(
+    mut w: TraceWriter<File>,
+    rx: Receiver<Msg>,
+    clock: Arc<dyn Clock>,
+    stats: Arc<LiveStats>,
+    infos: Vec<SourceInfo>,
+    anchor_interval_ns: u64,
+) -> WriterOutcome {
+    let mut counters: Vec<Option<CounterTracker>> = infos
+        .iter()
+        .flat_map(|s| s.channels.iter())
+        .map(|c| {
+            c.counter_spec()
+                .map(|spec| CounterTracker::new(*spec, c.update_period_ns))
+        })
+        .collect();
+    let mut next_anchor = clock.now_ns() + anchor_interval_ns;
+    let mut error: Option<std::io::Error> = None;
+    let mut stopping = false;
+    loop {
+        let now = clock.now_ns();
+        let wait = w
+            .next_flush_ns()
+            .min(next_anchor)
+            .saturating_sub(now)
+            .max(1_000_000);
+        let first = if stopping {
+            match rx.try_recv() {
+                Ok(m) => Some(m),
+                Err(_) => break,
+            }
+        } else {
+            match rx.recv_timeout(Duration::from_nanos(wait)) {
+                Ok(m) => Some(m),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        };
+        let mut wrote_mark = false;
+        let mut batch = 0;
+        let mut next_msg = first;
+        while let Some(msg) = next_msg {
+            if matches!(msg, Msg::Stop) {
+                stopping = true;
+            } else if error.is_none() {
+                let r = handle(&mut w, msg, &mut counters, &infos, &mut wrote_mark);
+                if let Err(e) = r {
+                    error = Some(e);
+                }
+            }
+            batch += 1;
+            next_msg = if batch < 4096 {
+                rx.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        if error.is_none() {
+            let now = clock.now_ns();
+            let r = (|| -> std::io::Result<()> {
+                if now >= next_anchor {
+                    w.anchor(clock.anchor())?;
+                    next_anchor = now + anchor_interval_ns;
+                }
+                if wrote_mark {
+                    w.flush()?;
+                } else {
+                    w.maybe_flush()?;
+                }
+                Ok(())
+            })();
+            if let Err(e) = r {
+                error = Some(e);
+            }
+        }
+        stats.samples.store(w.samples(), Ordering::Relaxed);
+        stats.marks.store(w.marks(), Ordering::Relaxed);
+        stats.bad_marks.store(w.bad_marks(), Ordering::Relaxed);
+        stats.gaps.store(w.gaps(), Ordering::Relaxed);
+    }
+    if error.is_none()
+        && let Err(e) = w.flush()
+    {
+        error = Some(e);
+    }
+    WriterOutcome {
+        writer: Some(w),
+        error,
+    }
+}
+
+fn source_name(infos: &[SourceInfo], i: u32) -> &str {
+    infos
+        .get(i as usize)
+        .map(|s| s.name.as_str())
+        .unwrap_or("?")
+}
+
+fn handle(
+    w: &mut TraceWriter<File>,
+    msg: Msg,
+    counters: &mut [Option<CounterTracker>],
+    infos: &[SourceInfo],
+    wrote_mark: &mut bool,
+) -> std::io::Result<()> {
+    match msg {
+        Msg::Reading(r) => {
+            w.sample(&r)?;
+            if let Some(Some(tracker)) = counters.get_mut(r.channel as usize) {
+                match tracker.update(r.t_ns, r.value) {
+                    CounterStep::Reset { from, to } => w.reset(r.t_ns, r.channel, from, to)?,
+                    CounterStep::Implausible { delta, limit } => w.flag(
+                        r.t_ns,
+                        r.channel,
+                        r.value,
+                        "implausible",
+                        &format!("step {delta} exceeds the plausible maximum {limit}"),
+                    )?,
+                    CounterStep::OutOfRange { value } => w.flag(
+                        r.t_ns,
+                        r.channel,
+                        value,
+                        "out-of-range",
+                        "below zero or above the wrap range",
+                    )?,
+                    CounterStep::First | CounterStep::Delta { .. } => {}
+                }
+            }
+        }
+        Msg::Mark(m) => {
+            w.mark_buffered(&m)?;
+            *wrote_mark = true;
+        }
+        Msg::BadMark(b) => {
+            let (via, recv, line, err) = *b;
+            w.bad_mark(recv, via.name(), &line, &err.to_string())?;
+        }
+        Msg::Gap(g) => {
+            let (t, src, reason) = *g;
+            let name = source_name(infos, src).to_owned();
+            match reason {
+                Some(r) => w.gap(t, &name, true, &r)?,
+                None => w.gap(t, &name, false, "")?,
+            }
+        }
+        Msg::Dropped(t, src, n) => {
+            let name = source_name(infos, src).to_owned();
+            w.dropped(t, &name, n)?;
+        }
+        Msg::Event(e) => {
+            let (t, label, text) = *e;
+            w.event(t, &label, &text)?;
+        }
+        Msg::Stop => {}
+    }
+    Ok(())
+}

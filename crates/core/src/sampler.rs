@@ -1,0 +1,527 @@
+//! The sampler: one thread per cadence, absolute deadlines, no allocation per tick.
+//!
+//! Sources are grouped by the interval they want ([`Source::interval`], else the
+//! recording's fast interval). Each group runs on a thread of its own, so a slow read (NVML's
+//! 4.5 ms energy counter on its 1-s thread) never delays a fast one (instant power every
+//! 10 ms). Each tick is scheduled at `start + k × interval` on `CLOCK_MONOTONIC` and slept to
+//! with an absolute `clock_nanosleep`, so lateness never accumulates; a tick that overran
+//! the next deadline skips it (counted) instead of firing a burst.
+//!
+//! Readings go to a [`Sink`] (in a recording, a bounded channel to the writer thread). A
+//! full channel drops readings and counts them rather than stalling the schedule.
+
+use crate::clock::Clock;
+use crate::error::SourceError;
+use crate::source::{Reading, Readings, Source};
+use crate::trace::CadenceStats;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// Where a sampler group delivers what it reads.
+pub trait Sink: Send {
+    /// One reading. Returns false if it could not be taken (queue full): it is then counted
+    /// as dropped.
+    fn reading(&mut self, r: &Reading) -> bool;
+    /// Source `source` stopped answering (`error` is `Some`) or answered again (`None`).
+    fn gap(&mut self, t_ns: u64, source: u32, error: Option<&SourceError>);
+    /// `count` readings of `source` were dropped since the last report.
+    fn dropped(&mut self, t_ns: u64, source: u32, count: u64);
+}
+
+/// A sink that keeps everything in memory (tests, benches).
+#[derive(Debug, Default)]
+pub struct VecSink {
+    /// Readings received.
+    pub readings: Vec<Reading>,
+    /// (time, source, error message or `None` for the end of a gap).
+    pub gaps: Vec<(u64, u32, Option<String>)>,
+    /// (time, source, count).
+    pub dropped: Vec<(u64, u32, u64)>,
+    /// Accept at most this many readings (then report drops); `None` = unlimited.
+    pub capacity: Option<usize>,
+}
+
+impl Sink for VecSink {
+    fn reading(&mut self, r: &Reading) -> bool {
+        if self.capacity.is_some_and(|c| self.readings.len() >= c) {
+            return false;
+        }
+        self.readings.push(*r);
+        true
+    }
+    fn gap(&mut self, t_ns: u64, source: u32, error: Option<&SourceError>) {
+        self.gaps.push((t_ns, source, error.map(|e| e.to_string())));
+    }
+    fn dropped(&mut self, t_ns: u64, source: u32, count: u64) {
+        self.dropped.push((t_ns, source, count));
+    }
+}
+
+/// A sink that only counts (the framework-overhead bench baseline).
+#[derive(Debug, Default)]
+pub struct CountingSink {
+    /// Readings received.
+    pub readings: u64,
+}
+
+impl Sink for CountingSink {
+    fn reading(&mut self, _r: &Reading) -> bool {
+        self.readings += 1;
+        true
+    }
+    fn gap(&mut self, _t_ns: u64, _source: u32, _error: Option<&SourceError>) {}
+    fn dropped(&mut self, _t_ns: u64, _source: u32, _count: u64) {}
+}
+
+/// Wake-up lateness, 1 µs buckets up to 10 ms, allocated once.
+#[derive(Clone, Debug)]
+pub struct LagHistogram {
+    buckets: Vec<u32>,
+    overflow: u64,
+    max_ns: u64,
+    count: u64,
+}
+
+const LAG_BUCKETS: usize = 10_000;
+
+impl Default for LagHistogram {
+    fn default() -> Self {
+        LagHistogram {
+            buckets: vec![0; LAG_BUCKETS],
+            overflow: 0,
+            max_ns: 0,
+            count: 0,
+        }
+    }
+}
+
+impl LagHistogram {
+    /// Records one lateness.
+    pub fn record(&mut self, lag_ns: u64) {
+        let us = (lag_ns / 1000) as usize;
+        if us < LAG_BUCKETS {
+            self.buckets[us] = self.buckets[us].saturating_add(1);
+        } else {
+            self.overflow += 1;
+        }
+        self.max_ns = self.max_ns.max(lag_ns);
+        self.count += 1;
+    }
+    /// The `q`-quantile (0–1), to the µs bucket's upper edge; `max` when it lies beyond
+    /// 10 ms.
+    pub fn quantile_ns(&self, q: f64) -> u64 {
+        if self.count == 0 {
+            return 0;
+        }
+        let rank = ((q * self.count as f64).ceil() as u64).clamp(1, self.count);
+        let mut seen = 0u64;
+        for (us, &n) in self.buckets.iter().enumerate() {
+            seen += n as u64;
+            if seen >= rank {
+                return ((us as u64 + 1) * 1000).min(self.max_ns);
+            }
+        }
+        self.max_ns
+    }
+    /// Largest lateness seen.
+    pub fn max_ns(&self) -> u64 {
+        self.max_ns
+    }
+    /// Number of recorded values.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+}
+
+struct Slot {
+    src: Box<dyn Source>,
+    index: u32,
+    base: u32,
+    n: u32,
+    buf: Vec<Reading>,
+    failing: bool,
+    dropped_pending: u64,
+}
+
+/// The sources polled at one interval, and the schedule that polls them.
+pub struct SamplerGroup<S: Sink> {
+    interval_ns: u64,
+    slots: Vec<Slot>,
+    clock: Arc<dyn Clock>,
+    sink: S,
+    lag: LagHistogram,
+    ticks: u64,
+    missed: u64,
+}
+
+impl<S: Sink> SamplerGroup<S> {
+    /// An empty group polling every `interval`.
+    pub fn new(interval: Duration, clock: Arc<dyn Clock>, sink: S) -> Self {
+        SamplerGroup {
+            interval_ns: (interval.as_nanos() as u64).max(1),
+            slots: Vec::new(),
+            clock,
+            sink,
+            lag: LagHistogram::default(),
+            ticks: 0,
+            missed: 0,
+        }
+    }
+
+    /// Adds a source whose recording-wide index is `index` and whose first channel has
+    /// recording-wide index `channel_base`.
+    pub fn add(&mut self, src: Box<dyn Source>, index: u32, channel_base: u32) {
+        let n = src.info().channels.len() as u32;
+        let cap = src.max_readings_per_poll().max(n as usize);
+        self.slots.push(Slot {
+            src,
+            index,
+            base: channel_base,
+            n,
+            buf: Vec::with_capacity(cap),
+            failing: false,
+            dropped_pending: 0,
+        });
+    }
+
+    /// The group's interval, ns.
+    pub fn interval_ns(&self) -> u64 {
+        self.interval_ns
+    }
+
+    /// The sink.
+    pub fn sink(&self) -> &S {
+        &self.sink
+    }
+
+    /// Consumes the group, returning its sink.
+    pub fn into_sink(self) -> S {
+        self.sink
+    }
+
+    /// Polls every source once and delivers the readings. Does not allocate once each
+    /// source's buffer has grown to its largest poll.
+    pub fn tick(&mut self) {
+        self.poll_all(false);
+        self.ticks += 1;
+    }
+
+    /// The last poll of every source ([`Source::finish`]).
+    pub fn finish(&mut self) {
+        self.poll_all(true);
+    }
+
+    fn poll_all(&mut self, last: bool) {
+        let clock = &*self.clock;
+        for slot in &mut self.slots {
+            slot.buf.clear();
+            let mut out = Readings::new(clock, &mut slot.buf, slot.base, slot.n);
+            let res = if last {
+                slot.src.finish(&mut out)
+            } else {
+                slot.src.poll(&mut out)
+            };
+            match res {
+                Ok(()) => {
+                    if slot.failing {
+                        slot.failing = false;
+                        self.sink.gap(clock.now_ns(), slot.index, None);
+                    }
+                }
+                Err(e) => {
+                    if !slot.failing {
+                        slot.failing = true;
+                        self.sink.gap(clock.now_ns(), slot.index, Some(&e));
+                    }
+                }
+            }
+            for r in &slot.buf {
+                if !self.sink.reading(r) {
+                    slot.dropped_pending += 1;
+                }
+            }
+            if slot.dropped_pending > 0 && slot.buf.len() as u64 > slot.dropped_pending {
+                // The queue has room again: say how many were lost.
+                self.sink
+                    .dropped(clock.now_ns(), slot.index, slot.dropped_pending);
+                slot.dropped_pending = 0;
+            }
+        }
+    }
+
+    /// Runs the schedule until `stop` is set, then polls once more with
+    /// [`Source::finish`]. Returns the group's timing.
+    pub fn run(mut self, stop: &AtomicBool) -> (CadenceStats, S) {
+        let cpu_start = thread_cpu_ns();
+        let clock = self.clock.clone();
+        let start = clock.now_ns();
+        let mut k: u64 = 0;
+        'schedule: loop {
+            let deadline = start + k * self.interval_ns;
+            loop {
+                if stop.load(Ordering::Relaxed) {
+                    break 'schedule;
+                }
+                let now = clock.now_ns();
+                if now >= deadline {
+                    break;
+                }
+                // Sleep in slices of at most 50 ms so a stop is noticed promptly.
+                clock.sleep_until(deadline.min(now + 50_000_000));
+            }
+            let woke = clock.now_ns();
+            self.lag.record(woke - deadline);
+            self.tick();
+            k += 1;
+            let now = clock.now_ns();
+            let next = start + k * self.interval_ns;
+            if now > next {
+                let behind = (now - next) / self.interval_ns + 1;
+                self.missed += behind;
+                k += behind;
+            }
+        }
+        self.finish();
+        let mut dropped_total = 0;
+        for slot in &mut self.slots {
+            if slot.dropped_pending > 0 {
+                dropped_total += slot.dropped_pending;
+                self.sink
+                    .dropped(clock.now_ns(), slot.index, slot.dropped_pending);
+                slot.dropped_pending = 0;
+            }
+        }
+        let _ = dropped_total;
+        let stats = CadenceStats {
+            interval_ns: self.interval_ns,
+            sources: self
+                .slots
+                .iter()
+                .map(|s| s.src.info().name.clone())
+                .collect(),
+            ticks: self.ticks,
+            missed_ticks: self.missed,
+            lag_p50_ns: self.lag.quantile_ns(0.5),
+            lag_p99_ns: self.lag.quantile_ns(0.99),
+            lag_max_ns: self.lag.max_ns(),
+            cpu_ns: thread_cpu_ns().saturating_sub(cpu_start),
+        };
+        (stats, self.sink)
+    }
+}
+
+/// CPU time used by the calling thread, ns.
+pub fn thread_cpu_ns() -> u64 {
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// How sources are split into cadence groups: `(interval, [(source index, channel base)])`,
+/// fastest first.
+pub fn plan_groups(sources: &[Box<dyn Source>], fast: Duration) -> Vec<(Duration, Vec<usize>)> {
+    let mut groups: Vec<(Duration, Vec<usize>)> = Vec::new();
+    for (i, s) in sources.iter().enumerate() {
+        let iv = s.interval().unwrap_or(fast);
+        match groups.iter_mut().find(|(d, _)| *d == iv) {
+            Some((_, v)) => v.push(i),
+            None => groups.push((iv, vec![i])),
+        }
+    }
+    groups.sort_by_key(|(d, _)| *d);
+    groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channel::{ChannelSpec, PowerMethod, SourceInfo};
+    use crate::clock::{ManualClock, MonotonicClock};
+    use crate::error::ErrorKind;
+
+    struct Counter {
+        info: SourceInfo,
+        n: u64,
+        fail_on: Vec<u64>,
+        interval: Option<Duration>,
+    }
+    impl Counter {
+        fn new(name: &str, fail_on: Vec<u64>, interval: Option<Duration>) -> Self {
+            Counter {
+                info: SourceInfo {
+                    name: name.into(),
+                    backend: "test".into(),
+                    channels: vec![ChannelSpec::power(name, "p", PowerMethod::Instant)],
+                    attributes: Default::default(),
+                },
+                n: 0,
+                fail_on,
+                interval,
+            }
+        }
+    }
+    impl Source for Counter {
+        fn info(&self) -> &SourceInfo {
+            &self.info
+        }
+        fn poll(&mut self, out: &mut Readings<'_>) -> Result<(), SourceError> {
+            self.n += 1;
+            if self.fail_on.contains(&self.n) {
+                return Err(SourceError::new(ErrorKind::Lost, "test", "gone"));
+            }
+            out.push_now(0, self.n as f64);
+            Ok(())
+        }
+        fn interval(&self) -> Option<Duration> {
+            self.interval
+        }
+    }
+
+    #[test]
+    fn errors_open_one_gap_and_recovery_closes_it() {
+        let clock = Arc::new(ManualClock::new(0, 0));
+        let mut g = SamplerGroup::new(Duration::from_millis(10), clock.clone(), VecSink::default());
+        g.add(Box::new(Counter::new("a", vec![2, 3, 4], None)), 0, 0);
+        g.add(Box::new(Counter::new("b", vec![], None)), 1, 1);
+        for _ in 0..6 {
+            g.tick();
+            clock.advance(10_000_000);
+        }
+        let sink = g.into_sink();
+        // a: polls 1,5,6 succeed; b: all 6
+        assert_eq!(sink.readings.iter().filter(|r| r.channel == 0).count(), 3);
+        assert_eq!(sink.readings.iter().filter(|r| r.channel == 1).count(), 6);
+        assert_eq!(sink.gaps.len(), 2, "{:?}", sink.gaps);
+        assert_eq!(sink.gaps[0].1, 0);
+        assert!(sink.gaps[0].2.as_deref().unwrap().contains("gone"));
+        assert_eq!(sink.gaps[1], (40_000_000, 0, None));
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_instead_of_waiting() {
+        let clock = Arc::new(ManualClock::new(0, 0));
+        let sink = VecSink {
+            capacity: Some(2),
+            ..Default::default()
+        };
+        let mut g = SamplerGroup::new(Duration::from_millis(10), clock, sink);
+        g.add(Box::new(Counter::new("a", vec![], None)), 0, 0);
+        for _ in 0..5 {
+            g.tick();
+        }
+        let stop = AtomicBool::new(true);
+        let (_, sink) = g.run(&stop); // finish() polls once more and reports pending drops
+        assert_eq!(sink.readings.len(), 2);
+        assert_eq!(sink.dropped.iter().map(|d| d.2).sum::<u64>(), 4);
+    }
+
+    #[test]
+    fn groups_by_interval_fastest_first() {
+        let srcs: Vec<Box<dyn Source>> = vec![
+            Box::new(Counter::new("slow", vec![], Some(Duration::from_secs(1)))),
+            Box::new(Counter::new("fast1", vec![], None)),
+            Box::new(Counter::new("fast2", vec![], None)),
+            Box::new(Counter::new(
+                "mid",
+                vec![],
+                Some(Duration::from_millis(500)),
+            )),
+        ];
+        let plan = plan_groups(&srcs, Duration::from_millis(10));
+        assert_eq!(
+            plan,
+            vec![
+                (Duration::from_millis(10), vec![1, 2]),
+                (Duration::from_millis(500), vec![3]),
+                (Duration::from_secs(1), vec![0]),
+            ]
+        );
+    }
+
+    /// A source that takes `work_ns[i]` of (manual) time on its i-th poll and stops the
+    /// schedule after its last.
+    struct Busy {
+        info: SourceInfo,
+        clock: Arc<ManualClock>,
+        work_ns: Vec<u64>,
+        polls: usize,
+        stop: Arc<AtomicBool>,
+    }
+    impl Source for Busy {
+        fn info(&self) -> &SourceInfo {
+            &self.info
+        }
+        fn poll(&mut self, out: &mut Readings<'_>) -> Result<(), SourceError> {
+            out.push_now(0, self.polls as f64);
+            if let Some(w) = self.work_ns.get(self.polls) {
+                self.clock.advance(*w);
+            }
+            self.polls += 1;
+            if self.polls >= self.work_ns.len() {
+                self.stop.store(true, Ordering::SeqCst);
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_schedule_keeps_absolute_deadlines_and_skips_overrun_ticks() {
+        let clock = Arc::new(ManualClock::new(1_000_000_000, 0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let ms = 1_000_000;
+        // Polls take 3 ms, except the 4th, which takes 25 ms: deadlines at +40 and +50 ms
+        // are missed, and the schedule resumes at +60 ms, not at 28+10.
+        let work = vec![3 * ms, 3 * ms, 3 * ms, 25 * ms, 3 * ms, 3 * ms];
+        let src = Busy {
+            info: Counter::new("busy", vec![], None).info,
+            clock: clock.clone(),
+            work_ns: work,
+            polls: 0,
+            stop: stop.clone(),
+        };
+        let mut g = SamplerGroup::new(Duration::from_millis(10), clock.clone(), VecSink::default());
+        g.add(Box::new(src), 0, 0);
+        let (stats, sink) = g.run(&stop);
+        let t: Vec<u64> = sink
+            .readings
+            .iter()
+            .map(|r| (r.t_ns - 1_000_000_000) / ms)
+            .collect();
+        // Each tick starts exactly on its deadline; the final poll comes after the stop.
+        assert_eq!(t[..6], [0, 10, 20, 30, 60, 70]);
+        assert_eq!(stats.ticks, 6);
+        assert_eq!(stats.missed_ticks, 2);
+        assert_eq!(stats.lag_max_ns, 0);
+    }
+
+    #[test]
+    fn the_schedule_runs_on_the_real_clock_and_stops_promptly() {
+        let clock: Arc<dyn Clock> = Arc::new(MonotonicClock);
+        let mut g = SamplerGroup::new(Duration::from_secs(3600), clock.clone(), VecSink::default());
+        g.add(Box::new(Counter::new("a", vec![], None)), 0, 0);
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let h = std::thread::spawn(move || g.run(&stop2));
+        std::thread::sleep(Duration::from_millis(20));
+        stop.store(true, Ordering::SeqCst);
+        // An hour-long interval must not hold the stop back: join returns.
+        let (stats, sink) = h.join().unwrap();
+        assert_eq!(stats.ticks, 1);
+        assert_eq!(sink.readings.len(), 2); // the first tick and the final poll
+    }
+
+    #[test]
+    fn lag_histogram_quantiles() {
+        let mut h = LagHistogram::default();
+        assert_eq!(h.quantile_ns(0.5), 0);
+        for us in 1..=100u64 {
+            h.record(us * 1000 - 500);
+        }
+        h.record(50_000_000);
+        assert_eq!(h.count(), 101);
+        assert_eq!(h.quantile_ns(0.5), 51_000);
+        assert_eq!(h.quantile_ns(0.99), 100_000);
+        assert_eq!(h.quantile_ns(1.0), 50_000_000);
+        assert_eq!(h.max_ns(), 50_000_000);
+    }
+}

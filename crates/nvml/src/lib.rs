@@ -1,0 +1,2 @@
+//! flinch backend: NVIDIA GPUs through NVML. (Filled by its own issue.)
+#![deny(missing_docs)]

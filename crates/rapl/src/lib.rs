@@ -1,0 +1,2 @@
+//! flinch backend: Linux powercap RAPL energy counters, wraparound-safe. (Filled by its own issue.)
+#![deny(missing_docs)]
