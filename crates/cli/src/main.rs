@@ -1,1 +1,6 @@
-fn main() {}
+//! The `flinch` command line.
+mod backends;
+
+fn main() {
+    let _ = backends::all();
+}

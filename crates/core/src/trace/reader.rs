@@ -395,7 +395,9 @@ pub fn read_trace_from<R: BufRead>(mut r: R, path: &Path) -> Result<Trace> {
                         }
                     }
                     other => {
-                        return Err(p.err(format!("gap row label {other:?}: expected start or end")));
+                        return Err(
+                            p.err(format!("gap row label {other:?}: expected start or end"))
+                        );
                     }
                 }
             }
