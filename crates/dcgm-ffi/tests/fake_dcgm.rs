@@ -633,3 +633,107 @@ fn the_source_passes_the_conformance_suite() {
     drop(src);
     assert_clean(&f);
 }
+
+#[test]
+fn a_recording_holds_what_dcgm_served_on_its_timestamps_with_blanks_as_gaps() {
+    use flinch_core::recorder::{Recorder, RecorderConfig, RecordingSetup};
+    use std::sync::Arc;
+
+    let mut script = String::from("gpus 0\n");
+    for step in 2..=12 {
+        let w = 100.0 + step as f64 * 10.25;
+        script.push_str(&format!("sample {step} 0 155 ago:3000 {w}\n"));
+        script.push_str(&format!("sample {step} 0 155 ago:2000 blank\n"));
+        script.push_str(&format!(
+            "sample {step} 0 156 ago:2500 {}\n",
+            7_000_000 + step * 1_000
+        ));
+        script.push_str(&format!("sample {step} 0 1002 ago:1000 0.{step:02}\n"));
+        script.push_str(&format!("sample {step} 0 203 ago:1500 notsupported\n"));
+    }
+    let f = fake(&script);
+    let cfg = DcgmConfig {
+        poll_interval: Duration::from_millis(20),
+        update_period: Duration::from_millis(20),
+        ..config(&f)
+    };
+    let clock = Arc::new(MonotonicClock);
+    let src = DcgmSource::open(&cfg, clock.as_ref()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("dcgm.flinch.csv");
+    let rec = Recorder::start(
+        RecordingSetup::new(out.clone(), vec![Box::new(src)]),
+        RecorderConfig::default(),
+        clock,
+    )
+    .unwrap();
+    // Wait (for at most 20 s) until the fake has been drained 24 times (12 polls).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while f
+        .calls()
+        .iter()
+        .filter(|c| *c == "dcgmGetValuesSince_v2")
+        .count()
+        < 24
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sampler never polled: {}",
+            f.log()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    rec.stop("test", None).unwrap();
+
+    // The recorder dropped the source after its last poll: DCGM was torn down in order.
+    let calls = f.calls();
+    assert_eq!(calls[calls.len() - 7..], TEARDOWN_EMBEDDED, "{}", f.log());
+    assert_clean(&f);
+
+    let trace = flinch_core::trace::read_trace(&out).unwrap();
+    let map = trace.anchor_map();
+    let served = f.served();
+    assert!(served.len() >= 40, "{served:?}");
+    for (field, name, scale) in [
+        (155u16, "dcgm-gpu0.power_average", 1.0),
+        (156, "dcgm-gpu0.energy", 1e-3),
+        (1002, "dcgm-gpu0.sm_active", 100.0),
+        (203, "dcgm-gpu0.util", 1.0),
+    ] {
+        let expect: Vec<(u64, f64)> = served
+            .iter()
+            .filter(|s| s.field == field)
+            .filter_map(|s| {
+                let v: f64 = s.value.parse().ok()?; // blanks do not parse: gaps
+                Some((map.us_to_mono_ns(s.ts_us).unwrap(), v * scale))
+            })
+            .collect();
+        let got: Vec<(u64, f64)> = trace
+            .channel(name)
+            .map(|c| {
+                c.t_ns
+                    .iter()
+                    .copied()
+                    .zip(c.values.iter().copied())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(
+            got.len(),
+            expect.len(),
+            "{name}: {got:?} vs served {expect:?}"
+        );
+        for ((gt, gv), (et, ev)) in got.iter().zip(&expect) {
+            assert!((gv - ev).abs() < 1e-9, "{name}: value {gv} vs served {ev}");
+            // The source's anchors and the trace's are different pairs of the same clocks.
+            assert!(gt.abs_diff(*et) < 200_000, "{name}: t {gt} vs served {et}");
+        }
+    }
+    // Every power value served was numeric or blank, and only the numbers arrived.
+    assert!(
+        trace
+            .channel("dcgm-gpu0.util")
+            .is_none_or(|c| c.t_ns.is_empty())
+    );
+    assert!(trace.channel("dcgm-gpu0.power_average").unwrap().t_ns.len() >= 10);
+}
