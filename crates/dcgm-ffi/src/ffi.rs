@@ -336,7 +336,10 @@ impl DcgmLib {
                     loaded.push((key, Arc::downgrade(&lib)));
                     return Ok(lib);
                 }
-                Err(e) => tried.push((name, dlopen_detail(&e))),
+                Err(e) => {
+                    let detail = dlopen_detail(&name, &e);
+                    tried.push((name, detail))
+                }
             }
         }
         Err(DcgmError::LibraryNotFound {
@@ -700,6 +703,11 @@ unsafe extern "C" fn collect(
     0
 }
 
-fn dlopen_detail(e: &libloading::Error) -> String {
-    e.to_string()
+/// The loader's reason, without the name it starts with (the error lists it already).
+fn dlopen_detail(name: &str, e: &libloading::Error) -> String {
+    let text = e.to_string();
+    match text.strip_prefix(name).and_then(|t| t.strip_prefix(": ")) {
+        Some(rest) => rest.to_owned(),
+        None => text,
+    }
 }
