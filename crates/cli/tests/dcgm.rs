@@ -242,10 +242,10 @@ fn assert_trace_matches_served(trace_path: &Path, f: &FakeDcgm) {
     let mut checked = 0;
     for gpu in 0..2u32 {
         for (field, what, scale) in [
-            (155u16, "power_average", 1.0),
+            (155u16, "power_avg1s", 1.0),
             (157, "power_instant", 1.0),
             (156, "energy", 1e-3),
-            (203, "util", 1.0),
+            (203, "util_gpu", 1.0),
             (1004, "tensor_active", 100.0),
         ] {
             let name = format!("dcgm-gpu{gpu}.{what}");
@@ -285,7 +285,7 @@ fn assert_trace_matches_served(trace_path: &Path, f: &FakeDcgm) {
     assert!(checked >= 8, "too few values compared ({checked})");
     // util was only ever blank: a channel without a single reading, not a row of zeros.
     assert!(
-        t.channel("dcgm-gpu0.util")
+        t.channel("dcgm-gpu0.util_gpu")
             .is_none_or(|c| c.values.is_empty())
     );
 }

@@ -54,7 +54,7 @@ pub const FI_POWER_USAGE_INSTANT: u16 = 157;
 pub const FIELDS: &[FieldDef] = &[
     FieldDef {
         id: FI_POWER_USAGE,
-        what: "power_average",
+        what: "power_avg1s",
         profiling: false,
         conv: Conv::Watts,
         description: "DCGM field 155 (board power): NVML's 1-s average, lags steps by up to 1 s",
@@ -75,7 +75,7 @@ pub const FIELDS: &[FieldDef] = &[
     },
     FieldDef {
         id: 203,
-        what: "util",
+        what: "util_gpu",
         profiling: false,
         conv: Conv::Percent,
         description: "DCGM field 203: GPU utilisation (percent of time a kernel ran)",
@@ -604,7 +604,7 @@ mod tests {
         let ids: Vec<u16> = FIELDS.iter().map(|f| f.id).collect();
         assert_eq!(ids, [155, 157, 156, 203, 100, 1001, 1002, 1003, 1004, 1005]);
         let avg = channel_spec("dcgm-gpu0", &FIELDS[0]);
-        assert_eq!(avg.name, "dcgm-gpu0.power_average");
+        assert_eq!(avg.name, "dcgm-gpu0.power_avg1s");
         assert_eq!(avg.method, Some(PowerMethod::Average { window_ms: 1000 }));
         assert_eq!(
             channel_spec("d", &FIELDS[1]).method,

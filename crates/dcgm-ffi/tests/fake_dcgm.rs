@@ -208,17 +208,17 @@ sample 2 1 156 abs:{d} 4000
         .collect();
     assert_eq!(names.len(), 20);
     for n in [
-        "dcgm-gpu0.power_average",
+        "dcgm-gpu0.power_avg1s",
         "dcgm-gpu0.power_instant",
         "dcgm-gpu0.energy",
-        "dcgm-gpu0.util",
+        "dcgm-gpu0.util_gpu",
         "dcgm-gpu0.sm_clock",
         "dcgm-gpu0.gr_engine_active",
         "dcgm-gpu0.sm_active",
         "dcgm-gpu0.sm_occupancy",
         "dcgm-gpu0.tensor_active",
         "dcgm-gpu0.dram_active",
-        "dcgm-gpu1.power_average",
+        "dcgm-gpu1.power_avg1s",
         "dcgm-gpu1.dram_active",
     ] {
         assert!(names.contains(&n), "{n} missing from {names:?}");
@@ -230,13 +230,13 @@ sample 2 1 156 abs:{d} 4000
     let r = poll(&mut src, &clock, false).unwrap();
     let ms = |x: u64| MONO_START_NS + x * 1_000_000;
     assert_eq!(
-        of(&r, "dcgm-gpu0.power_average"),
+        of(&r, "dcgm-gpu0.power_avg1s"),
         [(ms(100), 250.5), (ms(300), 260.25)],
         "the blank at 200 ms is a gap, not a zero"
     );
     assert_eq!(of(&r, "dcgm-gpu0.power_instant"), [(ms(100), 301.0)]);
     assert_eq!(of(&r, "dcgm-gpu0.energy"), [(ms(100), 123_456.789)]);
-    assert_eq!(of(&r, "dcgm-gpu0.util"), [(ms(200), 87.0)]);
+    assert_eq!(of(&r, "dcgm-gpu0.util_gpu"), [(ms(200), 87.0)]);
     assert_eq!(
         of(&r, "dcgm-gpu0.sm_clock"),
         [(ms(200), 1980.0)],
@@ -244,7 +244,7 @@ sample 2 1 156 abs:{d} 4000
     );
     assert_eq!(of(&r, "dcgm-gpu0.sm_active"), [(ms(100), 62.5)]);
     assert!(of(&r, "dcgm-gpu0.tensor_active").is_empty());
-    assert_eq!(of(&r, "dcgm-gpu1.power_average"), [(ms(200), 90.0)]);
+    assert_eq!(of(&r, "dcgm-gpu1.power_avg1s"), [(ms(200), 90.0)]);
     assert_eq!(of(&r, "dcgm-gpu1.energy"), [(ms(200), 5.0)]);
     assert_eq!(r.len(), 9);
     assert_eq!(src.blank_values(), 4);
@@ -333,7 +333,7 @@ sample 2 0 155 abs:{b} 200
         all.extend(poll(&mut src, &clock, false).unwrap());
     }
     assert_eq!(
-        of(&all, "dcgm-gpu0.power_average"),
+        of(&all, "dcgm-gpu0.power_avg1s"),
         [
             (MONO_START_NS + 100_000_000, 100.0),
             (MONO_START_NS + 600_000_000, 200.0)
@@ -368,7 +368,7 @@ fn an_engine_without_field_157_still_records_the_rest() {
     clock.advance(10_000_000);
     let r = poll(&mut src, &clock, false).unwrap();
     assert_eq!(
-        of(&r, "dcgm-gpu0.power_average"),
+        of(&r, "dcgm-gpu0.power_avg1s"),
         [(MONO_START_NS + 1_000_000, 42.0)]
     );
     drop(src);
@@ -391,10 +391,10 @@ fn refused_profiling_is_noted_and_its_field_group_removed_at_once() {
     assert_eq!(
         names,
         [
-            "dcgm-gpu0.power_average",
+            "dcgm-gpu0.power_avg1s",
             "dcgm-gpu0.power_instant",
             "dcgm-gpu0.energy",
-            "dcgm-gpu0.util",
+            "dcgm-gpu0.util_gpu",
             "dcgm-gpu0.sm_clock"
         ]
     );
@@ -695,10 +695,10 @@ fn a_recording_holds_what_dcgm_served_on_its_timestamps_with_blanks_as_gaps() {
     let served = f.served();
     assert!(served.len() >= 40, "{served:?}");
     for (field, name, scale) in [
-        (155u16, "dcgm-gpu0.power_average", 1.0),
+        (155u16, "dcgm-gpu0.power_avg1s", 1.0),
         (156, "dcgm-gpu0.energy", 1e-3),
         (1002, "dcgm-gpu0.sm_active", 100.0),
-        (203, "dcgm-gpu0.util", 1.0),
+        (203, "dcgm-gpu0.util_gpu", 1.0),
     ] {
         let expect: Vec<(u64, f64)> = served
             .iter()
@@ -732,8 +732,8 @@ fn a_recording_holds_what_dcgm_served_on_its_timestamps_with_blanks_as_gaps() {
     // Every power value served was numeric or blank, and only the numbers arrived.
     assert!(
         trace
-            .channel("dcgm-gpu0.util")
+            .channel("dcgm-gpu0.util_gpu")
             .is_none_or(|c| c.t_ns.is_empty())
     );
-    assert!(trace.channel("dcgm-gpu0.power_average").unwrap().t_ns.len() >= 10);
+    assert!(trace.channel("dcgm-gpu0.power_avg1s").unwrap().t_ns.len() >= 10);
 }

@@ -77,7 +77,7 @@ fn notes(src: &DcgmSource, opts: &BackendOptions, cfg: &DcgmConfig) -> Vec<Strin
             humantime::format_duration(cfg.poll_interval)
         ),
         "devices are named dcgm-gpu<N>: the same GPUs as nvml's gpu<N>, so never add the two backends' energies".into(),
-        "power_average is NVML's 1-s average (it lags steps); power_instant is the short-window reading".into(),
+        "power_avg1s is NVML's 1-s average (it lags steps); power_instant is the short-window reading".into(),
     ];
     if let Some(p) = attrs.get("profiling") {
         n.push(format!("profiling fields 1001-1005: {p}"));
