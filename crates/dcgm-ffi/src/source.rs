@@ -177,7 +177,7 @@ struct Watched {
 /// A DCGM source. Dropping it tears the DCGM session down (see [`crate`] docs).
 pub struct DcgmSource {
     info: SourceInfo,
-    // Declared before nothing that needs it at drop: the session owns the library handle.
+    /// Owns the DCGM handle and, through it, the library: dropping it tears DCGM down.
     session: Session,
     gpus: Vec<u32>,
     /// `channel_of[gpu_index][field_index]`.
@@ -238,8 +238,12 @@ impl DcgmSource {
                         )));
                     }
                 }
-                let mut w = want.clone();
-                w.dedup();
+                let mut w: Vec<u32> = Vec::with_capacity(want.len());
+                for g in want {
+                    if !w.contains(g) {
+                        w.push(*g);
+                    }
+                }
                 w
             }
         };

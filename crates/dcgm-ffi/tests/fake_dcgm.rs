@@ -525,13 +525,14 @@ fn a_failure_while_setting_up_undoes_exactly_what_was_done() {
 fn gpus_can_be_chosen_and_unknown_ones_are_refused() {
     let f = fake("gpus 0 1 2\n");
     let cfg = DcgmConfig {
-        gpus: Some(vec![2]),
+        gpus: Some(vec![2, 2]),
         ..config(&f)
     };
     let src = DcgmSource::open(&cfg, &MonotonicClock).unwrap();
     assert!(src.info().channels.iter().all(|c| c.device == "dcgm-gpu2"));
+    assert_eq!(src.gpus(), [2]);
     drop(src);
-    assert!(f.log().contains("dcgmGroupAddDevice gpu=2"));
+    assert_eq!(f.log().matches("dcgmGroupAddDevice gpu=2").count(), 1);
     assert!(!f.log().contains("dcgmGroupAddDevice gpu=0"));
 
     let f = fake("gpus 0 1\n");
