@@ -266,7 +266,7 @@ fn id_string(iface: Interface, idx: &[u32]) -> String {
 pub fn discover(root: &Path, proc_modules: &Path) -> Result<Discovery, RaplError> {
     let hint = || {
         let text = std::fs::read_to_string(proc_modules);
-        module_hint(text.as_deref().map_err(|e| e))
+        module_hint(text.as_deref())
     };
     let mut walk = Walk {
         root,

@@ -221,11 +221,7 @@ pub fn module_hint(proc_modules: Result<&str, &io::Error>) -> String {
         .filter_map(|l| l.split_whitespace().next())
         .filter(|m| RAPL_MODULES.contains(m))
         .collect();
-    let drivers: Vec<&str> = loaded
-        .iter()
-        .copied()
-        .filter(|m| *m != "rapl")
-        .collect();
+    let drivers: Vec<&str> = loaded.iter().copied().filter(|m| *m != "rapl").collect();
     if !drivers.is_empty() {
         format!(
             "The RAPL driver is loaded ({}), so the tree exists on the host but is not visible \
@@ -264,7 +260,10 @@ mod tests {
         assert!(!h.contains("perf"), "{h}");
         let perf_only = "rapl 20480 0 - Live 0\n";
         let h = module_hint(Ok(perf_only));
-        assert!(h.contains("modprobe") && h.contains("perf `power` PMU"), "{h}");
+        assert!(
+            h.contains("modprobe") && h.contains("perf `power` PMU"),
+            "{h}"
+        );
         let e = io::Error::from(io::ErrorKind::NotFound);
         let h = module_hint(Err(&e));
         assert!(h.contains("could not be read"), "{h}");

@@ -102,8 +102,8 @@ impl CounterFile {
 
     /// Opens the path and notes whether it is on sysfs.
     fn open_file(&mut self) -> Result<File, RaplError> {
-        let file = File::open(&self.path)
-            .map_err(|e| RaplError::io("open", &self.path, &self.root, e))?;
+        let file =
+            File::open(&self.path).map_err(|e| RaplError::io("open", &self.path, &self.root, e))?;
         self.atomic = rustix::fs::fstatfs(&file)
             .map(|s| s.f_type as u64 == SYSFS_MAGIC)
             .unwrap_or(false);
@@ -134,10 +134,10 @@ impl CounterFile {
         }
         match res {
             Ok(n) => parse_uj(&buf[..n]).ok_or_else(|| RaplError::Parse {
-                    path: self.path.clone(),
-                    content: shown(&buf[..n]),
-                    expected: "a number of microjoules",
-                }),
+                path: self.path.clone(),
+                content: shown(&buf[..n]),
+                expected: "a number of microjoules",
+            }),
             Err(None) => Err(RaplError::Unstable {
                 path: self.path.clone(),
                 attempts: MAX_READS,
@@ -216,8 +216,7 @@ mod tests {
         assert!(matches!(r, Err(None)));
         assert_eq!(k as u32, MAX_READS);
         // A shorter second read must not compare stale bytes.
-        let n = read_consistent(&mut buf, false, script(vec![b"123\n", b"12\n", b"12\n"]))
-            .unwrap();
+        let n = read_consistent(&mut buf, false, script(vec![b"123\n", b"12\n", b"12\n"])).unwrap();
         assert_eq!(&buf[..n], b"12\n");
     }
 
@@ -266,10 +265,7 @@ mod tests {
         let mut f = CounterFile::open(&p, dir.path()).unwrap();
         let e = f.read_uj().unwrap_err();
         let msg = e.to_string();
-        assert!(
-            msg.contains("energy_uj") && msg.contains("lots"),
-            "{msg}"
-        );
+        assert!(msg.contains("energy_uj") && msg.contains("lots"), "{msg}");
         assert_eq!(e.kind(), ErrorKind::Transient);
         // The file stays open after a parse error.
         std::fs::write(&p, "5\n").unwrap();

@@ -307,7 +307,10 @@ mod tests {
         assert_eq!(zone_interval(ms(10), Some(65.5)), ms(10));
         assert_eq!(zone_interval(Duration::ZERO, Some(65.5)), DEFAULT_INTERVAL);
         assert_eq!(zone_interval(ms(5000), Some(2.5)), ms(2500));
-        assert_eq!(zone_interval(ms(10), Some(0.0001)), Duration::from_micros(100));
+        assert_eq!(
+            zone_interval(ms(10), Some(0.0001)),
+            Duration::from_micros(100)
+        );
         assert_eq!(zone_interval(ms(10), Some(0.0)), MIN_INTERVAL);
         assert_eq!(zone_interval(ms(10), None), ms(10));
         // An Intel package at 2 kW: 262 kJ / 2 / 2000 W = 65.5 s.

@@ -107,7 +107,11 @@ impl FakePowercap {
     pub fn amd(sockets: u32) -> io::Result<Self> {
         let mut f = Self::new()?;
         for s in 0..sockets {
-            f.add_zone(&format!("intel-rapl:{s}"), &format!("package-{s}"), AMD_RANGE_UJ)?;
+            f.add_zone(
+                &format!("intel-rapl:{s}"),
+                &format!("package-{s}"),
+                AMD_RANGE_UJ,
+            )?;
             f.add_zone(&format!("intel-rapl:{s}:0"), "core", AMD_RANGE_UJ)?;
         }
         Ok(f)
@@ -162,8 +166,13 @@ impl FakePowercap {
             format!("{max_energy_range_uj}\n"),
         )?;
         fs::write(path.join("enabled"), "1\n")?;
-        fs::write(path.join("energy_uj"), format!("{:0w$}\n", 0, w = ENERGY_WIDTH))?;
-        let rel = path.strip_prefix(&self.root).map_err(|_| invalid(id.into()))?;
+        fs::write(
+            path.join("energy_uj"),
+            format!("{:0w$}\n", 0, w = ENERGY_WIDTH),
+        )?;
+        let rel = path
+            .strip_prefix(&self.root)
+            .map_err(|_| invalid(id.into()))?;
         std::os::unix::fs::symlink(rel, self.root.join(id))?;
         self.ranges
             .lock()
@@ -250,9 +259,8 @@ pub fn without_file_privileges<T: Send>(f: impl FnOnce() -> T + Send) -> T {
             set_capabilities(None, caps).expect("capset failed: cannot drop file privileges");
             let now = capabilities(None).expect("capget failed");
             assert!(
-                !now.effective.intersects(
-                    CapabilitySet::DAC_OVERRIDE | CapabilitySet::DAC_READ_SEARCH
-                ),
+                !now.effective
+                    .intersects(CapabilitySet::DAC_OVERRIDE | CapabilitySet::DAC_READ_SEARCH),
                 "file privileges are still effective"
             );
             f()
