@@ -333,6 +333,18 @@ fn an_unreadable_counter_is_a_permission_error_with_the_fixes() {
 #[test]
 fn zone_sources_pass_the_conformance_suite_while_counters_change() {
     let fake = Arc::new(FakePowercap::intel_client().unwrap());
+    let ids = [
+        "intel-rapl:0",
+        "intel-rapl:0:0",
+        "intel-rapl:0:1",
+        "intel-rapl:1",
+    ];
+    // 50 W on every zone, starting 2 J below the top of the range (written before the
+    // sources open, so that their first reading is already near the top).
+    let start = INTEL_RANGE_UJ - 2_000_000;
+    for id in ids {
+        fake.set_total_energy(id, start).unwrap();
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
         let (fake, stop) = (fake.clone(), stop.clone());
@@ -340,15 +352,8 @@ fn zone_sources_pass_the_conformance_suite_while_counters_change() {
             let t0 = monotonic_ns();
             let mut writes = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                let t = monotonic_ns() - t0;
-                // 50 W on every zone, starting near the top of the range.
-                let total = INTEL_RANGE_UJ - 2_000_000 + t / 20;
-                for id in [
-                    "intel-rapl:0",
-                    "intel-rapl:0:0",
-                    "intel-rapl:0:1",
-                    "intel-rapl:1",
-                ] {
+                let total = start + (monotonic_ns() - t0) / 20;
+                for id in ids {
                     fake.set_total_energy(id, total).unwrap();
                 }
                 writes += 1;
@@ -571,10 +576,16 @@ fn run_writer(
     reset_at_ns: Option<u64>,
     stop: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<WriteLog> {
+    // The first write happens before this returns, so a source opened next reads a
+    // value in the log.
+    let t0 = monotonic_ns();
+    for id in &ids {
+        fake.set_total_energy(id, 0).unwrap();
+    }
+    let mut log = vec![(t0, 0)];
     std::thread::spawn(move || {
-        let t0 = monotonic_ns();
-        let mut log = Vec::new();
         while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(1));
             let t = monotonic_ns();
             let total = (power_w * (t - t0) as f64 / 1e3) as u64;
             for id in &ids {
@@ -589,7 +600,6 @@ fn run_writer(
                 fake.set_total_energy(id, total).unwrap();
             }
             log.push((t, total));
-            std::thread::sleep(Duration::from_millis(1));
         }
         log
     })
@@ -618,7 +628,6 @@ fn a_recording_of_counters_rewritten_in_place_integrates_to_power_times_time() {
         Some(1_100_000_000),
         stop.clone(),
     );
-    std::thread::sleep(Duration::from_millis(5));
     let mut c = cfg(&fake);
     c.max_power = Some(Watts(2500.0));
     let opened = flinch_rapl::open(&c).unwrap();
