@@ -1,6 +1,47 @@
-//! The `flinch` command line.
-mod backends;
+//! The `flinch` command line: `sources`, `record`, `mark`.
 
-fn main() {
-    let _ = backends::all();
+mod backends;
+mod cli;
+mod commands;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+/// A failure that ends the command: printed as `flinch: error: ...`, exit status 2 unless
+/// it says otherwise.
+#[derive(Debug)]
+pub struct Failure {
+    pub message: String,
+    pub code: u8,
+}
+
+impl Failure {
+    pub fn new(message: impl Into<String>) -> Self {
+        Failure {
+            message: message.into(),
+            code: 2,
+        }
+    }
+}
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure::new(e.to_string())
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let result = match cli.command {
+        cli::Command::Sources(a) => commands::sources::run(a),
+        cli::Command::Record(a) => commands::record::run(a),
+        cli::Command::Mark(a) => commands::mark::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(f) => {
+            eprintln!("flinch: error: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
 }

@@ -12,13 +12,16 @@ mod rapl;
 mod synthetic;
 
 use flinch_core::synthetic::SyntheticConfig;
-use flinch_core::{ChannelSpec, Source, SourceError, SourceInfo};
+use flinch_core::{Source, SourceError, SourceInfo};
 use serde::Serialize;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU32;
 use std::time::Duration;
 
 /// Options that backends read, shared by `sources`, `record` and `calibrate`.
 #[derive(Clone, Debug, Default)]
+#[allow(dead_code)] // each field is read by the backend it names, as the backends land
 pub struct BackendOptions {
     /// The fast sampling interval of the recording.
     pub interval: Duration,
@@ -43,6 +46,9 @@ pub struct BackendOptions {
     pub pid: Option<u32>,
     /// Whether `sources --probe` asked for measured read costs and update periods.
     pub probe: bool,
+    /// The wrapped command's pid once `record` has started it (0 until then), for sources
+    /// that follow the command's process tree.
+    pub command_pid: Arc<AtomicU32>,
 }
 
 /// What a backend would offer here.
@@ -77,10 +83,6 @@ impl BackendStatus {
             sources: Vec::new(),
             notes: Vec::new(),
         }
-    }
-    /// All channels of all sources.
-    pub fn channels(&self) -> impl Iterator<Item = &ChannelSpec> {
-        self.sources.iter().flat_map(|s| s.channels.iter())
     }
 }
 

@@ -1,0 +1,247 @@
+//! Command-line definitions.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Record GPU and CPU power next to named marks on one monotonic clock, and measure what
+/// each span between two marks cost above idle.
+#[derive(Debug, Parser)]
+#[command(name = "flinch", version, about, long_about = None, after_help = TOP_EXAMPLES)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+const TOP_EXAMPLES: &str = "\
+Examples:
+  flinch sources                          what can be measured here, and why not
+  flinch record --out run.flinch.csv -- python serve.py
+                                          record while a command runs; it gets $FLINCH_MARKS
+  flinch mark infer_start req=7           send a mark to the running recorder";
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List every source compiled in, whether it is available here (and why not), and its
+    /// channels.
+    #[command(after_help = SOURCES_EXAMPLES)]
+    Sources(SourcesArgs),
+    /// Record sources and marks into a trace file.
+    #[command(after_help = RECORD_EXAMPLES)]
+    Record(RecordArgs),
+    /// Send one mark to a running recorder (stamped with CLOCK_MONOTONIC now).
+    #[command(after_help = MARK_EXAMPLES)]
+    Mark(MarkArgs),
+}
+
+const SOURCES_EXAMPLES: &str = "\
+Examples:
+  flinch sources
+  flinch sources --json
+  flinch sources --rapl-root /host/sys/class/powercap";
+
+const RECORD_EXAMPLES: &str = "\
+Examples:
+  flinch record --out run.flinch.csv --duration 30s
+  flinch record --out run.flinch.csv --source nvml --interval 10ms -- python serve.py
+  flinch record --out demo.flinch.csv --source synthetic --synthetic '50W/1s,250W/1s' --duration 5s
+  flinch record --out run.flinch.csv --marks-file /shared/marks.txt --meta batch=8 --meta model=llama
+
+Marks: the recorder creates a FIFO (default $XDG_RUNTIME_DIR/flinch/marks.fifo, else
+/tmp/flinch-$UID/marks.fifo) and passes its path to a wrapped command as $FLINCH_MARKS.
+A client writes one line per mark, non-blocking: `LABEL t=<CLOCK_MONOTONIC ns> [key=value ...]`.
+Python: os.write(fd, f\"infer_start t={time.monotonic_ns()} req=7\\n\".encode())";
+
+const MARK_EXAMPLES: &str = "\
+Examples:
+  flinch mark infer_start req=7
+  flinch mark first_token req=7 --fifo /tmp/flinch-1000/marks.fifo
+  flinch mark step_done --file /shared/marks.txt
+
+The path is --fifo/--file, else $FLINCH_MARKS, else the per-user default FIFO.
+Exit status: 0 sent, 1 dropped (the recorder's pipe was full), 2 error (no recorder, bad mark).";
+
+/// Options of the backends, shared by the commands that open sources.
+#[derive(Debug, Args, Clone)]
+pub struct BackendArgs {
+    /// The synthetic source's schedule: POWER[/DURATION],... and an optional ;wrap=NJ
+    #[arg(
+        long,
+        value_name = "PROFILE",
+        default_value = "60W/1s,300W/1s;wrap=500J",
+        help_heading = "Sources"
+    )]
+    pub synthetic: String,
+    /// The powercap tree to read RAPL zones from
+    #[arg(long, value_name = "DIR", help_heading = "Sources")]
+    pub rapl_root: Option<PathBuf>,
+    /// The NVML library to load instead of libnvidia-ml.so.1
+    #[arg(long, value_name = "PATH", help_heading = "Sources")]
+    pub nvml_lib: Option<PathBuf>,
+    /// GPUs to record, by index or UUID, comma-separated (default: all)
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        help_heading = "Sources"
+    )]
+    pub gpus: Option<Vec<String>>,
+    /// Record only the GPUs listed in CUDA_VISIBLE_DEVICES
+    #[arg(long, help_heading = "Sources")]
+    pub cuda_visible_devices: bool,
+    /// Also record NVML's 1-s average power (a lagging signal; off by default)
+    #[arg(long, help_heading = "Sources")]
+    pub nvml_average_power: bool,
+    /// The DCGM library to load instead of libdcgm.so.4 / libdcgm.so.3
+    #[arg(long, value_name = "PATH", help_heading = "Sources")]
+    pub dcgm_lib: Option<PathBuf>,
+    /// A running DCGM host engine: IP[:PORT] or unix:///path (default: start an embedded engine)
+    #[arg(long, value_name = "ADDR", help_heading = "Sources")]
+    pub dcgm_host: Option<String>,
+    /// A process whose tree's CPU time the cpu source records (default: the wrapped command)
+    #[arg(long, value_name = "PID", help_heading = "Sources")]
+    pub pid: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct SourcesArgs {
+    /// Print JSON instead of a table
+    #[arg(long)]
+    pub json: bool,
+    /// Measure each channel's read cost and how often its value changes (takes a few seconds)
+    #[arg(long)]
+    pub probe: bool,
+    #[command(flatten)]
+    pub backends: BackendArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RecordArgs {
+    /// The trace file to write (refused if it exists, unless --force)
+    #[arg(long, short, value_name = "TRACE")]
+    pub out: PathBuf,
+    /// Replace an existing trace file
+    #[arg(long)]
+    pub force: bool,
+    /// Sources to record: synthetic, nvml, dcgm, rapl, cpu (repeatable; default: every available one)
+    #[arg(long = "source", short = 's', value_name = "NAME")]
+    pub sources: Vec<String>,
+    /// The fast sampling interval
+    #[arg(long, short, value_name = "DURATION", default_value = "10ms", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// Stop after this long (default: until Ctrl-C, SIGTERM, or the wrapped command exits)
+    #[arg(long, short, value_name = "DURATION", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// The FIFO to create and read marks from (default: per-user, see below)
+    #[arg(long, value_name = "PATH")]
+    pub marks_fifo: Option<PathBuf>,
+    /// Do not create a marks FIFO
+    #[arg(long, conflicts_with = "marks_fifo")]
+    pub no_fifo: bool,
+    /// A file that clients append marks to (read from its end at start)
+    #[arg(long, value_name = "PATH")]
+    pub marks_file: Option<PathBuf>,
+    /// Run metadata stored in the trace header (repeatable)
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub meta: Vec<(String, String)>,
+    /// An idle profile written by `flinch calibrate`, embedded in the trace
+    #[arg(long, value_name = "FILE")]
+    pub idle: Option<PathBuf>,
+    /// No live status line
+    #[arg(long, short)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub backends: BackendArgs,
+    /// The command to run while recording (after --)
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct MarkArgs {
+    /// The mark's label ([A-Za-z0-9_.:/-]+)
+    pub label: String,
+    /// Fields as key=value (req=ID pairs the two ends of a span)
+    #[arg(value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub fields: Vec<(String, String)>,
+    /// The recorder's FIFO
+    #[arg(long, value_name = "PATH", conflicts_with = "file")]
+    pub fifo: Option<PathBuf>,
+    /// A marks file to append to
+    #[arg(long, value_name = "PATH")]
+    pub file: Option<PathBuf>,
+}
+
+/// Parses `10ms`, `1.5s`, `2m`, `500us`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s.trim()).or_else(|_| {
+        // humantime does not take fractions like "1.5s"
+        let split = s
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(s.len());
+        let (n, unit) = s.split_at(split);
+        let n: f64 = n.parse().map_err(|_| ())?;
+        let mult = match unit.trim() {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" | "" => 1.0,
+            "m" | "min" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(()),
+        };
+        Duration::try_from_secs_f64(n * mult).map_err(|_| ())
+    });
+    match d {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err(format!("{s:?}: must be longer than zero")),
+        Err(_) => Err(format!("{s:?} is not a duration like 10ms, 1.5s or 2m")),
+    }
+}
+
+/// Parses `key=value` with key in `[A-Za-z0-9_.:/-]+` and a value without blanks.
+pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not key=value"))?;
+    if !flinch_core::marks::is_valid_label(k) {
+        return Err(format!("key {k:?} must be [A-Za-z0-9_.:/-]+"));
+    }
+    if v.chars().any(char::is_whitespace) {
+        return Err(format!("value of {k} must not contain blanks"));
+    }
+    Ok((k.to_owned(), v.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_key_values_parse_or_say_why() {
+        assert_eq!(parse_duration("10ms"), Ok(Duration::from_millis(10)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("250us"), Ok(Duration::from_micros(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(
+            parse_duration("0s")
+                .unwrap_err()
+                .contains("longer than zero")
+        );
+        assert!(
+            parse_duration("soon")
+                .unwrap_err()
+                .contains("not a duration")
+        );
+        assert_eq!(parse_key_value("batch=8"), Ok(("batch".into(), "8".into())));
+        assert!(parse_key_value("novalue").is_err());
+        assert!(parse_key_value("bad key=1").is_err());
+        assert!(parse_key_value("k=two words").is_err());
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}
