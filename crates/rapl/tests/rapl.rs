@@ -593,8 +593,10 @@ fn run_writer(
                     && *id == "intel-rapl:0"
                     && t - t0 >= r
                 {
-                    fake.set_energy(id, 1_000 + (t - t0 - r) / 1_000_000)
-                        .unwrap();
+                    // Restarted from 1 mJ, counting on at the same power.
+                    let since = (power_w * (t - t0 - r) as f64 / 1e3) as u64;
+                    let range = fake.range_uj(id).unwrap();
+                    fake.set_energy(id, (1_000 + since) % (range + 1)).unwrap();
                     continue;
                 }
                 fake.set_total_energy(id, total).unwrap();
