@@ -370,11 +370,16 @@ pub fn discover(root: &Path, proc_modules: &Path) -> Result<Discovery, RaplError
             }
         }
         let range_path = path.join("max_energy_range_uj");
+        // A range that is zero or not a number makes the zone unusable (not a transient
+        // failure: the file is read once).
         let max = match read_uj_attr(&range_path, root) {
             Ok(0) => Err(RaplError::BadRange {
                 path: range_path,
-                value: 0,
+                content: "0".into(),
             }),
+            Err(RaplError::Parse { path, content, .. }) => {
+                Err(RaplError::BadRange { path, content })
+            }
             other => other,
         };
         let max = match max {

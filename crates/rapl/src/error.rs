@@ -93,14 +93,14 @@ pub enum RaplError {
     },
     /// A zone has a counter but no usable wrap range, so its wraps could not be corrected.
     #[error(
-        "{} is {value}: without a positive max_energy_range_uj the counter's wraps cannot be corrected, so the zone is not used",
+        "{} holds {content:?}: without a positive max_energy_range_uj the counter's wraps cannot be corrected, so the zone is not used",
         path.display()
     )]
     BadRange {
         /// The `max_energy_range_uj` file.
         path: PathBuf,
-        /// What it held.
-        value: u64,
+        /// What it held (at most 64 bytes, lossily decoded).
+        content: String,
     },
     /// Zones were found, but none with a usable energy counter.
     #[error("the RAPL zones under {} offer no energy counter: {zones}", root.display())]
@@ -311,7 +311,7 @@ mod tests {
             root: root.into(),
             first: Box::new(RaplError::BadRange {
                 path: root.into(),
-                value: 0,
+                content: "0\n".into(),
             }),
             others: 2,
         };

@@ -266,6 +266,8 @@ fn zones_without_a_counter_or_a_range_are_left_out_with_the_reason() {
         msg.contains("intel-rapl:0/max_energy_range_uj") && msg.contains("\"lots"),
         "{msg}"
     );
+    assert!(msg.contains("wraps cannot be corrected"), "{msg}");
+    assert_eq!(e.kind(), ErrorKind::NotSupported);
 
     // Only zones without counters: says so.
     let fake = FakePowercap::amd(1).unwrap();
