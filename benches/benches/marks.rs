@@ -7,9 +7,12 @@
 //! - `marks_latency/{fifo,file,api}`: a real recording (synthetic source at 10 ms) and a
 //!   real client: the time from just before the client's `write(2)` into the FIFO (or its
 //!   append to the marks file, or the in-process send) until the mark's row can be read
-//!   from the trace file (see `flinch_benches::latency`). One mark at a time.
+//!   from the trace file (see `flinch_benches::latency`). One mark at a time, each after a
+//!   random pause (untimed; 0–4 ms, 0–10 ms for the file), so the recorder's threads are asleep when it comes,
+//!   as between real requests, and marks do not fall in step with the file tailer's 10-ms
+//!   reads.
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
-use flinch_benches::latency::{MarkRig, Transport};
+use flinch_benches::latency::{MarkRig, Transport, jitter};
 use flinch_core::marks::{Line, LineSplitter, parse_mark};
 use std::hint::black_box;
 use std::time::Duration;
@@ -66,16 +69,26 @@ fn parse(c: &mut Criterion) {
 
 fn latency(c: &mut Criterion) {
     let mut g = c.benchmark_group("marks_latency");
-    g.sampling_mode(SamplingMode::Flat)
-        .sample_size(30)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(5));
-    for t in [Transport::Fifo, Transport::Api, Transport::File] {
+    g.sampling_mode(SamplingMode::Flat).sample_size(20);
+    // Criterion plans its iterations from the time reported, which leaves out the pauses
+    // (2 ms on average, more than a FIFO mark takes): so the reported time asked for is
+    // small, and the wall time is ~40 times as long for the FIFO and the API.
+    // The file is read every 10 ms: its pauses average 5 ms, so a mark lands anywhere in
+    // that cycle.
+    for (t, gap_ms, warm_ms, measure_ms) in [
+        (Transport::Fifo, 2, 20, 150),
+        (Transport::Api, 2, 20, 150),
+        (Transport::File, 5, 100, 1500),
+    ] {
+        g.warm_up_time(Duration::from_millis(warm_ms))
+            .measurement_time(Duration::from_millis(measure_ms));
         let mut rig = MarkRig::start(t).expect("a recording starts");
         g.bench_function(t.name(), |b| {
             b.iter_custom(|iters| {
                 let mut total = 0u64;
+                let mut seed = 0x9e37_79b9_7f4a_7c15;
                 for _ in 0..iters {
+                    std::thread::sleep(jitter(&mut seed, Duration::from_millis(gap_ms)));
                     total += rig.round_trip();
                 }
                 Duration::from_nanos(total)

@@ -330,16 +330,34 @@ pub mod latency {
         }
     }
 
-    /// Sends `n` marks through `transport` one at a time (each after the previous one is on
-    /// disk, `gap` apart) and returns the latencies, ns.
-    pub fn measure(transport: Transport, n: usize, gap: Duration) -> flinch_core::Result<Vec<u64>> {
+    /// A pause drawn uniformly from [0, 2 × `mean`) by a xorshift generator seeded with
+    /// `state`: marks that arrive at random moments, not in step with the recorder's
+    /// threads (the file tailer reads every 10 ms; marks sent right after each read would
+    /// all wait the full 10 ms).
+    pub fn jitter(state: &mut u64, mean: Duration) -> Duration {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        let ns = mean.as_nanos() as u64 * 2;
+        Duration::from_nanos(if ns == 0 { 0 } else { *state % ns })
+    }
+
+    /// Sends `n` marks through `transport` one at a time (each after the previous one is
+    /// on disk and a random pause of `mean_gap` on average, so the recorder's threads are
+    /// asleep when it comes, as between real requests) and returns the latencies, ns.
+    pub fn measure(
+        transport: Transport,
+        n: usize,
+        mean_gap: Duration,
+    ) -> flinch_core::Result<Vec<u64>> {
         let mut rig = MarkRig::start(transport)?;
         // Let the recorder settle (threads started, first samples written).
         std::thread::sleep(Duration::from_millis(100));
         let mut v = Vec::with_capacity(n);
+        let mut seed = 0x9e37_79b9_7f4a_7c15;
         for _ in 0..n {
+            std::thread::sleep(jitter(&mut seed, mean_gap));
             v.push(rig.round_trip());
-            std::thread::sleep(gap);
         }
         rig.stop();
         Ok(v)

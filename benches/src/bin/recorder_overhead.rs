@@ -159,7 +159,7 @@ fn main() {
     if args.marks > 0 {
         let mut lat = serde_json::Map::new();
         println!(
-            "\nmark-to-disk latency ({} marks each, one at a time, 5 ms apart)",
+            "\nmark-to-disk latency ({} marks each, one at a time, 0-10 ms apart at random)",
             args.marks
         );
         for t in [Transport::Fifo, Transport::Api, Transport::File] {
