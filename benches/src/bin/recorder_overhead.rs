@@ -196,7 +196,11 @@ fn main() {
 }
 
 fn us(ns: u64) -> String {
-    format!("{:.1} µs", ns as f64 / 1e3)
+    if ns < 10_000 {
+        format!("{:.3} µs", ns as f64 / 1e3)
+    } else {
+        format!("{:.1} µs", ns as f64 / 1e3)
+    }
 }
 
 fn machine() -> Value {
@@ -303,8 +307,21 @@ fn run(
         let _ = std::fs::remove_file(&out);
     }
 
+    let fast = footer
+        .cadences
+        .iter()
+        .min_by_key(|c| c.interval_ns)
+        .cloned()
+        .unwrap_or_default();
     let window_ns = t_b - t_a;
-    let ticks = window_ns as f64 / iv_ns as f64;
+    // Ticks the fast thread ran in the window: as scheduled, less the share of missed ones
+    // (a starved thread skips deadlines rather than bursting; CPU per tick is per tick run).
+    let scheduled = window_ns as f64 / iv_ns as f64;
+    let ticks = if fast.missed_ticks > 0 {
+        scheduled * fast.ticks as f64 / (fast.ticks + fast.missed_ticks) as f64
+    } else {
+        scheduled
+    };
     let cpu = cpu_b - cpu_a;
     let samples = samples_b - samples_a;
     let per_tick = cpu as f64 / ticks;
@@ -328,13 +345,15 @@ fn run(
         footer.samples,
         footer.dropped_readings
     );
+    if fast.missed_ticks > 0 {
+        println!(
+            "  WARNING: the fast thread missed {} of {} deadlines (starved of CPU): figures are \
+             per tick run",
+            fast.missed_ticks,
+            fast.ticks + fast.missed_ticks
+        );
+    }
     let cadences: Vec<Value> = footer.cadences.iter().map(cadence).collect();
-    let fast = footer
-        .cadences
-        .iter()
-        .min_by_key(|c| c.interval_ns)
-        .cloned()
-        .unwrap_or_default();
     let rss_ref = rss.first().map(|r| r.1);
     match (rss_ref, rss_end) {
         (Some(a), Some(b)) => println!(
@@ -351,6 +370,8 @@ fn run(
         "interval_ns": iv_ns,
         "duration_s": args.duration.as_secs_f64(),
         "window_s": window_ns as f64 / 1e9,
+        "ticks_in_window": ticks,
+        "missed_ticks": fast.missed_ticks,
         "process_cpu_ns": cpu,
         "cpu_per_tick_ns": per_tick,
         "cpu_per_sample_ns": per_sample,
@@ -481,7 +502,8 @@ fn bare_reads(mut sources: Vec<Box<dyn Source>>, interval: Duration, duration: D
             let start = clock.now_ns();
             let end = start + duration.as_nanos() as u64;
             let warm = start + (WARMUP.as_nanos() as u64).min(duration.as_nanos() as u64 / 2);
-            let mut mark: Option<(u64, u64, u64)> = None; // (cpu, time, tick) at warm-up end
+            let mut mark: Option<u64> = None; // thread CPU at the warm-up's end
+            let mut run_after_warm = 0u64;
             let mut k = 0u64;
             loop {
                 let deadline = start + k * iv;
@@ -492,7 +514,10 @@ fn bare_reads(mut sources: Vec<Box<dyn Source>>, interval: Duration, duration: D
                 let now = clock.now_ns();
                 lag.record(now.abs_diff(deadline));
                 if mark.is_none() && now >= warm {
-                    mark = Some((thread_cpu_ns(), now, k));
+                    mark = Some(thread_cpu_ns());
+                }
+                if mark.is_some() {
+                    run_after_warm += 1;
                 }
                 for (i, src) in sources.iter_mut().enumerate() {
                     if k % every[i] != 0 {
@@ -516,9 +541,8 @@ fn bare_reads(mut sources: Vec<Box<dyn Source>>, interval: Duration, duration: D
                     k += (now - next) / iv + 1;
                 }
             }
-            let (cpu0, t0, _) = mark.unwrap_or((thread_cpu_ns(), clock.now_ns(), k));
-            let cpu = thread_cpu_ns() - cpu0;
-            let ticks = (clock.now_ns().min(end) - t0) as f64 / iv as f64;
+            let cpu = thread_cpu_ns() - mark.unwrap_or_else(thread_cpu_ns);
+            let ticks = run_after_warm as f64;
             // The fast polls, timed back to back.
             for (i, src) in sources.iter_mut().enumerate() {
                 if every[i] > 1 {
