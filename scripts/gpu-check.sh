@@ -5,11 +5,13 @@
 #   scripts/build-gpu-bins.sh            # on the build machine: release binaries -> .device-carry/
 #   scripts/gpu-check.sh [BIN_DIR] [OUT_DIR] [STEP ...]
 #
-# Steps (default: all, in this order): info sources tests overhead busy llm analyze
+# Steps (default: all, in this order): info sources tests overhead bench busy llm analyze
 #   info      nvidia-smi and torch facts
 #   sources   flinch sources, and --probe (read costs and update intervals)
 #   tests     the NVML tests that need a GPU (ignored on CI)
 #   overhead  20 s of recording an idle GPU at 100 Hz: the recorder's CPU time per tick
+#   bench     recorder_overhead (docs/performance.md): the recorder's CPU per tick next to
+#             the bare cost of the same NVML reads, schedule deviation, memory, mark latency
 #   busy      busy/light/idle matmul phases of 50 ms to 1 s with marks (busy-idle.flinch.csv)
 #   llm       a transformers model with random weights serving requests (llm.flinch.csv)
 #   analyze   flinch analyze on both traces, when this flinch has the command
@@ -17,7 +19,7 @@ set -u
 BIN=${1:-.device-carry}
 OUT=${2:-gpu-results}
 shift $(( $# >= 2 ? 2 : $# ))
-STEPS=${*:-info sources tests overhead busy llm analyze}
+STEPS=${*:-info sources tests overhead bench busy llm analyze}
 FLINCH="$BIN/flinch"
 mkdir -p "$OUT"
 LOG="$OUT/gpu-check.log"
@@ -68,6 +70,13 @@ for c in foot["cadences"]:
 print("samples", foot["samples"], "dropped", foot["dropped_readings"])
 PY
     rm -f "$OUT/overhead.flinch.csv"
+fi
+
+if want bench; then
+    say "bench: recorder_overhead (NVML at 10 ms, synthetic at 10 ms and 1 ms, 20 s each)"
+    timeout 400 "$BIN/recorder_overhead" --sources nvml,synthetic --require-nvml --duration 20s \
+        --json "$OUT/recorder_overhead.json" 2>&1 | tee "$OUT/recorder_overhead.txt" >>"$LOG"
+    say "bench exit status ${PIPESTATUS[0]}"
 fi
 
 if want busy; then
