@@ -5,10 +5,12 @@ pub mod channel;
 pub mod clock;
 pub mod counter;
 pub mod error;
+pub mod integrate;
 pub mod marks;
 pub mod recorder;
 pub mod sampler;
 pub mod source;
+pub mod stats;
 pub mod synthetic;
 #[cfg(feature = "testing")]
 pub mod testing;
