@@ -4,7 +4,9 @@
 pub mod channel;
 pub mod clock;
 pub mod counter;
+pub mod device;
 pub mod error;
+pub mod idle;
 pub mod integrate;
 pub mod marks;
 pub mod recorder;
