@@ -22,5 +22,5 @@ pub mod units;
 pub use channel::{ChannelKind, ChannelSpec, CounterSpec, PowerMethod, Quantity, SourceInfo};
 pub use clock::{Clock, ClockAnchor, ManualClock, MonotonicClock};
 pub use error::{Error, ErrorKind, Result, SourceError};
-pub use source::{Reading, Readings, Source};
+pub use source::{DataGap, Reading, Readings, Source};
 pub use units::{Joules, Unit, Watts};

@@ -137,6 +137,13 @@ impl Sink for ChannelSink {
     fn dropped(&mut self, t_ns: u64, source: u32, count: u64) {
         let _ = self.tx.send(Msg::Dropped(t_ns, source, count));
     }
+    fn data_gap(&mut self, source: u32, gap: &crate::source::DataGap) {
+        let reason = format!("data-gap: {}", gap.reason);
+        let _ = self
+            .tx
+            .send(Msg::Gap(Box::new((gap.start_ns, source, Some(reason)))));
+        let _ = self.tx.send(Msg::Gap(Box::new((gap.end_ns, source, None))));
+    }
 }
 
 /// Counters that the live status line shows.

@@ -12,7 +12,7 @@
 
 use crate::clock::Clock;
 use crate::error::SourceError;
-use crate::source::{Reading, Readings, Source};
+use crate::source::{DataGap, Reading, Readings, Source};
 use crate::trace::CadenceStats;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,6 +27,10 @@ pub trait Sink: Send {
     fn gap(&mut self, t_ns: u64, source: u32, error: Option<&SourceError>);
     /// `count` readings of `source` were dropped since the last report.
     fn dropped(&mut self, t_ns: u64, source: u32, count: u64);
+    /// Source `source` has no data between the two times although its polls succeeded.
+    fn data_gap(&mut self, source: u32, gap: &DataGap) {
+        let _ = (source, gap);
+    }
 }
 
 /// A sink that keeps everything in memory (tests, benches).
@@ -55,6 +59,11 @@ impl Sink for VecSink {
     }
     fn dropped(&mut self, t_ns: u64, source: u32, count: u64) {
         self.dropped.push((t_ns, source, count));
+    }
+    fn data_gap(&mut self, source: u32, gap: &DataGap) {
+        self.gaps
+            .push((gap.start_ns, source, Some(gap.reason.to_owned())));
+        self.gaps.push((gap.end_ns, source, None));
     }
 }
 
@@ -222,6 +231,9 @@ impl<S: Sink> SamplerGroup<S> {
             } else {
                 slot.src.poll(&mut out)
             };
+            if let Some(g) = out.reported_gap() {
+                self.sink.data_gap(slot.index, &g);
+            }
             match res {
                 Ok(()) => {
                     if slot.failing {
@@ -395,6 +407,39 @@ mod tests {
         assert_eq!(sink.gaps[0].1, 0);
         assert!(sink.gaps[0].2.as_deref().unwrap().contains("gone"));
         assert_eq!(sink.gaps[1], (40_000_000, 0, None));
+    }
+
+    struct Overrun(SourceInfo);
+    impl Source for Overrun {
+        fn info(&self) -> &SourceInfo {
+            &self.0
+        }
+        fn poll(&mut self, out: &mut Readings<'_>) -> Result<(), SourceError> {
+            out.push(0, 500, 1.0);
+            out.report_gap(100, 400, "driver buffer overran");
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_reported_data_gap_reaches_the_sink_with_its_own_times() {
+        let clock = Arc::new(ManualClock::new(1_000, 0));
+        let mut g = SamplerGroup::new(Duration::from_millis(10), clock, VecSink::default());
+        g.add(
+            Box::new(Overrun(Counter::new("b", vec![], None).info)),
+            3,
+            0,
+        );
+        g.tick();
+        let sink = g.into_sink();
+        assert_eq!(sink.readings.len(), 1);
+        assert_eq!(
+            sink.gaps,
+            vec![
+                (100, 3, Some("driver buffer overran".into())),
+                (400, 3, None)
+            ]
+        );
     }
 
     #[test]
