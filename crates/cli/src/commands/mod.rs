@@ -32,5 +32,6 @@ pub fn backend_options(
         pid: a.pid,
         probe,
         command_pid: Default::default(),
+        wraps_command: false,
     })
 }

@@ -148,7 +148,8 @@ fn summary(out: &std::path::Path, f: &Footer) -> String {
 }
 
 pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
-    let opts = super::backend_options(&a.backends, a.interval, false)?;
+    let mut opts = super::backend_options(&a.backends, a.interval, false)?;
+    opts.wraps_command = !a.command.is_empty();
     let idle = match &a.idle {
         Some(p) => {
             let text = std::fs::read_to_string(p)
