@@ -550,24 +550,11 @@ impl<'t> Analyzer<'t> {
                     p.warnings.join("; ")
                 ));
             }
-            if !p.host.is_empty() && p.host != trace.header.host {
-                idle_warnings.push(format!(
-                    "the idle profile is from host {:?}, the trace from {:?}",
-                    p.host, trace.header.host
-                ));
-            }
-            let missing: Vec<&str> = trace
-                .channels
-                .iter()
-                .filter(|c| Method::of(&c.spec).is_some() && p.level_for(&c.spec).is_none())
-                .map(|c| c.spec.name.as_str())
-                .collect();
-            if !missing.is_empty() {
-                idle_warnings.push(format!(
-                    "the idle profile has no level for {}: their active energy is null",
-                    missing.join(", ")
-                ));
-            }
+            idle_warnings.extend(
+                p.coverage_warnings(&trace.header.sources, &trace.header.host)
+                    .into_iter()
+                    .map(|w| format!("idle profile: {w}")),
+            );
         }
         let idle = idle.map(|(p, _)| p);
         let source_of: HashMap<&str, &crate::channel::SourceInfo> = trace

@@ -226,6 +226,31 @@ impl IdleProfile {
             .map(|(k, c)| (k.as_str(), c))
     }
 
+    /// What a recording of `sources` on `host` should know about this profile: power and
+    /// energy channels it has no level for, and a different host.
+    pub fn coverage_warnings(&self, sources: &[SourceInfo], host: &str) -> Vec<String> {
+        let mut w = Vec::new();
+        if !self.host.is_empty() && self.host != host {
+            w.push(format!(
+                "the profile was taken on host {:?}, this is {host:?}",
+                self.host
+            ));
+        }
+        let missing: Vec<&str> = sources
+            .iter()
+            .flat_map(|s| &s.channels)
+            .filter(|c| Method::of(c).is_some() && self.level_for(c).is_none())
+            .map(|c| c.name.as_str())
+            .collect();
+        if !missing.is_empty() {
+            w.push(format!(
+                "the profile has no idle level for {}: their active energy will be null",
+                missing.join(", ")
+            ));
+        }
+        w
+    }
+
     /// Profiles `[start_ns, end_ns]` of a trace. `origin` says where it came from.
     pub fn from_trace(trace: &Trace, start_ns: u64, end_ns: u64, origin: &str) -> Result<Self> {
         if end_ns <= start_ns {

@@ -1,5 +1,7 @@
 //! One module per subcommand.
 
+pub mod analyze;
+pub mod calibrate;
 pub mod mark;
 pub mod record;
 pub mod sources;
