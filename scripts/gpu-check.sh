@@ -64,7 +64,7 @@ fast = min(foot["cadences"], key=lambda c: c["interval_ns"])
 print(f"process CPU {cpu_s:.3f} s over {fast['ticks']} fast ticks: {cpu_s / fast['ticks'] * 1e6:.1f} us per 10 ms tick (all threads)")
 for c in foot["cadences"]:
     print(f"  thread every {c['interval_ns']/1e6:g} ms: {c['ticks']} ticks, cpu {c['cpu_ns']/max(c['ticks'],1)/1e3:.1f} us/tick, "
-          f"lag p50 {c['lag_p50_ns']/1e3:.0f} us p99 {c['lag_p99_ns']/1e3:.0f} us max {c['lag_max_ns']/1e3:.0f} us, missed {c['missed_ticks']}: {c['sources']}")
+          f"off schedule p50 {c['deviation_p50_ns']/1e3:.0f} us p99 {c['deviation_p99_ns']/1e3:.0f} us max {c['deviation_max_ns']/1e3:.0f} us, missed {c['missed_ticks']}: {c['sources']}")
 print("samples", foot["samples"], "dropped", foot["dropped_readings"])
 PY
     rm -f "$OUT/overhead.flinch.csv"

@@ -260,7 +260,11 @@ impl Source for GpmSource {
             // Each value is the average over [t0, t]: stamp it in the middle.
             let mid = t0 + (t - t0) / 2;
             for (i, r) in results.into_iter().enumerate() {
-                if let Ok(r) = r {
+                // A metric the GPU could not compute for this pair (NVML gives NaN) is left
+                // out: a missing value, not a zero.
+                if let Ok(r) = r
+                    && r.value.is_finite()
+                {
                     out.push(i, mid, r.value.clamp(0.0, 100.0));
                 }
             }

@@ -107,7 +107,7 @@ pub trait Backend {
 pub fn all() -> Vec<Box<dyn Backend>> {
     vec![
         Box::new(nvml::Nvml),
-        Box::new(dcgm::Dcgm),
+        Box::new(dcgm::Dcgm::default()),
         Box::new(rapl::Rapl),
         Box::new(cpu::Cpu),
         Box::new(synthetic::Synthetic),

@@ -131,13 +131,13 @@ fn summary(out: &std::path::Path, f: &Footer) -> String {
     );
     for c in &f.cadences {
         s.push_str(&format!(
-            "\n  every {}: {} ticks, {} missed, lag p50 {} p99 {} max {}, {} CPU per tick ({})",
+            "\n  every {}: {} ticks, {} missed, off schedule by p50 {} p99 {} max {}, {} CPU per tick ({})",
             humantime::format_duration(Duration::from_nanos(c.interval_ns)),
             c.ticks,
             c.missed_ticks,
-            fmt_ms(c.lag_p50_ns),
-            fmt_ms(c.lag_p99_ns),
-            fmt_ms(c.lag_max_ns),
+            fmt_ms(c.deviation_p50_ns),
+            fmt_ms(c.deviation_p99_ns),
+            fmt_ms(c.deviation_max_ns),
             if c.ticks > 0 {
                 format!("{:.1} us", c.cpu_ns as f64 / c.ticks as f64 / 1e3)
             } else {
