@@ -426,3 +426,130 @@ time.sleep(0.2)
     let total = c.values.last().unwrap() - c.values.first().unwrap();
     assert!(total >= 0.55, "tree CPU time {total}");
 }
+
+/// The same known answer measured through RAPL: a fake powercap tree whose package counter
+/// a thread rewrites every millisecond with the exact integral of the power schedule (20 W,
+/// 100 W during the burst), wrapping every 60 J.
+#[test]
+fn a_724_ms_burst_through_a_fake_rapl_tree_is_57_9_j_and_cpu_compute() {
+    use flinch_rapl::testing::FakePowercap;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    let range_uj: u64 = 60_000_000;
+    let mut fake = FakePowercap::new().unwrap();
+    fake.add_zone("intel-rapl:0", "package-0", range_uj)
+        .unwrap();
+    let fake = Arc::new(fake);
+    let t0 = monotonic_ns();
+    // the burst's edges, set before they happen; 0 = none yet
+    let burst = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
+    let stop = Arc::new(AtomicBool::new(false));
+    // Energy in µJ from t0 to t: 20 W throughout (20 µJ/ms = 0.02 µJ/ns), plus 80 W over
+    // the part of the burst before t.
+    let energy_uj = {
+        let burst = burst.clone();
+        move |t: u64| -> u64 {
+            let (a, b) = (
+                burst.0.load(Ordering::SeqCst),
+                burst.1.load(Ordering::SeqCst),
+            );
+            let base = (t - t0) as f64 * 0.02;
+            let extra = if a > 0 && t > a {
+                (t.min(b) - a) as f64 * 0.08
+            } else {
+                0.0
+            };
+            (base + extra) as u64
+        }
+    };
+    let writer = {
+        let (fake, stop, energy_uj) = (fake.clone(), stop.clone(), energy_uj.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                fake.set_total_energy("intel-rapl:0", energy_uj(monotonic_ns()))
+                    .unwrap();
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let idle = dir.path().join("idle.json");
+    let o = run(flinch()
+        .args(["calibrate", "--quiet", "--source", "rapl", "--seconds", "2"])
+        .arg("--rapl-root")
+        .arg(fake.root())
+        .arg("--out")
+        .arg(&idle));
+    assert!(o.status.success(), "calibrate: {}", stderr(&o));
+    let prof: Value = serde_json::from_str(&std::fs::read_to_string(&idle).unwrap()).unwrap();
+    let idle_w = prof["channels"]["package-0.energy"]["mean"]
+        .as_f64()
+        .unwrap();
+    assert!((idle_w - 20.0).abs() < 0.5, "idle {idle_w} W");
+
+    let trace = dir.path().join("rapl.flinch.csv");
+    let fifo = dir.path().join("m.fifo");
+    let rec = flinch()
+        .args([
+            "record",
+            "--quiet",
+            "--source",
+            "rapl",
+            "--duration",
+            "3.5s",
+        ])
+        .arg("--rapl-root")
+        .arg(fake.root())
+        .arg("--idle")
+        .arg(&idle)
+        .arg("--out")
+        .arg(&trace)
+        .arg("--marks-fifo")
+        .arg(&fifo)
+        .spawn()
+        .unwrap();
+    header_of(&trace);
+    while !fifo.exists() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let a = monotonic_ns() + 800 * MS;
+    let b = a + 724 * MS;
+    burst.0.store(a, Ordering::SeqCst);
+    burst.1.store(b, Ordering::SeqCst);
+    let (ia, ib) = (b + 600 * MS, b + 1324 * MS);
+    sleep_until(ib + 50 * MS);
+    send(&fifo, "burst_start", a);
+    send(&fifo, "burst_end", b);
+    send(&fifo, "idle_start", ia);
+    send(&fifo, "idle_end", ib);
+    let o = rec.wait_with_output().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    assert!(o.status.success(), "record: {}", stderr(&o));
+
+    let expected = 80.0 * 0.724;
+    let v = analyze_json(&trace, &["--from", "burst_start", "--to", "burst_end"]);
+    check_schema(&v);
+    let s = &v["spans"][0];
+    assert_eq!(s["verdict"], "cpu-compute", "{:#}", s["evidence"]);
+    let e = &s["energy"]["package-0.energy"];
+    assert_eq!(e["method"], "counter");
+    let active = e["active_energy_j"].as_f64().unwrap();
+    eprintln!(
+        "rapl burst: active {active:.3} J ({} updates), idle {idle_w:.3} W",
+        e["updates_in_span"]
+    );
+    assert!(
+        (active - expected).abs() <= 0.03 * expected,
+        "active {active} J, expected {expected} J ± 3 %"
+    );
+    let v = analyze_json(&trace, &["--from", "idle_start", "--to", "idle_end"]);
+    let s = &v["spans"][0];
+    assert_eq!(s["verdict"], "idle-wait", "{:#}", s["evidence"]);
+    let active = s["devices"]["package-0"]["active_energy_j"]
+        .as_f64()
+        .unwrap();
+    eprintln!("rapl idle: active {active:.3} J");
+    assert!(active.abs() <= 1.5, "idle active {active} J");
+}
