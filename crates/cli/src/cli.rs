@@ -237,10 +237,15 @@ pub struct AnalyzeArgs {
     #[arg(long, value_name = "LABEL", requires = "from")]
     pub to: Option<String>,
     /// An idle profile written by `flinch calibrate` (overrides the trace's own)
-    #[arg(long, value_name = "FILE", conflicts_with = "idle_window")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with = "idle_window",
+        requires = "from"
+    )]
     pub idle: Option<PathBuf>,
     /// Take idle from a stretch of this trace: A..B, mark labels or seconds from its start
-    #[arg(long, value_name = "A..B")]
+    #[arg(long, value_name = "A..B", requires = "from")]
     pub idle_window: Option<String>,
     /// Print one JSON object (documented in docs/analysis.md)
     #[arg(long)]

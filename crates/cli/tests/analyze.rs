@@ -381,6 +381,106 @@ fn record_validates_the_idle_profile_before_recording() {
     assert!(stderr(&o).contains("missing.json"), "{}", stderr(&o));
 }
 
+#[test]
+fn analyze_says_what_is_wrong_with_its_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_trace = dir.path().join("notes.txt");
+    std::fs::write(&not_trace, "hello\n").unwrap();
+    let o = run(flinch().arg("analyze").arg(&not_trace));
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    assert!(
+        e.contains("notes.txt:1") && e.contains("not a flinch trace"),
+        "{e}"
+    );
+    let o = run(flinch().arg("analyze").arg(dir.path().join("none.csv")));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("none.csv"), "{}", stderr(&o));
+    // a real trace, with a broken idle profile and a bad window
+    let trace = dir.path().join("t.csv");
+    let o = run(flinch()
+        .args(["record", "--quiet", "--no-fifo", "--source", "synthetic"])
+        .args(["--duration", "300ms", "--out"])
+        .arg(&trace));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let bad = dir.path().join("idle.json");
+    std::fs::write(
+        &bad,
+        "{\"format\": \"flinch-idle\", \"version\": 1,\n\"host\": 3}",
+    )
+    .unwrap();
+    for (args, needle) in [
+        (vec!["--from", "a", "--to", "b"], "labels present: none"),
+        (vec!["--from", "a"], "--to"),
+        (vec!["--idle-window", "1..2"], "--from"),
+    ] {
+        let o = run(flinch().arg("analyze").arg(&trace).args(&args));
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&o).contains(needle), "{args:?}: {}", stderr(&o));
+    }
+    // labels are checked first: a trace with marks reaches the idle inputs
+    let marked = dir.path().join("m.csv");
+    let fifo = dir.path().join("m.fifo");
+    let rec = flinch()
+        .args([
+            "record",
+            "--quiet",
+            "--source",
+            "synthetic",
+            "--duration",
+            "1s",
+            "--out",
+        ])
+        .arg(&marked)
+        .arg("--marks-fifo")
+        .arg(&fifo)
+        .spawn()
+        .unwrap();
+    header_of(&marked);
+    while !fifo.exists() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let now = monotonic_ns();
+    send(&fifo, "a", now);
+    send(&fifo, "b", now + 100 * MS);
+    assert!(rec.wait_with_output().unwrap().status.success());
+    let o = run(flinch().arg("analyze").arg(&marked).args([
+        "--from",
+        "a",
+        "--to",
+        "b",
+        "--idle-window",
+        "soon..later later",
+    ]));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("neither a number of seconds nor a mark label"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(flinch()
+        .arg("analyze")
+        .arg(&marked)
+        .args(["--from", "a", "--to", "b", "--idle"])
+        .arg(&bad));
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    assert!(
+        e.contains("idle.json") && e.contains("at line 2 column"),
+        "{e}"
+    );
+    let v = analyze_json(&marked, &["--from", "a", "--to", "b"]);
+    assert_eq!(v["spans"].as_array().unwrap().len(), 1);
+    assert!(v["idle"].is_null());
+    assert!(
+        v["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("no idle profile"))
+    );
+}
+
 /// The wrapped command's process tree: a shell that starts a Python child which burns
 /// 0.6 s of CPU time (measured by itself, so a busy machine only stretches it) between two
 /// marks, and is reaped by the shell.

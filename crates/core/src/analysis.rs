@@ -450,7 +450,7 @@ pub fn resolve_window(trace: &Trace, a: &WindowEdge, b: &WindowEdge) -> Result<(
     let origin = trace.header.start_anchor.mono_ns;
     let find = |e: &WindowEdge, after: u64| -> Result<u64> {
         match e {
-            WindowEdge::Seconds(s) => Ok(origin + (s * 1e9).round() as u64),
+            WindowEdge::Seconds(s) => Ok(origin.saturating_add((s * 1e9).round() as u64)),
             WindowEdge::Label(l) => trace
                 .marks
                 .iter()

@@ -159,33 +159,31 @@ impl IdleProfile {
     pub fn from_json(text: &str) -> std::result::Result<Self, String> {
         let v: serde_json::Value =
             serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
-        Self::from_value(&v)
+        check_format(&v)?;
+        // from the text again, so that errors carry their line and column
+        let p: IdleProfile = serde_json::from_str(text).map_err(|e| {
+            format!("not a valid idle profile: {e}; write a new one with `flinch calibrate`")
+        })?;
+        p.validate()
     }
 
     /// Reads a profile from a JSON value (as embedded in a trace header).
     pub fn from_value(v: &serde_json::Value) -> std::result::Result<Self, String> {
-        match v.get("format").and_then(|f| f.as_str()) {
-            Some(IDLE_FORMAT) => {}
-            Some(other) => {
-                return Err(format!(
-                    "format is {other:?}, expected {IDLE_FORMAT:?} (a file written by `flinch calibrate`)"
-                ));
-            }
-            None => {
-                return Err(format!(
-                    "no \"format\": {IDLE_FORMAT:?} field: not an idle profile written by `flinch calibrate`"
-                ));
-            }
-        }
-        let p =
-            IdleProfile::deserialize(v).map_err(|e| format!("not a valid idle profile: {e}"))?;
-        if p.version > IDLE_VERSION {
+        check_format(v)?;
+        let p = IdleProfile::deserialize(v).map_err(|e| {
+            format!("not a valid idle profile: {e}; write a new one with `flinch calibrate`")
+        })?;
+        p.validate()
+    }
+
+    fn validate(self) -> std::result::Result<Self, String> {
+        if self.version > IDLE_VERSION {
             return Err(format!(
                 "profile version {} is newer than this flinch understands ({IDLE_VERSION}); upgrade flinch",
-                p.version
+                self.version
             ));
         }
-        for (name, c) in &p.channels {
+        for (name, c) in &self.channels {
             for (what, x) in [
                 ("mean", c.mean),
                 ("median", c.median),
@@ -201,7 +199,7 @@ impl IdleProfile {
                 return Err(format!("channel {name:?}: std {} is negative", c.std));
             }
         }
-        Ok(p)
+        Ok(self)
     }
 
     /// Reads a profile file; errors name the file and say what to do.
@@ -393,6 +391,18 @@ impl IdleProfile {
             }
         }
         problems
+    }
+}
+
+fn check_format(v: &serde_json::Value) -> std::result::Result<(), String> {
+    match v.get("format").and_then(|f| f.as_str()) {
+        Some(IDLE_FORMAT) => Ok(()),
+        Some(other) => Err(format!(
+            "format is {other:?}, expected {IDLE_FORMAT:?} (a file written by `flinch calibrate`)"
+        )),
+        None => Err(format!(
+            "no \"format\": {IDLE_FORMAT:?} field: not an idle profile written by `flinch calibrate`"
+        )),
     }
 }
 

@@ -656,6 +656,9 @@ fn idle_windows_from_labels_or_seconds() {
     );
     let (a, b) = parse_window("7..6").unwrap();
     assert!(resolve_window(&trace, &a, &b).is_err());
+    // absurd times are an error, not an overflow
+    let (a, b) = parse_window("1e300..2e300").unwrap();
+    assert!(resolve_window(&trace, &a, &b).is_err());
 }
 
 #[test]

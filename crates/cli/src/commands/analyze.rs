@@ -57,8 +57,8 @@ fn idle_for(
         if p.channels.is_empty() {
             return Err(Failure::new(format!(
                 "--idle-window {w}: no channel has samples between {:.3} s and {:.3} s of the trace",
-                (s - trace.header.start_anchor.mono_ns) as f64 / 1e9,
-                (e - trace.header.start_anchor.mono_ns) as f64 / 1e9
+                s.saturating_sub(trace.header.start_anchor.mono_ns) as f64 / 1e9,
+                e.saturating_sub(trace.header.start_anchor.mono_ns) as f64 / 1e9
             )));
         }
         p.assess();
