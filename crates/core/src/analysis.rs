@@ -25,7 +25,9 @@
 //!    activity, host CPU utilisation) are *busy* when their time-weighted mean over the span
 //!    exceeds the idle mean by 10 percentage points; CPU-time counters (host CPU time,
 //!    the traced process tree) when they advance faster than the idle rate by 0.5 cores.
-//!    An activity channel that cannot resolve the span says nothing.
+//!    An activity channel that cannot resolve the span says nothing. The traced process
+//!    tree's channels (source attribute `activity_scope=process`) supersede the host's,
+//!    and a device's fine-grained activity channels supersede its utilisation gauges.
 //! 3. **Per class** (GPU, CPU, other): power says busy/idle/unresolved (any busy device
 //!    makes the class busy; else any unresolved makes it unresolved), activity says
 //!    busy/idle. When both speak and disagree, the class is in **conflict**. When power is
@@ -36,7 +38,7 @@
 //!    idle → `idle-wait`; no evidence at all → `unresolved`.
 
 use crate::channel::{ChannelKind, Quantity};
-use crate::device::DeviceClass;
+use crate::device::{ACTIVITY_SCOPE_ATTRIBUTE, DeviceClass};
 use crate::error::{Error, Result};
 use crate::idle::{ChannelIdle, IdleProfile};
 use crate::integrate::{Method, integrate_counter, integrate_gauge, resolves};
@@ -238,6 +240,13 @@ pub struct ActivitySpan {
     /// Busy or idle for utilisation, activity and CPU time; unknown for the others or when
     /// unresolved.
     pub state: State,
+    /// `process` for a channel of the traced process tree (source attribute
+    /// `activity_scope=process`), else `device`.
+    pub scope: &'static str,
+    /// Whether it took part in the verdict: a process-scoped channel supersedes the
+    /// device-scoped ones of its class, and a device's fine-grained activity channels
+    /// (SM activity) supersede its utilisation gauges.
+    pub used: bool,
 }
 
 /// One span.
@@ -497,6 +506,7 @@ pub fn describe_labels(trace: &Trace) -> String {
 
 struct Chan {
     class: DeviceClass,
+    process_scoped: bool,
     method: Option<Method>,
     /// Stretches with no data for this channel's source: (start, end, why).
     holes: Vec<(u64, u64, String)>,
@@ -566,10 +576,15 @@ impl<'t> Analyzer<'t> {
         let mut chans = Vec::with_capacity(trace.channels.len());
         let mut devices: BTreeMap<String, (DeviceClass, Vec<usize>)> = BTreeMap::new();
         for (i, ch) in trace.channels.iter().enumerate() {
-            let class = source_of
-                .get(ch.source.as_str())
+            let source = source_of.get(ch.source.as_str());
+            let class = source
                 .map(|s| DeviceClass::of(s, &ch.spec.device))
                 .unwrap_or(DeviceClass::Other);
+            let process_scoped = source.is_some_and(|s| {
+                s.attributes
+                    .get(ACTIVITY_SCOPE_ATTRIBUTE)
+                    .is_some_and(|v| v == "process")
+            });
             let mut holes: Vec<(u64, u64, String)> = trace
                 .gaps
                 .iter()
@@ -614,6 +629,7 @@ impl<'t> Analyzer<'t> {
             });
             chans.push(Chan {
                 class,
+                process_scoped,
                 method,
                 holes,
                 marks,
@@ -815,9 +831,16 @@ impl<'t> Analyzer<'t> {
                     updates_in_span: m.changes,
                     resolved,
                     state,
+                    scope: if c.process_scoped {
+                        "process"
+                    } else {
+                        "device"
+                    },
+                    used: false,
                 },
             );
         }
+        let superseded = mark_used_activity(&mut activity);
 
         // Devices: the best method that measured the span.
         let mut devices = BTreeMap::new();
@@ -958,6 +981,10 @@ impl<'t> Analyzer<'t> {
                 }
                 continue;
             }
+            if let Some(why) = superseded.get(name) {
+                evidence.push(format!("{name}: {} (not used: {why})", state_name(a.state)));
+                continue;
+            }
             let (mean, idle) = (a.mean.unwrap_or(f64::NAN), a.idle_mean.unwrap_or(0.0));
             let limit = if a.quantity == Quantity::CpuTime {
                 th.cpu_cores
@@ -1018,7 +1045,7 @@ impl<'t> Analyzer<'t> {
             };
             let acts: Vec<State> = activity
                 .values()
-                .filter(|a| a.class == class)
+                .filter(|a| a.class == class && a.used)
                 .map(|a| a.state)
                 .collect();
             let a = if acts.contains(&State::Busy) {
@@ -1148,6 +1175,53 @@ impl<'t> Analyzer<'t> {
             summary,
         })
     }
+}
+
+/// Marks which decisive activity channels take part in the verdict and returns why the
+/// others do not: per class, process-scoped channels supersede device-scoped ones; per
+/// device, activity channels (SM activity: measured over an exact interval) supersede
+/// utilisation gauges (a trailing average over the driver's own sample period).
+fn mark_used_activity(activity: &mut BTreeMap<String, ActivitySpan>) -> BTreeMap<String, String> {
+    let mut why = BTreeMap::new();
+    let decisive: Vec<(String, DeviceClass, String, Quantity, bool)> = activity
+        .iter()
+        .filter(|(_, a)| a.state != State::Unknown)
+        .map(|(n, a)| {
+            (
+                n.clone(),
+                a.class,
+                a.device.clone(),
+                a.quantity,
+                a.scope == "process",
+            )
+        })
+        .collect();
+    for (name, class, device, quantity, process) in &decisive {
+        let process_in_class = decisive
+            .iter()
+            .find(|(_, c, _, _, p)| c == class && *p)
+            .map(|(n, ..)| n.clone());
+        let finer = decisive
+            .iter()
+            .find(|(_, _, d, q, _)| d == device && *q == Quantity::Activity)
+            .map(|(n, ..)| n.clone());
+        let reason = match (process, process_in_class, quantity, finer) {
+            (false, Some(p), _, _) => Some(format!("the traced process tree's {p} decides")),
+            (_, _, Quantity::Utilization, Some(f)) => Some(format!("{f} is finer")),
+            _ => None,
+        };
+        match reason {
+            Some(r) => {
+                why.insert(name.clone(), r);
+            }
+            None => {
+                if let Some(a) = activity.get_mut(name) {
+                    a.used = true;
+                }
+            }
+        }
+    }
+    why
 }
 
 fn state_name(s: State) -> &'static str {

@@ -9,6 +9,11 @@ use std::fmt;
 /// The source attribute that states a device class explicitly (`gpu`, `cpu`, `other`).
 pub const DEVICE_CLASS_ATTRIBUTE: &str = "device_class";
 
+/// The source attribute that says its activity channels measure one process tree
+/// (`process`) rather than a whole device or host: the traced workload's own CPU time
+/// decides whether a span was computing, not the host's.
+pub const ACTIVITY_SCOPE_ATTRIBUTE: &str = "activity_scope";
+
 /// The class of a device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -70,6 +70,14 @@ impl Build {
         self
     }
 
+    /// Sets an attribute of the last source added.
+    fn attr(mut self, k: &str, v: &str) -> Self {
+        if let Some(s) = self.sources.last_mut() {
+            s.attributes.insert(k.into(), v.into());
+        }
+        self
+    }
+
     fn mark(mut self, label: &str, at_s: f64, req: Option<&str>) -> Self {
         self.marks.push(Mark {
             t_ns: T0 + (at_s * 1e9).round() as u64,
@@ -687,4 +695,110 @@ fn written_reset_rows_also_invalidate_a_span() {
         r.spans[0].energy["gpu0.power_samples"].status,
         ChannelStatus::Ok
     );
+}
+
+#[test]
+fn finer_activity_supersedes_a_lagging_utilisation_gauge() {
+    // Right after a burst (2.0 .. 3.0 s) the GPU is back at idle power, but its
+    // utilisation gauge — a trailing average — still reads 100 % until 3.6 s. SM activity
+    // (measured over exact intervals) says 0.
+    let chans = vec![
+        ChannelSpec::power("gpu0", "power_samples", PowerMethod::DriverSamples)
+            .with_update_period_ns(20 * MS),
+        ChannelSpec::gauge("gpu0", "util_gpu", Quantity::Utilization),
+        ChannelSpec::gauge("gpu0", "sm_active", Quantity::Activity).with_update_period_ns(100 * MS),
+    ];
+    let data = || -> Vec<(u64, Curve)> {
+        vec![
+            (20 * MS, Box::new(pulse(119.0, 700.0, 2.0, 3.0))),
+            (10 * MS, Box::new(pulse(0.0, 100.0, 2.0, 3.6))),
+            (100 * MS, Box::new(pulse(0.0, 95.0, 2.0, 3.0))),
+        ]
+    };
+    let trace = Build::new()
+        .source("nvml.gpu0", "nvml", chans.clone(), data(), 10.0)
+        .span("a", "b", 3.0, 3.724)
+        .build();
+    let idle = idle_profile_of(&trace, 6.0, 9.0);
+    let r = Analyzer::new(&trace, Some((&idle, "file")), Thresholds::default())
+        .run("a", "b", &mut |_, _| {})
+        .unwrap();
+    let s = &r.spans[0];
+    assert_eq!(s.verdict, Verdict::IdleWait, "{:#?}", s.evidence);
+    assert!(!s.activity["gpu0.util_gpu"].used);
+    assert_eq!(s.activity["gpu0.util_gpu"].state, State::Busy);
+    assert!(s.activity["gpu0.sm_active"].used);
+    assert!(
+        s.evidence
+            .iter()
+            .any(|e| e.contains("gpu0.util_gpu: busy (not used: gpu0.sm_active is finer)")),
+        "{:?}",
+        s.evidence
+    );
+    // Without SM activity the lagging gauge disagrees with power: unresolved, not idle.
+    let trace = Build::new()
+        .source(
+            "nvml.gpu0",
+            "nvml",
+            chans[..2].to_vec(),
+            data().into_iter().take(2).collect(),
+            10.0,
+        )
+        .span("a", "b", 3.0, 3.724)
+        .build();
+    let idle = idle_profile_of(&trace, 6.0, 9.0);
+    let r = Analyzer::new(&trace, Some((&idle, "file")), Thresholds::default())
+        .run("a", "b", &mut |_, _| {})
+        .unwrap();
+    assert_eq!(r.spans[0].verdict, Verdict::Unresolved);
+}
+
+#[test]
+fn the_traced_process_tree_decides_over_the_host() {
+    // Another job keeps 2 host cores busy throughout; the traced process tree computes on
+    // one core during [2, 2.724) s only.
+    let spec = CounterSpec {
+        wrap_range: None,
+        max_rate: Some(8.0),
+    };
+    let trace = Build::new()
+        .source(
+            "cpu.host",
+            "cpu",
+            vec![
+                ChannelSpec::counter("host", "cpu_busy_s", Quantity::CpuTime, spec)
+                    .with_update_period_ns(10 * MS),
+            ],
+            vec![(4 * MS, Box::new(pulse_energy(2.0, 3.0, 2.0, 2.724)))],
+            10.0,
+        )
+        .source(
+            "cpu.proc",
+            "cpu",
+            vec![
+                ChannelSpec::counter("proc", "cpu_time", Quantity::CpuTime, spec)
+                    .with_update_period_ns(10 * MS),
+            ],
+            vec![(4 * MS, Box::new(pulse_energy(0.0, 1.0, 2.0, 2.724)))],
+            10.0,
+        )
+        .attr("activity_scope", "process")
+        .span("s", "e", 2.0, 2.724)
+        .span("s", "e", 5.0, 5.724)
+        .build();
+    // No idle profile: the host's 2 busy cores look busy, but the process decides.
+    let r = Analyzer::new(&trace, None, Thresholds::default())
+        .run("s", "e", &mut |_, _| {})
+        .unwrap();
+    assert_eq!(
+        r.spans[0].verdict,
+        Verdict::CpuCompute,
+        "{:?}",
+        r.spans[0].evidence
+    );
+    let quiet = &r.spans[1];
+    assert_eq!(quiet.activity["host.cpu_busy_s"].state, State::Busy);
+    assert!(!quiet.activity["host.cpu_busy_s"].used);
+    assert_eq!(quiet.activity["proc.cpu_time"].scope, "process");
+    assert_eq!(quiet.verdict, Verdict::IdleWait, "{:?}", quiet.evidence);
 }

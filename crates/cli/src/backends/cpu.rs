@@ -103,6 +103,10 @@ fn proc_info(cpus: usize, root: &str) -> SourceInfo {
         ],
         attributes: [
             ("root".to_owned(), root.to_owned()),
+            (
+                flinch_core::device::ACTIVITY_SCOPE_ATTRIBUTE.to_owned(),
+                "process".to_owned(),
+            ),
             ("ticks_per_second".to_owned(), ticks_per_second().to_string()),
         ]
         .into(),
