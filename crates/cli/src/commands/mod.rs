@@ -1,5 +1,7 @@
 //! One module per subcommand.
 
+pub mod analyze;
+pub mod calibrate;
 pub mod mark;
 pub mod record;
 pub mod sources;
@@ -32,5 +34,6 @@ pub fn backend_options(
         pid: a.pid,
         probe,
         command_pid: Default::default(),
+        wraps_command: false,
     })
 }
