@@ -1,4 +1,4 @@
-//! The `flinch` command line: `sources`, `record`, `mark`.
+//! The `flinch` command line: `sources`, `record`, `mark`, `plot`, `export`.
 
 mod backends;
 mod cli;
@@ -36,6 +36,8 @@ fn main() -> ExitCode {
         cli::Command::Sources(a) => commands::sources::run(a),
         cli::Command::Record(a) => commands::record::run(a),
         cli::Command::Mark(a) => commands::mark::run(a),
+        cli::Command::Plot(a) => commands::plot::run(a),
+        cli::Command::Export(a) => commands::export::run(a),
     };
     match result {
         Ok(code) => code,

@@ -104,9 +104,7 @@ impl IdleLevels {
                             .get("device")
                             .and_then(Value::as_str)
                             .map(str::to_owned)
-                            .unwrap_or_else(|| {
-                                name.split('.').next().unwrap_or(name).to_owned()
-                            });
+                            .unwrap_or_else(|| name.split('.').next().unwrap_or(name).to_owned());
                         let method = c.get("method").map(|m| m.to_string()).unwrap_or_default();
                         let rank = if method.contains("driver") {
                             0
@@ -323,7 +321,10 @@ mod tests {
         let l = IdleLevels::from_json(&profile, "x").unwrap().unwrap();
         assert_eq!(l.watts("gpu0"), Some(118.0));
         assert_eq!(l.watts("package-0"), Some(11.0));
-        assert_eq!(IdleLevels::from_json(&json!({"channels": {}}), "x"), Ok(None));
+        assert_eq!(
+            IdleLevels::from_json(&json!({"channels": {}}), "x"),
+            Ok(None)
+        );
         assert!(IdleLevels::from_json(&json!("hot"), "x").is_err());
         assert!(IdleLevels::from_json(&json!(-3), "x").is_err());
     }
@@ -331,7 +332,10 @@ mod tests {
     #[test]
     fn idle_watts_flags_parse_or_say_why() {
         let l = IdleLevels::parse_watts(&["119W".into(), "package-0=12".into()]).unwrap();
-        assert_eq!((l.watts("gpu0"), l.watts("package-0")), (Some(119.0), Some(12.0)));
+        assert_eq!(
+            (l.watts("gpu0"), l.watts("package-0")),
+            (Some(119.0), Some(12.0))
+        );
         for bad in ["lots", "gpu0=", "=5", "-1", "nan"] {
             let e = IdleLevels::parse_watts(&[bad.into()]).unwrap_err();
             assert!(e.contains("--idle-watts"), "{e}");

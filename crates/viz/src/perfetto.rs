@@ -234,7 +234,9 @@ pub fn write_perfetto<W: Write>(
         };
         let pid = pid_of(&dev);
         let next = gap_tids.keys().filter(|(p, _)| *p == pid).count() as u32 + 1;
-        let tid = *gap_tids.entry((pid, g.source.clone())).or_insert_with(|| next);
+        let tid = *gap_tids
+            .entry((pid, g.source.clone()))
+            .or_insert_with(|| next);
         if tid == next {
             out.meta(
                 "thread_name",
@@ -445,6 +447,9 @@ mod tests {
             .iter()
             .map(|l| l.iter().map(|s| s.name.as_str()).collect())
             .collect();
-        assert_eq!(names, vec![vec!["outer", "inner", "after", "zero"], vec!["cross"]]);
+        assert_eq!(
+            names,
+            vec![vec!["outer", "inner", "after", "zero"], vec!["cross"]]
+        );
     }
 }

@@ -233,7 +233,12 @@ impl PlotData {
             format!(
                 "{file} — {what} on {}, {}",
                 trace.header.host,
-                trace.header.created.get(..16).unwrap_or("").replace('T', " ")
+                trace
+                    .header
+                    .created
+                    .get(..16)
+                    .unwrap_or("")
+                    .replace('T', " ")
             )
         });
         let in_window: Vec<(Span, Verdict)> = spans
@@ -300,7 +305,7 @@ impl PlotData {
         match mode {
             HistogramMode::Never => false,
             HistogramMode::Always => !self.spans.is_empty(),
-            HistogramMode::Auto => self.spans.len() >= MIN_SPANS_FOR_HISTOGRAM,
+            HistogramMode::Auto => histogram_spans(&self.spans).1.len() >= MIN_SPANS_FOR_HISTOGRAM,
         }
     }
 }
@@ -334,6 +339,20 @@ const ACTIVITY_COLORS: [RGBColor; 8] = [
     RGBColor(23, 190, 207),
 ];
 
+/// Tick labels with as many decimals as the range needs.
+fn tick_format(range: f64) -> impl Fn(&f64) -> String {
+    let decimals = if range >= 20.0 {
+        0
+    } else if range >= 2.0 {
+        1
+    } else if range >= 0.2 {
+        2
+    } else {
+        3
+    };
+    move |v: &f64| format!("{v:.decimals$}")
+}
+
 fn font(size: u32) -> FontDesc<'static> {
     (FAMILY, size as f64).into_font()
 }
@@ -359,7 +378,11 @@ fn segments(points: Vec<(u64, f64)>, data: &PlotData) -> Vec<Vec<(f64, f64)>> {
 }
 
 fn shade_spans<DB: DrawingBackend>(
-    chart: &mut ChartContext<'_, DB, Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>>,
+    chart: &mut ChartContext<
+        '_,
+        DB,
+        Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+    >,
     data: &PlotData,
     y: (f64, f64),
     alpha: f64,
@@ -375,7 +398,10 @@ fn shade_spans<DB: DrawingBackend>(
     Ok(())
 }
 
-fn draw_power<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, data: &PlotData) -> R<(usize, Vec<(String, f64)>)> {
+fn draw_power<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    data: &PlotData,
+) -> R<(usize, Vec<(String, f64)>)> {
     let (x0, x1) = (data.x(data.window.0), data.x(data.window.1));
     let mut ymax = 0.0f64;
     for s in &data.power {
@@ -393,6 +419,7 @@ fn draw_power<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, data: &PlotData
         .caption("Power per device", font(18))
         .margin_left(10)
         .margin_right(20)
+        .margin_top(10)
         .x_label_area_size(42)
         .y_label_area_size(70)
         .build_cartesian_2d(x0..x1, 0f64..ymax)
@@ -401,6 +428,8 @@ fn draw_power<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, data: &PlotData
         .configure_mesh()
         .x_desc("time since the trace's start (s)")
         .y_desc("power (W)")
+        .x_label_formatter(&tick_format(x1 - x0))
+        .y_label_formatter(&tick_format(ymax))
         .label_style(font(13))
         .axis_desc_style(font(14))
         .light_line_style(RGBColor(235, 235, 235))
@@ -419,14 +448,19 @@ fn draw_power<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, data: &PlotData
             .draw_series(std::iter::empty::<Rectangle<(f64, f64)>>())
             .map_err(pe)?
             .label(format!("span: {} ({n})", v.name()))
-            .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 18, y + 6)], c.mix(0.35).filled()));
+            .legend(move |(x, y)| {
+                Rectangle::new([(x, y - 6), (x + 18, y + 6)], c.mix(0.35).filled())
+            });
     }
     // Mark ticks along the top.
     let tick = ymax * 0.035;
     chart
         .draw_series(data.marks_ns.iter().map(|&t| {
             let x = data.x(t);
-            PathElement::new(vec![(x, ymax - tick), (x, ymax)], RGBColor(90, 90, 90).stroke_width(1))
+            PathElement::new(
+                vec![(x, ymax - tick), (x, ymax)],
+                RGBColor(90, 90, 90).stroke_width(1),
+            )
         }))
         .map_err(pe)?;
     // Span labels where they fit.
@@ -459,7 +493,7 @@ fn draw_power<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, data: &PlotData
         let pts = decimate(&s.t_ns, &s.values, data.window.0, data.window.1, buckets);
         for (k, seg) in segments(pts, data).into_iter().enumerate() {
             let anno = chart
-                .draw_series(LineSeries::new(seg, color.stroke_width(2)))
+                .draw_series(LineSeries::new(seg, color.stroke_width(1)))
                 .map_err(pe)?;
             if k == 0 {
                 anno.label(s.label.clone()).legend(move |(x, y)| {
@@ -476,9 +510,10 @@ fn draw_power<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, data: &PlotData
                     color.mix(0.8).stroke_width(2),
                 ))
                 .map_err(pe)?;
-            anno.label(format!("{} idle {w:.1} W", s.device)).legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 7, y)], color.stroke_width(2))
-            });
+            anno.label(format!("{} idle {w:.1} W", s.device))
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 7, y)], color.stroke_width(2))
+                });
             idle_drawn.push((s.device.clone(), w));
         }
     }
@@ -515,6 +550,7 @@ fn draw_activity<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, data: &PlotD
         .caption("Utilisation and activity", font(18))
         .margin_left(10)
         .margin_right(20)
+        .margin_top(10)
         .x_label_area_size(42)
         .y_label_area_size(70)
         .build_cartesian_2d(x0..x1, 0f64..ymax)
@@ -523,6 +559,8 @@ fn draw_activity<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, data: &PlotD
         .configure_mesh()
         .x_desc("time since the trace's start (s)")
         .y_desc("busy (%)")
+        .x_label_formatter(&tick_format(x1 - x0))
+        .y_label_formatter(&tick_format(ymax))
         .label_style(font(13))
         .axis_desc_style(font(14))
         .light_line_style(RGBColor(235, 235, 235))
@@ -568,39 +606,97 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
     }
 }
 
+/// The spans the histogram counts: those of the most numerous span name (durations of
+/// different spans do not belong in one distribution).
+pub fn histogram_spans(spans: &[(Span, Verdict)]) -> (String, Vec<&(Span, Verdict)>) {
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for (s, _) in spans {
+        match counts.iter_mut().find(|(n, _)| *n == s.name) {
+            Some(c) => c.1 += 1,
+            None => counts.push((&s.name, 1)),
+        }
+    }
+    let name = counts
+        .iter()
+        .max_by_key(|(_, n)| *n)
+        .map(|(n, _)| n.to_string())
+        .unwrap_or_default();
+    let chosen = spans.iter().filter(|(s, _)| s.name == name).collect();
+    (name, chosen)
+}
+
 fn draw_histogram<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, data: &PlotData) -> R<()> {
-    let mut d: Vec<f64> = data.spans.iter().map(|(s, _)| s.duration_s()).collect();
+    let (name, spans) = histogram_spans(&data.spans);
+    let mut d: Vec<f64> = spans.iter().map(|(s, _)| s.duration_s()).collect();
     d.sort_by(f64::total_cmp);
     let max = *d.last().unwrap_or(&0.0);
     let (scale, unit) = if max >= 10.0 { (1.0, "s") } else { (1e3, "ms") };
-    let lo = d.first().copied().unwrap_or(0.0) * scale;
-    let hi = max * scale;
+    let min = d.first().copied().unwrap_or(0.0);
+    // Durations over more than a factor of 20 (a cold first request among warm ones) are
+    // binned on a log axis, so the cluster and the outlier both show.
+    let log = min > 0.0 && max / min > 20.0;
+    let to_axis = move |secs: f64| {
+        let x = secs * scale;
+        if log { x.log10() } else { x }
+    };
+    let (lo, hi) = (to_axis(min), to_axis(max));
     let n_bins = ((d.len() as f64).sqrt().ceil() as usize * 2).clamp(8, 60);
     let (lo, hi) = if hi - lo < 1e-9 {
-        (lo - 0.5f64.max(lo * 0.05), hi + 0.5f64.max(hi * 0.05))
+        let pad = if log {
+            0.05
+        } else {
+            0.5f64.max(hi.abs() * 0.05)
+        };
+        (lo - pad, hi + pad)
     } else {
         let pad = (hi - lo) * 0.04;
-        ((lo - pad).max(0.0), hi + pad)
+        (if log { lo - pad } else { (lo - pad).max(0.0) }, hi + pad)
     };
     let width = (hi - lo) / n_bins as f64;
     let mut counts = vec![[0usize; 4]; n_bins];
-    for (s, v) in &data.spans {
-        let x = s.duration_s() * scale;
-        let b = (((x - lo) / width) as usize).min(n_bins - 1);
+    for (s, v) in &spans {
+        let x = to_axis(s.duration_s());
+        let b = (((x - lo) / width).max(0.0) as usize).min(n_bins - 1);
         let k = Verdict::ALL.iter().position(|a| a == v).unwrap_or(3);
         counts[b][k] += 1;
     }
-    let ymax = counts.iter().map(|c| c.iter().sum::<usize>()).max().unwrap_or(1) as f64 * 1.15 + 0.5;
-    let (p50, p90) = (quantile(&d, 0.5) * scale, quantile(&d, 0.9) * scale);
+    let ymax = counts
+        .iter()
+        .map(|c| c.iter().sum::<usize>())
+        .max()
+        .unwrap_or(1) as f64
+        * 1.15
+        + 0.5;
+    let (p50s, p90s) = (quantile(&d, 0.5), quantile(&d, 0.9));
+    let (p50, p90) = (to_axis(p50s), to_axis(p90s));
     let caption = format!(
-        "Span durations: {} — n={}, median {p50:.1} {unit}, p90 {p90:.1} {unit}",
-        data.spans_name,
-        d.len()
+        "Durations of {name} spans — n={}, median {:.1} {unit}, p90 {:.1} {unit}{}",
+        d.len(),
+        p50s * scale,
+        p90s * scale,
+        if log { " (log axis)" } else { "" }
     );
+    let linear_labels = tick_format(hi - lo);
+    let x_labels = move |u: &f64| {
+        if log {
+            let x = 10f64.powf(*u);
+            let dec = if x >= 10.0 {
+                0
+            } else if x >= 1.0 {
+                1
+            } else {
+                2
+            };
+            format!("{x:.dec$}")
+        } else {
+            linear_labels(u)
+        }
+    };
     let mut chart = ChartBuilder::on(area)
         .caption(caption, font(18))
         .margin_left(10)
         .margin_right(20)
+        .margin_top(10)
         .x_label_area_size(42)
         .y_label_area_size(70)
         .build_cartesian_2d(lo..hi, 0f64..ymax)
@@ -609,6 +705,8 @@ fn draw_histogram<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, data: &Plot
         .configure_mesh()
         .x_desc(format!("span duration ({unit})"))
         .y_desc("spans")
+        .x_label_formatter(&x_labels)
+        .y_label_formatter(&|v: &f64| format!("{v:.0}"))
         .label_style(font(13))
         .axis_desc_style(font(14))
         .light_line_style(RGBColor(235, 235, 235))
@@ -626,16 +724,20 @@ fn draw_histogram<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, data: &Plot
                 let below: usize = b[..k].iter().sum();
                 let x = lo + i as f64 * width;
                 Rectangle::new(
-                    [(x + width * 0.06, below as f64), (x + width * 0.94, (below + b[k]) as f64)],
+                    [
+                        (x + width * 0.06, below as f64),
+                        (x + width * 0.94, (below + b[k]) as f64),
+                    ],
                     c.mix(0.75).filled(),
                 )
             })
             .collect();
         let anno = chart.draw_series(bars).map_err(pe)?;
         if total > 0 {
-            anno.label(format!("{} ({total})", v.name())).legend(move |(x, y)| {
-                Rectangle::new([(x, y - 6), (x + 18, y + 6)], c.mix(0.75).filled())
-            });
+            anno.label(format!("{} ({total})", v.name()))
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 6), (x + 18, y + 6)], c.mix(0.75).filled())
+                });
         }
     }
     for (q, name) in [(p50, "median"), (p90, "p90")] {
@@ -693,10 +795,15 @@ fn draw_all<DB: DrawingBackend>(
     let (head, body) = root.split_vertically(TITLE_PX);
     head.draw_text(&data.title, &font(22).color(&BLACK), (16, 10))
         .map_err(pe)?;
-    head.draw_text(&data.subtitle, &font(14).color(&RGBColor(90, 90, 90)), (16, 40))
-        .map_err(pe)?;
+    head.draw_text(
+        &data.subtitle,
+        &font(14).color(&RGBColor(90, 90, 90)),
+        (16, 40),
+    )
+    .map_err(pe)?;
     // Share the body among the panels in proportion to their nominal heights.
-    let nominal = POWER_PX + if activity { ACTIVITY_PX } else { 0 } + if hist { HIST_PX } else { 0 };
+    let nominal =
+        POWER_PX + if activity { ACTIVITY_PX } else { 0 } + if hist { HIST_PX } else { 0 };
     let body_h = h.saturating_sub(TITLE_PX) as f64;
     let px = |n: u32| ((n as f64 / nominal as f64) * body_h) as u32;
     let (power_area, rest) = body.split_vertically(px(POWER_PX));
@@ -727,7 +834,11 @@ fn draw_all<DB: DrawingBackend>(
 }
 
 /// Draws `data` into `path` (SVG or PNG by extension), whole or not at all.
-pub fn render(data: &PlotData, opts: &PlotOptions, path: &Path) -> Result<PlotSummary, OutputError> {
+pub fn render(
+    data: &PlotData,
+    opts: &PlotOptions,
+    path: &Path,
+) -> Result<PlotSummary, OutputError> {
     let werr = |message: String| OutputError::Write {
         path: path.to_owned(),
         message,

@@ -37,7 +37,10 @@ impl Series {
     pub fn values_in(&self, start_ns: u64, end_ns: u64) -> impl Iterator<Item = f64> + '_ {
         let lo = self.t_ns.partition_point(|&t| t < start_ns);
         let hi = self.t_ns.partition_point(|&t| t <= end_ns);
-        self.values[lo..hi].iter().copied().filter(|v| v.is_finite())
+        self.values[lo..hi]
+            .iter()
+            .copied()
+            .filter(|v| v.is_finite())
     }
     /// The mean of the finite values in `[start_ns, end_ns]` and how many there were.
     pub fn mean_in(&self, start_ns: u64, end_ns: u64) -> (Option<f64>, usize) {
@@ -55,7 +58,10 @@ impl Series {
         if end_ns <= start_ns {
             return None;
         }
-        let lo = self.t_ns.partition_point(|&t| t < start_ns).saturating_sub(1);
+        let lo = self
+            .t_ns
+            .partition_point(|&t| t < start_ns)
+            .saturating_sub(1);
         let hi = (self.t_ns.partition_point(|&t| t <= end_ns) + 1).min(self.t_ns.len());
         let (mut area, mut covered) = (0.0, 0.0);
         for i in lo..hi.saturating_sub(1) {

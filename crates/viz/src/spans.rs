@@ -335,6 +335,9 @@ mod tests {
             Verdict::CpuCompute
         );
         let util = series("gpu0", vec![0, 10, 20], vec![90.0, 95.0, 99.0]);
-        assert_eq!(classify(&span(0, 20), &[], &[util], &none), Verdict::GpuCompute);
+        assert_eq!(
+            classify(&span(0, 20), &[], &[util], &none),
+            Verdict::GpuCompute
+        );
     }
 }

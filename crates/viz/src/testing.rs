@@ -94,13 +94,10 @@ pub fn write_demo_trace(path: &Path) -> std::io::Result<()> {
     // Busy phases: phase k (k = 0..6) runs 2.0 + 0.8 k s .. +0.7 s; even k busy.
     let phase = |k: u64| (t0 + 2_000_000_000 + k * 800_000_000, 700_000_000u64);
     let busy_at = |t: u64| {
-        (0..6)
-            .step_by(2)
-            .any(|k| {
-                let (s, d) = phase(k);
-                t >= s && t < s + d
-            })
-            || (t >= t0 + 8_000_000_000 && t < t0 + 9_000_000_000)
+        (0..6).step_by(2).any(|k| {
+            let (s, d) = phase(k);
+            t >= s && t < s + d
+        }) || (t >= t0 + 8_000_000_000 && t < t0 + 9_000_000_000)
     };
     let power_at = |t: u64| if busy_at(t) { 400.0 } else { 100.0 };
     let gap = (t0 + 10_000_000_000, t0 + 10_300_000_000);
@@ -140,11 +137,19 @@ pub fn write_demo_trace(path: &Path) -> std::io::Result<()> {
     }
     // Two overlapping requests with stages; a field value needing CSV quoting.
     for (req, base) in [("r1", t0 + 7_600_000_000), ("r2", t0 + 7_900_000_000)] {
-        marks.push(mark(base, "server_recv", &[("req", req), ("note", "a,\"b\"")]));
+        marks.push(mark(
+            base,
+            "server_recv",
+            &[("req", req), ("note", "a,\"b\"")],
+        ));
         marks.push(mark(base + 100_000_000, "enqueue", &[("req", req)]));
         marks.push(mark(base + 400_000_000, "infer_start", &[("req", req)]));
         marks.push(mark(base + 724_000_000, "first_token", &[("req", req)]));
-        marks.push(mark(base + 724_000_000, "token", &[("req", req), ("n", "1")]));
+        marks.push(mark(
+            base + 724_000_000,
+            "token",
+            &[("req", req), ("n", "1")],
+        ));
         marks.push(mark(base + 1_300_000_000, "done", &[("req", req)]));
     }
     marks.sort_by_key(|m| m.t_ns);

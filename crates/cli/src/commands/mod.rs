@@ -1,6 +1,9 @@
 //! One module per subcommand.
 
+pub mod export;
+pub mod load;
 pub mod mark;
+pub mod plot;
 pub mod record;
 pub mod sources;
 

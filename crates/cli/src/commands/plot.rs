@@ -1,0 +1,162 @@
+//! `flinch plot`: one picture of a trace (see `flinch_viz::plot`).
+
+use super::load::{load_trace, spans};
+use crate::Failure;
+use crate::cli::{HistogramArg, PlotArgs};
+use flinch_viz::idle::{IdleLevels, parse_window, resolve_window};
+use flinch_viz::output::check_destination;
+use flinch_viz::plot::{Format, HistogramMode, PlotData, PlotOptions, render};
+use flinch_viz::series::{activity_series, power_series};
+use flinch_viz::spans::classify;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+fn default_out(trace: &std::path::Path) -> PathBuf {
+    let name = trace
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "trace".into());
+    let stem = name
+        .strip_suffix(".flinch.csv")
+        .or_else(|| name.strip_suffix(".csv"))
+        .unwrap_or(&name);
+    trace.with_file_name(format!("{stem}.png"))
+}
+
+pub fn run(a: PlotArgs) -> Result<ExitCode, Failure> {
+    let out = a.out.clone().unwrap_or_else(|| default_out(&a.trace));
+    Format::from_path(&out).map_err(|e| Failure::new(format!("--out {e}")))?;
+    let given_idle = [
+        !a.idle_watts.is_empty(),
+        a.idle.is_some(),
+        a.idle_window.is_some(),
+    ];
+    if given_idle.iter().filter(|&&g| g).count() > 1 {
+        return Err(Failure::new(
+            "give one of --idle-watts, --idle and --idle-window, not several",
+        ));
+    }
+    let cli_idle = if !a.idle_watts.is_empty() {
+        Some(IdleLevels::parse_watts(&a.idle_watts).map_err(Failure::new)?)
+    } else if let Some(p) = &a.idle {
+        Some(IdleLevels::read_file(p).map_err(Failure::new)?)
+    } else {
+        None
+    };
+    let window = a
+        .window
+        .as_deref()
+        .map(parse_window)
+        .transpose()
+        .map_err(|e| Failure::new(format!("--window {e}")))?;
+    let idle_window = a
+        .idle_window
+        .as_deref()
+        .map(parse_window)
+        .transpose()
+        .map_err(|e| Failure::new(format!("--idle-window {e}")))?;
+    if !(200..=20_000).contains(&a.width) || a.height.is_some_and(|h| !(200..=20_000).contains(&h))
+    {
+        return Err(Failure::new(
+            "--width and --height must be 200 to 20000 pixels",
+        ));
+    }
+
+    if !a.trace.is_file() {
+        return Err(Failure::new(format!(
+            "{} is not a file: give the trace written by `flinch record`",
+            a.trace.display()
+        )));
+    }
+    check_destination(&out, &a.trace)?;
+    let trace = load_trace(&a.trace, a.quiet)?;
+    let set = spans(&trace, &a.spans, a.quiet)?;
+    let power = power_series(&trace);
+    let activity = activity_series(&trace);
+    let window = match &window {
+        Some((x, y)) => {
+            Some(resolve_window(&trace, x.as_ref(), y.as_ref(), "--window").map_err(Failure::new)?)
+        }
+        None => None,
+    };
+    let idle = match (cli_idle, &idle_window) {
+        (Some(l), _) => l,
+        (None, Some((x, y))) => {
+            let (s, e) = resolve_window(&trace, x.as_ref(), y.as_ref(), "--idle-window")
+                .map_err(Failure::new)?;
+            let origin = trace.header.start_anchor.mono_ns as i128;
+            let l = IdleLevels::from_window(
+                &power,
+                s,
+                e,
+                &format!(
+                    "--idle-window {:.2}..{:.2} s",
+                    (s as i128 - origin) as f64 / 1e9,
+                    (e as i128 - origin) as f64 / 1e9
+                ),
+            );
+            if l.is_empty() {
+                return Err(Failure::new(format!(
+                    "--idle-window: no power samples between {:.3} s and {:.3} s of the trace",
+                    (s as i128 - origin) as f64 / 1e9,
+                    (e as i128 - origin) as f64 / 1e9
+                )));
+            }
+            l
+        }
+        (None, None) => IdleLevels::from_header(&trace)
+            .map_err(Failure::new)?
+            .unwrap_or_default(),
+    };
+    let verdicts: Vec<_> = set
+        .spans
+        .iter()
+        .map(|s| classify(s, &power, &activity, &idle))
+        .collect();
+    let opts = PlotOptions {
+        width: a.width,
+        height: a.height,
+        title: a.title.clone(),
+        window,
+        histogram: match a.histogram {
+            HistogramArg::Auto => HistogramMode::Auto,
+            HistogramArg::Always => HistogramMode::Always,
+            HistogramArg::Never => HistogramMode::Never,
+        },
+    };
+    if power.is_empty() && !a.quiet {
+        eprintln!(
+            "flinch: note: {} has no power channel and no energy counter: the power panel is empty",
+            a.trace.display()
+        );
+    }
+    let data = PlotData::new(&trace, &set, &verdicts, power, activity, idle, &opts);
+    let s = render(&data, &opts, &out)?;
+    let mut parts = vec![format!("{} power line(s)", s.power_lines)];
+    if s.activity_lines > 0 {
+        parts.push(format!("{} activity line(s)", s.activity_lines));
+    }
+    if s.spans > 0 {
+        let v: Vec<String> = s
+            .verdicts
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(v, n)| format!("{} {n}", v.name()))
+            .collect();
+        parts.push(format!("{} span(s): {}", s.spans, v.join(", ")));
+    }
+    for (d, w) in &s.idle {
+        parts.push(format!("{d} idle {w:.1} W"));
+    }
+    if s.histogram {
+        parts.push("histogram".into());
+    }
+    println!(
+        "wrote {} ({}×{} px): {}",
+        out.display(),
+        s.size.0,
+        s.size.1,
+        parts.join(", ")
+    );
+    Ok(ExitCode::SUCCESS)
+}
