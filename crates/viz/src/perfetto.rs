@@ -19,7 +19,10 @@
 //!
 //! `ts` is in microseconds (fractional, so nanoseconds survive) from the earliest moment
 //! of the trace, whose `CLOCK_MONOTONIC` value is in `otherData.origin_mono_ns`; `dur` is in
-//! microseconds too. Events of each track are written in time order.
+//! microseconds too, each written as an exact decimal of whole nanoseconds (Perfetto rounds
+//! `ts × 1000` to ns, so nested slices stay nested). No `displayTimeUnit` is written: it
+//! only changes the legacy viewer's display, and some importers have read it as the unit
+//! of `ts`. Events of each track are written in time order.
 
 use crate::spans::SpanSet;
 use flinch_core::trace::{RowKind, Trace};
@@ -164,10 +167,7 @@ pub fn write_perfetto<W: Write>(
         "origin_mono_ns": origin.to_string(),
         "clock": "ts: microseconds since origin_mono_ns on CLOCK_MONOTONIC",
     });
-    write!(
-        w,
-        "{{\"displayTimeUnit\":\"ms\",\"otherData\":{other},\"traceEvents\":[\n"
-    )?;
+    write!(w, "{{\"otherData\":{other},\"traceEvents\":[\n")?;
     let mut out = Out {
         w,
         first: true,

@@ -34,7 +34,8 @@ fn mark(t: u64, label: &str, fields: &[(&str, &str)]) -> Mark {
 /// every 100 ms; a calibration window (`calib_start`/`calib_end`), six `phase_start` /
 /// `phase_end` spans paired by `req` (busy, idle alternating, 700 ms each), two requests
 /// with stage marks (`server_recv`, `enqueue`, `infer_start`, `first_token` and `token
-/// n=1` at the same instant, `done`) overlapping in time, a 300 ms source gap, and an event.
+/// n=1` at the same instant, `done`) overlapping in time, two driver samples with the same
+/// timestamp, a 300 ms source gap, and an event.
 pub fn write_demo_trace(path: &Path) -> std::io::Result<()> {
     let t0 = DEMO_T0;
     let gpu = |what: &str, q: Quantity| ChannelSpec::gauge("gpu0", what, q);
@@ -122,6 +123,8 @@ pub fn write_demo_trace(path: &Path) -> std::io::Result<()> {
         energy += power_at(t) * 0.01;
         t += 10_000_000;
     }
+    // Two driver samples with one timestamp (the CSV must keep both).
+    rows.push((t0 + 5_000_000_000, 2, 123.25));
     // The driver buffer delivers late: write its rows out of order, as the recorder does.
     rows.sort_by_key(|r| (r.1 == 2, r.0));
     let mut marks = vec![
@@ -222,7 +225,7 @@ pub fn check_trace_events(json: &str) -> Result<TraceEventsSummary, String> {
     let mut errs: Vec<String> = Vec::new();
     let mut s = TraceEventsSummary::default();
     let mut last_ts: BTreeMap<String, f64> = BTreeMap::new();
-    let mut open: BTreeMap<(u64, u64), Vec<f64>> = BTreeMap::new();
+    let mut open: BTreeMap<(u64, u64), Vec<i64>> = BTreeMap::new();
     for (i, e) in events.iter().enumerate() {
         let mut bad = |m: String| {
             if errs.len() < 20 {
@@ -294,19 +297,25 @@ pub fn check_trace_events(json: &str) -> Result<TraceEventsSummary, String> {
                     continue;
                 };
                 order(format!("T/{pid}/{tid}"), &mut bad);
+                // In integer ns, as Perfetto converts each µs value (ts × 1000).
+                let (start, end) = (
+                    (ts * 1e3).round() as i64,
+                    ((ts * 1e3).round() + (dur * 1e3).round()) as i64,
+                );
                 let stack = open.entry((pid, tid)).or_default();
-                while stack.last().is_some_and(|&end| end <= ts) {
+                while stack.last().is_some_and(|&e| e <= start) {
                     stack.pop();
                 }
-                if let Some(&end) = stack.last()
-                    && ts + dur > end + 1e-6
+                if let Some(&parent_end) = stack.last()
+                    && end > parent_end
                 {
                     bad(format!(
-                        "slice [{ts}, {}] overlaps its parent ending at {end} without nesting",
-                        ts + dur
+                        "slice [{ts}, {}] µs overlaps its parent ending at {} µs without nesting",
+                        ts + dur,
+                        parent_end as f64 / 1e3
                     ));
                 }
-                stack.push(ts + dur);
+                stack.push(end);
                 s.slices.push((pid, tid, name.to_owned(), ts, dur));
             }
             "i" | "I" => {
