@@ -61,7 +61,7 @@ impl IdleLevels {
                 format!("--idle-watts {a:?}: expected watts (119 or 119W) or DEVICE=WATTS (gpu0=119)")
             })?;
             match dev {
-                Some(d) if d.is_empty() => {
+                Some("") => {
                     return Err(format!(
                         "--idle-watts {a:?}: the device name before '=' is empty"
                     ));

@@ -167,7 +167,7 @@ pub fn write_perfetto<W: Write>(
         "origin_mono_ns": origin.to_string(),
         "clock": "ts: microseconds since origin_mono_ns on CLOCK_MONOTONIC",
     });
-    write!(w, "{{\"otherData\":{other},\"traceEvents\":[\n")?;
+    writeln!(w, "{{\"otherData\":{other},\"traceEvents\":[")?;
     let mut out = Out {
         w,
         first: true,
