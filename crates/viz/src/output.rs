@@ -4,6 +4,7 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use tempfile::NamedTempFile;
 
@@ -72,6 +73,8 @@ pub fn temp_next_to(path: &Path) -> Result<NamedTempFile, OutputError> {
     tempfile::Builder::new()
         .prefix(&format!(".{name}."))
         .suffix(&format!(".tmp{ext}"))
+        // Readable by others like any file a command writes (not 0600 as temp files are).
+        .permissions(std::fs::Permissions::from_mode(0o644))
         .tempfile_in(dir_of(path))
         .map_err(|e| OutputError::Write {
             path: path.to_owned(),

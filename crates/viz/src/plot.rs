@@ -398,6 +398,26 @@ fn shade_spans<DB: DrawingBackend>(
     Ok(())
 }
 
+/// Puts spans (sorted by start) into lanes in which they do not overlap; returns each
+/// span's lane and the number of lanes.
+pub fn span_lanes(spans: &[(Span, Verdict)]) -> (Vec<usize>, usize) {
+    let mut ends: Vec<u64> = Vec::new();
+    let lanes = spans
+        .iter()
+        .map(|(s, _)| match ends.iter().position(|&e| e <= s.start_ns) {
+            Some(l) => {
+                ends[l] = s.end_ns;
+                l
+            }
+            None => {
+                ends.push(s.end_ns);
+                ends.len() - 1
+            }
+        })
+        .collect();
+    (lanes, ends.len())
+}
+
 fn draw_power<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     data: &PlotData,
@@ -414,7 +434,18 @@ fn draw_power<DB: DrawingBackend>(
             ymax = ymax.max(w);
         }
     }
-    let ymax = if ymax > 0.0 { ymax * 1.12 } else { 10.0 };
+    let data_top = if ymax > 0.0 { ymax * 1.12 } else { 10.0 };
+    // Overlapping spans (concurrent requests) cannot share full-height shading: they are
+    // drawn as bars in lanes, in a band above the data.
+    let (lanes, n_lanes) = span_lanes(&data.spans);
+    let band = if n_lanes > 1 {
+        (0.045 * n_lanes as f64).clamp(0.15, 0.45)
+    } else {
+        0.0
+    };
+    let ymax = data_top / (1.0 - band);
+    let band_lo = data_top;
+    let y_labels = tick_format(ymax);
     let mut chart = ChartBuilder::on(area)
         .caption("Power per device", font(18))
         .margin_left(10)
@@ -429,14 +460,59 @@ fn draw_power<DB: DrawingBackend>(
         .x_desc("time since the trace's start (s)")
         .y_desc("power (W)")
         .x_label_formatter(&tick_format(x1 - x0))
-        .y_label_formatter(&tick_format(ymax))
+        // No watts along the band of span lanes.
+        .y_label_formatter(&|v: &f64| {
+            if *v <= band_lo {
+                y_labels(v)
+            } else {
+                String::new()
+            }
+        })
         .label_style(font(13))
         .axis_desc_style(font(14))
-        .light_line_style(RGBColor(235, 235, 235))
+        .light_line_style(TRANSPARENT)
         .bold_line_style(RGBColor(215, 215, 215))
         .draw()
         .map_err(pe)?;
-    shade_spans(&mut chart, data, (0.0, ymax), 0.18)?;
+    let plot_px = area.dim_in_pixel().0.saturating_sub(100) as f64;
+    let px_per_s = plot_px / (x1 - x0).max(1e-9);
+    let plot_h_px = area.dim_in_pixel().1.saturating_sub(90) as f64;
+    let label_font = font(12).color(&RGBColor(60, 60, 60));
+    if n_lanes <= 1 {
+        shade_spans(&mut chart, data, (0.0, ymax), 0.18)?;
+    } else {
+        let lane_h = (ymax - band_lo) / n_lanes as f64;
+        chart
+            .draw_series(data.spans.iter().zip(&lanes).map(|((s, v), &l)| {
+                let a = data.x(s.start_ns).max(x0);
+                let b = data.x(s.end_ns).min(x1).max(a + 1.5 / px_per_s);
+                let y0 = band_lo + lane_h * l as f64;
+                Rectangle::new(
+                    [(a, y0 + lane_h * 0.1), (b, y0 + lane_h * 0.9)],
+                    verdict_color(*v).mix(0.6).filled(),
+                )
+            }))
+            .map_err(pe)?;
+        // Labels inside the bars, where the lanes are tall and the bars long enough.
+        let lane_px = lane_h / ymax * plot_h_px;
+        if lane_px >= 13.0 {
+            for ((s, _), &l) in data.spans.iter().zip(&lanes) {
+                let a = data.x(s.start_ns).max(x0);
+                let b = data.x(s.end_ns).min(x1);
+                let text = s.label();
+                if (b - a) * px_per_s >= text.chars().count() as f64 * 7.0 + 6.0 {
+                    let y = band_lo + lane_h * (l as f64 + 0.85);
+                    chart
+                        .draw_series(std::iter::once(Text::new(
+                            text,
+                            (a + 3.0 / px_per_s, y),
+                            font(11).color(&WHITE),
+                        )))
+                        .map_err(pe)?;
+                }
+            }
+        }
+    }
     // Verdict legend entries (only verdicts present).
     for v in Verdict::ALL {
         let n = data.spans.iter().filter(|(_, x)| *x == v).count();
@@ -452,37 +528,33 @@ fn draw_power<DB: DrawingBackend>(
                 Rectangle::new([(x, y - 6), (x + 18, y + 6)], c.mix(0.35).filled())
             });
     }
-    // Mark ticks along the top.
-    let tick = ymax * 0.035;
+    // Mark ticks along the bottom.
+    let tick = ymax * 0.03;
     chart
         .draw_series(data.marks_ns.iter().map(|&t| {
             let x = data.x(t);
-            PathElement::new(
-                vec![(x, ymax - tick), (x, ymax)],
-                RGBColor(90, 90, 90).stroke_width(1),
-            )
+            PathElement::new(vec![(x, 0.0), (x, tick)], RGBColor(90, 90, 90).stroke_width(1))
         }))
         .map_err(pe)?;
-    // Span labels where they fit.
-    let plot_px = area.dim_in_pixel().0.saturating_sub(100) as f64;
-    let px_per_s = plot_px / (x1 - x0).max(1e-9);
-    let label_font = font(12).color(&RGBColor(60, 60, 60));
-    let mut last_label_end = f64::NEG_INFINITY;
-    for (s, _) in &data.spans {
-        let a = data.x(s.start_ns).max(x0);
-        let b = data.x(s.end_ns).min(x1);
-        let text = s.label();
-        let text_px = text.chars().count() as f64 * 7.0 + 6.0;
-        let span_px = (b - a) * px_per_s;
-        if span_px >= text_px && a * px_per_s >= last_label_end {
-            chart
-                .draw_series(std::iter::once(Text::new(
-                    text,
-                    (a + 3.0 / px_per_s, ymax - tick * 1.4),
-                    label_font.clone(),
-                )))
-                .map_err(pe)?;
-            last_label_end = a * px_per_s + text_px;
+    // Labels of full-height spans, at the top, where they fit.
+    if n_lanes <= 1 {
+        let mut last_label_end = f64::NEG_INFINITY;
+        for (s, _) in &data.spans {
+            let a = data.x(s.start_ns).max(x0);
+            let b = data.x(s.end_ns).min(x1);
+            let text = s.label();
+            let text_px = text.chars().count() as f64 * 7.0 + 6.0;
+            let span_px = (b - a) * px_per_s;
+            if span_px >= text_px && a * px_per_s >= last_label_end {
+                chart
+                    .draw_series(std::iter::once(Text::new(
+                        text,
+                        (a + 3.0 / px_per_s, ymax * 0.985),
+                        label_font.clone(),
+                    )))
+                    .map_err(pe)?;
+                last_label_end = a * px_per_s + text_px;
+            }
         }
     }
     // Power lines.
@@ -563,11 +635,13 @@ fn draw_activity<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, data: &PlotD
         .y_label_formatter(&tick_format(ymax))
         .label_style(font(13))
         .axis_desc_style(font(14))
-        .light_line_style(RGBColor(235, 235, 235))
+        .light_line_style(TRANSPARENT)
         .bold_line_style(RGBColor(215, 215, 215))
         .draw()
         .map_err(pe)?;
-    shade_spans(&mut chart, data, (0.0, ymax), 0.12)?;
+    if span_lanes(&data.spans).1 <= 1 {
+        shade_spans(&mut chart, data, (0.0, ymax), 0.12)?;
+    }
     let buckets = area.dim_in_pixel().0.saturating_sub(100).max(100) as usize;
     for (i, s) in data.activity.iter().enumerate() {
         let color = ACTIVITY_COLORS[i % ACTIVITY_COLORS.len()];
@@ -709,7 +783,7 @@ fn draw_histogram<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, data: &Plot
         .y_label_formatter(&|v: &f64| format!("{v:.0}"))
         .label_style(font(13))
         .axis_desc_style(font(14))
-        .light_line_style(RGBColor(235, 235, 235))
+        .light_line_style(TRANSPARENT)
         .bold_line_style(RGBColor(215, 215, 215))
         .draw()
         .map_err(pe)?;
