@@ -7,10 +7,12 @@
 //!
 //! The verdict here is a **placeholder** until the analysis (`flinch analyze`) is on main:
 //! a device is busy when its mean power over the span exceeds its idle level by
-//! `max(3 W, 5 %)`, or one of its utilisation / activity gauges averages over 10 %; a span
-//! is `gpu-compute` when a GPU is busy, else `cpu-compute` when another device is busy, else
-//! `idle-wait` when some device was seen idle, else `unresolved` (fewer than two power
-//! samples inside it, or no idle level and no activity gauge).
+//! `max(3 W, 5 %)`, or one of its utilisation / activity gauges averages over 10 %; a
+//! channel speaks only with at least two samples inside the span (a 100-ms utilisation
+//! reading cannot see a 50-ms span). A span is `gpu-compute` when a GPU is busy, else
+//! `cpu-compute` when another device is busy, else `idle-wait` when some device was seen
+//! idle, else `unresolved` (too short for every sensor, or no idle level and no activity
+//! gauge).
 
 use crate::idle::IdleLevels;
 use crate::series::Series;
@@ -234,7 +236,7 @@ pub fn classify(span: &Span, power: &[Series], activity: &[Series], idle: &IdleL
     }
     for s in activity {
         let (mean, n) = s.mean_in(span.start_ns, span.end_ns);
-        let Some(mean) = mean.filter(|_| n >= 1) else {
+        let Some(mean) = mean.filter(|_| n >= 2) else {
             continue;
         };
         let e = seen.entry(&s.device).or_insert(false);
@@ -336,8 +338,13 @@ mod tests {
         );
         let util = series("gpu0", vec![0, 10, 20], vec![90.0, 95.0, 99.0]);
         assert_eq!(
-            classify(&span(0, 20), &[], &[util], &none),
+            classify(&span(0, 20), &[], &[util.clone()], &none),
             Verdict::GpuCompute
+        );
+        // one utilisation reading inside the span says nothing
+        assert_eq!(
+            classify(&span(5, 15), &[], &[util], &none),
+            Verdict::Unresolved
         );
     }
 }
