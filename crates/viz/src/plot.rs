@@ -533,7 +533,10 @@ fn draw_power<DB: DrawingBackend>(
     chart
         .draw_series(data.marks_ns.iter().map(|&t| {
             let x = data.x(t);
-            PathElement::new(vec![(x, 0.0), (x, tick)], RGBColor(90, 90, 90).stroke_width(1))
+            PathElement::new(
+                vec![(x, 0.0), (x, tick)],
+                RGBColor(90, 90, 90).stroke_width(1),
+            )
         }))
         .map_err(pe)?;
     // Labels of full-height spans, at the top, where they fit.

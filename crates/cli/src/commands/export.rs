@@ -27,7 +27,7 @@ pub fn run(a: ExportArgs) -> Result<ExitCode, Failure> {
     let trace = load_trace(&a.trace, a.quiet)?;
     let total = (trace.sample_count() + trace.marks.len()) as u64;
     if let Some(out) = &a.perfetto {
-        let set = spans(&trace, &a.spans, a.quiet)?;
+        let set = spans(&trace, &a.spans, a.quiet, true)?;
         let pb = write_progress(total, a.quiet, "Perfetto JSON");
         let stats = write_atomically(out, |w| {
             perfetto::write_perfetto(&trace, &set, w, &mut |done, _| pb.set_position(done))

@@ -53,7 +53,9 @@ pub fn load_trace(path: &Path, quiet: bool) -> Result<Trace, Failure> {
 }
 
 /// The spans of `--from/--to`, or every `X_start`/`X_end` pair.
-pub fn spans(trace: &Trace, a: &SpanArgs, quiet: bool) -> Result<SpanSet, Failure> {
+/// `stages`: the output shows each request's stages anyway (Perfetto), so a trace without
+/// span labels is not worth a note.
+pub fn spans(trace: &Trace, a: &SpanArgs, quiet: bool, stages: bool) -> Result<SpanSet, Failure> {
     let spec = match (&a.from, &a.to) {
         (Some(from), Some(to)) => SpanSpec::Labels {
             from: from.clone(),
@@ -70,7 +72,11 @@ pub fn spans(trace: &Trace, a: &SpanArgs, quiet: bool) -> Result<SpanSet, Failur
                 set.unmatched_starts, set.unmatched_ends
             );
         }
-        if set.spans.is_empty() && spec == SpanSpec::Auto && !trace.marks.is_empty() {
+        if set.spans.is_empty()
+            && spec == SpanSpec::Auto
+            && !trace.marks.is_empty()
+            && !(stages && trace.marks.iter().any(|m| m.req().is_some()))
+        {
             eprintln!(
                 "flinch: note: no X_start/X_end label pairs, so no spans; name them with --from \
                  LABEL --to LABEL (labels present: {})",

@@ -70,7 +70,7 @@ pub fn run(a: PlotArgs) -> Result<ExitCode, Failure> {
     }
     check_destination(&out, &a.trace)?;
     let trace = load_trace(&a.trace, a.quiet)?;
-    let set = spans(&trace, &a.spans, a.quiet)?;
+    let set = spans(&trace, &a.spans, a.quiet, false)?;
     let power = power_series(&trace);
     let activity = activity_series(&trace);
     let window = match &window {
