@@ -338,7 +338,7 @@ mod tests {
         );
         let util = series("gpu0", vec![0, 10, 20], vec![90.0, 95.0, 99.0]);
         assert_eq!(
-            classify(&span(0, 20), &[], &[util.clone()], &none),
+            classify(&span(0, 20), &[], std::slice::from_ref(&util), &none),
             Verdict::GpuCompute
         );
         // one utilisation reading inside the span says nothing
