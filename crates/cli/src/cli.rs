@@ -19,6 +19,9 @@ Examples:
   flinch record --out run.flinch.csv -- python serve.py
                                           record while a command runs; it gets $FLINCH_MARKS
   flinch mark infer_start req=7           send a mark to the running recorder
+  flinch calibrate --out idle.json        an idle profile (leave the machine alone)
+  flinch analyze run.flinch.csv --from infer_start --to first_token
+                                          spans: duration, energy above idle, verdicts
   flinch plot run.flinch.csv --from infer_start --to first_token -o run.png
                                           power and activity with every span shaded
   flinch export run.flinch.csv --perfetto run.json --csv run.wide.csv
@@ -36,6 +39,14 @@ pub enum Command {
     /// Send one mark to a running recorder (stamped with CLOCK_MONOTONIC now).
     #[command(after_help = MARK_EXAMPLES)]
     Mark(MarkArgs),
+    /// Sample the machine while it is left alone and write an idle profile (per channel:
+    /// mean, median, p5, p95, std, and the conditions it was taken under).
+    #[command(after_help = CALIBRATE_EXAMPLES)]
+    Calibrate(CalibrateArgs),
+    /// Measure the spans between two marks of a trace: duration, energy above idle, what
+    /// the silicon was doing (verdict and evidence), and their distribution.
+    #[command(after_help = ANALYZE_EXAMPLES)]
+    Analyze(AnalyzeArgs),
     /// Draw a trace: power per device with spans shaded by verdict, utilisation beneath,
     /// idle level, and a histogram of span durations (SVG or PNG).
     #[command(after_help = PLOT_EXAMPLES)]
@@ -44,6 +55,33 @@ pub enum Command {
     #[command(after_help = EXPORT_EXAMPLES)]
     Export(ExportArgs),
 }
+
+const CALIBRATE_EXAMPLES: &str = "\
+Examples:
+  flinch calibrate --out idle.json                  30 s of every available source
+  flinch calibrate --source nvml --seconds 60 --out idle-ctx.json
+  flinch record --idle idle.json --out run.flinch.csv -- python serve.py
+
+Leave the machine alone while it runs. Idle is not one number: a GPU with a CUDA context
+open draws more than one without (70 W vs ~119 W on an H100), so calibrate in the state
+your spans wait in (e.g. with the server loaded and idle). The profile is refused when
+the machine was not idle (GPU utilisation above 0, power drifting, busy CPUs), saying
+what was seen; --allow-busy writes it anyway, marked idle_ok: false.";
+
+const ANALYZE_EXAMPLES: &str = "\
+Examples:
+  flinch analyze run.flinch.csv                     list the mark labels and their counts
+  flinch analyze run.flinch.csv --from infer_start --to first_token
+  flinch analyze run.flinch.csv --from infer_start --to first_token --json > spans.json
+  flinch analyze run.flinch.csv --from step --to step        consecutive marks
+  flinch analyze run.flinch.csv --from a --to b --idle idle.json
+  flinch analyze run.flinch.csv --from a --to b --idle-window 2..12
+  flinch analyze run.flinch.csv --from a --to b --idle-window idle_start..idle_end
+
+Spans pair by req=ID when marks carry one, else in order. Idle comes from --idle-window,
+else --idle, else the profile embedded by `record --idle`. --idle-window A..B: A and B are
+mark labels (the first A, then the first B after it) or seconds from the trace's start
+(`2.5` or `2.5s`). The JSON output is documented in docs/analysis.md.";
 
 const PLOT_EXAMPLES: &str = "\
 Examples:
@@ -192,6 +230,69 @@ pub struct RecordArgs {
     /// The command to run while recording (after --)
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CalibrateArgs {
+    /// Where to write the profile (refused if it exists, unless --force)
+    #[arg(long, short, value_name = "FILE", default_value = "idle.json")]
+    pub out: PathBuf,
+    /// Replace an existing profile
+    #[arg(long)]
+    pub force: bool,
+    /// Sources to sample: nvml, dcgm, rapl, cpu, synthetic (repeatable; default: every available one)
+    #[arg(long = "source", short = 's', value_name = "NAME")]
+    pub sources: Vec<String>,
+    /// How long to sample (seconds, or a duration like 2m)
+    #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = parse_duration)]
+    pub seconds: Duration,
+    /// The sampling interval
+    #[arg(long, short, value_name = "DURATION", default_value = "10ms", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// Write the profile even when the machine was not idle (marked idle_ok: false)
+    #[arg(long)]
+    pub allow_busy: bool,
+    /// Keep the recording the profile is made from in this trace file
+    #[arg(long, value_name = "TRACE")]
+    pub keep_trace: Option<PathBuf>,
+    /// No progress bar and no table
+    #[arg(long, short)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub backends: BackendArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct AnalyzeArgs {
+    /// The trace written by `flinch record`
+    #[arg(value_name = "TRACE")]
+    pub trace: PathBuf,
+    /// The label of the mark that starts a span
+    #[arg(long, value_name = "LABEL", requires = "to")]
+    pub from: Option<String>,
+    /// The label of the mark that ends a span
+    #[arg(long, value_name = "LABEL", requires = "from")]
+    pub to: Option<String>,
+    /// An idle profile written by `flinch calibrate` (overrides the trace's own)
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with = "idle_window",
+        requires = "from"
+    )]
+    pub idle: Option<PathBuf>,
+    /// Take idle from a stretch of this trace: A..B, mark labels or seconds from its start
+    #[arg(long, value_name = "A..B", requires = "from")]
+    pub idle_window: Option<String>,
+    /// Print one JSON object (documented in docs/analysis.md)
+    #[arg(long)]
+    pub json: bool,
+    /// List every span (default: the first 20 when there are more than 50)
+    #[arg(long)]
+    pub all: bool,
+    /// No progress bars
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args)]

@@ -1,5 +1,7 @@
 //! One module per subcommand.
 
+pub mod analyze;
+pub mod calibrate;
 pub mod export;
 pub mod load;
 pub mod mark;
@@ -35,5 +37,6 @@ pub fn backend_options(
         pid: a.pid,
         probe,
         command_pid: Default::default(),
+        wraps_command: false,
     })
 }
