@@ -94,9 +94,10 @@ Examples:
 Spans are paired like `flinch analyze` pairs them: each --to mark closes the oldest open
 --from mark with the same req= field. Without --from/--to every pair of labels X_start /
 X_end is shaded. Times in --window and --idle-window are seconds from the trace's start
-(12.5 or 12.5s) or mark labels (the first such mark). The idle line comes from
+(12.5 or 12.5s) or mark labels (the first such mark). The idle level comes from
 --idle-watts, else --idle, else --idle-window, else the profile embedded in the trace.
-Span colours are verdicts: gpu-compute, cpu-compute, idle-wait, unresolved.";
+Span colours are the verdicts of `flinch analyze` with that idle level: gpu-compute,
+cpu-compute, idle-wait, unresolved.";
 
 const EXPORT_EXAMPLES: &str = "\
 Examples:
@@ -334,7 +335,7 @@ pub struct PlotArgs {
     /// Only this stretch of time: A..B, A.. or ..B (seconds from the start, or mark labels)
     #[arg(long, value_name = "A..B")]
     pub window: Option<String>,
-    /// An idle profile (JSON from `flinch calibrate`, {"gpu0": 119}, or a number of watts)
+    /// An idle profile written by `flinch calibrate`
     #[arg(long, value_name = "FILE", help_heading = "Idle level")]
     pub idle: Option<PathBuf>,
     /// The idle level in watts: W for every device, or DEVICE=W (repeatable)

@@ -253,6 +253,10 @@ fn bad_input_gets_a_clear_error_and_no_output() {
             "--idle-watts \"lots\": expected watts",
         ),
         (
+            vec!["plot", "ok.flinch.csv", "--idle-watts", "gpu0=100"],
+            "no power or energy channel of device \"gpu0\"; devices: package-0, package-0.dram",
+        ),
+        (
             vec![
                 "plot",
                 "ok.flinch.csv",
@@ -273,7 +277,7 @@ fn bad_input_gets_a_clear_error_and_no_output() {
         ),
         (
             vec!["plot", "ok.flinch.csv", "--idle", "ok.flinch.csv"],
-            "ok.flinch.csv:1: not an idle profile",
+            "--idle ok.flinch.csv: not valid JSON",
         ),
         (vec!["export", "ok.flinch.csv"], "--perfetto"),
     ];

@@ -1,204 +1,204 @@
-//! The idle level drawn under each device's power line, from (in order of precedence) the
-//! command line (`--idle-watts`, `--idle FILE`, `--idle-window A..B`) or the idle profile
-//! embedded in the trace header.
-//!
-//! Profiles are read generically, so any of these works: a plain number of watts (every
-//! device); `{"gpu0": 119.0, "package-0": 12.0}` (watts per device); or a profile written by
-//! `flinch calibrate`, whose `channels` object holds per channel its `device`, `quantity`
-//! and `mean` (the power channels are used, the preferred method per device first).
+//! The idle level: an [`IdleProfile`] as `flinch analyze` uses it (so verdicts agree), from
+//! `--idle-watts W` (a flat level), `--idle FILE` (a profile written by `flinch
+//! calibrate`), `--idle-window A..B` (profiled from a stretch of the trace), or the profile
+//! embedded in the trace's header; and the level drawn under each power line.
 
-use crate::series::Series;
+use flinch_core::analysis::{
+    parse_window as parse_idle_window, resolve_window as resolve_idle_window,
+};
+use flinch_core::idle::{ChannelIdle, IDLE_FORMAT, IDLE_VERSION, IdleProfile, StatOf};
+use flinch_core::integrate::Method;
 use flinch_core::trace::Trace;
-use serde_json::Value;
+use flinch_core::{ChannelKind, Quantity};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// Idle power per device, with where it came from.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct IdleLevels {
-    per_device: BTreeMap<String, f64>,
-    all: Option<f64>,
-    /// Where the levels came from, for legends and messages.
-    pub origin: String,
+/// An idle profile and how it was given.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Idle {
+    /// The profile.
+    pub profile: IdleProfile,
+    /// How it came: `watts`, `file`, `window`, `embedded` (as `flinch analyze` reports it).
+    pub via: String,
+    /// For the picture's subtitle: `--idle-window calib_start..calib_end`, ...
+    pub describe: String,
 }
 
-impl IdleLevels {
-    /// The same level for every device.
-    pub fn uniform(watts: f64, origin: &str) -> Self {
-        IdleLevels {
-            per_device: BTreeMap::new(),
-            all: Some(watts),
-            origin: origin.into(),
-        }
-    }
-    /// The idle level of a device, W.
-    pub fn watts(&self, device: &str) -> Option<f64> {
-        self.per_device.get(device).copied().or(self.all)
-    }
-    /// Whether no level is known.
-    pub fn is_empty(&self) -> bool {
-        self.per_device.is_empty() && self.all.is_none()
-    }
-    /// Sets one device's level.
-    pub fn set(&mut self, device: &str, watts: f64) {
-        self.per_device.insert(device.to_owned(), watts);
-    }
-
-    /// Parses `--idle-watts`: `119` (every device) or `gpu0=119` (may be given several
-    /// times: pass each).
-    pub fn parse_watts(args: &[String]) -> Result<Self, String> {
-        let mut out = IdleLevels {
-            origin: "--idle-watts".into(),
-            ..Default::default()
-        };
+impl Idle {
+    /// `--idle-watts`: `119` (every power and energy channel) or `gpu0=119` (a device's),
+    /// as a flat profile (no spread: the verdict threshold is then max(5 %, 3 W)).
+    pub fn from_watts(trace: &Trace, args: &[String]) -> Result<Self, String> {
+        let mut all: Option<f64> = None;
+        let mut per: BTreeMap<String, f64> = BTreeMap::new();
         for a in args {
             let (dev, w) = match a.split_once('=') {
                 Some((d, w)) => (Some(d.trim()), w.trim()),
                 None => (None, a.trim()),
             };
             let w = w.strip_suffix('W').unwrap_or(w).trim();
-            let watts: f64 = w.parse().ok().filter(|v: &f64| v.is_finite() && *v >= 0.0).ok_or_else(|| {
-                format!("--idle-watts {a:?}: expected watts (119 or 119W) or DEVICE=WATTS (gpu0=119)")
-            })?;
+            let watts: f64 = w
+                .parse()
+                .ok()
+                .filter(|v: &f64| v.is_finite() && *v >= 0.0)
+                .ok_or_else(|| {
+                    format!(
+                        "--idle-watts {a:?}: expected watts (119 or 119W) or DEVICE=WATTS (gpu0=119)"
+                    )
+                })?;
             match dev {
                 Some("") => {
                     return Err(format!(
                         "--idle-watts {a:?}: the device name before '=' is empty"
                     ));
                 }
-                Some(d) => out.set(d, watts),
-                None => out.all = Some(watts),
-            }
-        }
-        Ok(out)
-    }
-
-    /// Reads an idle level from JSON (see the module docs). `Ok(None)` when the JSON holds
-    /// no power level at all.
-    pub fn from_json(v: &Value, origin: &str) -> Result<Option<Self>, String> {
-        let mut out = IdleLevels {
-            origin: origin.into(),
-            ..Default::default()
-        };
-        match v {
-            Value::Number(n) => {
-                let w = n.as_f64().filter(|w| w.is_finite() && *w >= 0.0);
-                out.all = Some(w.ok_or_else(|| format!("idle level {n} is not watts ≥ 0"))?);
-            }
-            Value::Object(o) => {
-                if let Some(Value::Object(chans)) = o.get("channels") {
-                    // A calibrate profile: power channels, best method per device first.
-                    let mut best: BTreeMap<String, (u8, f64)> = BTreeMap::new();
-                    for (name, c) in chans {
-                        if c.get("quantity").and_then(Value::as_str) != Some("power") {
-                            continue;
-                        }
-                        let Some(mean) = c
-                            .get("mean")
-                            .or_else(|| c.get("median"))
-                            .and_then(Value::as_f64)
-                        else {
-                            continue;
-                        };
-                        let device = c
-                            .get("device")
-                            .and_then(Value::as_str)
-                            .map(str::to_owned)
-                            .unwrap_or_else(|| name.split('.').next().unwrap_or(name).to_owned());
-                        let method = c.get("method").map(|m| m.to_string()).unwrap_or_default();
-                        let rank = if method.contains("driver") {
-                            0
-                        } else if method.contains("instant") {
-                            1
-                        } else if method.contains("average") {
-                            3
-                        } else {
-                            2
-                        };
-                        let e = best.entry(device).or_insert((u8::MAX, mean));
-                        if rank < e.0 {
-                            *e = (rank, mean);
-                        }
-                    }
-                    for (d, (_, w)) in best {
-                        out.set(&d, w);
-                    }
-                } else if let Some(w) = o.get("watts").and_then(Value::as_f64) {
-                    out.all = Some(w);
-                } else {
-                    for (k, val) in o {
-                        if let Some(w) = val.as_f64() {
-                            out.set(k, w);
-                        }
-                    }
+                Some(d) => {
+                    per.insert(d.to_owned(), watts);
                 }
+                None => all = Some(watts),
             }
-            Value::Null => return Ok(None),
-            other => {
+        }
+        let mut channels = BTreeMap::new();
+        let mut devices: Vec<&str> = Vec::new();
+        for c in &trace.channels {
+            let Some(method) = Method::of(&c.spec) else {
+                continue;
+            };
+            if !devices.contains(&c.spec.device.as_str()) {
+                devices.push(&c.spec.device);
+            }
+            let Some(w) = per.get(&c.spec.device).copied().or(all) else {
+                continue;
+            };
+            let stat_of = match c.spec.kind {
+                ChannelKind::Gauge => StatOf::Samples,
+                ChannelKind::Counter(_) => StatOf::Rate,
+            };
+            channels.insert(
+                c.spec.name.clone(),
+                ChannelIdle {
+                    device: c.spec.device.clone(),
+                    quantity: c.spec.quantity,
+                    unit: "W".into(),
+                    method: Some(method),
+                    stat_of,
+                    mean: w,
+                    median: w,
+                    p5: w,
+                    p95: w,
+                    std: 0.0,
+                    min: w,
+                    max: w,
+                    samples: 1,
+                    drift: None,
+                },
+            );
+        }
+        for d in per.keys() {
+            if !devices.contains(&d.as_str()) {
                 return Err(format!(
-                    "an idle level must be watts, {{\"DEVICE\": watts}} or a profile written by \
-                     `flinch calibrate`; found {}",
-                    shorten(&other.to_string())
+                    "--idle-watts {d}=...: {} has no power or energy channel of device {d:?}; \
+                     devices: {}",
+                    trace.path.display(),
+                    if devices.is_empty() {
+                        "none".to_string()
+                    } else {
+                        devices.join(", ")
+                    }
                 ));
             }
         }
-        Ok((!out.is_empty()).then_some(out))
-    }
-
-    /// Reads `--idle FILE`: a JSON profile or a plain number of watts.
-    pub fn read_file(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read the idle profile {}: {e}", path.display()))?;
-        let v: Value = match serde_json::from_str(&text) {
-            Ok(v) => v,
-            Err(e) => {
-                return Err(format!(
-                    "{}:{}: not an idle profile ({e}); expected the JSON written by `flinch \
-                     calibrate`, {{\"gpu0\": 119}} or a number of watts",
-                    path.display(),
-                    e.line()
-                ));
-            }
-        };
-        let origin = format!("{}", path.display());
-        IdleLevels::from_json(&v, &origin)?.ok_or_else(|| {
-            format!(
-                "{}: the profile holds no power channel; record it with `flinch calibrate` on \
-                 a machine with a power source",
-                path.display()
-            )
+        let text = args.join(" ");
+        Ok(Idle {
+            profile: IdleProfile {
+                format: IDLE_FORMAT.into(),
+                version: IDLE_VERSION,
+                created: String::new(),
+                host: trace.header.host.clone(),
+                kernel: trace.header.kernel.clone(),
+                origin: format!("--idle-watts {text}"),
+                duration_s: 0.0,
+                idle_ok: true,
+                warnings: Vec::new(),
+                channels,
+                conditions: Default::default(),
+                sources: Vec::new(),
+            },
+            via: "watts".into(),
+            describe: format!("--idle-watts {text}"),
         })
     }
 
-    /// The idle profile embedded in the trace header, if it holds a power level.
+    /// `--idle FILE`: a profile written by `flinch calibrate`.
+    pub fn read_file(path: &Path) -> Result<Self, String> {
+        let profile = IdleProfile::read(path).map_err(|e| format!("--idle {e}"))?;
+        Ok(Idle {
+            profile,
+            via: "file".into(),
+            describe: format!("--idle {}", path.display()),
+        })
+    }
+
+    /// The profile embedded by `flinch record --idle`, if any.
     pub fn from_header(trace: &Trace) -> Result<Option<Self>, String> {
-        match &trace.header.idle {
-            None => Ok(None),
-            Some(v) => IdleLevels::from_json(v, "the trace's idle profile")
-                .map_err(|e| format!("{}: header idle profile: {e}", trace.path.display())),
-        }
-    }
-
-    /// The mean of each device's power line over `[start_ns, end_ns]`.
-    pub fn from_window(power: &[Series], start_ns: u64, end_ns: u64, origin: &str) -> Self {
-        let mut out = IdleLevels {
-            origin: origin.into(),
-            ..Default::default()
+        let Some(v) = &trace.header.idle else {
+            return Ok(None);
         };
-        for s in power {
-            if let Some(w) = s.window_mean(start_ns, end_ns) {
-                out.set(&s.device, w);
-            }
-        }
-        out
+        let profile = IdleProfile::from_value(v).map_err(|e| {
+            format!(
+                "{}: the idle profile embedded in the header is not usable ({e}); pass --idle \
+                 FILE, --idle-window A..B or --idle-watts W instead",
+                trace.path.display()
+            )
+        })?;
+        Ok(Some(Idle {
+            profile,
+            via: "embedded".into(),
+            describe: "the trace's idle profile".into(),
+        }))
     }
-}
 
-fn shorten(s: &str) -> String {
-    if s.chars().count() > 60 {
-        format!("{}…", s.chars().take(60).collect::<String>())
-    } else {
-        s.to_owned()
+    /// `--idle-window A..B`: profiled from that stretch of the trace, as `flinch analyze
+    /// --idle-window` does (A and B are mark labels or seconds from the trace's start).
+    /// Returns the profile and what [`IdleProfile::assess`] found not idle about it.
+    pub fn from_window(trace: &Trace, window: &str) -> Result<(Self, Vec<String>), String> {
+        let (a, b) = parse_idle_window(window).map_err(|e| format!("--idle-window {e}"))?;
+        let (s, e) = resolve_idle_window(trace, &a, &b).map_err(|e| e.to_string())?;
+        let origin = trace.header.start_anchor.mono_ns;
+        let secs = |t: u64| (t as i128 - origin as i128) as f64 / 1e9;
+        let mut profile = IdleProfile::from_trace(
+            trace,
+            s,
+            e,
+            &format!("window {window} of {}", trace.path.display()),
+        )
+        .map_err(|e| e.to_string())?;
+        if !profile.channels.values().any(|c| c.method.is_some()) {
+            return Err(format!(
+                "--idle-window {window}: no power or energy samples between {:.3} s and {:.3} s \
+                 of the trace",
+                secs(s),
+                secs(e)
+            ));
+        }
+        let warnings = profile.assess();
+        Ok((
+            Idle {
+                profile,
+                via: "window".into(),
+                describe: format!("--idle-window {window} ({:.2}..{:.2} s)", secs(s), secs(e)),
+            },
+            warnings,
+        ))
+    }
+
+    /// The idle power to draw under the line of `channel` (a power channel, or an energy
+    /// counter whose derived power is drawn), W.
+    pub fn watts_for(&self, trace: &Trace, channel: &str) -> Option<f64> {
+        let spec = &trace.channel(channel)?.spec;
+        if !matches!(spec.quantity, Quantity::Power | Quantity::Energy) {
+            return None;
+        }
+        self.profile.level_for(spec).map(|(_, c)| c.mean)
     }
 }
 
@@ -299,47 +299,59 @@ pub fn resolve_window(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
-    #[test]
-    fn idle_levels_come_from_numbers_maps_and_profiles() {
-        let l = IdleLevels::from_json(&json!(119.5), "x").unwrap().unwrap();
-        assert_eq!(l.watts("gpu0"), Some(119.5));
-        let l = IdleLevels::from_json(&json!({"gpu0": 119, "package-0": 12.5}), "x")
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            (l.watts("gpu0"), l.watts("package-0"), l.watts("gpu1")),
-            (Some(119.0), Some(12.5), None)
-        );
-        let profile = json!({"format": "flinch-idle", "channels": {
-            "gpu0.power_avg1s": {"device": "gpu0", "quantity": "power", "method": {"average": {"window_ms": 1000}}, "mean": 150.0},
-            "gpu0.power_samples": {"device": "gpu0", "quantity": "power", "method": "driver-samples", "mean": 118.0},
-            "gpu0.util_gpu": {"device": "gpu0", "quantity": "utilization", "mean": 0.0},
-            "package-0.energy": {"device": "package-0", "quantity": "power", "mean": 11.0}
-        }});
-        let l = IdleLevels::from_json(&profile, "x").unwrap().unwrap();
-        assert_eq!(l.watts("gpu0"), Some(118.0));
-        assert_eq!(l.watts("package-0"), Some(11.0));
-        assert_eq!(
-            IdleLevels::from_json(&json!({"channels": {}}), "x"),
-            Ok(None)
-        );
-        assert!(IdleLevels::from_json(&json!("hot"), "x").is_err());
-        assert!(IdleLevels::from_json(&json!(-3), "x").is_err());
+    fn demo() -> (tempfile::TempDir, Trace) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.flinch.csv");
+        crate::testing::write_demo_trace(&p).unwrap();
+        let t = flinch_core::trace::read_trace(&p).unwrap();
+        (dir, t)
     }
 
     #[test]
-    fn idle_watts_flags_parse_or_say_why() {
-        let l = IdleLevels::parse_watts(&["119W".into(), "package-0=12".into()]).unwrap();
-        assert_eq!(
-            (l.watts("gpu0"), l.watts("package-0")),
-            (Some(119.0), Some(12.0))
-        );
-        for bad in ["lots", "gpu0=", "=5", "-1", "nan"] {
-            let e = IdleLevels::parse_watts(&[bad.into()]).unwrap_err();
-            assert!(e.contains("--idle-watts"), "{e}");
+    fn idle_watts_become_a_flat_profile_or_say_why() {
+        let (_d, t) = demo();
+        let i = Idle::from_watts(&t, &["119W".into()]).unwrap();
+        for c in ["gpu0.power_samples", "gpu0.power_instant", "gpu0.energy"] {
+            assert_eq!(i.watts_for(&t, c), Some(119.0), "{c}");
         }
+        assert_eq!(i.watts_for(&t, "gpu0.util_gpu"), None);
+        assert_eq!(i.profile.channels["gpu0.energy"].stat_of, StatOf::Rate);
+        let i = Idle::from_watts(&t, &["gpu0=100".into()]).unwrap();
+        assert_eq!(i.watts_for(&t, "gpu0.power_samples"), Some(100.0));
+        for (bad, why) in [
+            ("lots", "expected watts"),
+            ("gpu0=", "expected watts"),
+            ("=5", "device name before '=' is empty"),
+            ("-1", "expected watts"),
+            ("nan", "expected watts"),
+            (
+                "gpu9=50",
+                "no power or energy channel of device \"gpu9\"; devices: gpu0",
+            ),
+        ] {
+            let e = Idle::from_watts(&t, &[bad.into()]).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn idle_windows_profile_the_trace() {
+        let (_d, t) = demo();
+        let (i, warnings) = Idle::from_window(&t, "calib_start..calib_end").unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(i.via, "window");
+        assert_eq!(i.watts_for(&t, "gpu0.power_samples"), Some(100.0));
+        assert!(
+            Idle::from_window(&t, "nope..calib_end")
+                .unwrap_err()
+                .contains("no mark")
+        );
+        assert!(
+            Idle::from_window(&t, "5")
+                .unwrap_err()
+                .contains("--idle-window")
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@
 //! Text is drawn with the DejaVu Sans subset embedded in this crate, so a PNG renders the
 //! same on a machine without any system font.
 
-use crate::idle::IdleLevels;
+use crate::idle::Idle;
 use crate::output::{self, OutputError};
 use crate::series::{Series, decimate};
 use crate::spans::{Span, SpanSet, Verdict};
@@ -130,8 +130,8 @@ pub struct PlotData {
     pub power: Vec<Series>,
     /// Activity lines.
     pub activity: Vec<Series>,
-    /// Idle levels.
-    pub idle: IdleLevels,
+    /// The idle level under each power line (parallel to `power`), W.
+    pub idle_w: Vec<Option<f64>>,
     /// Spans with their verdicts.
     pub spans: Vec<(Span, Verdict)>,
     /// Mark times.
@@ -177,7 +177,7 @@ impl PlotData {
         verdicts: &[Verdict],
         power: Vec<Series>,
         activity: Vec<Series>,
-        idle: IdleLevels,
+        idle: Option<&Idle>,
         opts: &PlotOptions,
     ) -> Self {
         let origin_ns = trace.header.start_anchor.mono_ns;
@@ -259,10 +259,9 @@ impl PlotData {
         if !in_window.is_empty() {
             sub.push(format!("{} spans ({spans_name})", in_window.len()));
         }
-        if !idle.is_empty() {
-            sub.push(format!("idle from {}", idle.origin));
-        } else {
-            sub.push("no idle level (give --idle, --idle-watts or --idle-window)".into());
+        match idle {
+            Some(i) => sub.push(format!("idle from {}", i.describe)),
+            None => sub.push("no idle level (give --idle-window, --idle or --idle-watts)".into()),
         }
         if !trace.header.meta.is_empty() {
             sub.push(
@@ -278,14 +277,18 @@ impl PlotData {
         if !trace.complete() {
             sub.push("recording cut short (no footer)".into());
         }
+        let idle_w = power
+            .iter()
+            .map(|p| idle.and_then(|i| i.watts_for(trace, &p.channel)))
+            .collect();
         PlotData {
+            idle_w,
             title,
             subtitle: sub.join(" · "),
             origin_ns,
             window,
             power,
             activity,
-            idle,
             spans: in_window,
             marks_ns: trace
                 .marks
@@ -424,13 +427,13 @@ fn draw_power<DB: DrawingBackend>(
 ) -> R<(usize, Vec<(String, f64)>)> {
     let (x0, x1) = (data.x(data.window.0), data.x(data.window.1));
     let mut ymax = 0.0f64;
-    for s in &data.power {
+    for (s, idle) in data.power.iter().zip(&data.idle_w) {
         for (t, v) in s.t_ns.iter().zip(&s.values) {
             if *t >= data.window.0 && *t <= data.window.1 && v.is_finite() {
                 ymax = ymax.max(*v);
             }
         }
-        if let Some(w) = data.idle.watts(&s.device) {
+        if let Some(w) = *idle {
             ymax = ymax.max(w);
         }
     }
@@ -576,7 +579,7 @@ fn draw_power<DB: DrawingBackend>(
                 });
             }
         }
-        if let Some(w) = data.idle.watts(&s.device) {
+        if let Some(w) = data.idle_w[i] {
             let anno = chart
                 .draw_series(DashedLineSeries::new(
                     vec![(x0, w), (x1, w)],

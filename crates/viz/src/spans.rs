@@ -5,20 +5,14 @@
 //! `--from/--to`, every pair of labels `X_start` / `X_end` in the trace gives spans named
 //! `X`.
 //!
-//! The verdict here is a **placeholder** until the analysis (`flinch analyze`) is on main:
-//! a device is busy when its mean power over the span exceeds its idle level by
-//! `max(3 W, 5 %)`, or one of its utilisation / activity gauges averages over 10 %; a
-//! channel speaks only with at least two samples inside the span (a 100-ms utilisation
-//! reading cannot see a 50-ms span). A span is `gpu-compute` when a GPU is busy, else
-//! `cpu-compute` when another device is busy, else `idle-wait` when some device was seen
-//! idle, else `unresolved` (too short for every sensor, or no idle level and no activity
-//! gauge).
+//! Verdicts are those of `flinch analyze` ([`flinch_core::analysis::Analyzer`]): the same
+//! idle profile, thresholds and evidence, so a picture and a report never disagree.
 
-use crate::idle::IdleLevels;
-use crate::series::Series;
-use flinch_core::marks::Mark;
+use crate::idle::Idle;
+use flinch_core::analysis::{Analyzer, Thresholds};
 use flinch_core::trace::Trace;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+
+pub use flinch_core::analysis::{Verdict, describe_labels, pair_marks};
 
 /// One span between two marks.
 #[derive(Clone, Debug, PartialEq)]
@@ -78,54 +72,6 @@ pub struct SpanSet {
     pub unmatched_ends: usize,
 }
 
-/// Pairs marks (sorted by time) from `from` to `to`: within a request id (marks without
-/// one pair among themselves) each `to` closes the oldest open `from`; when `from == to`,
-/// consecutive marks of a request delimit spans. Returns (pairs, unmatched starts,
-/// unmatched ends).
-pub fn pair_marks(marks: &[Mark], from: &str, to: &str) -> (Vec<(usize, usize)>, usize, usize) {
-    let mut pairs = Vec::new();
-    let mut open: HashMap<Option<&str>, VecDeque<usize>> = HashMap::new();
-    let mut unmatched_ends = 0;
-    for (i, m) in marks.iter().enumerate() {
-        let q = open.entry(m.req()).or_default();
-        if from == to {
-            if m.label == from {
-                if let Some(j) = q.pop_front() {
-                    pairs.push((j, i));
-                }
-                q.push_back(i);
-            }
-        } else if m.label == from {
-            q.push_back(i);
-        } else if m.label == to {
-            match q.pop_front() {
-                Some(j) => pairs.push((j, i)),
-                None => unmatched_ends += 1,
-            }
-        }
-    }
-    let unmatched_starts = if from == to {
-        0
-    } else {
-        open.values().map(VecDeque::len).sum()
-    };
-    pairs.sort_unstable();
-    (pairs, unmatched_starts, unmatched_ends)
-}
-
-/// The labels in a trace with their counts, for messages: `a (3), b (3)`.
-pub fn describe_labels(trace: &Trace) -> String {
-    let labels = trace.labels();
-    if labels.is_empty() {
-        return "none (the trace has no marks)".into();
-    }
-    labels
-        .iter()
-        .map(|(l, n)| format!("{l} ({n})"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// Finds the spans of `spec` in a trace. Asking for a label the trace lacks is an error
 /// that lists the labels present.
 pub fn find_spans(trace: &Trace, spec: &SpanSpec) -> Result<SpanSet, String> {
@@ -161,10 +107,10 @@ pub fn find_spans(trace: &Trace, spec: &SpanSpec) -> Result<SpanSet, String> {
     };
     let mut set = SpanSet::default();
     for (name, from, to) in pairs {
-        let (p, us, ue) = pair_marks(&trace.marks, &from, &to);
-        set.unmatched_starts += us;
-        set.unmatched_ends += ue;
-        for (a, b) in p {
+        let p = pair_marks(&trace.marks, &from, &to);
+        set.unmatched_starts += p.unmatched_starts.len();
+        set.unmatched_ends += p.unmatched_ends.len();
+        for (a, b) in p.pairs {
             let (ma, mb) = (&trace.marks[a], &trace.marks[b]);
             set.spans.push(Span {
                 name: name.clone(),
@@ -181,170 +127,75 @@ pub fn find_spans(trace: &Trace, spec: &SpanSpec) -> Result<SpanSet, String> {
     Ok(set)
 }
 
-/// What a span was: the machine computing (on a GPU or elsewhere), or waiting.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Verdict {
-    /// A GPU was busy.
-    GpuCompute,
-    /// A CPU (or another non-GPU device) was busy, no GPU.
-    CpuCompute,
-    /// Every device that could be seen was at its idle level.
-    IdleWait,
-    /// The sensors could not tell (too short, no idle level, no activity).
-    Unresolved,
-}
-
-impl Verdict {
-    /// All verdicts, in legend order.
-    pub const ALL: [Verdict; 4] = [
-        Verdict::GpuCompute,
-        Verdict::CpuCompute,
-        Verdict::IdleWait,
-        Verdict::Unresolved,
-    ];
-    /// As `flinch analyze` writes it.
-    pub fn name(self) -> &'static str {
-        match self {
-            Verdict::GpuCompute => "gpu-compute",
-            Verdict::CpuCompute => "cpu-compute",
-            Verdict::IdleWait => "idle-wait",
-            Verdict::Unresolved => "unresolved",
-        }
-    }
-}
-
-/// Whether a device name is a GPU's (`gpu0`, `dcgm-gpu1`).
-pub fn is_gpu_device(device: &str) -> bool {
-    device.contains("gpu")
-}
-
-/// The placeholder verdict of one span (see the module docs).
-pub fn classify(span: &Span, power: &[Series], activity: &[Series], idle: &IdleLevels) -> Verdict {
-    // device -> Some(busy) / None (could not tell)
-    let mut seen: BTreeMap<&str, bool> = BTreeMap::new();
-    for s in power {
-        let Some(idle_w) = idle.watts(&s.device) else {
-            continue;
-        };
-        let (mean, n) = s.mean_in(span.start_ns, span.end_ns);
-        let Some(mean) = mean.filter(|_| n >= 2) else {
-            continue;
-        };
-        let busy = mean - idle_w > (0.05 * idle_w).max(3.0);
-        let e = seen.entry(&s.device).or_insert(false);
-        *e |= busy;
-    }
-    for s in activity {
-        let (mean, n) = s.mean_in(span.start_ns, span.end_ns);
-        let Some(mean) = mean.filter(|_| n >= 2) else {
-            continue;
-        };
-        let e = seen.entry(&s.device).or_insert(false);
-        *e |= mean > 10.0;
-    }
-    if seen.iter().any(|(d, &b)| b && is_gpu_device(d)) {
-        Verdict::GpuCompute
-    } else if seen.values().any(|&b| b) {
-        Verdict::CpuCompute
-    } else if !seen.is_empty() {
-        Verdict::IdleWait
-    } else {
-        Verdict::Unresolved
-    }
+/// The verdict of every span, from `flinch analyze`'s analysis with `idle` (without an
+/// idle level power cannot speak, and activity alone decides).
+pub fn verdicts(trace: &Trace, spans: &SpanSet, idle: Option<&Idle>) -> Vec<Verdict> {
+    let analyzer = Analyzer::new(
+        trace,
+        idle.map(|i| (&i.profile, i.via.as_str())),
+        Thresholds::default(),
+    );
+    spans
+        .spans
+        .iter()
+        .map(|s| {
+            analyzer
+                .span(&trace.marks[s.marks.0], &trace.marks[s.marks.1])
+                .verdict
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use flinch_core::marks::MarkVia;
-
-    fn mark(t: u64, label: &str, req: Option<&str>) -> Mark {
-        Mark {
-            t_ns: t,
-            recv_ns: t,
-            t_from_client: true,
-            label: label.into(),
-            fields: req
-                .map(|r| vec![("req".to_string(), r.to_string())])
-                .unwrap_or_default(),
-            via: MarkVia::Api,
-        }
-    }
 
     #[test]
-    fn pairing_is_fifo_within_a_request() {
-        let m = vec![
-            mark(1, "a", Some("1")),
-            mark(2, "a", Some("2")),
-            mark(3, "b", Some("2")),
-            mark(4, "a", Some("1")),
-            mark(5, "b", Some("1")),
-            mark(6, "b", Some("1")),
-            mark(7, "b", Some("3")),
-        ];
-        let (p, us, ue) = pair_marks(&m, "a", "b");
-        assert_eq!(p, vec![(0, 4), (1, 2), (3, 5)]);
-        assert_eq!((us, ue), (0, 1));
-        let (p, us, _) = pair_marks(&m, "a", "a");
-        assert_eq!(p, vec![(0, 3)]);
-        assert_eq!(us, 0);
-    }
-
-    fn series(device: &str, t: Vec<u64>, v: Vec<f64>) -> Series {
-        Series {
-            channel: format!("{device}.x"),
-            device: device.into(),
-            label: String::new(),
-            unit: "W".into(),
-            t_ns: t,
-            values: v,
-        }
-    }
-
-    #[test]
-    fn placeholder_verdicts_follow_power_over_idle() {
-        let span = |a, b| Span {
-            name: "s".into(),
-            from: "a".into(),
-            to: "b".into(),
-            req: None,
-            start_ns: a,
-            end_ns: b,
-            marks: (0, 1),
-        };
-        let gpu = series("gpu0", (0..10).map(|i| i * 10).collect(), {
-            let mut v = vec![100.0; 5];
-            v.extend([400.0; 5]);
-            v
-        });
-        let idle = IdleLevels::uniform(100.0, "test");
-        let none = IdleLevels::default();
-        let p = std::slice::from_ref(&gpu);
-        assert_eq!(classify(&span(0, 40), p, &[], &idle), Verdict::IdleWait);
-        assert_eq!(classify(&span(50, 90), p, &[], &idle), Verdict::GpuCompute);
-        // one sample inside: cannot tell
-        assert_eq!(classify(&span(55, 65), p, &[], &idle), Verdict::Unresolved);
-        // no idle level, no activity: cannot tell
-        assert_eq!(classify(&span(50, 90), p, &[], &none), Verdict::Unresolved);
-        let cpu = series("package-0", vec![0, 10, 20], vec![80.0, 80.0, 80.0]);
+    fn x_start_and_x_end_pair_by_req() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.flinch.csv");
+        crate::testing::write_demo_trace(&p).unwrap();
+        let t = flinch_core::trace::read_trace(&p).unwrap();
+        let set = find_spans(&t, &SpanSpec::Auto).unwrap();
+        let names: Vec<String> = set.spans.iter().map(Span::label).collect();
+        assert_eq!(names[0], "calib");
         assert_eq!(
-            classify(
-                &span(0, 20),
-                &[cpu],
-                &[],
-                &IdleLevels::uniform(20.0, "test")
-            ),
-            Verdict::CpuCompute
+            names[1..],
+            [
+                "phase req=1",
+                "phase req=2",
+                "phase req=3",
+                "phase req=4",
+                "phase req=5",
+                "phase req=6"
+            ]
         );
-        let util = series("gpu0", vec![0, 10, 20], vec![90.0, 95.0, 99.0]);
-        assert_eq!(
-            classify(&span(0, 20), &[], std::slice::from_ref(&util), &none),
-            Verdict::GpuCompute
+        assert_eq!((set.unmatched_starts, set.unmatched_ends), (0, 0));
+        let set = find_spans(
+            &t,
+            &SpanSpec::Labels {
+                from: "infer_start".into(),
+                to: "first_token".into(),
+            },
+        )
+        .unwrap();
+        assert_eq!(set.spans.len(), 2);
+        assert!(
+            set.spans
+                .iter()
+                .all(|s| s.duration_s() == 0.324 && s.name == "infer_start→first_token")
         );
-        // one utilisation reading inside the span says nothing
-        assert_eq!(
-            classify(&span(5, 15), &[], &[util], &none),
-            Verdict::Unresolved
+        let e = find_spans(
+            &t,
+            &SpanSpec::Labels {
+                from: "nope".into(),
+                to: "done".into(),
+            },
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("no mark labelled \"nope\"") && e.contains("phase_start (6)"),
+            "{e}"
         );
     }
 }

@@ -116,7 +116,7 @@ pub fn write_demo_trace(path: &Path) -> std::io::Result<()> {
                 rows.push((t, 1, 150.0));
                 rows.push((t, 3, energy));
                 rows.push((t, 4, if busy_at(t) { 99.0 } else { 0.0 }));
-                rows.push((t, 5, if busy_at(t) { 85.5 } else { 0.25 }));
+                rows.push((t, 5, if busy_at(t) { 85.5 } else { 0.0 }));
                 rows.push((t, 6, 1980.0));
             }
         }

@@ -4,10 +4,10 @@
 //! GPU traces in `examples/`.
 
 use flinch_core::trace::{Trace, read_trace};
-use flinch_viz::idle::IdleLevels;
+use flinch_viz::idle::Idle;
 use flinch_viz::plot::{HistogramMode, PlotData, PlotOptions, render};
 use flinch_viz::series::{activity_series, power_series};
-use flinch_viz::spans::{SpanSet, SpanSpec, Verdict, classify, find_spans};
+use flinch_viz::spans::{SpanSet, SpanSpec, Verdict, find_spans, verdicts};
 use flinch_viz::testing::{check_trace_events, write_demo_trace};
 use flinch_viz::{perfetto, table};
 use std::collections::BTreeMap;
@@ -314,21 +314,24 @@ fn the_wide_csv_round_trips_every_sample_and_mark_once() {
     }
 }
 
-fn verdicts(t: &Trace, spans: &SpanSet, idle: &IdleLevels) -> Vec<Verdict> {
-    let (p, a) = (power_series(t), activity_series(t));
-    spans
-        .spans
-        .iter()
-        .map(|s| classify(s, &p, &a, idle))
-        .collect()
-}
-
 #[test]
 fn demo_verdicts_follow_the_phases() {
     let (_d, t) = demo();
     let spans = find_spans(&t, &SpanSpec::Auto).unwrap();
-    let idle = IdleLevels::uniform(100.0, "test");
-    let v = verdicts(&t, &spans, &idle);
+    let (idle, warnings) = Idle::from_window(&t, "calib_start..calib_end").unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let v = verdicts(&t, &spans, Some(&idle));
+    // The same verdicts as `flinch analyze` gives (the analysis is the one in flinch-core).
+    let analyzer = flinch_core::analysis::Analyzer::new(
+        &t,
+        Some((&idle.profile, "window")),
+        flinch_core::analysis::Thresholds::default(),
+    );
+    let report = analyzer
+        .run("phase_start", "phase_end", &mut |_, _| {})
+        .unwrap();
+    let phase_v: Vec<Verdict> = report.spans.iter().map(|r| r.verdict).collect();
+    assert_eq!(phase_v, v[1..]);
     let by_name: Vec<(String, Verdict)> = spans
         .spans
         .iter()
@@ -375,18 +378,18 @@ fn dark_pixels(buf: &[u8], width: u32, ch: usize, x: (u32, u32), y: (u32, u32)) 
 fn plot(
     t: &Trace,
     spans: &SpanSet,
-    idle: IdleLevels,
+    idle: Option<Idle>,
     opts: &PlotOptions,
     out: &Path,
 ) -> flinch_viz::plot::PlotSummary {
-    let v = verdicts(t, spans, &idle);
+    let v = verdicts(t, spans, idle.as_ref());
     let data = PlotData::new(
         t,
         spans,
         &v,
         power_series(t),
         activity_series(t),
-        idle,
+        idle.as_ref(),
         opts,
     );
     render(&data, opts, out).unwrap()
@@ -401,7 +404,7 @@ fn png_text_is_drawn_from_the_embedded_font() {
         ..Default::default()
     };
     let a = d.path().join("a.png");
-    let s = plot(&t, &spans, IdleLevels::default(), &opts, &a);
+    let s = plot(&t, &spans, None, &opts, &a);
     let (size, buf, ch) = png_size_and_pixels(&a);
     assert_eq!(size, s.size);
     // The title band holds dark glyph pixels where the title is, none far right of it.
@@ -414,7 +417,7 @@ fn png_text_is_drawn_from_the_embedded_font() {
     // Another title changes exactly those pixels: text really comes from the font.
     opts.title = Some("i".into());
     let b = d.path().join("b.png");
-    plot(&t, &spans, IdleLevels::default(), &opts, &b);
+    plot(&t, &spans, None, &opts, &b);
     let (_, buf_b, _) = png_size_and_pixels(&b);
     assert!(dark_pixels(&buf_b, size.0, ch, (10, 400), (5, 40)) < title_ink / 10);
 }
@@ -427,7 +430,7 @@ fn plots_of_demo_rapl_and_real_traces_show_their_panels() {
     let s = plot(
         &t,
         &spans,
-        IdleLevels::uniform(100.0, "test"),
+        Some(Idle::from_watts(&t, &["100".into()]).unwrap()),
         &PlotOptions::default(),
         &svg,
     );
@@ -457,7 +460,7 @@ fn plots_of_demo_rapl_and_real_traces_show_their_panels() {
         histogram: HistogramMode::Never,
         ..Default::default()
     };
-    let s = plot(&t, &spans, IdleLevels::default(), &opts, &svg);
+    let s = plot(&t, &spans, None, &opts, &svg);
     assert!(!s.histogram && s.idle.is_empty());
     assert!(!std::fs::read_to_string(&svg).unwrap().contains("idle 100"));
 
@@ -468,7 +471,7 @@ fn plots_of_demo_rapl_and_real_traces_show_their_panels() {
     let s = plot(
         &r,
         &spans,
-        IdleLevels::uniform(21.0, "test"),
+        Some(Idle::from_watts(&r, &["package-0=20".into(), "package-0.dram=4".into()]).unwrap()),
         &PlotOptions::default(),
         &png,
     );
@@ -497,13 +500,7 @@ fn plots_of_demo_rapl_and_real_traces_show_their_panels() {
     for e in examples() {
         let spans = find_spans(&e, &SpanSpec::Auto).unwrap();
         let out = d.path().join("real.png");
-        let s = plot(
-            &e,
-            &spans,
-            IdleLevels::default(),
-            &PlotOptions::default(),
-            &out,
-        );
+        let s = plot(&e, &spans, None, &PlotOptions::default(), &out);
         assert_eq!(s.power_lines, 1, "{}", e.path.display());
         assert!(s.activity_lines >= 2);
         assert_eq!(png_size_and_pixels(&out).0, s.size);
@@ -511,15 +508,14 @@ fn plots_of_demo_rapl_and_real_traces_show_their_panels() {
 }
 
 #[test]
-fn idle_levels_come_from_the_header_and_from_a_window() {
+fn the_idle_profile_embedded_in_the_header_is_used() {
     let (_d, mut t) = demo();
-    assert_eq!(IdleLevels::from_header(&t), Ok(None));
-    t.header.idle = Some(serde_json::json!({"channels": {"gpu0.power_samples":
-        {"device": "gpu0", "quantity": "power", "method": "driver-samples", "mean": 101.5}}}));
-    let l = IdleLevels::from_header(&t).unwrap().unwrap();
-    assert_eq!(l.watts("gpu0"), Some(101.5));
-    let p = power_series(&t);
-    let calib = (t.marks[0].t_ns, t.marks[1].t_ns);
-    let l = IdleLevels::from_window(&p, calib.0, calib.1, "w");
-    assert_eq!(l.watts("gpu0"), Some(100.0));
+    assert_eq!(Idle::from_header(&t), Ok(None));
+    let (w, _) = Idle::from_window(&t, "calib_start..calib_end").unwrap();
+    t.header.idle = Some(serde_json::to_value(&w.profile).unwrap());
+    let h = Idle::from_header(&t).unwrap().unwrap();
+    assert_eq!(h.via, "embedded");
+    assert_eq!(h.watts_for(&t, "gpu0.power_samples"), Some(100.0));
+    t.header.idle = Some(serde_json::json!({"format": "something else"}));
+    assert!(Idle::from_header(&t).unwrap_err().contains("not usable"));
 }

@@ -3,11 +3,11 @@
 use super::load::{load_trace, spans};
 use crate::Failure;
 use crate::cli::{HistogramArg, PlotArgs};
-use flinch_viz::idle::{IdleLevels, parse_window, resolve_window};
+use flinch_viz::idle::{Idle, parse_window, resolve_window};
 use flinch_viz::output::check_destination;
 use flinch_viz::plot::{Format, HistogramMode, PlotData, PlotOptions, render};
 use flinch_viz::series::{activity_series, power_series};
-use flinch_viz::spans::classify;
+use flinch_viz::spans::verdicts;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -36,25 +36,12 @@ pub fn run(a: PlotArgs) -> Result<ExitCode, Failure> {
             "give one of --idle-watts, --idle and --idle-window, not several",
         ));
     }
-    let cli_idle = if !a.idle_watts.is_empty() {
-        Some(IdleLevels::parse_watts(&a.idle_watts).map_err(Failure::new)?)
-    } else if let Some(p) = &a.idle {
-        Some(IdleLevels::read_file(p).map_err(Failure::new)?)
-    } else {
-        None
-    };
     let window = a
         .window
         .as_deref()
         .map(parse_window)
         .transpose()
         .map_err(|e| Failure::new(format!("--window {e}")))?;
-    let idle_window = a
-        .idle_window
-        .as_deref()
-        .map(parse_window)
-        .transpose()
-        .map_err(|e| Failure::new(format!("--idle-window {e}")))?;
     if !(200..=20_000).contains(&a.width) || a.height.is_some_and(|h| !(200..=20_000).contains(&h))
     {
         return Err(Failure::new(
@@ -79,40 +66,22 @@ pub fn run(a: PlotArgs) -> Result<ExitCode, Failure> {
         }
         None => None,
     };
-    let idle = match (cli_idle, &idle_window) {
-        (Some(l), _) => l,
-        (None, Some((x, y))) => {
-            let (s, e) = resolve_window(&trace, x.as_ref(), y.as_ref(), "--idle-window")
-                .map_err(Failure::new)?;
-            let origin = trace.header.start_anchor.mono_ns as i128;
-            let l = IdleLevels::from_window(
-                &power,
-                s,
-                e,
-                &format!(
-                    "--idle-window {:.2}..{:.2} s",
-                    (s as i128 - origin) as f64 / 1e9,
-                    (e as i128 - origin) as f64 / 1e9
-                ),
-            );
-            if l.is_empty() {
-                return Err(Failure::new(format!(
-                    "--idle-window: no power samples between {:.3} s and {:.3} s of the trace",
-                    (s as i128 - origin) as f64 / 1e9,
-                    (e as i128 - origin) as f64 / 1e9
-                )));
+    let idle = if !a.idle_watts.is_empty() {
+        Some(Idle::from_watts(&trace, &a.idle_watts).map_err(Failure::new)?)
+    } else if let Some(p) = &a.idle {
+        Some(Idle::read_file(p).map_err(Failure::new)?)
+    } else if let Some(w) = &a.idle_window {
+        let (idle, warnings) = Idle::from_window(&trace, w).map_err(Failure::new)?;
+        if !a.quiet {
+            for w in warnings {
+                eprintln!("flinch: note: the idle window was not idle: {w}");
             }
-            l
         }
-        (None, None) => IdleLevels::from_header(&trace)
-            .map_err(Failure::new)?
-            .unwrap_or_default(),
+        Some(idle)
+    } else {
+        Idle::from_header(&trace).map_err(Failure::new)?
     };
-    let verdicts: Vec<_> = set
-        .spans
-        .iter()
-        .map(|s| classify(s, &power, &activity, &idle))
-        .collect();
+    let verdicts = verdicts(&trace, &set, idle.as_ref());
     let opts = PlotOptions {
         width: a.width,
         height: a.height,
@@ -130,7 +99,15 @@ pub fn run(a: PlotArgs) -> Result<ExitCode, Failure> {
             a.trace.display()
         );
     }
-    let data = PlotData::new(&trace, &set, &verdicts, power, activity, idle, &opts);
+    let data = PlotData::new(
+        &trace,
+        &set,
+        &verdicts,
+        power,
+        activity,
+        idle.as_ref(),
+        &opts,
+    );
     let s = render(&data, &opts, &out)?;
     let mut parts = vec![format!("{} power line(s)", s.power_lines)];
     if s.activity_lines > 0 {
