@@ -519,3 +519,27 @@ fn the_idle_profile_embedded_in_the_header_is_used() {
     t.header.idle = Some(serde_json::json!({"format": "something else"}));
     assert!(Idle::from_header(&t).unwrap_err().contains("not usable"));
 }
+
+/// Text must render on a machine without system fonts: plotters' `ttf` feature (font-kit,
+/// fontconfig) must never be pulled in, only `ab_glyph` with the embedded font.
+#[test]
+fn no_system_font_library_is_linked() {
+    let lock = std::fs::read_to_string(repo().join("Cargo.lock")).unwrap();
+    for name in [
+        "font-kit",
+        "yeslogic-fontconfig-sys",
+        "servo-fontconfig",
+        "freetype-sys",
+    ] {
+        assert!(
+            !lock.contains(&format!("name = \"{name}\"")),
+            "{name} is in Cargo.lock: plotters' ttf feature would need system fonts"
+        );
+    }
+    assert!(lock.contains("name = \"ab_glyph\""));
+    let font = flinch_viz::plot::FONT;
+    assert!(
+        font.len() < 100_000 && font[..4] == [0, 1, 0, 0],
+        "a TrueType font"
+    );
+}
