@@ -746,7 +746,7 @@ fn draw_histogram<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, data: &Plot
         .max()
         .unwrap_or(1) as f64;
     // Head room for the legend above the tallest bar.
-    let ymax = tallest * 1.45 + 0.5;
+    let ymax = tallest * 1.6 + 0.5;
     let (p50s, p90s) = (quantile(&d, 0.5), quantile(&d, 0.9));
     let (p50, p90) = (to_axis(p50s), to_axis(p90s));
     let caption = format!(
@@ -832,7 +832,7 @@ fn draw_histogram<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, data: &Plot
         chart
             .draw_series(std::iter::once(Text::new(
                 name.to_string(),
-                (q + width * 0.1, tallest * 1.12 + 0.3),
+                (q + width * 0.1, tallest * 1.05 + 0.3),
                 font(12),
             )))
             .map_err(pe)?;
