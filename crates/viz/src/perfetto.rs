@@ -167,7 +167,8 @@ pub fn write_perfetto<W: Write>(
         "origin_mono_ns": origin.to_string(),
         "clock": "ts: microseconds since origin_mono_ns on CLOCK_MONOTONIC",
     });
-    writeln!(w, "{{\"otherData\":{other},\"traceEvents\":[")?;
+    // traceEvents first, like Chrome's own files; the metadata object after it.
+    writeln!(w, "{{\"traceEvents\":[")?;
     let mut out = Out {
         w,
         first: true,
@@ -191,7 +192,7 @@ pub fn write_perfetto<W: Write>(
             .iter()
             .filter(|s| s.channels.iter().any(|c| &c.device == dev))
             .collect();
-        if let Some(model) = srcs.iter().find_map(|s| s.attributes.get("name")) {
+        if let Some(model) = srcs.iter().find_map(|s| crate::series::model_name(s)) {
             name.push_str(&format!(" · {model}"));
         }
         let mut backends: Vec<&str> = srcs.iter().map(|s| s.backend.as_str()).collect();
@@ -411,7 +412,7 @@ pub fn write_perfetto<W: Write>(
         out.raw(&ev)?;
         stats.instants += 1;
     }
-    out.w.write_all(b"\n]}\n")?;
+    writeln!(out.w, "\n],\"otherData\":{other}}}")?;
     progress(total, total);
     Ok(stats)
 }

@@ -207,10 +207,10 @@ impl PlotData {
             .unwrap_or_else(|| trace.path.display().to_string());
         let mut models: Vec<String> = Vec::new();
         for s in &trace.header.sources {
-            if let Some(m) = s.attributes.get("name")
-                && !models.contains(m)
+            if let Some(m) = crate::series::model_name(s)
+                && !models.iter().any(|x| x == m)
             {
-                models.push(m.clone());
+                models.push(m.to_owned());
             }
         }
         let backends = {

@@ -83,6 +83,17 @@ impl Series {
     }
 }
 
+/// The device model a source names in its `name` attribute (`NVIDIA H200`), unless that
+/// is just the name of its device (RAPL zones are named `package-0`, `dram`).
+pub fn model_name(source: &flinch_core::SourceInfo) -> Option<&str> {
+    let name = source.attributes.get("name")?;
+    let is_device = source
+        .channels
+        .iter()
+        .any(|c| c.device == *name || c.device.ends_with(&format!(".{name}")));
+    (!is_device).then_some(name.as_str())
+}
+
 /// Preference among power methods: driver samples, instant, modelled, then the lagging
 /// average.
 fn method_rank(m: Option<PowerMethod>) -> u8 {
