@@ -204,6 +204,17 @@ fn rapl_only_and_real_traces_export_valid_perfetto() {
         tracks,
         vec!["package-0.energy J", "package-0.dram.energy J"]
     );
+    // A RAPL zone's `name` attribute is its device, not a model: not repeated.
+    let names: Vec<&str> = s.process_names.values().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        vec![
+            "package-0 (rapl)",
+            "package-0.dram (rapl)",
+            "spans",
+            "marks"
+        ]
+    );
     assert_eq!(s.phases["C"], r.sample_count());
     for t in examples() {
         let spans = find_spans(&t, &SpanSpec::Auto).unwrap();
