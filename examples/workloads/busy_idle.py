@@ -11,7 +11,7 @@ Marks:
   square_start / square_end          a 50 ms on / 50 ms off square wave (kind=square)
 
 busy  = back-to-back 8192^3 bf16 matmuls (~700 W on an H100)
-light = a 1024^3 matmul then a 2 ms sleep, repeated (a little above idle)
+light = two 4096^3 matmuls then a 1 ms sleep, repeated (about a quarter of the time busy)
 idle  = sleep, CUDA context open
 """
 
@@ -31,8 +31,8 @@ marks = Marks()
 dev = torch.device("cuda")
 big_a = torch.randn(8192, 8192, device=dev, dtype=torch.bfloat16)
 big_b = torch.randn(8192, 8192, device=dev, dtype=torch.bfloat16)
-small_a = torch.randn(1024, 1024, device=dev, dtype=torch.bfloat16)
-small_b = torch.randn(1024, 1024, device=dev, dtype=torch.bfloat16)
+small_a = torch.randn(4096, 4096, device=dev, dtype=torch.bfloat16)
+small_b = torch.randn(4096, 4096, device=dev, dtype=torch.bfloat16)
 
 
 def busy(seconds):
@@ -46,8 +46,9 @@ def light(seconds):
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         torch.matmul(small_a, small_b)
+        torch.matmul(small_a, small_b)
         torch.cuda.synchronize()
-        time.sleep(0.002)
+        time.sleep(0.001)
 
 
 def idle(seconds):

@@ -21,7 +21,11 @@ Examples:
   flinch mark infer_start req=7           send a mark to the running recorder
   flinch calibrate --out idle.json        an idle profile (leave the machine alone)
   flinch analyze run.flinch.csv --from infer_start --to first_token
-                                          spans: duration, energy above idle, verdicts";
+                                          spans: duration, energy above idle, verdicts
+  flinch plot run.flinch.csv --from infer_start --to first_token -o run.png
+                                          power and activity with every span shaded
+  flinch export run.flinch.csv --perfetto run.json --csv run.wide.csv
+                                          open in ui.perfetto.dev; load in pandas";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -43,6 +47,13 @@ pub enum Command {
     /// the silicon was doing (verdict and evidence), and their distribution.
     #[command(after_help = ANALYZE_EXAMPLES)]
     Analyze(AnalyzeArgs),
+    /// Draw a trace: power per device with spans shaded by verdict, utilisation beneath,
+    /// idle level, and a histogram of span durations (SVG or PNG).
+    #[command(after_help = PLOT_EXAMPLES)]
+    Plot(PlotArgs),
+    /// Convert a trace for other tools: Perfetto / Chrome trace-event JSON, one wide CSV.
+    #[command(after_help = EXPORT_EXAMPLES)]
+    Export(ExportArgs),
 }
 
 const CALIBRATE_EXAMPLES: &str = "\
@@ -71,6 +82,33 @@ Spans pair by req=ID when marks carry one, else in order. Idle comes from --idle
 else --idle, else the profile embedded by `record --idle`. --idle-window A..B: A and B are
 mark labels (the first A, then the first B after it) or seconds from the trace's start
 (`2.5` or `2.5s`). The JSON output is documented in docs/analysis.md.";
+
+const PLOT_EXAMPLES: &str = "\
+Examples:
+  flinch plot run.flinch.csv                                   spans X_start..X_end, run.png
+  flinch plot run.flinch.csv --from infer_start --to first_token -o ttft.svg
+  flinch plot run.flinch.csv --window 10..25 --idle-watts 119
+  flinch plot run.flinch.csv --idle-window calib_start..calib_end
+  flinch plot run.flinch.csv --idle idle.json --histogram never
+
+Spans are paired like `flinch analyze` pairs them: each --to mark closes the oldest open
+--from mark with the same req= field. Without --from/--to every pair of labels X_start /
+X_end is shaded. Times in --window and --idle-window are seconds from the trace's start
+(12.5 or 12.5s) or mark labels (the first such mark). The idle level comes from
+--idle-watts, else --idle, else --idle-window, else the profile embedded in the trace.
+Span colours are the verdicts of `flinch analyze` with that idle level: gpu-compute,
+cpu-compute, idle-wait, unresolved.";
+
+const EXPORT_EXAMPLES: &str = "\
+Examples:
+  flinch export run.flinch.csv --perfetto run.json      then open it at ui.perfetto.dev
+  flinch export run.flinch.csv --csv run.wide.csv       pd.read_csv(\"run.wide.csv\")
+  flinch export run.flinch.csv --perfetto run.json --from infer_start --to first_token
+
+Perfetto: a process per device with a counter track per channel, a `spans` process with a
+thread per request (its stages nested in it), a `marks` process with a thread per label.
+CSV: a row per timestamp (t_ns, t_s from the trace's start), a column per channel, and a
+`mark` column; every sample and mark appears exactly once.";
 
 const SOURCES_EXAMPLES: &str = "\
 Examples:
@@ -271,6 +309,85 @@ pub struct MarkArgs {
     /// A marks file to append to
     #[arg(long, value_name = "PATH")]
     pub file: Option<PathBuf>,
+}
+
+/// The spans to draw or export.
+#[derive(Debug, Args, Clone)]
+pub struct SpanArgs {
+    /// Label of the mark that starts each span
+    #[arg(long, value_name = "LABEL", requires = "to", help_heading = "Spans")]
+    pub from: Option<String>,
+    /// Label of the mark that ends each span
+    #[arg(long, value_name = "LABEL", requires = "from", help_heading = "Spans")]
+    pub to: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PlotArgs {
+    /// The trace to draw
+    #[arg(value_name = "TRACE")]
+    pub trace: PathBuf,
+    /// The picture to write: .svg or .png (default: the trace's name with .png)
+    #[arg(long, short, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub spans: SpanArgs,
+    /// Only this stretch of time: A..B, A.. or ..B (seconds from the start, or mark labels)
+    #[arg(long, value_name = "A..B")]
+    pub window: Option<String>,
+    /// An idle profile written by `flinch calibrate`
+    #[arg(long, value_name = "FILE", help_heading = "Idle level")]
+    pub idle: Option<PathBuf>,
+    /// The idle level in watts: W for every device, or DEVICE=W (repeatable)
+    #[arg(long, value_name = "W|DEVICE=W", help_heading = "Idle level")]
+    pub idle_watts: Vec<String>,
+    /// Take the idle level from the mean power over this window of the trace: A..B
+    #[arg(long, value_name = "A..B", help_heading = "Idle level")]
+    pub idle_window: Option<String>,
+    /// When to draw the histogram of span durations
+    #[arg(long, value_enum, default_value = "auto")]
+    pub histogram: HistogramArg,
+    /// Width of the picture in pixels
+    #[arg(long, default_value_t = 1400, value_name = "PX")]
+    pub width: u32,
+    /// Height of the picture in pixels (default: from the panels drawn)
+    #[arg(long, value_name = "PX")]
+    pub height: Option<u32>,
+    /// The title (default: the trace's file name, device and host)
+    #[arg(long)]
+    pub title: Option<String>,
+    /// No progress bar, no notes
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// `--histogram`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum HistogramArg {
+    /// With 5 spans or more
+    Auto,
+    /// Whenever there is a span
+    Always,
+    /// Never
+    Never,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The trace to convert
+    #[arg(value_name = "TRACE")]
+    pub trace: PathBuf,
+    /// Write Chrome trace-event JSON for the Perfetto UI here
+    #[arg(long, value_name = "OUT.json", required_unless_present = "csv")]
+    pub perfetto: Option<PathBuf>,
+    /// Write one wide CSV here (a row per timestamp, a column per channel, a mark column)
+    #[arg(long, value_name = "OUT.csv")]
+    pub csv: Option<PathBuf>,
+    #[command(flatten)]
+    pub spans: SpanArgs,
+    /// No progress bar, no notes
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 /// Parses `10ms`, `1.5s`, `2m`, `500us`.

@@ -1,4 +1,5 @@
-//! The `flinch` command line: `sources`, `record`, `mark`, `calibrate`, `analyze`.
+//! The `flinch` command line: `sources`, `record`, `mark`, `calibrate`, `analyze`, `plot`,
+//! `export`.
 
 mod backends;
 mod cli;
@@ -38,6 +39,8 @@ fn main() -> ExitCode {
         cli::Command::Mark(a) => commands::mark::run(a),
         cli::Command::Calibrate(a) => commands::calibrate::run(a),
         cli::Command::Analyze(a) => commands::analyze::run(a),
+        cli::Command::Plot(a) => commands::plot::run(a),
+        cli::Command::Export(a) => commands::export::run(a),
     };
     match result {
         Ok(code) => code,

@@ -175,6 +175,13 @@ pub struct ChannelEnergy {
     pub idle_power_w: Option<f64>,
     /// Distinct sensor updates inside the span.
     pub updates_in_span: u32,
+    /// How much of the start of the span the verdict skipped: the channel's response time
+    /// (two sensor updates), during which it still shows the previous state.
+    pub settle_s: f64,
+    /// Mean power over the span without its first `settle_s`, W: what the verdict uses.
+    pub settled_mean_power_w: Option<f64>,
+    /// Whether the sensor resolved the settled part of the span.
+    pub settled_resolved: bool,
     /// Samples inside the span.
     pub samples_in_span: u32,
     /// Whether the sensor resolves the span (at least two updates, no shorter than one
@@ -504,6 +511,32 @@ pub fn describe_labels(trace: &Trace) -> String {
         .join(", ")
 }
 
+/// How long after a change a channel shows it: two sensor updates (a sample describes the
+/// interval before it, so the first one wholly after a change comes up to two periods
+/// later). Verdicts skip this much of the start of a span, so the tail of the previous state
+/// (a busy phase's power still ramping down in the sensor, a 100 ms activity window
+/// straddling the edge) is not taken for this span's. Energies always cover the whole span.
+pub fn settle_ns(spec: &crate::channel::ChannelSpec) -> u64 {
+    spec.update_period_ns.map_or(0, |p| p.saturating_mul(2))
+}
+
+/// The mean of a gauge's samples stamped in `[a, b]`, their number and how many differ from
+/// the one before. `None` when there is none.
+fn samples_inside(t: &[u64], v: &[f64], a: u64, b: u64) -> Option<(f64, u32, u32)> {
+    let lo = t.partition_point(|&x| x < a);
+    let hi = t.partition_point(|&x| x <= b);
+    if hi <= lo {
+        return None;
+    }
+    let xs = &v[lo..hi];
+    let changes = xs.windows(2).filter(|w| w[0] != w[1]).count() as u32;
+    Some((
+        xs.iter().sum::<f64>() / xs.len() as f64,
+        xs.len() as u32,
+        changes,
+    ))
+}
+
 struct Chan {
     class: DeviceClass,
     process_scoped: bool,
@@ -749,6 +782,49 @@ impl<'t> Analyzer<'t> {
                 };
                 let e = ok.then_some(m.value);
                 let mean = e.and_then(|e| (dur_s > 0.0).then(|| e / dur_s));
+                let resolved = ok && resolves(updates, dur_ns, ch.spec.update_period_ns);
+                let settle = settle_ns(&ch.spec);
+                let (settled_mean, settled_resolved) = if settle == 0 {
+                    (mean, resolved)
+                } else if start + settle < end {
+                    let a = start + settle;
+                    let d = end - a;
+                    let sm = self.measure(i, a, end);
+                    let ok = sm.status == ChannelStatus::Ok;
+                    match ch.spec.kind {
+                        // A gauge's verdict comes from the samples stamped inside the
+                        // settled window: each describes the interval before its stamp, so
+                        // none of them reaches past the span's end into the next phase the
+                        // way the edge interpolation of the energy does.
+                        ChannelKind::Gauge => match samples_inside(&ch.t_ns, &ch.values, a, end) {
+                            Some((m, n, changes)) => {
+                                let u = if method.samples_are_updates() {
+                                    n
+                                } else {
+                                    changes
+                                };
+                                (
+                                    ok.then_some(m),
+                                    ok && resolves(u, d, ch.spec.update_period_ns),
+                                )
+                            }
+                            None => (None, false),
+                        },
+                        ChannelKind::Counter(_) => {
+                            let u = if method.samples_are_updates() {
+                                sm.samples
+                            } else {
+                                sm.changes
+                            };
+                            (
+                                ok.then(|| sm.value / (d as f64 / 1e9)),
+                                ok && resolves(u, d, ch.spec.update_period_ns),
+                            )
+                        }
+                    }
+                } else {
+                    (None, false)
+                };
                 let idle_w = c.idle.as_ref().map(|(_, l)| l.mean);
                 let active = match (e, idle_w) {
                     (Some(e), Some(p)) => Some(e - p * dur_s),
@@ -767,13 +843,38 @@ impl<'t> Analyzer<'t> {
                         idle_power_w: idle_w,
                         updates_in_span: updates,
                         samples_in_span: m.samples,
-                        resolved: ok && resolves(updates, dur_ns, ch.spec.update_period_ns),
+                        resolved,
+                        settle_s: settle as f64 / 1e9,
+                        settled_mean_power_w: settled_mean,
+                        settled_resolved,
                         lagging: method.lagging(),
                         note: m.note,
                     },
                 );
                 continue;
             }
+            // Activity is judged on the settled part of the span (see `settle_ns`), from the
+            // samples stamped inside it.
+            let settle = settle_ns(&ch.spec);
+            let (astart, mut m) = if settle == 0 {
+                (start, m)
+            } else {
+                let a = (start + settle).min(end);
+                (a, self.measure(i, a, end))
+            };
+            if settle > 0 && ch.spec.kind == ChannelKind::Gauge {
+                match samples_inside(&ch.t_ns, &ch.values, astart, end) {
+                    Some((mean, n, changes)) => {
+                        m.value = mean * ((end - astart) as f64 / 1e9);
+                        m.samples = n;
+                        m.changes = changes;
+                    }
+                    None => m.samples = 0,
+                }
+            }
+            let ok = m.status == ChannelStatus::Ok;
+            let dur_ns = end - astart;
+            let dur_s = dur_ns as f64 / 1e9;
             let (mean, unit, resolved) = match (&ch.spec.kind, ch.spec.quantity) {
                 (ChannelKind::Counter(_), q) => {
                     let tick = ch.spec.update_period_ns.unwrap_or(10_000_000);
@@ -911,13 +1012,21 @@ impl<'t> Analyzer<'t> {
                     e.method
                 );
                 State::Unresolved
-            } else if !e.resolved {
+            } else if !e.settled_resolved {
                 let _ = write!(
                     line,
-                    "{name} ({}) saw {} sensor update(s) inside a {:.3} s span{}",
+                    "{name} ({}) saw {} sensor update(s) inside a {:.3} s span{}{}",
                     e.method,
                     e.updates_in_span,
                     dur_s,
+                    if e.settle_s > 0.0 {
+                        format!(
+                            ", too few past its {:.0} ms response time",
+                            e.settle_s * 1e3
+                        )
+                    } else {
+                        String::new()
+                    },
                     self.trace.channels[ci]
                         .spec
                         .update_period_ns
@@ -926,13 +1035,18 @@ impl<'t> Analyzer<'t> {
                 );
                 State::Unresolved
             } else {
-                match (e.mean_power_w, e.idle_power_w, threshold) {
+                match (e.settled_mean_power_w, e.idle_power_w, threshold) {
                     (Some(mean), Some(idle_w), Some(thr)) => {
                         let active = mean - idle_w;
                         let busy = active > thr;
+                        let skipped = if e.settle_s > 0.0 {
+                            format!(" after its first {:.0} ms", e.settle_s * 1e3)
+                        } else {
+                            String::new()
+                        };
                         let _ = write!(
                             line,
-                            "{mean:.1} W mean, {active:+.1} W over idle {idle_w:.1} W (busy above {thr:.1} W), {}, {} updates",
+                            "{mean:.1} W mean{skipped}, {active:+.1} W over idle {idle_w:.1} W (busy above {thr:.1} W), {}, {} updates",
                             e.method, e.updates_in_span
                         );
                         if busy { State::Busy } else { State::Idle }

@@ -52,6 +52,8 @@ pub const MIN_RATE_CHUNK_NS: u64 = 100_000_000;
 pub const DRIFT_FRACTION: f64 = 0.05;
 /// See [`DRIFT_FRACTION`], W.
 pub const DRIFT_FLOOR_W: f64 = 2.0;
+/// GPM activity below this (%) on an idle GPU is sensor noise, not work.
+pub const GPU_ACTIVITY_NOISE_PCT: f64 = 1.0;
 /// A host CPU utilisation above this mean (%) makes a profile not idle.
 pub const CPU_BUSY_UTIL_PCT: f64 = 20.0;
 /// Host CPU time advancing faster than this many cores makes a profile not idle.
@@ -351,9 +353,18 @@ impl IdleProfile {
                 .copied()
                 .unwrap_or(DeviceClass::Other);
             match (c.quantity, class) {
-                (Quantity::Utilization | Quantity::Activity, DeviceClass::Gpu) if c.max > 0.0 => {
+                // NVML utilisation is whole percent: any of it means a kernel ran. GPM
+                // activity is fractional and reads a few hundredths of a percent on an idle
+                // GPU, so it counts only above GPU_ACTIVITY_NOISE_PCT.
+                (Quantity::Utilization, DeviceClass::Gpu) if c.max > 0.0 => {
                     problems.push(format!(
                         "{name} reached {:.1} % (mean {:.2} %): something ran on the GPU",
+                        c.max, c.mean
+                    ));
+                }
+                (Quantity::Activity, DeviceClass::Gpu) if c.max > GPU_ACTIVITY_NOISE_PCT => {
+                    problems.push(format!(
+                        "{name} reached {:.2} % (mean {:.3} %): something ran on the GPU",
                         c.max, c.mean
                     ));
                 }
@@ -672,6 +683,30 @@ mod tests {
             "{all}"
         );
         assert_eq!(problems.len(), 2, "{all}");
+    }
+
+    #[test]
+    fn gpm_activity_noise_is_idle_but_real_activity_is_not() {
+        let t = grid(301);
+        let src = |name: &str| SourceInfo {
+            name: "nvml.gpu0".into(),
+            backend: "nvml".into(),
+            channels: vec![ChannelSpec::gauge("gpu0", name, Quantity::Activity)],
+            attributes: Default::default(),
+        };
+        // an idle H200 reads a few hundredths of a percent of DRAM activity
+        let noise: Vec<f64> = (0..301)
+            .map(|i| if i % 7 == 0 { 0.04 } else { 0.0 })
+            .collect();
+        let tr = trace_of(vec![src("dram_active")], vec![(t.clone(), noise)]);
+        let mut prof = IdleProfile::from_trace(&tr, 0, 3000 * MS, "calibrate").unwrap();
+        assert!(prof.assess().is_empty(), "{:?}", prof.warnings);
+        let mut busy = vec![0.0; 301];
+        busy[150] = 12.5;
+        let tr = trace_of(vec![src("sm_active")], vec![(t.clone(), busy)]);
+        let mut prof = IdleProfile::from_trace(&tr, 0, 3000 * MS, "calibrate").unwrap();
+        let all = prof.assess().join("\n");
+        assert!(all.contains("gpu0.sm_active reached 12.50 %"), "{all}");
     }
 
     #[test]

@@ -802,3 +802,114 @@ fn the_traced_process_tree_decides_over_the_host() {
     assert_eq!(quiet.activity["proc.cpu_time"].scope, "process");
     assert_eq!(quiet.verdict, Verdict::IdleWait, "{:?}", quiet.evidence);
 }
+
+#[test]
+fn the_sensors_tail_after_a_burst_does_not_make_the_next_pause_busy() {
+    // The measured power lags the load: after a 700 W burst on [2, 3) s it ramps down to
+    // the 119 W idle linearly over 30 ms. Sampled every 20 ms (3.00: 700 W, 3.02: 312.67 W,
+    // 3.04: 119 W), the pause [3, 4) s holds (700 + 312.67)/2 × 0.02 + (312.67 + 119)/2 ×
+    // 0.02 − 119 × 0.04 = 9.683 J above idle: +9.7 W on average, over the 5.95 W threshold.
+    // The energy is reported whole; the verdict skips the sensor's 40 ms response time and
+    // sees an idle GPU.
+    let tail = |t: f64| {
+        if (2.0..3.0).contains(&t) {
+            700.0
+        } else if (3.0..3.03).contains(&t) {
+            700.0 - 581.0 * (t - 3.0) / 0.03
+        } else {
+            119.0
+        }
+    };
+    let trace = Build::new()
+        .source(
+            "nvml.gpu0",
+            "nvml",
+            vec![
+                ChannelSpec::power("gpu0", "power_samples", PowerMethod::DriverSamples)
+                    .with_update_period_ns(20 * MS),
+            ],
+            vec![(20 * MS, Box::new(tail) as Curve)],
+            10.0,
+        )
+        .span("pause_start", "pause_end", 3.0, 4.0)
+        .span("burst_start", "burst_end", 2.0, 3.0)
+        .build();
+    let idle = idle_profile_of(&trace, 6.0, 9.0);
+    let an = Analyzer::new(&trace, Some((&idle, "file")), Thresholds::default());
+    let pause = an.run("pause_start", "pause_end", &mut |_, _| {}).unwrap();
+    let p = &pause.spans[0];
+    let e = &p.energy["gpu0.power_samples"];
+    let expected = (700.0 + 312.666_666_666_666_7) / 2.0 * 0.02
+        + (312.666_666_666_666_7 + 119.0) / 2.0 * 0.02
+        - 119.0 * 0.04;
+    assert!(
+        (e.active_energy_j.unwrap() - expected).abs() < 1e-6,
+        "{e:?}"
+    );
+    assert!((e.settle_s - 0.04).abs() < 1e-12);
+    assert!(
+        (e.settled_mean_power_w.unwrap() - 119.0).abs() < 1e-9,
+        "{e:?}"
+    );
+    assert_eq!(p.verdict, Verdict::IdleWait, "{:#?}", p.evidence);
+    // the burst itself stays busy
+    let burst = an.run("burst_start", "burst_end", &mut |_, _| {}).unwrap();
+    assert_eq!(
+        burst.spans[0].verdict,
+        Verdict::GpuCompute,
+        "{:#?}",
+        burst.spans[0].evidence
+    );
+    // An idle span that ends just as the next burst starts: the energy's edge
+    // interpolation reaches towards the first sample after the end (3.02 s, already
+    // ramping), but the verdict only uses samples stamped inside the settled window.
+    let pre = |t: f64| if t >= 3.005 { 700.0 } else { 119.0 };
+    let edge = Build::new()
+        .source(
+            "nvml.gpu0",
+            "nvml",
+            vec![
+                ChannelSpec::power("gpu0", "power_samples", PowerMethod::DriverSamples)
+                    .with_update_period_ns(20 * MS),
+            ],
+            vec![(20 * MS, Box::new(pre) as Curve)],
+            10.0,
+        )
+        .span("a", "b", 2.5, 3.005)
+        .build();
+    let an = Analyzer::new(&edge, Some((&idle, "file")), Thresholds::default());
+    let r = an.run("a", "b", &mut |_, _| {}).unwrap();
+    let e = &r.spans[0].energy["gpu0.power_samples"];
+    // the last 5 ms interpolate from 119 W at 3.00 s towards 700 W at 3.02 s
+    let interp = (119.0 + (119.0 + 581.0 * 0.25)) / 2.0 * 0.005 - 119.0 * 0.005;
+    assert!((e.active_energy_j.unwrap() - interp).abs() < 1e-6, "{e:?}");
+    assert_eq!(e.settled_mean_power_w, Some(119.0));
+    assert_eq!(
+        r.spans[0].verdict,
+        Verdict::IdleWait,
+        "{:#?}",
+        r.spans[0].evidence
+    );
+    // and a span shorter than the response time cannot be judged from power
+    let short = Build::new()
+        .source(
+            "nvml.gpu0",
+            "nvml",
+            vec![
+                ChannelSpec::power("gpu0", "power_samples", PowerMethod::DriverSamples)
+                    .with_update_period_ns(20 * MS),
+            ],
+            vec![(20 * MS, Box::new(tail) as Curve)],
+            10.0,
+        )
+        .span("a", "b", 2.5, 2.535)
+        .build();
+    let an = Analyzer::new(&short, Some((&idle, "file")), Thresholds::default());
+    let r = an.run("a", "b", &mut |_, _| {}).unwrap();
+    assert_eq!(
+        r.spans[0].verdict,
+        Verdict::Unresolved,
+        "{:#?}",
+        r.spans[0].evidence
+    );
+}

@@ -113,6 +113,8 @@ struct Caps {
     utilization: bool,
     sm_clock: bool,
     temperature: bool,
+    pstate: bool,
+    compute_procs: bool,
     gpm: bool,
 }
 
@@ -302,12 +304,19 @@ impl NvmlBackend {
         let mut act = Vec::new();
         if g.caps.utilization {
             act.push(
+                // NVML: "each sample period may be between 1 second and 1/6 second,
+                // depending on the product": the worst case is declared, so analysis does
+                // not trust these trailing gauges for spans shorter than they can see.
                 ChannelSpec::gauge(d, "util_gpu", Quantity::Utilization)
-                    .with_description("GPU utilisation: time a kernel ran"),
+                    .with_update_period_ns(1_000_000_000)
+                    .with_description(
+                        "GPU utilisation: share of the last sample period (1/6 to 1 s) a kernel ran",
+                    ),
             );
             act.push(
                 ChannelSpec::gauge(d, "util_mem", Quantity::Utilization)
-                    .with_description("memory controller utilisation"),
+                    .with_update_period_ns(1_000_000_000)
+                    .with_description("memory controller utilisation over the last sample period"),
             );
         }
         if g.caps.sm_clock {
@@ -319,6 +328,18 @@ impl NvmlBackend {
             act.push(
                 ChannelSpec::gauge(d, "temperature", Quantity::Temperature)
                     .with_description("GPU temperature"),
+            );
+        }
+        if g.caps.pstate {
+            act.push(
+                ChannelSpec::gauge(d, "pstate", Quantity::Other)
+                    .with_description("performance state: 0 = P0 (maximum) .. 15; 32 = unknown"),
+            );
+        }
+        if g.caps.compute_procs {
+            act.push(
+                ChannelSpec::gauge(d, "compute_procs", Quantity::Other)
+                    .with_description("CUDA compute processes (contexts) on the GPU"),
             );
         }
         if !act.is_empty() {
@@ -333,7 +354,7 @@ impl NvmlBackend {
                     vec![
                         ChannelSpec::gauge(d, "sm_active", Quantity::Activity)
                             .with_update_period_ns(p)
-                            .with_description("GPM: time SMs had a warp assigned"),
+                            .with_description("GPM: time SMs had a warp assigned, over the interval before the stamp"),
                         ChannelSpec::gauge(d, "sm_occupancy", Quantity::Activity)
                             .with_update_period_ns(p)
                             .with_description("GPM: resident warps / maximum"),
@@ -384,6 +405,8 @@ impl NvmlBackend {
                         utilization: pos(".util_gpu").zip(pos(".util_mem")),
                         sm_clock: pos(".sm_clock"),
                         temperature: pos(".temperature"),
+                        pstate: pos(".pstate"),
+                        compute_procs: pos(".compute_procs"),
                     };
                     Box::new(ActivitySource {
                         info,
@@ -531,6 +554,26 @@ fn probe_gpu(
                 r.is_ok(),
                 &format!("{d}.temperature"),
                 "temperature",
+                &mut absent,
+                e(r),
+            )
+        },
+        pstate: {
+            let r = dev.performance_state().map(|_| ());
+            gpu_channel(
+                r.is_ok(),
+                &format!("{d}.pstate"),
+                "performance state",
+                &mut absent,
+                e(r),
+            )
+        },
+        compute_procs: {
+            let r = dev.running_compute_processes_count().map(|_| ());
+            gpu_channel(
+                r.is_ok(),
+                &format!("{d}.compute_procs"),
+                "compute process count",
                 &mut absent,
                 e(r),
             )

@@ -165,6 +165,10 @@ pub struct ActivityChannels {
     pub sm_clock: Option<usize>,
     /// Channel index of the temperature.
     pub temperature: Option<usize>,
+    /// Channel index of the performance state.
+    pub pstate: Option<usize>,
+    /// Channel index of the count of CUDA compute processes.
+    pub compute_procs: Option<usize>,
 }
 
 /// Utilisation, SM clock and temperature.
@@ -214,6 +218,20 @@ impl Source for ActivitySource {
                 .map(|deg| out.push_now(c, deg as f64));
             note(r, "temperature");
         }
+        if let Some(c) = self.ch.pstate {
+            let r = self
+                .device
+                .performance_state()
+                .map(|p| out.push_now(c, p.as_c() as f64));
+            note(r, "performance state");
+        }
+        if let Some(c) = self.ch.compute_procs {
+            let r = self
+                .device
+                .running_compute_processes_count()
+                .map(|n| out.push_now(c, n as f64));
+            note(r, "compute processes");
+        }
         match err {
             // A lost GPU ends the poll; another failure only if nothing could be read.
             Some(e) if e.kind == ErrorKind::Lost || !any => Err(e),
@@ -257,15 +275,17 @@ impl Source for GpmSource {
             let results =
                 nvml_wrapper::gpm::gpm_metrics_get(self.nvml, &prev, &sample, &GPM_METRICS)
                     .map_err(|e| map(&e, "GPM metrics"))?;
-            // Each value is the average over [t0, t]: stamp it in the middle.
-            let mid = t0 + (t - t0) / 2;
+            // Each value is the average over [t0, t]. It is stamped at t, the end of the
+            // interval it describes, like the driver's power samples: a value never claims
+            // time after its stamp, so a span's samples never describe the next phase.
+            let _ = t0;
             for (i, r) in results.into_iter().enumerate() {
                 // A metric the GPU could not compute for this pair (NVML gives NaN) is left
                 // out: a missing value, not a zero.
                 if let Ok(r) = r
                     && r.value.is_finite()
                 {
-                    out.push(i, mid, r.value.clamp(0.0, 100.0));
+                    out.push(i, t, r.value.clamp(0.0, 100.0));
                 }
             }
         }

@@ -2,7 +2,10 @@
 
 pub mod analyze;
 pub mod calibrate;
+pub mod export;
+pub mod load;
 pub mod mark;
+pub mod plot;
 pub mod record;
 pub mod sources;
 

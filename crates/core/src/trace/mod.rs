@@ -123,10 +123,13 @@ pub struct CadenceStats {
     /// Ticks skipped because a tick ran past the next deadline.
     pub missed_ticks: u64,
     /// Median |poll start − its deadline| on the absolute schedule, ns.
+    #[serde(alias = "lag_p50_ns")]
     pub deviation_p50_ns: u64,
     /// 99th percentile of that deviation, ns.
+    #[serde(alias = "lag_p99_ns")]
     pub deviation_p99_ns: u64,
     /// Largest deviation, ns.
+    #[serde(alias = "lag_max_ns")]
     pub deviation_max_ns: u64,
     /// CPU time the thread used, ns (polls, clock reads, channel sends).
     pub cpu_ns: u64,
