@@ -25,18 +25,19 @@ use crate::counter::{CounterStep, CounterTracker};
 use crate::error::{Error, Result, SourceError};
 use crate::marks::fifo::FifoReceiver;
 use crate::marks::file::FileReceiver;
+use crate::marks::queue::{ByteBoundedReceiver, ByteBoundedSender, byte_bounded};
 use crate::marks::{Mark, MarkEvent, MarkParseError, MarkSink, MarkVia, format_mark, parse_mark};
 use crate::sampler::{SamplerGroup, Sink, plan_groups};
 use crate::source::{Reading, Source};
 use crate::trace::{CadenceStats, Footer, Header, MarksInfo, TraceWriter, create_trace_file};
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded};
+use crossbeam_channel::{Receiver, Select, Sender, TryRecvError, bounded};
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Timing and sizing of a recording.
 #[derive(Clone, Debug)]
@@ -50,6 +51,14 @@ pub struct RecorderConfig {
     /// Readings the queue to the writer holds before the sampler starts dropping (and
     /// counting) them.
     pub queue_capacity: usize,
+    /// Memory the received marks waiting for the writer may hold. Marks are never dropped
+    /// once received: past this, the marks readers stop reading and the FIFO's pipe fills
+    /// (clients then drop and count), so a flood cannot grow the recorder's memory.
+    pub marks_queue_bytes: usize,
+    /// How long stopping waits for each sampler thread's last poll. A source stuck inside a
+    /// poll (a hung driver call) would otherwise hold the end of the recording forever; past
+    /// this the recording ends without it and says so in an `event` row.
+    pub stop_timeout: Duration,
 }
 
 impl Default for RecorderConfig {
@@ -59,6 +68,8 @@ impl Default for RecorderConfig {
             flush_interval: Duration::from_secs(1),
             anchor_interval: Duration::from_secs(10),
             queue_capacity: 1 << 16,
+            marks_queue_bytes: 2 << 20,
+            stop_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -112,6 +123,32 @@ enum Msg {
     Stop,
 }
 
+/// About how much heap memory a queued mark, bad line or event holds, for the marks queue's
+/// budget: every allocation is counted with a typical allocator overhead, so that a mark of
+/// a thousand tiny fields counts for what it costs.
+fn msg_bytes(msg: &Msg) -> usize {
+    const ALLOC: usize = 16;
+    let s = |x: &String| x.capacity() + ALLOC;
+    std::mem::size_of::<(Msg, usize)>()
+        + match msg {
+            Msg::Mark(m) => {
+                std::mem::size_of::<Mark>()
+                    + ALLOC
+                    + s(&m.label)
+                    + m.fields.capacity() * std::mem::size_of::<(String, String)>()
+                    + ALLOC
+                    + m.fields.iter().map(|(k, v)| s(k) + s(v)).sum::<usize>()
+            }
+            Msg::BadMark(b) => {
+                std::mem::size_of::<(MarkVia, u64, String, MarkParseError)>() + ALLOC + s(&b.2) + 64
+            }
+            Msg::Event(e) => {
+                std::mem::size_of::<(u64, String, String)>() + ALLOC + s(&e.1) + s(&e.2)
+            }
+            _ => 0,
+        }
+}
+
 struct ChannelSink {
     tx: Sender<Msg>,
     dropped: Arc<AtomicU64>,
@@ -158,7 +195,7 @@ pub struct LiveStats {
 /// drops the mark and says so.
 #[derive(Clone)]
 pub struct MarkSender {
-    tx: Sender<Msg>,
+    tx: ByteBoundedSender<Msg>,
     clock: Arc<dyn Clock>,
 }
 
@@ -192,10 +229,12 @@ impl MarkSender {
         let line = format_mark(label, Some(t_ns), fields)?;
         let parsed = parse_mark(line.as_bytes())?;
         let m = Mark::received(parsed, self.clock.now_ns(), MarkVia::Api);
-        match self.tx.try_send(Msg::Mark(Box::new(m))) {
+        let msg = Msg::Mark(Box::new(m));
+        let bytes = msg_bytes(&msg);
+        match self.tx.try_send(msg, bytes) {
             Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) => Err(MarkSendError::Full),
-            Err(TrySendError::Disconnected(_)) => Err(MarkSendError::Closed),
+            Err(crate::marks::queue::TrySendError::Full(_)) => Err(MarkSendError::Full),
+            Err(crate::marks::queue::TrySendError::Closed(_)) => Err(MarkSendError::Closed),
         }
     }
 }
@@ -203,9 +242,12 @@ impl MarkSender {
 /// A running recording.
 pub struct Recorder {
     tx: Sender<Msg>,
+    marks_tx: ByteBoundedSender<Msg>,
     clock: Arc<dyn Clock>,
     stop: Arc<AtomicBool>,
-    samplers: Vec<JoinHandle<CadenceStats>>,
+    stop_timeout: Duration,
+    /// Each sampler thread with the names of the sources it polls.
+    samplers: Vec<(JoinHandle<CadenceStats>, Vec<String>)>,
     writer: Option<JoinHandle<WriterOutcome>>,
     fifo: Option<FifoReceiver>,
     file: Option<FileReceiver>,
@@ -228,6 +270,12 @@ fn check_channels(sources: &[Box<dyn Source>]) -> Result<()> {
     }
     for s in sources {
         let info = s.info();
+        if !crate::marks::is_valid_label(&info.name) {
+            return Err(Error::Invalid(format!(
+                "source name {:?} (backend {}) must be [A-Za-z0-9_.:/-]+",
+                info.name, info.backend
+            )));
+        }
         if !source_names.insert(info.name.clone()) {
             return Err(Error::Invalid(format!(
                 "two sources are named {:?}",
@@ -262,9 +310,10 @@ impl Recorder {
     ) -> Result<Self> {
         check_channels(&setup.sources)?;
         let (tx, rx) = bounded::<Msg>(config.queue_capacity.max(16));
+        let (marks_tx, marks_rx) = byte_bounded::<Msg>(config.marks_queue_bytes);
         let stats = Arc::new(LiveStats::default());
 
-        let mark_sink = |tx: Sender<Msg>| -> MarkSink {
+        let mark_sink = |tx: ByteBoundedSender<Msg>| -> MarkSink {
             Box::new(move |ev| {
                 let msg = match ev {
                     MarkEvent::Mark(m) => Msg::Mark(Box::new(m)),
@@ -275,16 +324,19 @@ impl Recorder {
                         error,
                     } => Msg::BadMark(Box::new((via, recv_ns, line, error))),
                 };
-                // Blocking: a received mark is never dropped (clients are the ones that
-                // never block; the pipe buffers them meanwhile).
-                let _ = tx.send(msg);
+                // Blocking: a received mark is never dropped, and the queue is bounded by
+                // memory; while it is full the reader stops reading, the pipe fills and
+                // clients (which never block) drop and count instead. Fails only once the
+                // recording is stopping and the writer is gone.
+                let bytes = msg_bytes(&msg);
+                let _ = tx.send(msg, bytes);
             })
         };
         let fifo = match &setup.marks_fifo {
             Some(p) => Some(FifoReceiver::start(
                 p,
                 clock.clone(),
-                mark_sink(tx.clone()),
+                mark_sink(marks_tx.clone()),
             )?),
             None => None,
         };
@@ -292,7 +344,7 @@ impl Recorder {
             Some(p) => Some(FileReceiver::start(
                 p,
                 clock.clone(),
-                mark_sink(tx.clone()),
+                mark_sink(marks_tx.clone()),
             )?),
             None => None,
         };
@@ -331,7 +383,7 @@ impl Recorder {
             let anchor_ns = config.anchor_interval.as_nanos() as u64;
             std::thread::Builder::new()
                 .name("flinch-writer".into())
-                .spawn(move || writer_loop(writer, rx, clock, stats, infos, anchor_ns))
+                .spawn(move || writer_loop(writer, rx, marks_rx, clock, stats, infos, anchor_ns))
                 .map_err(|e| Error::io("cannot start the writer thread for", &setup.out, e))?
         };
 
@@ -354,6 +406,10 @@ impl Recorder {
             };
             let dropped = sink.dropped.clone();
             let mut group = SamplerGroup::new(interval, clock.clone(), sink);
+            let names: Vec<String> = members
+                .iter()
+                .filter_map(|&i| sources[i].as_ref().map(|s| s.info().name.clone()))
+                .collect();
             for i in members {
                 let src = sources[i].take().expect("each source is planned once");
                 group.add(src, i as u32, bases[i]);
@@ -370,12 +426,14 @@ impl Recorder {
                     cs
                 })
                 .map_err(|e| Error::io("cannot start a sampler thread for", &setup.out, e))?;
-            samplers.push(h);
+            samplers.push((h, names));
         }
         Ok(Recorder {
             tx,
+            marks_tx,
             clock,
             stop,
+            stop_timeout: config.stop_timeout,
             samplers,
             writer: Some(writer_thread),
             fifo,
@@ -390,18 +448,20 @@ impl Recorder {
     /// A handle for sending marks from this process.
     pub fn mark_sender(&self) -> MarkSender {
         MarkSender {
-            tx: self.tx.clone(),
+            tx: self.marks_tx.clone(),
             clock: self.clock.clone(),
         }
     }
 
     /// Writes an event row (e.g. `command_start`).
     pub fn event(&self, label: &str, text: &str) {
-        let _ = self.tx.send(Msg::Event(Box::new((
+        let msg = Msg::Event(Box::new((
             self.clock.now_ns(),
             label.to_owned(),
             text.to_owned(),
-        ))));
+        )));
+        let bytes = msg_bytes(&msg);
+        let _ = self.marks_tx.send(msg, bytes);
     }
 
     /// Live counters.
@@ -434,9 +494,35 @@ impl Recorder {
         self.stopped = true;
         self.stop.store(true, Ordering::SeqCst);
         let mut cadences = Vec::new();
-        for h in self.samplers.drain(..) {
-            if let Ok(cs) = h.join() {
-                cadences.push(cs);
+        // Each sampler gets until the deadline for its last poll; one stuck inside a source
+        // (a hung driver call) is left behind rather than holding the trace open forever.
+        let deadline = Instant::now() + self.stop_timeout;
+        for (h, names) in std::mem::take(&mut self.samplers) {
+            while !h.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            if !h.is_finished() {
+                self.event(
+                    "sampler_stuck",
+                    &format!(
+                        "the sampler thread of {} did not stop within {}: a source is stuck \
+                         in a poll; the recording ended without its last readings",
+                        names.join(", "),
+                        humanize(self.stop_timeout)
+                    ),
+                );
+                continue; // detached: it ends with the process
+            }
+            match h.join() {
+                Ok(cs) => cadences.push(cs),
+                Err(payload) => self.event(
+                    "sampler_panicked",
+                    &format!(
+                        "the sampler thread of {} panicked: {}",
+                        names.join(", "),
+                        crate::sampler::panic_message(payload.as_ref())
+                    ),
+                ),
             }
         }
         if let Some(f) = self.fifo.take() {
@@ -445,6 +531,8 @@ impl Recorder {
         if let Some(f) = self.file.take() {
             f.stop();
         }
+        // Every mark received is queued by now; later in-process marks are refused.
+        self.marks_tx.close();
         let _ = self.tx.send(Msg::Stop);
         let outcome = self
             .writer
@@ -495,9 +583,17 @@ impl Drop for Recorder {
     }
 }
 
+fn humanize(d: Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
+}
+
+/// Messages taken from each queue before the writer looks at the clock again.
+const WRITER_BATCH: usize = 4096;
+
 fn writer_loop(
     mut w: TraceWriter<File>,
     rx: Receiver<Msg>,
+    marks: ByteBoundedReceiver<Msg>,
     clock: Arc<dyn Clock>,
     stats: Arc<LiveStats>,
     infos: Vec<SourceInfo>,
@@ -515,43 +611,51 @@ fn writer_loop(
     let mut error: Option<std::io::Error> = None;
     let mut stopping = false;
     loop {
-        let now = clock.now_ns();
-        let wait = w
-            .next_flush_ns()
-            .min(next_anchor)
-            .saturating_sub(now)
-            .max(1_000_000);
-        let first = if stopping {
-            match rx.try_recv() {
-                Ok(m) => Some(m),
-                Err(_) => break,
-            }
-        } else {
-            match rx.recv_timeout(Duration::from_nanos(wait)) {
-                Ok(m) => Some(m),
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => break,
+        if !stopping {
+            let now = clock.now_ns();
+            let wait = w
+                .next_flush_ns()
+                .min(next_anchor)
+                .saturating_sub(now)
+                .max(1_000_000);
+            let mut sel = Select::new();
+            sel.recv(&rx);
+            sel.recv(marks.selectable());
+            let _ = sel.ready_timeout(Duration::from_nanos(wait));
+        }
+        let mut wrote_mark = false;
+        let mut took = 0usize;
+        let mut process = |msg: Msg, wrote_mark: &mut bool| {
+            if error.is_none()
+                && let Err(e) = handle(&mut w, msg, &mut counters, &infos, wrote_mark)
+            {
+                error = Some(e);
             }
         };
-        let mut wrote_mark = false;
-        let mut batch = 0;
-        let mut next_msg = first;
-        while let Some(msg) = next_msg {
-            if matches!(msg, Msg::Stop) {
-                stopping = true;
-            } else if error.is_none() {
-                let r = handle(&mut w, msg, &mut counters, &infos, &mut wrote_mark);
-                if let Err(e) = r {
-                    error = Some(e);
+        // Marks first: a received mark reaches the file (and is flushed) even while a
+        // backlog of readings waits.
+        while took < WRITER_BATCH {
+            match marks.try_recv() {
+                Some(msg) => process(msg, &mut wrote_mark),
+                None => break,
+            }
+            took += 1;
+        }
+        let mut readings = 0;
+        let mut disconnected = false;
+        while readings < WRITER_BATCH {
+            match rx.try_recv() {
+                Ok(Msg::Stop) => stopping = true,
+                Ok(msg) => process(msg, &mut wrote_mark),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    disconnected = true;
+                    break;
                 }
             }
-            batch += 1;
-            next_msg = if batch < 4096 {
-                rx.try_recv().ok()
-            } else {
-                None
-            };
+            readings += 1;
         }
+        took += readings;
         if error.is_none() {
             let now = clock.now_ns();
             let r = (|| -> std::io::Result<()> {
@@ -574,6 +678,11 @@ fn writer_loop(
         stats.marks.store(w.marks(), Ordering::Relaxed);
         stats.bad_marks.store(w.bad_marks(), Ordering::Relaxed);
         stats.gaps.store(w.gaps(), Ordering::Relaxed);
+        // Stopping: every producer has finished, so once both queues are empty, nothing
+        // more can come.
+        if (stopping || disconnected) && took == 0 {
+            break;
+        }
     }
     if error.is_none()
         && let Err(e) = w.flush()

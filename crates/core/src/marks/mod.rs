@@ -32,6 +32,7 @@
 pub mod client;
 pub mod fifo;
 pub mod file;
+pub mod queue;
 
 use std::fmt;
 
