@@ -189,6 +189,9 @@ pub struct LiveStats {
     pub dropped: AtomicU64,
     /// Gaps opened.
     pub gaps: AtomicU64,
+    /// The most memory received marks ever held while waiting for the writer (bounded by
+    /// [`RecorderConfig::marks_queue_bytes`], give or take one mark).
+    pub marks_queue_peak_bytes: AtomicU64,
 }
 
 /// Sends marks into a running recording from the same process. Never blocks: a full queue
@@ -678,6 +681,9 @@ fn writer_loop(
         stats.marks.store(w.marks(), Ordering::Relaxed);
         stats.bad_marks.store(w.bad_marks(), Ordering::Relaxed);
         stats.gaps.store(w.gaps(), Ordering::Relaxed);
+        stats
+            .marks_queue_peak_bytes
+            .store(marks.peak_bytes() as u64, Ordering::Relaxed);
         // Stopping: every producer has finished, so once both queues are empty, nothing
         // more can come.
         if (stopping || disconnected) && took == 0 {

@@ -2,7 +2,10 @@
 //!
 //! The FIFO is private to its user: its default home is a `0700` directory the user owns
 //! (checked, never trusted), the FIFO itself is `0600`, and an existing path is reused only
-//! if it is a FIFO owned by the user, not a symlink, and nobody is reading it. The recorder
+//! if it is a FIFO owned by the user, not a symlink, accessible to nobody else, and nobody
+//! is reading it (a FIFO left behind by a recorder that was killed is reused that way). The
+//! checks are made again on what was actually opened, so a path swapped in between is
+//! refused too. The recorder
 //! holds a write end open itself, so reads never see end-of-file when clients come and go,
 //! and raises the pipe buffer to 1 MiB so that bursts of marks from non-blocking clients fit
 //! while the reader catches up.
@@ -113,6 +116,17 @@ fn check_fifo_metadata(path: &Path, md: &std::fs::Metadata) -> Result<()> {
             euid()
         )));
     }
+    if md.mode() & 0o077 != 0 {
+        // Another user may already hold it open (a reader steals marks, a writer plants
+        // them), and changing the mode now would not close what they opened.
+        return Err(Error::Invalid(format!(
+            "FIFO {} has mode {:o}: other users may have opened it; remove it (`rm {}`) so \
+             that flinch creates a private one, or choose another path",
+            path.display(),
+            md.mode() & 0o777,
+            path.display()
+        )));
+    }
     Ok(())
 }
 
@@ -138,16 +152,7 @@ fn prepare_fifo(path: &Path) -> Result<bool> {
                      with another path",
                     path.display()
                 ))),
-                Err(e) if e.raw_os_error() == Some(Errno::NXIO.raw_os_error()) => {
-                    if md.mode() & 0o077 != 0 {
-                        std::fs::set_permissions(
-                            path,
-                            std::os::unix::fs::PermissionsExt::from_mode(0o600),
-                        )
-                        .map_err(|e| Error::io("cannot restrict the marks FIFO", path, e))?;
-                    }
-                    Ok(false)
-                }
+                Err(e) if e.raw_os_error() == Some(Errno::NXIO.raw_os_error()) => Ok(false),
                 Err(e) => Err(Error::io("cannot probe the marks FIFO", path, e)),
             }
         }
