@@ -343,6 +343,18 @@ impl Recorder {
             )?),
             None => None,
         };
+        if let Some((bytes, lines)) = fifo.as_ref().and_then(|f| f.stale_discarded()) {
+            let msg = Msg::Event(Box::new((
+                clock.now_ns(),
+                "stale_marks_discarded".to_owned(),
+                format!(
+                    "{bytes} bytes ({lines} lines) sent to an earlier recorder that stopped \
+                     reading were waiting in the FIFO; discarded"
+                ),
+            )));
+            let bytes = msg_bytes(&msg);
+            let _ = marks_tx.send(msg, bytes);
+        }
         let file = match &setup.marks_file {
             Some(p) => Some(FileReceiver::start(
                 p,

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod child;
 pub mod mark;
 pub mod record;
 pub mod sources;

@@ -94,7 +94,9 @@ fn spawn_command(
     if let Some(p) = marks_file {
         c.env(MARKS_FILE_ENV, p);
     }
-    c.spawn()
+    // Killed by the kernel if the recorder dies without ending it (SIGKILL, crash). The
+    // death signal follows the thread that forks, so this must run on the main thread.
+    super::child::spawn_tied_to_us(&mut c)
 }
 
 fn exit_code_of(status: std::process::ExitStatus) -> i32 {

@@ -175,6 +175,7 @@ fn prepare_fifo(path: &Path) -> Result<bool> {
 pub struct FifoReceiver {
     path: PathBuf,
     created: bool,
+    stale: Option<(u64, u64)>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -217,6 +218,7 @@ impl FifoReceiver {
                 break;
             }
         }
+        let stale = discard_stale(&read);
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
         let thread = std::thread::Builder::new()
@@ -226,6 +228,7 @@ impl FifoReceiver {
         Ok(FifoReceiver {
             path: path.to_owned(),
             created,
+            stale,
             stop,
             thread: Some(thread),
         })
@@ -234,6 +237,16 @@ impl FifoReceiver {
     /// The FIFO's path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// `(bytes, lines)` found in the FIFO when this receiver opened it, and discarded.
+    ///
+    /// A pipe keeps its data while any writer holds it open, so marks sent to an earlier
+    /// recorder that stopped reading (it was frozen, then killed) wait in a reused FIFO.
+    /// They were never received by any recording and predate this one, so they are
+    /// discarded, as the marks file's old content is, and the recording says how much.
+    pub fn stale_discarded(&self) -> Option<(u64, u64)> {
+        self.stale
     }
 
     /// Stops reading: everything written before this call is read and delivered first.
@@ -258,6 +271,31 @@ impl Drop for FifoReceiver {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// Reads and drops exactly what was in the pipe when it was opened. No writer can have
+/// added to it between that open and this count other than one already holding the FIFO
+/// open from an earlier recorder, in the microseconds between the two calls.
+fn discard_stale(read: &File) -> Option<(u64, u64)> {
+    let mut left = rustix::io::ioctl_fionread(read).ok()?;
+    if left == 0 {
+        return None;
+    }
+    let (total, mut lines) = (left, 0u64);
+    let mut buf = vec![0u8; 64 * 1024];
+    while left > 0 {
+        let want = buf.len().min(left as usize);
+        match rustix::io::read(read.as_fd(), &mut buf[..want]) {
+            Ok(0) => break,
+            Ok(n) => {
+                lines += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+                left -= n as u64;
+            }
+            Err(Errno::INTR) => continue,
+            Err(_) => break,
+        }
+    }
+    Some((total - left, lines))
 }
 
 fn read_loop(
