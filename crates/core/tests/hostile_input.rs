@@ -423,6 +423,22 @@ fn regression_huge_values_and_disordered_rows_give_the_valid_part_with_warnings(
 }
 
 #[test]
+fn regression_a_mark_delay_over_2_pow_53_ns_reads_back_exactly() {
+    // Found by the fuzzer: the delay column went through an f64, so the receive time of a
+    // mark stamped days away from its arrival came back rounded.
+    let m = Mark {
+        t_ns: 184_499_999_999_999_999,
+        recv_ns: 42,
+        t_from_client: true,
+        label: "far".into(),
+        fields: vec![],
+        via: MarkVia::Fifo,
+    };
+    let t = read_trace_from(&write_trace(&[], &[m.clone()])[..], Path::new("d.csv")).unwrap();
+    assert_eq!(t.marks, vec![m]);
+}
+
+#[test]
 fn wrong_column_counts_and_bad_bytes_are_errors_with_the_line_number() {
     for (body, line, needle) in [
         (

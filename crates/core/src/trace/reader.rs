@@ -349,6 +349,7 @@ pub fn read_trace_from<R: BufRead>(mut r: R, path: &Path) -> Result<Trace> {
                 "t_ns {t:?} is not an unsigned integer of nanoseconds"
             ))
         })?;
+        let value_text = value;
         let value = if value.is_empty() {
             None
         } else {
@@ -397,11 +398,11 @@ pub fn read_trace_from<R: BufRead>(mut r: R, path: &Path) -> Result<Trace> {
                         .ok_or_else(|| p.err(format!("mark field {f:?} is not key=value")))?;
                     fs.push((k.to_owned(), unescape_text(v)));
                 }
-                let recv_ns = match value {
-                    // `as i128` saturates a huge delay; the sum is clamped into u64.
-                    Some(d) => (t_ns as i128)
-                        .saturating_add(d as i128)
-                        .clamp(0, u64::MAX as i128) as u64,
+                // The delay is an integer of ns: read it exactly (an f64 would round delays
+                // over 2^53 ns); `as i128` saturates the rest, and the sum is clamped.
+                let delay = value_text.parse::<i128>().ok().or(value.map(|d| d as i128));
+                let recv_ns = match delay {
+                    Some(d) => (t_ns as i128).saturating_add(d).clamp(0, u64::MAX as i128) as u64,
                     None => t_ns,
                 };
                 trace.marks.push(Mark {
