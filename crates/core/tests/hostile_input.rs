@@ -434,7 +434,8 @@ fn regression_a_mark_delay_over_2_pow_53_ns_reads_back_exactly() {
         fields: vec![],
         via: MarkVia::Fifo,
     };
-    let t = read_trace_from(&write_trace(&[], &[m.clone()])[..], Path::new("d.csv")).unwrap();
+    let bytes = write_trace(&[], std::slice::from_ref(&m));
+    let t = read_trace_from(&bytes[..], Path::new("d.csv")).unwrap();
     assert_eq!(t.marks, vec![m]);
 }
 
