@@ -602,3 +602,28 @@ fn a_flood_of_marks_and_garbage_keeps_the_recorders_memory_bounded_and_loses_no_
         "VmRSS grew from {baseline} KiB to {peak} KiB under the flood"
     );
 }
+
+#[test]
+fn a_broken_stderr_ends_neither_the_recording_nor_the_wrapped_command() {
+    // `flinch record ... 2>&1 | head`: once the reader of stderr is gone, every message
+    // flinch prints fails with EPIPE.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("t.csv");
+    let mut rec = flinch()
+        .args(["record", "--no-fifo", "--source", "synthetic", "--out"])
+        .arg(&out)
+        .args(["--", "sh", "-c", "sleep 0.5; exit 4"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(rec.stderr.take());
+    let st = wait_exit(&mut rec, "with stderr broken");
+    assert_eq!(
+        st.code(),
+        Some(4),
+        "the command's status did not pass through"
+    );
+    let t = read_trace(&out).unwrap();
+    let f = t.footer.as_ref().unwrap();
+    assert_eq!((f.ended_by.as_str(), f.command_exit), ("command", Some(4)));
+}

@@ -571,7 +571,7 @@ fn an_existing_fifo_path_is_used_only_if_it_is_a_private_fifo_of_ours() {
 }
 
 #[test]
-fn a_fifo_the_recorder_creates_is_0600_even_under_a_permissive_umask() {
+fn a_fifo_the_recorder_creates_is_0600_and_ours() {
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("new.fifo");
     let rec = start_with_fifo(dir.path(), &fifo).unwrap();
