@@ -15,6 +15,39 @@ fn flinch() -> Command {
     Command::new(env!("CARGO_BIN_EXE_flinch"))
 }
 
+/// A recorder process that is killed if the test fails before ending it, so that a failed
+/// test never leaves a recorder running (and holding the test runner's pipes).
+struct Rec(Option<Child>);
+
+impl Rec {
+    fn into_child(mut self) -> Child {
+        self.0.take().unwrap()
+    }
+}
+
+impl std::ops::Deref for Rec {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        self.0.as_ref().unwrap()
+    }
+}
+
+impl std::ops::DerefMut for Rec {
+    fn deref_mut(&mut self) -> &mut Child {
+        self.0.as_mut().unwrap()
+    }
+}
+
+impl Drop for Rec {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = kill_process(Pid::from_raw(c.id() as i32).unwrap(), Signal::CONT);
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 fn signal(child: &Child, sig: Signal) {
     kill_process(Pid::from_raw(child.id() as i32).unwrap(), sig).unwrap();
 }
@@ -46,7 +79,7 @@ fn wait_for(what: &str, ok: impl Fn() -> bool) {
 }
 
 /// A recorder of the synthetic source, its FIFO at `fifo`, its trace at `dir/name`.
-fn record(dir: &Path, name: &str, fifo: Option<&Path>, extra: &[&str]) -> (Child, PathBuf) {
+fn record(dir: &Path, name: &str, fifo: Option<&Path>, extra: &[&str]) -> (Rec, PathBuf) {
     let out = dir.join(name);
     let mut c = flinch();
     c.args(["record", "--quiet", "--source", "synthetic", "--out"])
@@ -55,7 +88,7 @@ fn record(dir: &Path, name: &str, fifo: Option<&Path>, extra: &[&str]) -> (Child
         Some(f) => c.arg("--marks-fifo").arg(f),
         None => c.arg("--no-fifo"),
     };
-    let child = c.args(extra).stderr(Stdio::piped()).spawn().unwrap();
+    let child = Rec(Some(c.args(extra).stderr(Stdio::piped()).spawn().unwrap()));
     if let Some(f) = fifo {
         wait_for("the FIFO", || {
             // up and listening: a non-blocking open for writing succeeds only then
@@ -95,7 +128,11 @@ fn sigint_and_sigterm_end_a_recording_complete_with_nothing_lost() {
         std::thread::sleep(Duration::from_millis(300));
         signal(&rec, sig);
         let st = wait_exit(&mut rec, "after SIGINT/SIGTERM");
-        assert!(st.success(), "{sig:?}: {st:?}: {}", stderr_of(rec));
+        assert!(
+            st.success(),
+            "{sig:?}: {st:?}: {}",
+            stderr_of(rec.into_child())
+        );
         let t = read_trace(&out).unwrap();
         assert!(t.complete(), "{sig:?}: {:?}", t.warnings);
         assert!(t.warnings.is_empty(), "{:?}", t.warnings);
@@ -159,7 +196,12 @@ fn a_wrapped_commands_exit_status_and_the_signals_sent_to_the_recorder_pass_thro
         wait_for("the command to start", || ready.exists());
         signal(&rec, sig);
         let st = wait_exit(&mut rec, "after forwarding a signal");
-        assert_eq!(st.code(), Some(code), "{trap}: {}", stderr_of(rec));
+        assert_eq!(
+            st.code(),
+            Some(code),
+            "{trap}: {}",
+            stderr_of(rec.into_child())
+        );
         let t = read_trace(&out).unwrap();
         let f = t.footer.as_ref().unwrap();
         assert_eq!(
@@ -329,13 +371,15 @@ fn the_default_fifo_is_private_and_a_stale_one_from_a_killed_recorder_is_reused(
     let default_dir = run.join("flinch");
     let fifo = default_dir.join("marks.fifo");
     let start = |name: &str| {
-        flinch()
-            .args(["record", "--quiet", "--source", "synthetic", "--out"])
-            .arg(dir.path().join(name))
-            .env("XDG_RUNTIME_DIR", &run)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
+        Rec(Some(
+            flinch()
+                .args(["record", "--quiet", "--source", "synthetic", "--out"])
+                .arg(dir.path().join(name))
+                .env("XDG_RUNTIME_DIR", &run)
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        ))
     };
     let mut rec = start("t1.csv");
     wait_for("the default FIFO", || MarkClient::open(&fifo).is_ok());
@@ -609,13 +653,15 @@ fn a_broken_stderr_ends_neither_the_recording_nor_the_wrapped_command() {
     // flinch prints fails with EPIPE.
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("t.csv");
-    let mut rec = flinch()
-        .args(["record", "--no-fifo", "--source", "synthetic", "--out"])
-        .arg(&out)
-        .args(["--", "sh", "-c", "sleep 0.5; exit 4"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut rec = Rec(Some(
+        flinch()
+            .args(["record", "--no-fifo", "--source", "synthetic", "--out"])
+            .arg(&out)
+            .args(["--", "sh", "-c", "sleep 0.5; exit 4"])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ));
     drop(rec.stderr.take());
     let st = wait_exit(&mut rec, "with stderr broken");
     assert_eq!(

@@ -111,26 +111,39 @@ impl Soak {
     }
 }
 
+/// Kills the recorder if the soak fails before stopping it: a 1-kHz recorder must not be
+/// left running.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn soak(duration: Duration, dir: &Path) -> Soak {
     let out = dir.join("soak.flinch.csv");
     let fifo = dir.join("m.fifo");
-    let mut rec = Command::new(env!("CARGO_BIN_EXE_flinch"))
-        .args([
-            "record",
-            "--quiet",
-            "--source",
-            "synthetic",
-            "--interval",
-            "1ms",
-        ])
-        .arg("--out")
-        .arg(&out)
-        .arg("--marks-fifo")
-        .arg(&fifo)
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let pid = rec.id();
+    let mut rec = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_flinch"))
+            .args([
+                "record",
+                "--quiet",
+                "--source",
+                "synthetic",
+                "--interval",
+                "1ms",
+            ])
+            .arg("--out")
+            .arg(&out)
+            .arg("--marks-fifo")
+            .arg(&fifo)
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = rec.0.id();
     let t0 = Instant::now();
     while MarkClient::open(&fifo).is_err() {
         assert!(
@@ -180,7 +193,7 @@ fn soak(duration: Duration, dir: &Path) -> Soak {
             series.push(resources(pid, started));
             next += if next < 60.0 { 5.0 } else { 30.0 };
         }
-        assert!(rec.try_wait().unwrap().is_none(), "the recorder died");
+        assert!(rec.0.try_wait().unwrap().is_none(), "the recorder died");
     }
     done.store(true, Ordering::SeqCst);
     let (sent, dropped) = sender.join().unwrap();
@@ -189,7 +202,7 @@ fn soak(duration: Duration, dir: &Path) -> Soak {
     kill_process(Pid::from_raw(pid as i32).unwrap(), Signal::INT).unwrap();
     let t = Instant::now();
     let status = loop {
-        if let Some(st) = rec.try_wait().unwrap() {
+        if let Some(st) = rec.0.try_wait().unwrap() {
             break st;
         }
         assert!(

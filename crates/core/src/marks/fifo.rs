@@ -196,6 +196,13 @@ impl FifoReceiver {
             .custom_flags((OFlags::NONBLOCK | OFlags::NOFOLLOW | OFlags::CLOEXEC).bits() as i32)
             .open(path)
             .map_err(|e| cleanup(Error::io("cannot open the marks FIFO", path, e)))?;
+        // What an earlier recorder left unread, counted first thing: from this open on,
+        // new clients can write too. A FIFO just created holds nothing old.
+        let stale_bytes = if created {
+            0
+        } else {
+            rustix::io::ioctl_fionread(&read).unwrap_or(0)
+        };
         // Check what was actually opened, not what the path said a moment ago.
         let md = read
             .metadata()
@@ -218,7 +225,7 @@ impl FifoReceiver {
                 break;
             }
         }
-        let stale = discard_stale(&read);
+        let stale = discard_stale(&read, stale_bytes);
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
         let thread = std::thread::Builder::new()
@@ -273,11 +280,11 @@ impl Drop for FifoReceiver {
     }
 }
 
-/// Reads and drops exactly what was in the pipe when it was opened. No writer can have
-/// added to it between that open and this count other than one already holding the FIFO
-/// open from an earlier recorder, in the microseconds between the two calls.
-fn discard_stale(read: &File) -> Option<(u64, u64)> {
-    let mut left = rustix::io::ioctl_fionread(read).ok()?;
+/// Reads and drops the `left` bytes that were in the pipe when it was opened (counted right
+/// after the open: a client that opened the FIFO and wrote within the microseconds between
+/// the two calls would see its line counted as stale, which only a client polling for the
+/// recorder's start can do).
+fn discard_stale(read: &File, mut left: u64) -> Option<(u64, u64)> {
     if left == 0 {
         return None;
     }
