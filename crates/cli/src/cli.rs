@@ -18,7 +18,14 @@ Examples:
   flinch sources                          what can be measured here, and why not
   flinch record --out run.flinch.csv -- python serve.py
                                           record while a command runs; it gets $FLINCH_MARKS
-  flinch mark infer_start req=7           send a mark to the running recorder";
+  flinch mark infer_start req=7           send a mark to the running recorder
+  flinch calibrate --out idle.json        an idle profile (leave the machine alone)
+  flinch analyze run.flinch.csv --from infer_start --to first_token
+                                          spans: duration, energy above idle, verdicts
+  flinch plot run.flinch.csv --from infer_start --to first_token -o run.png
+                                          power and activity with every span shaded
+  flinch export run.flinch.csv --perfetto run.json --csv run.wide.csv
+                                          open in ui.perfetto.dev; load in pandas";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -32,7 +39,76 @@ pub enum Command {
     /// Send one mark to a running recorder (stamped with CLOCK_MONOTONIC now).
     #[command(after_help = MARK_EXAMPLES)]
     Mark(MarkArgs),
+    /// Sample the machine while it is left alone and write an idle profile (per channel:
+    /// mean, median, p5, p95, std, and the conditions it was taken under).
+    #[command(after_help = CALIBRATE_EXAMPLES)]
+    Calibrate(CalibrateArgs),
+    /// Measure the spans between two marks of a trace: duration, energy above idle, what
+    /// the silicon was doing (verdict and evidence), and their distribution.
+    #[command(after_help = ANALYZE_EXAMPLES)]
+    Analyze(AnalyzeArgs),
+    /// Draw a trace: power per device with spans shaded by verdict, utilisation beneath,
+    /// idle level, and a histogram of span durations (SVG or PNG).
+    #[command(after_help = PLOT_EXAMPLES)]
+    Plot(PlotArgs),
+    /// Convert a trace for other tools: Perfetto / Chrome trace-event JSON, one wide CSV.
+    #[command(after_help = EXPORT_EXAMPLES)]
+    Export(ExportArgs),
 }
+
+const CALIBRATE_EXAMPLES: &str = "\
+Examples:
+  flinch calibrate --out idle.json                  30 s of every available source
+  flinch calibrate --source nvml --seconds 60 --out idle-ctx.json
+  flinch record --idle idle.json --out run.flinch.csv -- python serve.py
+
+Leave the machine alone while it runs. Idle is not one number: a GPU with a CUDA context
+open draws more than one without (70 W vs ~119 W on an H100), so calibrate in the state
+your spans wait in (e.g. with the server loaded and idle). The profile is refused when
+the machine was not idle (GPU utilisation above 0, power drifting, busy CPUs), saying
+what was seen; --allow-busy writes it anyway, marked idle_ok: false.";
+
+const ANALYZE_EXAMPLES: &str = "\
+Examples:
+  flinch analyze run.flinch.csv                     list the mark labels and their counts
+  flinch analyze run.flinch.csv --from infer_start --to first_token
+  flinch analyze run.flinch.csv --from infer_start --to first_token --json > spans.json
+  flinch analyze run.flinch.csv --from step --to step        consecutive marks
+  flinch analyze run.flinch.csv --from a --to b --idle idle.json
+  flinch analyze run.flinch.csv --from a --to b --idle-window 2..12
+  flinch analyze run.flinch.csv --from a --to b --idle-window idle_start..idle_end
+
+Spans pair by req=ID when marks carry one, else in order. Idle comes from --idle-window,
+else --idle, else the profile embedded by `record --idle`. --idle-window A..B: A and B are
+mark labels (the first A, then the first B after it) or seconds from the trace's start
+(`2.5` or `2.5s`). The JSON output is documented in docs/analysis.md.";
+
+const PLOT_EXAMPLES: &str = "\
+Examples:
+  flinch plot run.flinch.csv                                   spans X_start..X_end, run.png
+  flinch plot run.flinch.csv --from infer_start --to first_token -o ttft.svg
+  flinch plot run.flinch.csv --window 10..25 --idle-watts 119
+  flinch plot run.flinch.csv --idle-window calib_start..calib_end
+  flinch plot run.flinch.csv --idle idle.json --histogram never
+
+Spans are paired like `flinch analyze` pairs them: each --to mark closes the oldest open
+--from mark with the same req= field. Without --from/--to every pair of labels X_start /
+X_end is shaded. Times in --window and --idle-window are seconds from the trace's start
+(12.5 or 12.5s) or mark labels (the first such mark). The idle level comes from
+--idle-watts, else --idle, else --idle-window, else the profile embedded in the trace.
+Span colours are the verdicts of `flinch analyze` with that idle level: gpu-compute,
+cpu-compute, idle-wait, unresolved.";
+
+const EXPORT_EXAMPLES: &str = "\
+Examples:
+  flinch export run.flinch.csv --perfetto run.json      then open it at ui.perfetto.dev
+  flinch export run.flinch.csv --csv run.wide.csv       pd.read_csv(\"run.wide.csv\")
+  flinch export run.flinch.csv --perfetto run.json --from infer_start --to first_token
+
+Perfetto: a process per device with a counter track per channel, a `spans` process with a
+thread per request (its stages nested in it), a `marks` process with a thread per label.
+CSV: a row per timestamp (t_ns, t_s from the trace's start), a column per channel, and a
+`mark` column; every sample and mark appears exactly once.";
 
 const SOURCES_EXAMPLES: &str = "\
 Examples:
@@ -158,6 +234,69 @@ pub struct RecordArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct CalibrateArgs {
+    /// Where to write the profile (refused if it exists, unless --force)
+    #[arg(long, short, value_name = "FILE", default_value = "idle.json")]
+    pub out: PathBuf,
+    /// Replace an existing profile
+    #[arg(long)]
+    pub force: bool,
+    /// Sources to sample: nvml, dcgm, rapl, cpu, synthetic (repeatable; default: every available one)
+    #[arg(long = "source", short = 's', value_name = "NAME")]
+    pub sources: Vec<String>,
+    /// How long to sample (seconds, or a duration like 2m)
+    #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = parse_duration)]
+    pub seconds: Duration,
+    /// The sampling interval
+    #[arg(long, short, value_name = "DURATION", default_value = "10ms", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// Write the profile even when the machine was not idle (marked idle_ok: false)
+    #[arg(long)]
+    pub allow_busy: bool,
+    /// Keep the recording the profile is made from in this trace file
+    #[arg(long, value_name = "TRACE")]
+    pub keep_trace: Option<PathBuf>,
+    /// No progress bar and no table
+    #[arg(long, short)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub backends: BackendArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct AnalyzeArgs {
+    /// The trace written by `flinch record`
+    #[arg(value_name = "TRACE")]
+    pub trace: PathBuf,
+    /// The label of the mark that starts a span
+    #[arg(long, value_name = "LABEL", requires = "to")]
+    pub from: Option<String>,
+    /// The label of the mark that ends a span
+    #[arg(long, value_name = "LABEL", requires = "from")]
+    pub to: Option<String>,
+    /// An idle profile written by `flinch calibrate` (overrides the trace's own)
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with = "idle_window",
+        requires = "from"
+    )]
+    pub idle: Option<PathBuf>,
+    /// Take idle from a stretch of this trace: A..B, mark labels or seconds from its start
+    #[arg(long, value_name = "A..B", requires = "from")]
+    pub idle_window: Option<String>,
+    /// Print one JSON object (documented in docs/analysis.md)
+    #[arg(long)]
+    pub json: bool,
+    /// List every span (default: the first 20 when there are more than 50)
+    #[arg(long)]
+    pub all: bool,
+    /// No progress bars
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct MarkArgs {
     /// The mark's label ([A-Za-z0-9_.:/-]+)
     pub label: String,
@@ -170,6 +309,85 @@ pub struct MarkArgs {
     /// A marks file to append to
     #[arg(long, value_name = "PATH")]
     pub file: Option<PathBuf>,
+}
+
+/// The spans to draw or export.
+#[derive(Debug, Args, Clone)]
+pub struct SpanArgs {
+    /// Label of the mark that starts each span
+    #[arg(long, value_name = "LABEL", requires = "to", help_heading = "Spans")]
+    pub from: Option<String>,
+    /// Label of the mark that ends each span
+    #[arg(long, value_name = "LABEL", requires = "from", help_heading = "Spans")]
+    pub to: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PlotArgs {
+    /// The trace to draw
+    #[arg(value_name = "TRACE")]
+    pub trace: PathBuf,
+    /// The picture to write: .svg or .png (default: the trace's name with .png)
+    #[arg(long, short, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub spans: SpanArgs,
+    /// Only this stretch of time: A..B, A.. or ..B (seconds from the start, or mark labels)
+    #[arg(long, value_name = "A..B")]
+    pub window: Option<String>,
+    /// An idle profile written by `flinch calibrate`
+    #[arg(long, value_name = "FILE", help_heading = "Idle level")]
+    pub idle: Option<PathBuf>,
+    /// The idle level in watts: W for every device, or DEVICE=W (repeatable)
+    #[arg(long, value_name = "W|DEVICE=W", help_heading = "Idle level")]
+    pub idle_watts: Vec<String>,
+    /// Take the idle level from the mean power over this window of the trace: A..B
+    #[arg(long, value_name = "A..B", help_heading = "Idle level")]
+    pub idle_window: Option<String>,
+    /// When to draw the histogram of span durations
+    #[arg(long, value_enum, default_value = "auto")]
+    pub histogram: HistogramArg,
+    /// Width of the picture in pixels
+    #[arg(long, default_value_t = 1400, value_name = "PX")]
+    pub width: u32,
+    /// Height of the picture in pixels (default: from the panels drawn)
+    #[arg(long, value_name = "PX")]
+    pub height: Option<u32>,
+    /// The title (default: the trace's file name, device and host)
+    #[arg(long)]
+    pub title: Option<String>,
+    /// No progress bar, no notes
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// `--histogram`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum HistogramArg {
+    /// With 5 spans or more
+    Auto,
+    /// Whenever there is a span
+    Always,
+    /// Never
+    Never,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The trace to convert
+    #[arg(value_name = "TRACE")]
+    pub trace: PathBuf,
+    /// Write Chrome trace-event JSON for the Perfetto UI here
+    #[arg(long, value_name = "OUT.json", required_unless_present = "csv")]
+    pub perfetto: Option<PathBuf>,
+    /// Write one wide CSV here (a row per timestamp, a column per channel, a mark column)
+    #[arg(long, value_name = "OUT.csv")]
+    pub csv: Option<PathBuf>,
+    #[command(flatten)]
+    pub spans: SpanArgs,
+    /// No progress bar, no notes
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 /// Parses `10ms`, `1.5s`, `2m`, `500us`.

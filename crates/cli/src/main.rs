@@ -1,4 +1,5 @@
-//! The `flinch` command line: `sources`, `record`, `mark`.
+//! The `flinch` command line: `sources`, `record`, `mark`, `calibrate`, `analyze`, `plot`,
+//! `export`.
 
 mod backends;
 mod cli;
@@ -36,6 +37,10 @@ fn main() -> ExitCode {
         cli::Command::Sources(a) => commands::sources::run(a),
         cli::Command::Record(a) => commands::record::run(a),
         cli::Command::Mark(a) => commands::mark::run(a),
+        cli::Command::Calibrate(a) => commands::calibrate::run(a),
+        cli::Command::Analyze(a) => commands::analyze::run(a),
+        cli::Command::Plot(a) => commands::plot::run(a),
+        cli::Command::Export(a) => commands::export::run(a),
     };
     match result {
         Ok(code) => code,

@@ -66,6 +66,8 @@ for i in range(count):
         dropped += 1
     if count < 100:
         time.sleep(0.05)
+    elif i % 50 == 49:
+        time.sleep(0.001)  # bursts of 50: see the Rust twin of this test
 print(dropped)
 print(" ".join(map(str, stamps)))
 "#;

@@ -87,7 +87,7 @@ impl Soak {
              start: {}\n10 s:  {}\nend:   {}\n\
              max over {} readings: {max_rss} KiB RSS, {max_fds} fds\n\
              marks: {} sent, {} in the trace, {} missing, {} dropped by the client (pipe full)\n\
-             samples: {}; readings dropped: {}; ticks {} (missed {}), lag p99 {:.3} ms, max {:.3} ms\n\
+             samples: {}; readings dropped: {}; ticks {} (missed {}), deviation from the schedule p99 {:.3} ms, max {:.3} ms\n\
              trace: {} bytes ({:.1} MiB), complete: {}",
             self.duration.as_secs_f64(),
             r(self.series[0]),
@@ -233,8 +233,8 @@ fn soak(duration: Duration, dir: &Path) -> Soak {
         dropped_readings: footer.dropped_readings,
         ticks: cad.ticks,
         missed_ticks: cad.missed_ticks,
-        lag_p99_ns: cad.lag_p99_ns,
-        lag_max_ns: cad.lag_max_ns,
+        lag_p99_ns: cad.deviation_p99_ns,
+        lag_max_ns: cad.deviation_max_ns,
         complete: trace.complete(),
     }
 }

@@ -1,14 +1,19 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
+pub mod analysis;
 pub mod channel;
 pub mod clock;
 pub mod counter;
+pub mod device;
 pub mod error;
+pub mod idle;
+pub mod integrate;
 pub mod marks;
 pub mod recorder;
 pub mod sampler;
 pub mod source;
+pub mod stats;
 pub mod synthetic;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -18,5 +23,5 @@ pub mod units;
 pub use channel::{ChannelKind, ChannelSpec, CounterSpec, PowerMethod, Quantity, SourceInfo};
 pub use clock::{Clock, ClockAnchor, ManualClock, MonotonicClock};
 pub use error::{Error, ErrorKind, Result, SourceError};
-pub use source::{Reading, Readings, Source};
+pub use source::{DataGap, Reading, Readings, Source};
 pub use units::{Joules, Unit, Watts};

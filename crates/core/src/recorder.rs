@@ -25,12 +25,12 @@ use crate::counter::{CounterStep, CounterTracker};
 use crate::error::{Error, Result, SourceError};
 use crate::marks::fifo::FifoReceiver;
 use crate::marks::file::FileReceiver;
-use crate::marks::queue::{ByteBoundedReceiver, ByteBoundedSender, byte_bounded};
+use crate::marks::queue::{ByteBoundedReceiver, ByteBoundedSender, TrySendError, byte_bounded};
 use crate::marks::{Mark, MarkEvent, MarkParseError, MarkSink, MarkVia, format_mark, parse_mark};
 use crate::sampler::{SamplerGroup, Sink, plan_groups};
 use crate::source::{Reading, Source};
 use crate::trace::{CadenceStats, Footer, Header, MarksInfo, TraceWriter, create_trace_file};
-use crossbeam_channel::{Receiver, Select, Sender, TryRecvError, bounded};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
 use std::path::PathBuf;
@@ -51,9 +51,10 @@ pub struct RecorderConfig {
     /// Readings the queue to the writer holds before the sampler starts dropping (and
     /// counting) them.
     pub queue_capacity: usize,
-    /// Memory the received marks waiting for the writer may hold. Marks are never dropped
-    /// once received: past this, the marks readers stop reading and the FIFO's pipe fills
-    /// (clients then drop and count), so a flood cannot grow the recorder's memory.
+    /// Memory the marks (and gaps and events) waiting for the writer may hold. Marks are
+    /// never dropped once received: past this, the marks readers stop reading and the
+    /// FIFO's pipe fills (clients then drop and count), so a flood cannot grow the
+    /// recorder's memory.
     pub marks_queue_bytes: usize,
     /// How long stopping waits for each sampler thread's last poll. A source stuck inside a
     /// poll (a hung driver call) would otherwise hold the end of the recording forever; past
@@ -113,8 +114,11 @@ impl RecordingSetup {
     }
 }
 
+/// Everything but samples: marks, gaps, drops, events. The writer sleeps on this channel,
+/// so a mark is written and flushed as soon as it arrives, while samples (on their own
+/// channel, drained every [`DATA_DRAIN_NS`]) never wake it: on a 100 Hz recording that is
+/// a few dozen wake-ups a second instead of hundreds.
 enum Msg {
-    Reading(Reading),
     Mark(Box<Mark>),
     BadMark(Box<(MarkVia, u64, String, MarkParseError)>),
     Gap(Box<(u64, u32, Option<String>)>),
@@ -123,9 +127,12 @@ enum Msg {
     Stop,
 }
 
-/// About how much heap memory a queued mark, bad line or event holds, for the marks queue's
-/// budget: every allocation is counted with a typical allocator overhead, so that a mark of
-/// a thousand tiny fields counts for what it costs.
+/// How often the writer drains the sample channel.
+const DATA_DRAIN_NS: u64 = 50_000_000;
+
+/// About how much heap memory a queued message holds, for the queue's budget: every
+/// allocation is counted with a typical allocator overhead, so that a mark of a thousand
+/// tiny fields counts for what it costs.
 fn msg_bytes(msg: &Msg) -> usize {
     const ALLOC: usize = 16;
     let s = |x: &String| x.capacity() + ALLOC;
@@ -142,21 +149,34 @@ fn msg_bytes(msg: &Msg) -> usize {
             Msg::BadMark(b) => {
                 std::mem::size_of::<(MarkVia, u64, String, MarkParseError)>() + ALLOC + s(&b.2) + 64
             }
+            Msg::Gap(g) => {
+                std::mem::size_of::<(u64, u32, Option<String>)>()
+                    + ALLOC
+                    + g.2.as_ref().map_or(0, s)
+            }
             Msg::Event(e) => {
                 std::mem::size_of::<(u64, String, String)>() + ALLOC + s(&e.1) + s(&e.2)
             }
-            _ => 0,
+            Msg::Dropped(..) | Msg::Stop => 0,
         }
 }
 
+/// Queues `msg`, waiting while the queue is over its budget (fails only once the writer is
+/// gone).
+fn send(tx: &ByteBoundedSender<Msg>, msg: Msg) {
+    let bytes = msg_bytes(&msg);
+    let _ = tx.send(msg, bytes);
+}
+
 struct ChannelSink {
-    tx: Sender<Msg>,
+    data: Sender<Reading>,
+    tx: ByteBoundedSender<Msg>,
     dropped: Arc<AtomicU64>,
 }
 
 impl Sink for ChannelSink {
     fn reading(&mut self, r: &Reading) -> bool {
-        match self.tx.try_send(Msg::Reading(*r)) {
+        match self.data.try_send(*r) {
             Ok(()) => true,
             Err(_) => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -165,14 +185,25 @@ impl Sink for ChannelSink {
         }
     }
     fn gap(&mut self, t_ns: u64, source: u32, error: Option<&SourceError>) {
-        let _ = self.tx.send(Msg::Gap(Box::new((
-            t_ns,
-            source,
-            error.map(|e| format!("{}: {}", e.kind, e)),
-        ))));
+        send(
+            &self.tx,
+            Msg::Gap(Box::new((
+                t_ns,
+                source,
+                error.map(|e| format!("{}: {}", e.kind, e)),
+            ))),
+        );
     }
     fn dropped(&mut self, t_ns: u64, source: u32, count: u64) {
-        let _ = self.tx.send(Msg::Dropped(t_ns, source, count));
+        send(&self.tx, Msg::Dropped(t_ns, source, count));
+    }
+    fn data_gap(&mut self, source: u32, gap: &crate::source::DataGap) {
+        let reason = format!("data-gap: {}", gap.reason);
+        send(
+            &self.tx,
+            Msg::Gap(Box::new((gap.start_ns, source, Some(reason)))),
+        );
+        send(&self.tx, Msg::Gap(Box::new((gap.end_ns, source, None))));
     }
 }
 
@@ -189,7 +220,7 @@ pub struct LiveStats {
     pub dropped: AtomicU64,
     /// Gaps opened.
     pub gaps: AtomicU64,
-    /// The most memory received marks ever held while waiting for the writer (bounded by
+    /// The most memory the marks queue ever held while waiting for the writer (bounded by
     /// [`RecorderConfig::marks_queue_bytes`], give or take one mark).
     pub marks_queue_peak_bytes: AtomicU64,
 }
@@ -236,16 +267,15 @@ impl MarkSender {
         let bytes = msg_bytes(&msg);
         match self.tx.try_send(msg, bytes) {
             Ok(()) => Ok(()),
-            Err(crate::marks::queue::TrySendError::Full(_)) => Err(MarkSendError::Full),
-            Err(crate::marks::queue::TrySendError::Closed(_)) => Err(MarkSendError::Closed),
+            Err(TrySendError::Full(_)) => Err(MarkSendError::Full),
+            Err(TrySendError::Closed(_)) => Err(MarkSendError::Closed),
         }
     }
 }
 
 /// A running recording.
 pub struct Recorder {
-    tx: Sender<Msg>,
-    marks_tx: ByteBoundedSender<Msg>,
+    tx: ByteBoundedSender<Msg>,
     clock: Arc<dyn Clock>,
     stop: Arc<AtomicBool>,
     stop_timeout: Duration,
@@ -312,8 +342,8 @@ impl Recorder {
         clock: Arc<dyn Clock>,
     ) -> Result<Self> {
         check_channels(&setup.sources)?;
-        let (tx, rx) = bounded::<Msg>(config.queue_capacity.max(16));
-        let (marks_tx, marks_rx) = byte_bounded::<Msg>(config.marks_queue_bytes);
+        let (tx, rx) = byte_bounded::<Msg>(config.marks_queue_bytes);
+        let (data_tx, data_rx) = bounded::<Reading>(config.queue_capacity.max(16));
         let stats = Arc::new(LiveStats::default());
 
         let mark_sink = |tx: ByteBoundedSender<Msg>| -> MarkSink {
@@ -329,37 +359,36 @@ impl Recorder {
                 };
                 // Blocking: a received mark is never dropped, and the queue is bounded by
                 // memory; while it is full the reader stops reading, the pipe fills and
-                // clients (which never block) drop and count instead. Fails only once the
-                // recording is stopping and the writer is gone.
-                let bytes = msg_bytes(&msg);
-                let _ = tx.send(msg, bytes);
+                // clients (which never block) drop and count instead.
+                send(&tx, msg);
             })
         };
         let fifo = match &setup.marks_fifo {
             Some(p) => Some(FifoReceiver::start(
                 p,
                 clock.clone(),
-                mark_sink(marks_tx.clone()),
+                mark_sink(tx.clone()),
             )?),
             None => None,
         };
         if let Some((bytes, lines)) = fifo.as_ref().and_then(|f| f.stale_discarded()) {
-            let msg = Msg::Event(Box::new((
-                clock.now_ns(),
-                "stale_marks_discarded".to_owned(),
-                format!(
-                    "{bytes} bytes ({lines} lines) sent to an earlier recorder that stopped \
-                     reading were waiting in the FIFO; discarded"
-                ),
-            )));
-            let bytes = msg_bytes(&msg);
-            let _ = marks_tx.send(msg, bytes);
+            send(
+                &tx,
+                Msg::Event(Box::new((
+                    clock.now_ns(),
+                    "stale_marks_discarded".to_owned(),
+                    format!(
+                        "{bytes} bytes ({lines} lines) sent to an earlier recorder that stopped \
+                         reading were waiting in the FIFO; discarded"
+                    ),
+                ))),
+            );
         }
         let file = match &setup.marks_file {
             Some(p) => Some(FileReceiver::start(
                 p,
                 clock.clone(),
-                mark_sink(marks_tx.clone()),
+                mark_sink(tx.clone()),
             )?),
             None => None,
         };
@@ -398,7 +427,7 @@ impl Recorder {
             let anchor_ns = config.anchor_interval.as_nanos() as u64;
             std::thread::Builder::new()
                 .name("flinch-writer".into())
-                .spawn(move || writer_loop(writer, rx, marks_rx, clock, stats, infos, anchor_ns))
+                .spawn(move || writer_loop(writer, data_rx, rx, clock, stats, infos, anchor_ns))
                 .map_err(|e| Error::io("cannot start the writer thread for", &setup.out, e))?
         };
 
@@ -416,6 +445,7 @@ impl Recorder {
         let mut samplers = Vec::new();
         for (interval, members) in plan {
             let sink = ChannelSink {
+                data: data_tx.clone(),
                 tx: tx.clone(),
                 dropped: Arc::new(AtomicU64::new(0)),
             };
@@ -445,7 +475,6 @@ impl Recorder {
         }
         Ok(Recorder {
             tx,
-            marks_tx,
             clock,
             stop,
             stop_timeout: config.stop_timeout,
@@ -463,20 +492,21 @@ impl Recorder {
     /// A handle for sending marks from this process.
     pub fn mark_sender(&self) -> MarkSender {
         MarkSender {
-            tx: self.marks_tx.clone(),
+            tx: self.tx.clone(),
             clock: self.clock.clone(),
         }
     }
 
     /// Writes an event row (e.g. `command_start`).
     pub fn event(&self, label: &str, text: &str) {
-        let msg = Msg::Event(Box::new((
-            self.clock.now_ns(),
-            label.to_owned(),
-            text.to_owned(),
-        )));
-        let bytes = msg_bytes(&msg);
-        let _ = self.marks_tx.send(msg, bytes);
+        send(
+            &self.tx,
+            Msg::Event(Box::new((
+                self.clock.now_ns(),
+                label.to_owned(),
+                text.to_owned(),
+            ))),
+        );
     }
 
     /// Live counters.
@@ -520,10 +550,10 @@ impl Recorder {
                 self.event(
                     "sampler_stuck",
                     &format!(
-                        "the sampler thread of {} did not stop within {}: a source is stuck \
-                         in a poll; the recording ended without its last readings",
+                        "the sampler thread of {} did not stop within {:.1} s: a source is \
+                         stuck in a poll; the recording ended without its last readings",
                         names.join(", "),
-                        humanize(self.stop_timeout)
+                        self.stop_timeout.as_secs_f64()
                     ),
                 );
                 continue; // detached: it ends with the process
@@ -546,9 +576,7 @@ impl Recorder {
         if let Some(f) = self.file.take() {
             f.stop();
         }
-        // Every mark received is queued by now; later in-process marks are refused.
-        self.marks_tx.close();
-        let _ = self.tx.send(Msg::Stop);
+        send(&self.tx, Msg::Stop);
         let outcome = self
             .writer
             .take()
@@ -598,17 +626,10 @@ impl Drop for Recorder {
     }
 }
 
-fn humanize(d: Duration) -> String {
-    format!("{:.1} s", d.as_secs_f64())
-}
-
-/// Messages taken from each queue before the writer looks at the clock again.
-const WRITER_BATCH: usize = 4096;
-
 fn writer_loop(
     mut w: TraceWriter<File>,
-    rx: Receiver<Msg>,
-    marks: ByteBoundedReceiver<Msg>,
+    data: Receiver<Reading>,
+    ctl: ByteBoundedReceiver<Msg>,
     clock: Arc<dyn Clock>,
     stats: Arc<LiveStats>,
     infos: Vec<SourceInfo>,
@@ -623,56 +644,61 @@ fn writer_loop(
         })
         .collect();
     let mut next_anchor = clock.now_ns() + anchor_interval_ns;
+    let mut next_drain = clock.now_ns() + DATA_DRAIN_NS;
     let mut error: Option<std::io::Error> = None;
     let mut stopping = false;
     loop {
-        if !stopping {
-            let now = clock.now_ns();
-            let wait = w
-                .next_flush_ns()
-                .min(next_anchor)
-                .saturating_sub(now)
-                .max(1_000_000);
-            let mut sel = Select::new();
-            sel.recv(&rx);
-            sel.recv(marks.selectable());
-            let _ = sel.ready_timeout(Duration::from_nanos(wait));
-        }
-        let mut wrote_mark = false;
-        let mut took = 0usize;
-        let mut process = |msg: Msg, wrote_mark: &mut bool| {
-            if error.is_none()
-                && let Err(e) = handle(&mut w, msg, &mut counters, &infos, wrote_mark)
-            {
-                error = Some(e);
-            }
-        };
-        // Marks first: a received mark reaches the file (and is flushed) even while a
-        // backlog of readings waits.
-        while took < WRITER_BATCH {
-            match marks.try_recv() {
-                Some(msg) => process(msg, &mut wrote_mark),
-                None => break,
-            }
-            took += 1;
-        }
-        let mut readings = 0;
-        let mut disconnected = false;
-        while readings < WRITER_BATCH {
-            match rx.try_recv() {
-                Ok(Msg::Stop) => stopping = true,
-                Ok(msg) => process(msg, &mut wrote_mark),
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => {
-                    disconnected = true;
-                    break;
+        let now = clock.now_ns();
+        let wait = w
+            .next_flush_ns()
+            .min(next_anchor)
+            .min(next_drain)
+            .saturating_sub(now)
+            .max(1_000_000);
+        let first = if stopping {
+            ctl.try_recv()
+        } else {
+            match ctl.recv_timeout(Duration::from_nanos(wait)) {
+                Ok(m) => Some(m),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => {
+                    stopping = true;
+                    None
                 }
             }
-            readings += 1;
+        };
+        let mut wrote_mark = false;
+        let mut batch = 0;
+        let mut next_msg = first;
+        while let Some(msg) = next_msg {
+            if matches!(msg, Msg::Stop) {
+                stopping = true;
+            } else if error.is_none() {
+                let r = handle(&mut w, msg, &infos, &mut wrote_mark);
+                if let Err(e) = r {
+                    error = Some(e);
+                }
+            }
+            batch += 1;
+            next_msg = if batch < 4096 || stopping {
+                ctl.try_recv()
+            } else {
+                None
+            };
         }
-        took += readings;
+        let now = clock.now_ns();
+        if stopping || now >= next_drain || wrote_mark {
+            // Samples first reach the file here: every 50 ms, before a flush, and at the end.
+            while let Ok(r) = data.try_recv() {
+                if error.is_none()
+                    && let Err(e) = write_sample(&mut w, &r, &mut counters)
+                {
+                    error = Some(e);
+                }
+            }
+            next_drain = now + DATA_DRAIN_NS;
+        }
         if error.is_none() {
-            let now = clock.now_ns();
             let r = (|| -> std::io::Result<()> {
                 if now >= next_anchor {
                     w.anchor(clock.anchor())?;
@@ -695,10 +721,8 @@ fn writer_loop(
         stats.gaps.store(w.gaps(), Ordering::Relaxed);
         stats
             .marks_queue_peak_bytes
-            .store(marks.peak_bytes() as u64, Ordering::Relaxed);
-        // Stopping: every producer has finished, so once both queues are empty, nothing
-        // more can come.
-        if (stopping || disconnected) && took == 0 {
+            .store(ctl.peak_bytes() as u64, Ordering::Relaxed);
+        if stopping && ctl.is_empty() && data.is_empty() {
             break;
         }
     }
@@ -713,6 +737,35 @@ fn writer_loop(
     }
 }
 
+fn write_sample(
+    w: &mut TraceWriter<File>,
+    r: &Reading,
+    counters: &mut [Option<CounterTracker>],
+) -> std::io::Result<()> {
+    w.sample(r)?;
+    if let Some(Some(tracker)) = counters.get_mut(r.channel as usize) {
+        match tracker.update(r.t_ns, r.value) {
+            CounterStep::Reset { from, to } => w.reset(r.t_ns, r.channel, from, to)?,
+            CounterStep::Implausible { delta, limit } => w.flag(
+                r.t_ns,
+                r.channel,
+                r.value,
+                "implausible",
+                &format!("step {delta} exceeds the plausible maximum {limit}"),
+            )?,
+            CounterStep::OutOfRange { value } => w.flag(
+                r.t_ns,
+                r.channel,
+                value,
+                "out-of-range",
+                "below zero or above the wrap range",
+            )?,
+            CounterStep::First | CounterStep::Delta { .. } => {}
+        }
+    }
+    Ok(())
+}
+
 fn source_name(infos: &[SourceInfo], i: u32) -> &str {
     infos
         .get(i as usize)
@@ -723,34 +776,10 @@ fn source_name(infos: &[SourceInfo], i: u32) -> &str {
 fn handle(
     w: &mut TraceWriter<File>,
     msg: Msg,
-    counters: &mut [Option<CounterTracker>],
     infos: &[SourceInfo],
     wrote_mark: &mut bool,
 ) -> std::io::Result<()> {
     match msg {
-        Msg::Reading(r) => {
-            w.sample(&r)?;
-            if let Some(Some(tracker)) = counters.get_mut(r.channel as usize) {
-                match tracker.update(r.t_ns, r.value) {
-                    CounterStep::Reset { from, to } => w.reset(r.t_ns, r.channel, from, to)?,
-                    CounterStep::Implausible { delta, limit } => w.flag(
-                        r.t_ns,
-                        r.channel,
-                        r.value,
-                        "implausible",
-                        &format!("step {delta} exceeds the plausible maximum {limit}"),
-                    )?,
-                    CounterStep::OutOfRange { value } => w.flag(
-                        r.t_ns,
-                        r.channel,
-                        value,
-                        "out-of-range",
-                        "below zero or above the wrap range",
-                    )?,
-                    CounterStep::First | CounterStep::Delta { .. } => {}
-                }
-            }
-        }
         Msg::Mark(m) => {
             w.mark_buffered(&m)?;
             *wrote_mark = true;

@@ -18,7 +18,7 @@
 
 use crate::clock::Clock;
 use crate::error::{ErrorKind, SourceError};
-use crate::source::{Reading, Readings, Source};
+use crate::source::{DataGap, Reading, Readings, Source};
 use crate::trace::CadenceStats;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,6 +33,10 @@ pub trait Sink: Send {
     fn gap(&mut self, t_ns: u64, source: u32, error: Option<&SourceError>);
     /// `count` readings of `source` were dropped since the last report.
     fn dropped(&mut self, t_ns: u64, source: u32, count: u64);
+    /// Source `source` has no data between the two times although its polls succeeded.
+    fn data_gap(&mut self, source: u32, gap: &DataGap) {
+        let _ = (source, gap);
+    }
 }
 
 /// A sink that keeps everything in memory (tests, benches).
@@ -62,6 +66,11 @@ impl Sink for VecSink {
     fn dropped(&mut self, t_ns: u64, source: u32, count: u64) {
         self.dropped.push((t_ns, source, count));
     }
+    fn data_gap(&mut self, source: u32, gap: &DataGap) {
+        self.gaps
+            .push((gap.start_ns, source, Some(gap.reason.to_owned())));
+        self.gaps.push((gap.end_ns, source, None));
+    }
 }
 
 /// A sink that only counts (the framework-overhead bench baseline).
@@ -80,7 +89,7 @@ impl Sink for CountingSink {
     fn dropped(&mut self, _t_ns: u64, _source: u32, _count: u64) {}
 }
 
-/// Wake-up lateness, 1 µs buckets up to 10 ms, allocated once.
+/// Deviations of poll starts from their deadlines, 1 µs buckets up to 10 ms, allocated once.
 #[derive(Clone, Debug)]
 pub struct LagHistogram {
     buckets: Vec<u32>,
@@ -103,7 +112,7 @@ impl Default for LagHistogram {
 }
 
 impl LagHistogram {
-    /// Records one lateness.
+    /// Records one deviation.
     pub fn record(&mut self, lag_ns: u64) {
         let us = (lag_ns / 1000) as usize;
         if us < LAG_BUCKETS {
@@ -130,7 +139,7 @@ impl LagHistogram {
         }
         self.max_ns
     }
-    /// Largest lateness seen.
+    /// Largest deviation seen.
     pub fn max_ns(&self) -> u64 {
         self.max_ns
     }
@@ -244,14 +253,15 @@ impl<S: Sink> SamplerGroup<S> {
             // makes asserting unwind safety sound here.
             let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 let mut out = Readings::new(clock, &mut slot.buf, slot.base, slot.n);
-                if last {
+                let res = if last {
                     slot.src.finish(&mut out)
                 } else {
                     slot.src.poll(&mut out)
-                }
+                };
+                (res, out.reported_gap())
             }));
-            let res = match polled {
-                Ok(res) => res,
+            let (res, data_gap) = match polled {
+                Ok(polled) => polled,
                 Err(payload) => {
                     slot.retired = true;
                     slot.buf.clear();
@@ -272,6 +282,9 @@ impl<S: Sink> SamplerGroup<S> {
                     continue;
                 }
             };
+            if let Some(g) = data_gap {
+                self.sink.data_gap(slot.index, &g);
+            }
             match res {
                 Ok(()) => {
                     if slot.failing {
@@ -303,25 +316,37 @@ impl<S: Sink> SamplerGroup<S> {
     /// Runs the schedule until `stop` is set, then polls once more with
     /// [`Source::finish`]. Returns the group's timing.
     pub fn run(mut self, stop: &AtomicBool) -> (CadenceStats, S) {
+        // The kernel may defer a timer by the thread's "timer slack" (50 µs by default) to
+        // batch wake-ups; a sampler wants its deadline, so ask for 1 ns.
+        let _ = rustix::thread::set_current_timer_slack(std::num::NonZeroU64::new(1));
         let cpu_start = thread_cpu_ns();
         let clock = self.clock.clone();
         let start = clock.now_ns();
         let mut k: u64 = 0;
+        // The kernel wakes a sleeper some tens of µs after its deadline (more in a VM).
+        // Aim that much early, learnt as a running average of the lateness, so the poll
+        // itself lands on the deadline; no spinning, so no CPU is burnt waiting.
+        let mut lead_ns: u64 = 0;
+        let max_lead = (self.interval_ns / 4).min(1_000_000);
         'schedule: loop {
             let deadline = start + k * self.interval_ns;
+            let target = deadline.saturating_sub(lead_ns).max(start);
             loop {
                 if stop.load(Ordering::Relaxed) {
                     break 'schedule;
                 }
                 let now = clock.now_ns();
-                if now >= deadline {
+                if now >= target {
                     break;
                 }
                 // Sleep in slices of at most 50 ms so a stop is noticed promptly.
-                clock.sleep_until(deadline.min(now + 50_000_000));
+                clock.sleep_until(target.min(now + 50_000_000));
             }
             let woke = clock.now_ns();
-            self.lag.record(woke - deadline);
+            self.lag.record(woke.abs_diff(deadline));
+            let late = woke.saturating_sub(target) as i64;
+            lead_ns =
+                (lead_ns as i64 + (late - lead_ns as i64) / 16).clamp(0, max_lead as i64) as u64;
             self.tick();
             k += 1;
             let now = clock.now_ns();
@@ -352,9 +377,9 @@ impl<S: Sink> SamplerGroup<S> {
                 .collect(),
             ticks: self.ticks,
             missed_ticks: self.missed,
-            lag_p50_ns: self.lag.quantile_ns(0.5),
-            lag_p99_ns: self.lag.quantile_ns(0.99),
-            lag_max_ns: self.lag.max_ns(),
+            deviation_p50_ns: self.lag.quantile_ns(0.5),
+            deviation_p99_ns: self.lag.quantile_ns(0.99),
+            deviation_max_ns: self.lag.max_ns(),
             cpu_ns: thread_cpu_ns().saturating_sub(cpu_start),
         };
         (stats, self.sink)
@@ -445,6 +470,39 @@ mod tests {
         assert_eq!(sink.gaps[0].1, 0);
         assert!(sink.gaps[0].2.as_deref().unwrap().contains("gone"));
         assert_eq!(sink.gaps[1], (40_000_000, 0, None));
+    }
+
+    struct Overrun(SourceInfo);
+    impl Source for Overrun {
+        fn info(&self) -> &SourceInfo {
+            &self.0
+        }
+        fn poll(&mut self, out: &mut Readings<'_>) -> Result<(), SourceError> {
+            out.push(0, 500, 1.0);
+            out.report_gap(100, 400, "driver buffer overran");
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_reported_data_gap_reaches_the_sink_with_its_own_times() {
+        let clock = Arc::new(ManualClock::new(1_000, 0));
+        let mut g = SamplerGroup::new(Duration::from_millis(10), clock, VecSink::default());
+        g.add(
+            Box::new(Overrun(Counter::new("b", vec![], None).info)),
+            3,
+            0,
+        );
+        g.tick();
+        let sink = g.into_sink();
+        assert_eq!(sink.readings.len(), 1);
+        assert_eq!(
+            sink.gaps,
+            vec![
+                (100, 3, Some("driver buffer overran".into())),
+                (400, 3, None)
+            ]
+        );
     }
 
     #[test]
@@ -541,7 +599,7 @@ mod tests {
         assert_eq!(t[..6], [0, 10, 20, 30, 60, 70]);
         assert_eq!(stats.ticks, 6);
         assert_eq!(stats.missed_ticks, 2);
-        assert_eq!(stats.lag_max_ns, 0);
+        assert_eq!(stats.deviation_max_ns, 0);
     }
 
     #[test]

@@ -26,6 +26,18 @@ pub struct Reading {
     pub value: f64,
 }
 
+/// A stretch of time for which a source knows it has no data although its polls succeeded
+/// (a driver buffer that overran between two drains).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DataGap {
+    /// Last time covered by data before the gap (`CLOCK_MONOTONIC` ns).
+    pub start_ns: u64,
+    /// First time covered by data after it.
+    pub end_ns: u64,
+    /// Why.
+    pub reason: &'static str,
+}
+
 /// Where a poll puts its readings. Preallocated and reused: pushing does not allocate once
 /// the buffer has grown to the source's largest poll.
 pub struct Readings<'a> {
@@ -34,6 +46,7 @@ pub struct Readings<'a> {
     base: u32,
     n_channels: u32,
     rejected: u32,
+    gap: Option<DataGap>,
 }
 
 impl<'a> Readings<'a> {
@@ -50,7 +63,22 @@ impl<'a> Readings<'a> {
             base,
             n_channels,
             rejected: 0,
+            gap: None,
         }
+    }
+    /// Reports that the source has no data between `start_ns` and `end_ns` although this
+    /// poll succeeded (one per poll; a later report in the same poll replaces it). It is
+    /// written as a gap of this source.
+    pub fn report_gap(&mut self, start_ns: u64, end_ns: u64, reason: &'static str) {
+        self.gap = Some(DataGap {
+            start_ns,
+            end_ns,
+            reason,
+        });
+    }
+    /// The gap reported by this poll, if any.
+    pub fn reported_gap(&self) -> Option<DataGap> {
+        self.gap
     }
     /// The recording's clock.
     pub fn clock(&self) -> &dyn Clock {

@@ -4,8 +4,11 @@
 //!
 //! Power follows a repeating schedule of steps (`50W/1s,250W/1s` is a square wave); the
 //! energy counter is the exact integral of that schedule since the source was created,
-//! modulo the wrap range. That makes it the reference for known-answer tests of the sampler,
-//! the trace and the integrator, and the demo source on machines without sensors.
+//! modulo the wrap range. Its `origin_ns` attribute says when the schedule started, so a
+//! test can place marks exactly on its steps. That makes it the reference for known-answer
+//! tests of the sampler, the trace and the integrator, and the demo source on machines
+//! without sensors. `;class=gpu` or `;class=cpu` tells analysis which verdict its load
+//! means; without it the device's class is `other`.
 //!
 //! ```
 //! use flinch_core::synthetic::{SyntheticConfig, SyntheticSource};
@@ -19,6 +22,7 @@
 
 use crate::channel::{ChannelSpec, CounterSpec, PowerMethod, Quantity, SourceInfo};
 use crate::clock::Clock;
+use crate::device::{DEVICE_CLASS_ATTRIBUTE, DeviceClass};
 use crate::error::SourceError;
 use crate::source::{Readings, Source};
 use crate::units::{Joules, Watts};
@@ -33,6 +37,8 @@ pub struct SyntheticConfig {
     pub wrap: Joules,
     /// Device name used in channel names.
     pub device: String,
+    /// The device class analysis gives it (`;class=gpu` or `;class=cpu`); `None`: other.
+    pub device_class: Option<DeviceClass>,
 }
 
 impl Default for SyntheticConfig {
@@ -43,6 +49,7 @@ impl Default for SyntheticConfig {
             steps: vec![(1_000_000_000, Watts(60.0)), (1_000_000_000, Watts(300.0))],
             wrap: Joules(500.0),
             device: "synthetic".into(),
+            device_class: None,
         }
     }
 }
@@ -50,7 +57,8 @@ impl Default for SyntheticConfig {
 impl FromStr for SyntheticConfig {
     type Err = String;
     /// Parses `POWER[/DURATION][,POWER/DURATION...]`, e.g. `100W` (constant) or
-    /// `50W/1s,250W/500ms`. A trailing `;wrap=1000J` sets the wrap range.
+    /// `50W/1s,250W/500ms`. Options follow after `;`: `wrap=1000J` sets the wrap range,
+    /// `class=gpu` or `class=cpu` the device class analysis gives the source.
     fn from_str(s: &str) -> Result<Self, String> {
         let mut cfg = SyntheticConfig {
             steps: Vec::new(),
@@ -98,7 +106,17 @@ impl FromStr for SyntheticConfig {
                     }
                     cfg.wrap = Joules(j);
                 }
-                _ => return Err(format!("unknown synthetic option {opt:?} (known: wrap=NJ)")),
+                Some(("class", v)) => {
+                    cfg.device_class = Some(
+                        DeviceClass::from_name(v.trim())
+                            .ok_or_else(|| format!("class={v:?}: expected gpu, cpu or other"))?,
+                    );
+                }
+                _ => {
+                    return Err(format!(
+                        "unknown synthetic option {opt:?} (known: wrap=NJ, class=gpu|cpu|other)"
+                    ));
+                }
             }
         }
         Ok(cfg)
@@ -170,9 +188,16 @@ impl SyntheticSource {
                 ChannelSpec::gauge(d, "util", Quantity::Utilization)
                     .with_description("100 while above the lowest step, else 0"),
             ],
-            attributes: [("profile".to_owned(), describe(&cfg))]
-                .into_iter()
-                .collect(),
+            attributes: [
+                ("profile".to_owned(), describe(&cfg)),
+                ("origin_ns".to_owned(), origin_ns.to_string()),
+            ]
+            .into_iter()
+            .chain(
+                cfg.device_class
+                    .map(|c| (DEVICE_CLASS_ATTRIBUTE.to_owned(), c.name().to_owned())),
+            )
+            .collect(),
         };
         SyntheticSource {
             info,
@@ -225,7 +250,11 @@ fn describe(cfg: &SyntheticConfig) -> String {
         .iter()
         .map(|(d, w)| format!("{}W/{}ms", w.0, *d as f64 / 1e6))
         .collect();
-    format!("{};wrap={}J", steps.join(","), cfg.wrap.0)
+    let class = cfg
+        .device_class
+        .map(|c| format!(";class={c}"))
+        .unwrap_or_default();
+    format!("{};wrap={}J{class}", steps.join(","), cfg.wrap.0)
 }
 
 impl Source for SyntheticSource {
@@ -256,6 +285,12 @@ mod tests {
             vec![(276_000_000, Watts(20.0)), (724_000_000, Watts(100.0))]
         );
         assert_eq!(c.wrap, Joules(1000.0));
+        assert_eq!(c.device_class, None);
+        let c: SyntheticConfig = "20W;class=cpu;wrap=5J".parse().unwrap();
+        assert_eq!(c.device_class, Some(DeviceClass::Cpu));
+        let s = SyntheticSource::with_origin(c, 42);
+        assert_eq!(s.info().attributes["device_class"], "cpu");
+        assert_eq!(s.info().attributes["origin_ns"], "42");
         for bad in [
             "",
             "abcW",
@@ -264,6 +299,7 @@ mod tests {
             "5W/3parsecs",
             "5W;wrap=0",
             "5W;colour=red",
+            "5W;class=tpu",
         ] {
             assert!(bad.parse::<SyntheticConfig>().is_err(), "{bad}");
         }

@@ -1,2 +1,14 @@
-//! flinch backend: NVIDIA DCGM through its C library, loaded at run time. (Filled by its own issue.)
+#![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
+
+pub mod error;
+pub mod ffi;
+mod session;
+pub mod source;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use error::DcgmError;
+pub use ffi::DcgmLib;
+pub use session::Connection;
+pub use source::{DcgmConfig, DcgmSource, FIELDS, FieldDef, device_name};

@@ -49,6 +49,8 @@ pub struct BackendOptions {
     /// The wrapped command's pid once `record` has started it (0 until then), for sources
     /// that follow the command's process tree.
     pub command_pid: Arc<AtomicU32>,
+    /// Whether `record` will wrap a command (sources that follow it open for it).
+    pub wraps_command: bool,
 }
 
 /// What a backend would offer here.
@@ -105,7 +107,7 @@ pub trait Backend {
 pub fn all() -> Vec<Box<dyn Backend>> {
     vec![
         Box::new(nvml::Nvml),
-        Box::new(dcgm::Dcgm),
+        Box::new(dcgm::Dcgm::default()),
         Box::new(rapl::Rapl),
         Box::new(cpu::Cpu),
         Box::new(synthetic::Synthetic),

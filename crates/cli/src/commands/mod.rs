@@ -1,7 +1,12 @@
 //! One module per subcommand.
 
+pub mod analyze;
+pub mod calibrate;
 pub mod child;
+pub mod export;
+pub mod load;
 pub mod mark;
+pub mod plot;
 pub mod record;
 pub mod sources;
 
@@ -33,5 +38,6 @@ pub fn backend_options(
         pid: a.pid,
         probe,
         command_pid: Default::default(),
+        wraps_command: false,
     })
 }

@@ -5,6 +5,7 @@ use crate::Failure;
 use crate::backends::{self, Backend, BackendOptions};
 use crate::cli::RecordArgs;
 use flinch_core::clock::{Clock, MonotonicClock};
+use flinch_core::idle::IdleProfile;
 use flinch_core::marks::fifo::{MARKS_ENV, default_dir, default_fifo_path, ensure_private_dir};
 use flinch_core::recorder::{Recorder, RecorderConfig, RecordingSetup};
 use flinch_core::trace::Footer;
@@ -34,10 +35,11 @@ pub const MARKS_FILE_ENV: &str = "FLINCH_MARKS_FILE";
 /// The opened sources and the names of the backends they came from.
 type Opened = (Vec<Box<dyn Source>>, Vec<String>);
 
-fn open_sources(a: &RecordArgs, opts: &BackendOptions) -> Result<Opened, Failure> {
+/// Opens the sources asked for with `--source` (every available one when none is named).
+pub fn open_sources(requested: &[String], opts: &BackendOptions) -> Result<Opened, Failure> {
     let all = backends::all();
     let mut names: Vec<String> = Vec::new();
-    for n in &a.sources {
+    for n in requested {
         if !names.contains(n) {
             names.push(n.clone());
         }
@@ -140,13 +142,13 @@ fn summary(out: &std::path::Path, f: &Footer) -> String {
     );
     for c in &f.cadences {
         s.push_str(&format!(
-            "\n  every {}: {} ticks, {} missed, lag p50 {} p99 {} max {}, {} CPU per tick ({})",
+            "\n  every {}: {} ticks, {} missed, off schedule by p50 {} p99 {} max {}, {} CPU per tick ({})",
             humantime::format_duration(Duration::from_nanos(c.interval_ns)),
             c.ticks,
             c.missed_ticks,
-            fmt_ms(c.lag_p50_ns),
-            fmt_ms(c.lag_p99_ns),
-            fmt_ms(c.lag_max_ns),
+            fmt_ms(c.deviation_p50_ns),
+            fmt_ms(c.deviation_p99_ns),
+            fmt_ms(c.deviation_max_ns),
             if c.ticks > 0 {
                 format!("{:.1} us", c.cpu_ns as f64 / c.ticks as f64 / 1e3)
             } else {
@@ -159,22 +161,37 @@ fn summary(out: &std::path::Path, f: &Footer) -> String {
 }
 
 pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
-    let opts = super::backend_options(&a.backends, a.interval, false)?;
-    let idle = match &a.idle {
+    let mut opts = super::backend_options(&a.backends, a.interval, false)?;
+    opts.wraps_command = !a.command.is_empty();
+    let idle_profile = match &a.idle {
         Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .map_err(|e| Failure::new(format!("--idle {}: {e}", p.display())))?;
-            let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
-                Failure::new(format!(
-                    "--idle {}: not an idle profile (JSON written by `flinch calibrate`): {e}",
-                    p.display()
-                ))
-            })?;
-            Some(v)
+            let prof = IdleProfile::read(p).map_err(|e| Failure::new(format!("--idle {e}")))?;
+            if !prof.idle_ok {
+                eprintln!(
+                    "flinch: warning: --idle {}: this profile was taken while the machine was not idle ({})",
+                    p.display(),
+                    prof.warnings.join("; ")
+                );
+            }
+            Some(prof)
         }
         None => None,
     };
-    let (sources, used) = open_sources(&a, &opts)?;
+    let idle = idle_profile
+        .as_ref()
+        .map(serde_json::to_value)
+        .transpose()?;
+    let (sources, used) = open_sources(&a.sources, &opts)?;
+    if let Some(p) = &idle_profile {
+        let infos: Vec<_> = sources.iter().map(|s| s.info().clone()).collect();
+        let host = rustix::system::uname()
+            .nodename()
+            .to_string_lossy()
+            .into_owned();
+        for w in p.coverage_warnings(&infos, &host) {
+            eprintln!("flinch: warning: --idle: {w}");
+        }
+    }
 
     let fifo = if a.no_fifo {
         None

@@ -23,7 +23,7 @@
 //! assert_eq!(rx.in_flight_bytes(), 60);
 //! ```
 
-use crossbeam_channel::{Receiver, Sender, unbounded};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, unbounded};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -180,11 +180,17 @@ impl<T> ByteBoundedReceiver<T> {
         Some(item)
     }
 
-    /// Takes the oldest item, waiting up to `timeout` for one.
-    pub fn recv_timeout(&self, timeout: Duration) -> Option<T> {
-        let (item, bytes) = self.rx.recv_timeout(timeout).ok()?;
+    /// Takes the oldest item, waiting up to `timeout` for one (an error: none came, or
+    /// every sender is gone and the queue is empty).
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<T, RecvTimeoutError> {
+        let (item, bytes) = self.rx.recv_timeout(timeout)?;
         self.shared.release(bytes);
-        Some(item)
+        Ok(item)
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.rx.is_empty()
     }
 
     /// The underlying channel, for waiting on it together with others
@@ -249,8 +255,8 @@ mod tests {
         let mut got = Vec::new();
         while got.len() < 1000 {
             match rx.recv_timeout(Duration::from_secs(10)) {
-                Some(i) => got.push(i),
-                None => panic!("the producer hung after {} items", got.len()),
+                Ok(i) => got.push(i),
+                Err(_) => panic!("the producer hung after {} items", got.len()),
             }
         }
         producer.join().unwrap();

@@ -122,12 +122,15 @@ pub struct CadenceStats {
     pub ticks: u64,
     /// Ticks skipped because a tick ran past the next deadline.
     pub missed_ticks: u64,
-    /// Median wake-up lateness against the absolute schedule, ns.
-    pub lag_p50_ns: u64,
-    /// 99th percentile lateness, ns.
-    pub lag_p99_ns: u64,
-    /// Largest lateness, ns.
-    pub lag_max_ns: u64,
+    /// Median |poll start − its deadline| on the absolute schedule, ns.
+    #[serde(alias = "lag_p50_ns")]
+    pub deviation_p50_ns: u64,
+    /// 99th percentile of that deviation, ns.
+    #[serde(alias = "lag_p99_ns")]
+    pub deviation_p99_ns: u64,
+    /// Largest deviation, ns.
+    #[serde(alias = "lag_max_ns")]
+    pub deviation_max_ns: u64,
     /// CPU time the thread used, ns (polls, clock reads, channel sends).
     pub cpu_ns: u64,
 }

@@ -1,0 +1,222 @@
+//! `flinch calibrate`: record the machine left alone, profile every channel, refuse (or
+//! warn loudly) when it was not idle.
+
+use crate::Failure;
+use crate::cli::CalibrateArgs;
+use flinch_core::clock::{Clock, MonotonicClock};
+use flinch_core::idle::{ChannelIdle, IdleProfile};
+use flinch_core::recorder::{Recorder, RecorderConfig, RecordingSetup};
+use flinch_core::trace::read_trace;
+use indicatif::{ProgressBar, ProgressStyle};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// Removes the scratch trace when calibration ends, however it ends.
+struct Scratch(Option<PathBuf>);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Some(p) = &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+fn fmt_num(x: f64) -> String {
+    if x.abs() >= 100.0 {
+        format!("{x:.1}")
+    } else if x.abs() >= 1.0 {
+        format!("{x:.2}")
+    } else {
+        format!("{x:.4}")
+    }
+}
+
+/// The profile as a table.
+pub fn render(p: &IdleProfile) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:<30} {:>6} {:>10} {:>10} {:>10} {:>10} {:>9} {:>7}",
+        "channel", "unit", "mean", "median", "p5", "p95", "std", "n"
+    );
+    let row = |s: &mut String, name: &str, c: &ChannelIdle| {
+        let _ = writeln!(
+            s,
+            "{:<30} {:>6} {:>10} {:>10} {:>10} {:>10} {:>9} {:>7}",
+            name,
+            c.unit,
+            fmt_num(c.mean),
+            fmt_num(c.median),
+            fmt_num(c.p5),
+            fmt_num(c.p95),
+            fmt_num(c.std),
+            c.samples
+        );
+    };
+    for (name, c) in &p.channels {
+        row(&mut s, name, c);
+    }
+    s
+}
+
+fn write_atomically(out: &Path, text: &str, force: bool) -> Result<(), Failure> {
+    if out.exists() && !force {
+        return Err(Failure::new(format!(
+            "{} exists; pass --force to replace it",
+            out.display()
+        )));
+    }
+    let tmp = out.with_extension("json.tmp");
+    std::fs::write(&tmp, text)
+        .map_err(|e| Failure::new(format!("cannot write {}: {e}", tmp.display())))?;
+    std::fs::rename(&tmp, out).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Failure::new(format!("cannot write {}: {e}", out.display()))
+    })
+}
+
+pub fn run(a: CalibrateArgs) -> Result<ExitCode, Failure> {
+    if a.out.exists() && !a.force {
+        return Err(Failure::new(format!(
+            "{} exists; pass --force to replace it",
+            a.out.display()
+        )));
+    }
+    let opts = super::backend_options(&a.backends, a.interval, false)?;
+    let (sources, used) = super::record::open_sources(&a.sources, &opts)?;
+
+    let (trace_path, scratch) = match &a.keep_trace {
+        Some(p) => (p.clone(), Scratch(None)),
+        None => {
+            let p = std::env::temp_dir().join(format!(
+                "flinch-calibrate-{}-{}.flinch.csv",
+                std::process::id(),
+                flinch_core::clock::monotonic_ns()
+            ));
+            (p.clone(), Scratch(Some(p)))
+        }
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [SIGINT, SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone())
+            .map_err(|e| Failure::new(format!("cannot install signal handlers: {e}")))?;
+    }
+    let clock: Arc<dyn Clock> = Arc::new(MonotonicClock);
+    let mut setup = RecordingSetup::new(trace_path.clone(), sources);
+    setup.force = a.keep_trace.is_none() || a.force;
+    setup.argv = std::env::args().collect();
+    let config = RecorderConfig {
+        interval: a.interval,
+        ..Default::default()
+    };
+    let rec = Recorder::start(setup, config, clock)?;
+
+    let total = a.seconds;
+    if !a.quiet {
+        eprintln!(
+            "flinch: calibrating {} for {}: leave the machine alone",
+            used.join(", "),
+            humantime::format_duration(total)
+        );
+    }
+    let bar = if a.quiet || !std::io::stderr().is_terminal() {
+        ProgressBar::hidden()
+    } else {
+        let b = ProgressBar::new(total.as_millis() as u64);
+        b.set_style(
+            ProgressStyle::with_template(
+                "{spinner} idle profile [{bar:40}] {elapsed}/{msg} · {prefix} samples",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        b.set_message(format!("{}s", total.as_secs_f64().round()));
+        b
+    };
+    let started = Instant::now();
+    while started.elapsed() < total {
+        if stop.load(Ordering::Relaxed) {
+            bar.finish_and_clear();
+            let _ = rec.stop("signal", None);
+            return Err(Failure {
+                message: "interrupted: no idle profile written".into(),
+                code: 130,
+            });
+        }
+        bar.set_position(started.elapsed().as_millis() as u64);
+        bar.set_prefix(rec.stats().samples.load(Ordering::Relaxed).to_string());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bar.finish_and_clear();
+    let footer = rec.stop("duration", None)?;
+    let trace = read_trace(&trace_path)?;
+    drop(scratch);
+    let start = trace.header.start_anchor.mono_ns;
+    let end = footer.end_anchor.mono_ns.max(start + 1);
+    let mut profile = IdleProfile::from_trace(&trace, start, end, "calibrate")?;
+    if profile.channels.is_empty() {
+        return Err(Failure::new(format!(
+            "no channel produced samples in {} ({}); see `flinch sources`",
+            humantime::format_duration(total),
+            profile.warnings.join("; ")
+        )));
+    }
+    let problems = profile.assess();
+    if !a.quiet {
+        print!("{}", render(&profile));
+        let c = &profile.conditions;
+        for (k, v) in c.clocks_mhz.iter() {
+            println!("condition: {k} {v:.0} MHz");
+        }
+        for (k, v) in c.temperature_c.iter() {
+            println!("condition: {k} {v:.1} C");
+        }
+        for (k, v) in c.other.iter() {
+            println!("condition: {k} {v:.2}");
+        }
+        for w in profile.warnings.iter().filter(|w| !problems.contains(w)) {
+            eprintln!("flinch: note: {w}");
+        }
+    }
+    if !problems.is_empty() {
+        let mut msg = String::from("flinch: THE MACHINE WAS NOT IDLE during calibration:\n");
+        for p in &problems {
+            msg.push_str(&format!("  - {p}\n"));
+        }
+        eprint!("{msg}");
+        let _ = std::io::stderr().flush();
+        if !a.allow_busy {
+            return Err(Failure {
+                message: format!(
+                    "not writing {}: re-run with the machine left alone (stop GPU jobs, let \
+                     power settle), or pass --allow-busy to write it anyway (marked idle_ok: false)",
+                    a.out.display()
+                ),
+                code: 1,
+            });
+        }
+        eprintln!("flinch: writing it anyway (--allow-busy); it is marked idle_ok: false");
+    }
+    let text = serde_json::to_string_pretty(&profile)? + "\n";
+    write_atomically(&a.out, &text, a.force)?;
+    if !a.quiet {
+        eprintln!(
+            "flinch: wrote {} ({} channels over {:.1} s{})",
+            a.out.display(),
+            profile.channels.len(),
+            profile.duration_s,
+            a.keep_trace
+                .as_ref()
+                .map(|p| format!("; recording kept in {}", p.display()))
+                .unwrap_or_default()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,64 @@
+//! `flinch export`: Perfetto trace-event JSON and one wide CSV.
+
+use super::load::{load_trace, spans, write_progress};
+use crate::Failure;
+use crate::cli::ExportArgs;
+use flinch_viz::output::{check_destination, write_atomically};
+use flinch_viz::{perfetto, table};
+use std::process::ExitCode;
+
+pub fn run(a: ExportArgs) -> Result<ExitCode, Failure> {
+    if !a.trace.is_file() {
+        return Err(Failure::new(format!(
+            "{} is not a file: give the trace written by `flinch record`",
+            a.trace.display()
+        )));
+    }
+    if let (Some(p), Some(c)) = (&a.perfetto, &a.csv)
+        && p == c
+    {
+        return Err(Failure::new(
+            "--perfetto and --csv name the same file; give each its own",
+        ));
+    }
+    for out in a.perfetto.iter().chain(&a.csv) {
+        check_destination(out, &a.trace)?;
+    }
+    let trace = load_trace(&a.trace, a.quiet)?;
+    let total = (trace.sample_count() + trace.marks.len()) as u64;
+    if let Some(out) = &a.perfetto {
+        let set = spans(&trace, &a.spans, a.quiet, true)?;
+        let pb = write_progress(total, a.quiet, "Perfetto JSON");
+        let stats = write_atomically(out, |w| {
+            perfetto::write_perfetto(&trace, &set, w, &mut |done, _| pb.set_position(done))
+        });
+        pb.finish_and_clear();
+        let stats = stats?;
+        println!(
+            "wrote {}: {} counter events on {} channel tracks, {} slices, {} instants; open it at \
+             https://ui.perfetto.dev",
+            out.display(),
+            stats.counters,
+            trace.channels.iter().filter(|c| !c.t_ns.is_empty()).count(),
+            stats.slices,
+            stats.instants
+        );
+    }
+    if let Some(out) = &a.csv {
+        let pb = write_progress(total, a.quiet, "CSV");
+        let stats = write_atomically(out, |w| {
+            table::write_wide_csv(&trace, w, &mut |done, _| pb.set_position(done))
+        });
+        pb.finish_and_clear();
+        let stats = stats?;
+        println!(
+            "wrote {}: {} rows × {} channel columns, {} samples, {} marks",
+            out.display(),
+            stats.rows,
+            trace.channels.len(),
+            stats.samples,
+            stats.marks
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,378 @@
+//! For tests (feature `testing`): a demo GPU trace written with the real trace writer, and
+//! a structural checker of Chrome trace-event JSON following the rules Perfetto's JSON
+//! importer applies (docs: `reference/specs.md` §5.1).
+
+use flinch_core::channel::{ChannelSpec, CounterSpec, PowerMethod, Quantity, SourceInfo};
+use flinch_core::clock::{ClockAnchor, ManualClock};
+use flinch_core::marks::{Mark, MarkVia};
+use flinch_core::source::Reading;
+use flinch_core::trace::{Footer, Header, TraceWriter};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+
+/// Start of the demo trace on `CLOCK_MONOTONIC`.
+pub const DEMO_T0: u64 = 50_000_000_000;
+
+fn mark(t: u64, label: &str, fields: &[(&str, &str)]) -> Mark {
+    Mark {
+        t_ns: t,
+        recv_ns: t + 150_000,
+        t_from_client: true,
+        label: label.into(),
+        fields: fields
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        via: MarkVia::Fifo,
+    }
+}
+
+/// Writes a 12-second GPU trace: driver-sampled power every 20 ms (idle 100 W, busy 400 W),
+/// an instant channel, a lagging average, an energy counter, utilisation and SM activity
+/// every 100 ms; a calibration window (`calib_start`/`calib_end`), six `phase_start` /
+/// `phase_end` spans paired by `req` (busy, idle alternating, 700 ms each), two requests
+/// with stage marks (`server_recv`, `enqueue`, `infer_start`, `first_token` and `token
+/// n=1` at the same instant, `done`) overlapping in time, two driver samples with the same
+/// timestamp, a 300 ms source gap, and an event.
+pub fn write_demo_trace(path: &Path) -> std::io::Result<()> {
+    let t0 = DEMO_T0;
+    let gpu = |what: &str, q: Quantity| ChannelSpec::gauge("gpu0", what, q);
+    let sources = vec![
+        SourceInfo {
+            name: "demo.gpu0.fast".into(),
+            backend: "nvml".into(),
+            channels: vec![
+                ChannelSpec::power("gpu0", "power_instant", PowerMethod::Instant)
+                    .with_update_period_ns(100_000_000),
+                ChannelSpec::power(
+                    "gpu0",
+                    "power_avg1s",
+                    PowerMethod::Average { window_ms: 1000 },
+                ),
+            ],
+            attributes: [("name".to_string(), "Demo GPU".to_string())].into(),
+        },
+        SourceInfo {
+            name: "demo.gpu0.samples".into(),
+            backend: "nvml".into(),
+            channels: vec![
+                ChannelSpec::power("gpu0", "power_samples", PowerMethod::DriverSamples)
+                    .with_update_period_ns(20_000_000),
+            ],
+            attributes: Default::default(),
+        },
+        SourceInfo {
+            name: "demo.gpu0.slow".into(),
+            backend: "nvml".into(),
+            channels: vec![
+                ChannelSpec::energy_counter(
+                    "gpu0",
+                    "energy",
+                    CounterSpec {
+                        wrap_range: None,
+                        max_rate: Some(1400.0),
+                    },
+                ),
+                gpu("util_gpu", Quantity::Utilization),
+                gpu("sm_active", Quantity::Activity),
+                gpu("sm_clock", Quantity::Clock),
+            ],
+            attributes: Default::default(),
+        },
+    ];
+    let anchor = ClockAnchor {
+        mono_ns: t0,
+        real_ns: 1_795_000_000_000_000_000,
+    };
+    let mut header = Header::new(10_000_000, anchor, sources);
+    header.host = "demo-host".into();
+    header.meta.insert("workload".into(), "demo".into());
+    let clock = Arc::new(ManualClock::new(t0, anchor.offset_ns()));
+    let file = std::fs::File::create(path)?;
+    let mut w = TraceWriter::new(file, &header, clock, 1_000_000_000)?;
+    // Busy phases: phase k (k = 0..6) runs 2.0 + 0.8 k s .. +0.7 s; even k busy.
+    let phase = |k: u64| (t0 + 2_000_000_000 + k * 800_000_000, 700_000_000u64);
+    let busy_at = |t: u64| {
+        (0..6).step_by(2).any(|k| {
+            let (s, d) = phase(k);
+            t >= s && t < s + d
+        }) || (t >= t0 + 8_000_000_000 && t < t0 + 9_000_000_000)
+    };
+    let power_at = |t: u64| if busy_at(t) { 400.0 } else { 100.0 };
+    let gap = (t0 + 10_000_000_000, t0 + 10_300_000_000);
+    let mut energy = 5000.0;
+    let mut rows: Vec<(u64, u32, f64)> = Vec::new();
+    let mut t = t0;
+    while t <= t0 + 12_000_000_000 {
+        let in_gap = t >= gap.0 && t < gap.1;
+        if !in_gap {
+            if (t - t0) % 20_000_000 == 0 {
+                rows.push((t, 2, power_at(t)));
+            }
+            if (t - t0) % 100_000_000 == 0 {
+                rows.push((t, 0, power_at(t) + 5.0));
+                rows.push((t, 1, 150.0));
+                rows.push((t, 3, energy));
+                rows.push((t, 4, if busy_at(t) { 99.0 } else { 0.0 }));
+                rows.push((t, 5, if busy_at(t) { 85.5 } else { 0.0 }));
+                rows.push((t, 6, 1980.0));
+            }
+        }
+        energy += power_at(t) * 0.01;
+        t += 10_000_000;
+    }
+    // Two driver samples with one timestamp (the CSV must keep both).
+    rows.push((t0 + 5_000_000_000, 2, 123.25));
+    // The driver buffer delivers late: write its rows out of order, as the recorder does.
+    rows.sort_by_key(|r| (r.1 == 2, r.0));
+    let mut marks = vec![
+        mark(t0 + 300_000_000, "calib_start", &[]),
+        mark(t0 + 1_800_000_000, "calib_end", &[]),
+    ];
+    for k in 0..6u64 {
+        let (s, d) = phase(k);
+        let req = (k + 1).to_string();
+        let kind = if k % 2 == 0 { "busy" } else { "idle" };
+        marks.push(mark(s, "phase_start", &[("req", &req), ("kind", kind)]));
+        marks.push(mark(s + d, "phase_end", &[("req", &req), ("kind", kind)]));
+    }
+    // Two overlapping requests with stages; a field value needing CSV quoting.
+    for (req, base) in [("r1", t0 + 7_600_000_000), ("r2", t0 + 7_900_000_000)] {
+        marks.push(mark(
+            base,
+            "server_recv",
+            &[("req", req), ("note", "a,\"b\"")],
+        ));
+        marks.push(mark(base + 100_000_000, "enqueue", &[("req", req)]));
+        marks.push(mark(base + 400_000_000, "infer_start", &[("req", req)]));
+        marks.push(mark(base + 724_000_000, "first_token", &[("req", req)]));
+        marks.push(mark(
+            base + 724_000_000,
+            "token",
+            &[("req", req), ("n", "1")],
+        ));
+        marks.push(mark(base + 1_300_000_000, "done", &[("req", req)]));
+    }
+    marks.sort_by_key(|m| m.t_ns);
+    let mut mi = 0;
+    for (t, ch, v) in rows {
+        while mi < marks.len() && marks[mi].t_ns <= t {
+            w.mark(&marks[mi])?;
+            mi += 1;
+        }
+        if t == gap.0 - 20_000_000 && ch == 2 {
+            w.gap(gap.0, "demo.gpu0.samples", true, "transient: demo gap")?;
+            w.gap(gap.1, "demo.gpu0.samples", false, "")?;
+        }
+        w.sample(&Reading {
+            channel: ch,
+            t_ns: t,
+            value: v,
+        })?;
+    }
+    for m in &marks[mi..] {
+        w.mark(m)?;
+    }
+    w.event(t0 + 50_000_000, "command_start", "pid=1 python demo.py")?;
+    let footer = Footer {
+        complete: true,
+        ended_by: "duration".into(),
+        end_anchor: ClockAnchor {
+            mono_ns: t0 + 12_000_000_000,
+            real_ns: anchor.real_ns + 12_000_000_000,
+        },
+        ..Default::default()
+    };
+    w.finish(footer)?;
+    Ok(())
+}
+
+/// What a trace-event file holds, as seen by [`check_trace_events`].
+#[derive(Clone, Debug, Default)]
+pub struct TraceEventsSummary {
+    /// Events per phase letter.
+    pub phases: BTreeMap<String, usize>,
+    /// Counter track names as Perfetto forms them (`<name> <arg key>`), with their pid.
+    pub counter_tracks: BTreeSet<(u64, String)>,
+    /// Counter values per track, in file order.
+    pub counter_values: BTreeMap<String, Vec<(f64, f64)>>,
+    /// process_name per pid.
+    pub process_names: BTreeMap<u64, String>,
+    /// thread_name per (pid, tid).
+    pub thread_names: BTreeMap<(u64, u64), String>,
+    /// Complete slices: (pid, tid, name, ts, dur).
+    pub slices: Vec<(u64, u64, String, f64, f64)>,
+    /// Instants: (name, ts, args).
+    pub instants: Vec<(String, f64, Value)>,
+}
+
+/// Checks Chrome trace-event JSON structurally: every event has the fields its phase
+/// needs, counters are numeric and non-empty, instants have a valid scope, metadata is one
+/// of the four kinds Perfetto reads, timestamps are non-decreasing per track, and complete
+/// slices on one thread nest. Returns what it saw, or every problem found (at most 20).
+pub fn check_trace_events(json: &str) -> Result<TraceEventsSummary, String> {
+    let v: Value = serde_json::from_str(json).map_err(|e| format!("not JSON: {e}"))?;
+    let events = match &v {
+        Value::Array(a) => a,
+        Value::Object(o) => o
+            .get("traceEvents")
+            .and_then(Value::as_array)
+            .ok_or("the object has no traceEvents array")?,
+        _ => return Err("neither an array nor an object".into()),
+    };
+    let mut errs: Vec<String> = Vec::new();
+    let mut s = TraceEventsSummary::default();
+    let mut last_ts: BTreeMap<String, f64> = BTreeMap::new();
+    let mut open: BTreeMap<(u64, u64), Vec<i64>> = BTreeMap::new();
+    for (i, e) in events.iter().enumerate() {
+        let mut bad = |m: String| {
+            if errs.len() < 20 {
+                errs.push(format!("event {i}: {m}: {e}"));
+            }
+        };
+        let Some(o) = e.as_object() else {
+            bad("not an object".into());
+            continue;
+        };
+        let ph = o.get("ph").and_then(Value::as_str).unwrap_or("");
+        let name = o.get("name").and_then(Value::as_str);
+        let pid = o.get("pid").and_then(Value::as_u64);
+        let tid = o.get("tid").and_then(Value::as_u64);
+        let ts = o.get("ts").and_then(Value::as_f64);
+        *s.phases.entry(ph.to_owned()).or_default() += 1;
+        let Some(name) = name else {
+            bad("no name".into());
+            continue;
+        };
+        let Some(pid) = pid else {
+            bad("no integer pid".into());
+            continue;
+        };
+        if ph != "M" && !ts.is_some_and(|t| t.is_finite() && t >= 0.0) {
+            bad("no ts ≥ 0 (µs)".into());
+            continue;
+        }
+        let ts = ts.unwrap_or(0.0);
+        let mut order = |track: String, bad: &mut dyn FnMut(String)| {
+            if let Some(&prev) = last_ts.get(&track)
+                && ts < prev
+            {
+                bad(format!("ts {ts} goes back on track {track} (was {prev})"));
+            }
+            last_ts.insert(track, ts);
+        };
+        match ph {
+            "C" => {
+                let Some(args) = o.get("args").and_then(Value::as_object) else {
+                    bad("counter without args".into());
+                    continue;
+                };
+                if args.is_empty() {
+                    bad("counter with empty args (Perfetto rejects it)".into());
+                }
+                for (k, val) in args {
+                    let track = format!("{name} {k}");
+                    match val.as_f64() {
+                        Some(x) if x.is_finite() => {
+                            s.counter_values
+                                .entry(track.clone())
+                                .or_default()
+                                .push((ts, x));
+                        }
+                        _ => bad(format!("counter value {k}={val} is not a number")),
+                    }
+                    s.counter_tracks.insert((pid, track.clone()));
+                    order(format!("C/{pid}/{track}"), &mut bad);
+                }
+            }
+            "X" => {
+                let Some(tid) = tid else {
+                    bad("slice without tid".into());
+                    continue;
+                };
+                let Some(dur) = o.get("dur").and_then(Value::as_f64).filter(|d| *d >= 0.0) else {
+                    bad("complete slice without dur ≥ 0".into());
+                    continue;
+                };
+                order(format!("T/{pid}/{tid}"), &mut bad);
+                // In integer ns, as Perfetto converts each µs value (ts × 1000).
+                let (start, end) = (
+                    (ts * 1e3).round() as i64,
+                    ((ts * 1e3).round() + (dur * 1e3).round()) as i64,
+                );
+                let stack = open.entry((pid, tid)).or_default();
+                while stack.last().is_some_and(|&e| e <= start) {
+                    stack.pop();
+                }
+                if let Some(&parent_end) = stack.last()
+                    && end > parent_end
+                {
+                    bad(format!(
+                        "slice [{ts}, {}] µs overlaps its parent ending at {} µs without nesting",
+                        ts + dur,
+                        parent_end as f64 / 1e3
+                    ));
+                }
+                stack.push(end);
+                s.slices.push((pid, tid, name.to_owned(), ts, dur));
+            }
+            "i" | "I" => {
+                let scope = o.get("s").and_then(Value::as_str).unwrap_or("t");
+                match scope {
+                    "g" => order("G".into(), &mut bad),
+                    "p" => order(format!("P/{pid}"), &mut bad),
+                    "t" => match tid {
+                        Some(tid) => order(format!("T/{pid}/{tid}"), &mut bad),
+                        None => bad("thread-scoped instant without tid".into()),
+                    },
+                    other => bad(format!("instant scope {other:?} is not g, p or t")),
+                }
+                s.instants.push((
+                    name.to_owned(),
+                    ts,
+                    o.get("args").cloned().unwrap_or(Value::Null),
+                ));
+            }
+            "M" => {
+                let args = o.get("args").and_then(Value::as_object);
+                match name {
+                    "process_name" | "thread_name" => {
+                        let Some(n) = args.and_then(|a| a.get("name")).and_then(Value::as_str)
+                        else {
+                            bad("name metadata without args.name".into());
+                            continue;
+                        };
+                        if name == "process_name" {
+                            s.process_names.insert(pid, n.to_owned());
+                        } else {
+                            match tid {
+                                Some(t) => {
+                                    s.thread_names.insert((pid, t), n.to_owned());
+                                }
+                                None => bad("thread_name without tid".into()),
+                            }
+                        }
+                    }
+                    "process_sort_index" | "thread_sort_index" => {
+                        if args
+                            .and_then(|a| a.get("sort_index"))
+                            .and_then(Value::as_i64)
+                            .is_none()
+                        {
+                            bad("sort index metadata without integer args.sort_index".into());
+                        }
+                    }
+                    other => bad(format!("metadata {other:?} is not read by Perfetto")),
+                }
+            }
+            other => bad(format!("phase {other:?} is not one flinch writes")),
+        }
+    }
+    if errs.is_empty() {
+        Ok(s)
+    } else {
+        Err(errs.join("\n"))
+    }
+}

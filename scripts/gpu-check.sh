@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Real-GPU checks for flinch, run on a GPU machine from prebuilt binaries (the GPU machine
+# has no Rust toolchain and no network). Leaves everything in one folder.
+#
+#   scripts/build-gpu-bins.sh            # on the build machine: release binaries -> .device-carry/
+#   scripts/gpu-check.sh [BIN_DIR] [OUT_DIR] [STEP ...]
+#
+# Steps (default: all, in this order): info sources tests overhead busy llm analyze
+#   info      nvidia-smi and torch facts
+#   sources   flinch sources, and --probe (read costs and update intervals)
+#   tests     the NVML tests that need a GPU (ignored on CI)
+#   overhead  20 s of recording an idle GPU at 100 Hz: the recorder's CPU time per tick
+#   busy      busy/light/idle matmul phases of 50 ms to 1 s with marks (busy-idle.flinch.csv)
+#   llm       a transformers model with random weights serving requests (llm.flinch.csv)
+#   analyze   flinch analyze on both traces, when this flinch has the command
+set -u
+BIN=${1:-.device-carry}
+OUT=${2:-gpu-results}
+shift $(( $# >= 2 ? 2 : $# ))
+STEPS=${*:-info sources tests overhead busy llm analyze}
+FLINCH="$BIN/flinch"
+mkdir -p "$OUT"
+LOG="$OUT/gpu-check.log"
+say() { echo "== $(date +%T) $*" | tee -a "$LOG"; }
+want() { [[ " $STEPS " == *" $1 "* ]]; }
+export PYTHONUNBUFFERED=1
+
+if want info; then
+    say "info"
+    { nvidia-smi; nvidia-smi --query-gpu=index,name,uuid,driver_version,power.limit,clocks.sm,pstate --format=csv;
+      python3 -c 'import torch, transformers; print("torch", torch.__version__, "cuda", torch.cuda.device_count(), "transformers", transformers.__version__)';
+      uname -a; nproc; } >>"$LOG" 2>&1
+fi
+
+if want sources; then
+    say "sources"
+    "$FLINCH" sources >>"$LOG" 2>&1
+    say "sources --probe"
+    "$FLINCH" sources --probe --json >"$OUT/probe.json" 2>>"$LOG"
+    "$FLINCH" sources --probe >>"$LOG" 2>&1
+fi
+
+if want tests; then
+    say "NVML tests that need a GPU"
+    timeout 300 "$BIN/nvml-gpu-tests" --ignored --nocapture --test-threads=1 >>"$LOG" 2>&1
+    say "tests exit status $?"
+fi
+
+if want overhead; then
+    say "overhead: 20 s of an idle GPU at 100 Hz, default NVML channels"
+    python3 - "$FLINCH" "$OUT" >>"$LOG" 2>&1 <<'PY'
+import resource, subprocess, sys, json
+flinch, out = sys.argv[1], sys.argv[2]
+trace = f"{out}/overhead.flinch.csv"
+subprocess.run([flinch, "record", "--quiet", "--no-fifo", "--source", "nvml", "--interval", "10ms",
+                "--duration", "20s", "--force", "--out", trace], check=True)
+ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+cpu_s = ru.ru_utime + ru.ru_stime
+foot = None
+for line in open(trace):
+    if line.startswith("# end "):
+        foot = json.loads(line[6:])
+fast = min(foot["cadences"], key=lambda c: c["interval_ns"])
+print(f"process CPU {cpu_s:.3f} s over {fast['ticks']} fast ticks: {cpu_s / fast['ticks'] * 1e6:.1f} us per 10 ms tick (all threads)")
+for c in foot["cadences"]:
+    print(f"  thread every {c['interval_ns']/1e6:g} ms: {c['ticks']} ticks, cpu {c['cpu_ns']/max(c['ticks'],1)/1e3:.1f} us/tick, "
+          f"off schedule p50 {c['deviation_p50_ns']/1e3:.0f} us p99 {c['deviation_p99_ns']/1e3:.0f} us max {c['deviation_max_ns']/1e3:.0f} us, missed {c['missed_ticks']}: {c['sources']}")
+print("samples", foot["samples"], "dropped", foot["dropped_readings"])
+PY
+    rm -f "$OUT/overhead.flinch.csv"
+fi
+
+if want busy; then
+    say "busy/idle workload"
+    timeout 240 "$FLINCH" record --source nvml --nvml-average-power --interval 10ms --force \
+        --meta workload=busy_idle --out "$OUT/busy-idle.flinch.csv" \
+        -- python3 examples/workloads/busy_idle.py >>"$LOG" 2>&1
+    say "busy exit status $?"
+fi
+
+if want llm; then
+    say "LLM serving workload"
+    timeout 400 "$FLINCH" record --source nvml --interval 10ms --force \
+        --meta workload=llm_serve_sim --out "$OUT/llm.flinch.csv" \
+        -- python3 examples/llm/serve_sim.py >>"$LOG" 2>&1
+    say "llm exit status $?"
+fi
+
+if want analyze && "$FLINCH" analyze --help >/dev/null 2>&1; then
+    say "analyze"
+    if [ -f "$OUT/busy-idle.flinch.csv" ]; then
+        "$FLINCH" analyze "$OUT/busy-idle.flinch.csv" --from phase_start --to phase_end \
+            --idle-window calib_start..calib_end --json >"$OUT/busy-idle.analysis.json" 2>>"$LOG"
+        "$FLINCH" analyze "$OUT/busy-idle.flinch.csv" --from phase_start --to phase_end \
+            --idle-window calib_start..calib_end >>"$LOG" 2>&1
+    fi
+    if [ -f "$OUT/llm.flinch.csv" ]; then
+        "$FLINCH" analyze "$OUT/llm.flinch.csv" --from infer_start --to first_token >>"$LOG" 2>&1
+    fi
+fi
+say "done"
