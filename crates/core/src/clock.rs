@@ -145,9 +145,14 @@ pub struct ClockAnchor {
 }
 
 impl ClockAnchor {
-    /// realtime − monotonic, in nanoseconds.
+    /// realtime − monotonic, in nanoseconds (saturating: anchors read from a damaged trace
+    /// may hold any values).
     pub fn offset_ns(&self) -> i64 {
-        self.real_ns - self.mono_ns as i64
+        self.offset_wide().clamp(i64::MIN as i128, i64::MAX as i128) as i64
+    }
+
+    fn offset_wide(&self) -> i128 {
+        self.real_ns as i128 - self.mono_ns as i128
     }
 }
 
@@ -176,26 +181,34 @@ impl AnchorMap {
     pub fn anchors(&self) -> &[ClockAnchor] {
         &self.anchors
     }
-    /// Maps a wall-clock time (ns since 1970) onto `CLOCK_MONOTONIC` ns.
+    /// Maps a wall-clock time (ns since 1970) onto `CLOCK_MONOTONIC` ns; `None` before any
+    /// anchor is known or when the result falls outside the monotonic range.
+    ///
+    /// The arithmetic is done in 128 bits: anchors read from a trace may hold any values,
+    /// and a damaged trace must give a wrong answer at worst, never an overflow.
     pub fn to_mono_ns(&self, real_ns: i64) -> Option<u64> {
         let first = self.anchors.first()?;
+        // The anchors are sorted by monotonic time. If the wall clock was stepped back
+        // between two of them, it is not sorted too: the search still lands on some anchor
+        // pair and the answer is approximate there, never a failure.
         let at = self.anchors.partition_point(|a| a.real_ns <= real_ns);
-        let offset = if at == 0 {
-            first.offset_ns()
+        let offset: i128 = if at == 0 {
+            first.offset_wide()
         } else if at == self.anchors.len() {
-            self.anchors[at - 1].offset_ns()
+            self.anchors[at - 1].offset_wide()
         } else {
             let (a, b) = (self.anchors[at - 1], self.anchors[at]);
-            let span = (b.real_ns - a.real_ns) as f64;
+            let span = (b.real_ns as i128 - a.real_ns as i128) as f64;
             let frac = if span > 0.0 {
-                (real_ns - a.real_ns) as f64 / span
+                ((real_ns as i128 - a.real_ns as i128) as f64 / span).clamp(0.0, 1.0)
             } else {
                 0.0
             };
-            a.offset_ns() + ((b.offset_ns() - a.offset_ns()) as f64 * frac).round() as i64
+            let step = (b.offset_wide() - a.offset_wide()) as f64 * frac;
+            a.offset_wide() + step.round() as i128
         };
-        let mono = real_ns - offset;
-        (mono >= 0).then_some(mono as u64)
+        let mono = real_ns as i128 - offset;
+        u64::try_from(mono).ok()
     }
     /// Maps a wall-clock time in microseconds since 1970 (NVML, DCGM) onto monotonic ns.
     pub fn us_to_mono_ns(&self, real_us: i64) -> Option<u64> {
@@ -269,5 +282,42 @@ mod tests {
         assert_eq!(m.to_mono_ns(500), None); // before monotonic zero
         assert_eq!(m.us_to_mono_ns(1), Some(0));
         assert_eq!(m.us_to_mono_ns(3), Some(1_900));
+    }
+
+    #[test]
+    fn anchors_with_extreme_values_never_overflow() {
+        let extremes = [
+            ClockAnchor {
+                mono_ns: u64::MAX,
+                real_ns: i64::MIN,
+            },
+            ClockAnchor {
+                mono_ns: 0,
+                real_ns: i64::MAX,
+            },
+            ClockAnchor {
+                mono_ns: 5,
+                real_ns: i64::MIN,
+            },
+        ];
+        assert_eq!(extremes[0].offset_ns(), i64::MIN);
+        assert_eq!(extremes[1].offset_ns(), i64::MAX);
+        let mut m = AnchorMap::new();
+        for a in extremes {
+            m.push(a);
+            for real in [i64::MIN, -1, 0, 1, i64::MAX] {
+                let _ = m.to_mono_ns(real);
+                let _ = m.us_to_mono_ns(real);
+            }
+        }
+        // A single anchor at the top of the range maps itself exactly.
+        let mut m = AnchorMap::new();
+        m.push(ClockAnchor {
+            mono_ns: u64::MAX,
+            real_ns: i64::MAX,
+        });
+        assert_eq!(m.to_mono_ns(i64::MAX), Some(u64::MAX));
+        assert_eq!(m.to_mono_ns(i64::MIN), Some(0));
+        assert_eq!(m.to_mono_ns(-1), Some(i64::MAX as u64));
     }
 }

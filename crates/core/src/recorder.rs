@@ -25,21 +25,19 @@ use crate::counter::{CounterStep, CounterTracker};
 use crate::error::{Error, Result, SourceError};
 use crate::marks::fifo::FifoReceiver;
 use crate::marks::file::FileReceiver;
+use crate::marks::queue::{ByteBoundedReceiver, ByteBoundedSender, TrySendError, byte_bounded};
 use crate::marks::{Mark, MarkEvent, MarkParseError, MarkSink, MarkVia, format_mark, parse_mark};
 use crate::sampler::{SamplerGroup, Sink, plan_groups};
 use crate::source::{Reading, Source};
 use crate::trace::{CadenceStats, Footer, Header, MarksInfo, TraceWriter, create_trace_file};
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
-
-/// Control messages (marks, gaps, events) the queue to the writer holds.
-const CONTROL_CAPACITY: usize = 1 << 14;
+use std::time::{Duration, Instant};
 
 /// Timing and sizing of a recording.
 #[derive(Clone, Debug)]
@@ -53,6 +51,15 @@ pub struct RecorderConfig {
     /// Readings the queue to the writer holds before the sampler starts dropping (and
     /// counting) them.
     pub queue_capacity: usize,
+    /// Memory the marks (and gaps and events) waiting for the writer may hold. Marks are
+    /// never dropped once received: past this, the marks readers stop reading and the
+    /// FIFO's pipe fills (clients then drop and count), so a flood cannot grow the
+    /// recorder's memory.
+    pub marks_queue_bytes: usize,
+    /// How long stopping waits for each sampler thread's last poll. A source stuck inside a
+    /// poll (a hung driver call) would otherwise hold the end of the recording forever; past
+    /// this the recording ends without it and says so in an `event` row.
+    pub stop_timeout: Duration,
 }
 
 impl Default for RecorderConfig {
@@ -62,6 +69,8 @@ impl Default for RecorderConfig {
             flush_interval: Duration::from_secs(1),
             anchor_interval: Duration::from_secs(10),
             queue_capacity: 1 << 16,
+            marks_queue_bytes: 2 << 20,
+            stop_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -121,9 +130,47 @@ enum Msg {
 /// How often the writer drains the sample channel.
 const DATA_DRAIN_NS: u64 = 50_000_000;
 
+/// About how much heap memory a queued message holds, for the queue's budget: every
+/// allocation is counted with a typical allocator overhead, so that a mark of a thousand
+/// tiny fields counts for what it costs.
+fn msg_bytes(msg: &Msg) -> usize {
+    const ALLOC: usize = 16;
+    let s = |x: &String| x.capacity() + ALLOC;
+    std::mem::size_of::<(Msg, usize)>()
+        + match msg {
+            Msg::Mark(m) => {
+                std::mem::size_of::<Mark>()
+                    + ALLOC
+                    + s(&m.label)
+                    + m.fields.capacity() * std::mem::size_of::<(String, String)>()
+                    + ALLOC
+                    + m.fields.iter().map(|(k, v)| s(k) + s(v)).sum::<usize>()
+            }
+            Msg::BadMark(b) => {
+                std::mem::size_of::<(MarkVia, u64, String, MarkParseError)>() + ALLOC + s(&b.2) + 64
+            }
+            Msg::Gap(g) => {
+                std::mem::size_of::<(u64, u32, Option<String>)>()
+                    + ALLOC
+                    + g.2.as_ref().map_or(0, s)
+            }
+            Msg::Event(e) => {
+                std::mem::size_of::<(u64, String, String)>() + ALLOC + s(&e.1) + s(&e.2)
+            }
+            Msg::Dropped(..) | Msg::Stop => 0,
+        }
+}
+
+/// Queues `msg`, waiting while the queue is over its budget (fails only once the writer is
+/// gone).
+fn send(tx: &ByteBoundedSender<Msg>, msg: Msg) {
+    let bytes = msg_bytes(&msg);
+    let _ = tx.send(msg, bytes);
+}
+
 struct ChannelSink {
     data: Sender<Reading>,
-    tx: Sender<Msg>,
+    tx: ByteBoundedSender<Msg>,
     dropped: Arc<AtomicU64>,
 }
 
@@ -138,21 +185,25 @@ impl Sink for ChannelSink {
         }
     }
     fn gap(&mut self, t_ns: u64, source: u32, error: Option<&SourceError>) {
-        let _ = self.tx.send(Msg::Gap(Box::new((
-            t_ns,
-            source,
-            error.map(|e| format!("{}: {}", e.kind, e)),
-        ))));
+        send(
+            &self.tx,
+            Msg::Gap(Box::new((
+                t_ns,
+                source,
+                error.map(|e| format!("{}: {}", e.kind, e)),
+            ))),
+        );
     }
     fn dropped(&mut self, t_ns: u64, source: u32, count: u64) {
-        let _ = self.tx.send(Msg::Dropped(t_ns, source, count));
+        send(&self.tx, Msg::Dropped(t_ns, source, count));
     }
     fn data_gap(&mut self, source: u32, gap: &crate::source::DataGap) {
         let reason = format!("data-gap: {}", gap.reason);
-        let _ = self
-            .tx
-            .send(Msg::Gap(Box::new((gap.start_ns, source, Some(reason)))));
-        let _ = self.tx.send(Msg::Gap(Box::new((gap.end_ns, source, None))));
+        send(
+            &self.tx,
+            Msg::Gap(Box::new((gap.start_ns, source, Some(reason)))),
+        );
+        send(&self.tx, Msg::Gap(Box::new((gap.end_ns, source, None))));
     }
 }
 
@@ -169,13 +220,16 @@ pub struct LiveStats {
     pub dropped: AtomicU64,
     /// Gaps opened.
     pub gaps: AtomicU64,
+    /// The most memory the marks queue ever held while waiting for the writer (bounded by
+    /// [`RecorderConfig::marks_queue_bytes`], give or take one mark).
+    pub marks_queue_peak_bytes: AtomicU64,
 }
 
 /// Sends marks into a running recording from the same process. Never blocks: a full queue
 /// drops the mark and says so.
 #[derive(Clone)]
 pub struct MarkSender {
-    tx: Sender<Msg>,
+    tx: ByteBoundedSender<Msg>,
     clock: Arc<dyn Clock>,
 }
 
@@ -209,20 +263,24 @@ impl MarkSender {
         let line = format_mark(label, Some(t_ns), fields)?;
         let parsed = parse_mark(line.as_bytes())?;
         let m = Mark::received(parsed, self.clock.now_ns(), MarkVia::Api);
-        match self.tx.try_send(Msg::Mark(Box::new(m))) {
+        let msg = Msg::Mark(Box::new(m));
+        let bytes = msg_bytes(&msg);
+        match self.tx.try_send(msg, bytes) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => Err(MarkSendError::Full),
-            Err(TrySendError::Disconnected(_)) => Err(MarkSendError::Closed),
+            Err(TrySendError::Closed(_)) => Err(MarkSendError::Closed),
         }
     }
 }
 
 /// A running recording.
 pub struct Recorder {
-    tx: Sender<Msg>,
+    tx: ByteBoundedSender<Msg>,
     clock: Arc<dyn Clock>,
     stop: Arc<AtomicBool>,
-    samplers: Vec<JoinHandle<CadenceStats>>,
+    stop_timeout: Duration,
+    /// Each sampler thread with the names of the sources it polls.
+    samplers: Vec<(JoinHandle<CadenceStats>, Vec<String>)>,
     writer: Option<JoinHandle<WriterOutcome>>,
     fifo: Option<FifoReceiver>,
     file: Option<FileReceiver>,
@@ -245,6 +303,12 @@ fn check_channels(sources: &[Box<dyn Source>]) -> Result<()> {
     }
     for s in sources {
         let info = s.info();
+        if !crate::marks::is_valid_label(&info.name) {
+            return Err(Error::Invalid(format!(
+                "source name {:?} (backend {}) must be [A-Za-z0-9_.:/-]+",
+                info.name, info.backend
+            )));
+        }
         if !source_names.insert(info.name.clone()) {
             return Err(Error::Invalid(format!(
                 "two sources are named {:?}",
@@ -278,11 +342,11 @@ impl Recorder {
         clock: Arc<dyn Clock>,
     ) -> Result<Self> {
         check_channels(&setup.sources)?;
-        let (tx, rx) = bounded::<Msg>(CONTROL_CAPACITY);
+        let (tx, rx) = byte_bounded::<Msg>(config.marks_queue_bytes);
         let (data_tx, data_rx) = bounded::<Reading>(config.queue_capacity.max(16));
         let stats = Arc::new(LiveStats::default());
 
-        let mark_sink = |tx: Sender<Msg>| -> MarkSink {
+        let mark_sink = |tx: ByteBoundedSender<Msg>| -> MarkSink {
             Box::new(move |ev| {
                 let msg = match ev {
                     MarkEvent::Mark(m) => Msg::Mark(Box::new(m)),
@@ -293,9 +357,10 @@ impl Recorder {
                         error,
                     } => Msg::BadMark(Box::new((via, recv_ns, line, error))),
                 };
-                // Blocking: a received mark is never dropped (clients are the ones that
-                // never block; the pipe buffers them meanwhile).
-                let _ = tx.send(msg);
+                // Blocking: a received mark is never dropped, and the queue is bounded by
+                // memory; while it is full the reader stops reading, the pipe fills and
+                // clients (which never block) drop and count instead.
+                send(&tx, msg);
             })
         };
         let fifo = match &setup.marks_fifo {
@@ -306,6 +371,19 @@ impl Recorder {
             )?),
             None => None,
         };
+        if let Some((bytes, lines)) = fifo.as_ref().and_then(|f| f.stale_discarded()) {
+            send(
+                &tx,
+                Msg::Event(Box::new((
+                    clock.now_ns(),
+                    "stale_marks_discarded".to_owned(),
+                    format!(
+                        "{bytes} bytes ({lines} lines) sent to an earlier recorder that stopped \
+                         reading were waiting in the FIFO; discarded"
+                    ),
+                ))),
+            );
+        }
         let file = match &setup.marks_file {
             Some(p) => Some(FileReceiver::start(
                 p,
@@ -373,6 +451,10 @@ impl Recorder {
             };
             let dropped = sink.dropped.clone();
             let mut group = SamplerGroup::new(interval, clock.clone(), sink);
+            let names: Vec<String> = members
+                .iter()
+                .filter_map(|&i| sources[i].as_ref().map(|s| s.info().name.clone()))
+                .collect();
             for i in members {
                 let src = sources[i].take().expect("each source is planned once");
                 group.add(src, i as u32, bases[i]);
@@ -389,12 +471,13 @@ impl Recorder {
                     cs
                 })
                 .map_err(|e| Error::io("cannot start a sampler thread for", &setup.out, e))?;
-            samplers.push(h);
+            samplers.push((h, names));
         }
         Ok(Recorder {
             tx,
             clock,
             stop,
+            stop_timeout: config.stop_timeout,
             samplers,
             writer: Some(writer_thread),
             fifo,
@@ -416,11 +499,14 @@ impl Recorder {
 
     /// Writes an event row (e.g. `command_start`).
     pub fn event(&self, label: &str, text: &str) {
-        let _ = self.tx.send(Msg::Event(Box::new((
-            self.clock.now_ns(),
-            label.to_owned(),
-            text.to_owned(),
-        ))));
+        send(
+            &self.tx,
+            Msg::Event(Box::new((
+                self.clock.now_ns(),
+                label.to_owned(),
+                text.to_owned(),
+            ))),
+        );
     }
 
     /// Live counters.
@@ -453,9 +539,35 @@ impl Recorder {
         self.stopped = true;
         self.stop.store(true, Ordering::SeqCst);
         let mut cadences = Vec::new();
-        for h in self.samplers.drain(..) {
-            if let Ok(cs) = h.join() {
-                cadences.push(cs);
+        // Each sampler gets until the deadline for its last poll; one stuck inside a source
+        // (a hung driver call) is left behind rather than holding the trace open forever.
+        let deadline = Instant::now() + self.stop_timeout;
+        for (h, names) in std::mem::take(&mut self.samplers) {
+            while !h.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            if !h.is_finished() {
+                self.event(
+                    "sampler_stuck",
+                    &format!(
+                        "the sampler thread of {} did not stop within {:.1} s: a source is \
+                         stuck in a poll; the recording ended without its last readings",
+                        names.join(", "),
+                        self.stop_timeout.as_secs_f64()
+                    ),
+                );
+                continue; // detached: it ends with the process
+            }
+            match h.join() {
+                Ok(cs) => cadences.push(cs),
+                Err(payload) => self.event(
+                    "sampler_panicked",
+                    &format!(
+                        "the sampler thread of {} panicked: {}",
+                        names.join(", "),
+                        crate::sampler::panic_message(payload.as_ref())
+                    ),
+                ),
             }
         }
         if let Some(f) = self.fifo.take() {
@@ -464,7 +576,7 @@ impl Recorder {
         if let Some(f) = self.file.take() {
             f.stop();
         }
-        let _ = self.tx.send(Msg::Stop);
+        send(&self.tx, Msg::Stop);
         let outcome = self
             .writer
             .take()
@@ -517,7 +629,7 @@ impl Drop for Recorder {
 fn writer_loop(
     mut w: TraceWriter<File>,
     data: Receiver<Reading>,
-    ctl: Receiver<Msg>,
+    ctl: ByteBoundedReceiver<Msg>,
     clock: Arc<dyn Clock>,
     stats: Arc<LiveStats>,
     infos: Vec<SourceInfo>,
@@ -544,7 +656,7 @@ fn writer_loop(
             .saturating_sub(now)
             .max(1_000_000);
         let first = if stopping {
-            ctl.try_recv().ok()
+            ctl.try_recv()
         } else {
             match ctl.recv_timeout(Duration::from_nanos(wait)) {
                 Ok(m) => Some(m),
@@ -569,7 +681,7 @@ fn writer_loop(
             }
             batch += 1;
             next_msg = if batch < 4096 || stopping {
-                ctl.try_recv().ok()
+                ctl.try_recv()
             } else {
                 None
             };
@@ -607,6 +719,9 @@ fn writer_loop(
         stats.marks.store(w.marks(), Ordering::Relaxed);
         stats.bad_marks.store(w.bad_marks(), Ordering::Relaxed);
         stats.gaps.store(w.gaps(), Ordering::Relaxed);
+        stats
+            .marks_queue_peak_bytes
+            .store(ctl.peak_bytes() as u64, Ordering::Relaxed);
         if stopping && ctl.is_empty() && data.is_empty() {
             break;
         }

@@ -9,9 +9,15 @@
 //!
 //! Readings go to a [`Sink`] (in a recording, a bounded channel to the writer thread). A
 //! full channel drops readings and counts them rather than stalling the schedule.
+//!
+//! A source that panics inside [`Source::poll`] does not take the recording down: the panic
+//! is caught, recorded as a gap whose reason carries the panic message, and the source is
+//! not polled again (its state may be broken half-way through an update), while the other
+//! sources go on. This needs the default `panic = "unwind"`; a build with
+//! `panic = "abort"` loses this guarantee.
 
 use crate::clock::Clock;
-use crate::error::SourceError;
+use crate::error::{ErrorKind, SourceError};
 use crate::source::{DataGap, Reading, Readings, Source};
 use crate::trace::CadenceStats;
 use std::sync::Arc;
@@ -150,7 +156,20 @@ struct Slot {
     n: u32,
     buf: Vec<Reading>,
     failing: bool,
+    /// Panicked once: never polled again.
+    retired: bool,
     dropped_pending: u64,
+}
+
+/// The text of a caught panic.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    if let Some(s) = payload.downcast_ref::<&'static str>() {
+        s
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s
+    } else {
+        "a panic without a message"
+    }
 }
 
 /// The sources polled at one interval, and the schedule that polls them.
@@ -190,6 +209,7 @@ impl<S: Sink> SamplerGroup<S> {
             n,
             buf: Vec::with_capacity(cap),
             failing: false,
+            retired: false,
             dropped_pending: 0,
         });
     }
@@ -224,14 +244,45 @@ impl<S: Sink> SamplerGroup<S> {
     fn poll_all(&mut self, last: bool) {
         let clock = &*self.clock;
         for slot in &mut self.slots {
+            if slot.retired {
+                continue;
+            }
             slot.buf.clear();
-            let mut out = Readings::new(clock, &mut slot.buf, slot.base, slot.n);
-            let res = if last {
-                slot.src.finish(&mut out)
-            } else {
-                slot.src.poll(&mut out)
+            // A panicking source must not end the recording. The source is not used again
+            // after a panic, so state it left half-updated is never observed: that is what
+            // makes asserting unwind safety sound here.
+            let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let mut out = Readings::new(clock, &mut slot.buf, slot.base, slot.n);
+                let res = if last {
+                    slot.src.finish(&mut out)
+                } else {
+                    slot.src.poll(&mut out)
+                };
+                (res, out.reported_gap())
+            }));
+            let (res, data_gap) = match polled {
+                Ok(polled) => polled,
+                Err(payload) => {
+                    slot.retired = true;
+                    slot.buf.clear();
+                    let e = SourceError::new(
+                        ErrorKind::Other,
+                        slot.src.info().backend.clone(),
+                        format!(
+                            "source {} panicked in {}: {}; it is not polled again in this \
+                             recording (a bug in its backend: please report it)",
+                            slot.src.info().name,
+                            if last { "finish" } else { "poll" },
+                            panic_message(payload.as_ref())
+                        ),
+                    )
+                    .with_retryable(false);
+                    slot.failing = true;
+                    self.sink.gap(clock.now_ns(), slot.index, Some(&e));
+                    continue;
+                }
             };
-            if let Some(g) = out.reported_gap() {
+            if let Some(g) = data_gap {
                 self.sink.data_gap(slot.index, &g);
             }
             match res {
@@ -565,6 +616,100 @@ mod tests {
         let (stats, sink) = h.join().unwrap();
         assert_eq!(stats.ticks, 1);
         assert_eq!(sink.readings.len(), 2); // the first tick and the final poll
+    }
+
+    /// Panics on its `panic_on`-th poll (with a `String` payload, as `panic!("{x}")` does),
+    /// and counts every poll it gets.
+    struct Panicky {
+        info: SourceInfo,
+        polls: Arc<std::sync::atomic::AtomicU64>,
+        panic_on: u64,
+    }
+    impl Source for Panicky {
+        fn info(&self) -> &SourceInfo {
+            &self.info
+        }
+        fn poll(&mut self, out: &mut Readings<'_>) -> Result<(), SourceError> {
+            let n = self.polls.fetch_add(1, Ordering::SeqCst) + 1;
+            out.push_now(0, n as f64);
+            if n == self.panic_on {
+                let what = "index out of bounds";
+                panic!("driver returned garbage: {what}");
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_panicking_source_becomes_a_gap_with_its_message_and_the_others_go_on() {
+        let clock = Arc::new(ManualClock::new(0, 0));
+        let polls = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let mut g = SamplerGroup::new(Duration::from_millis(10), clock.clone(), VecSink::default());
+        g.add(
+            Box::new(Panicky {
+                info: Counter::new("bad", vec![], None).info,
+                polls: polls.clone(),
+                panic_on: 3,
+            }),
+            0,
+            0,
+        );
+        g.add(Box::new(Counter::new("good", vec![], None)), 1, 1);
+        for _ in 0..10 {
+            g.tick();
+            clock.advance(10_000_000);
+        }
+        let stop = AtomicBool::new(true);
+        let (stats, sink) = g.run(&stop);
+        // Polled until it panicked, never again (not even by finish).
+        assert_eq!(polls.load(Ordering::SeqCst), 3);
+        // The readings of the poll that panicked are discarded; the two before are kept.
+        assert_eq!(sink.readings.iter().filter(|r| r.channel == 0).count(), 2);
+        // The healthy source: 10 ticks and the final poll.
+        assert_eq!(sink.readings.iter().filter(|r| r.channel == 1).count(), 11);
+        assert_eq!(sink.gaps.len(), 1, "{:?}", sink.gaps);
+        let (t, src, reason) = &sink.gaps[0];
+        assert_eq!((*t, *src), (20_000_000, 0));
+        let reason = reason.as_deref().unwrap();
+        assert!(
+            reason.contains("panicked in poll")
+                && reason.contains("driver returned garbage: index out of bounds")
+                && reason.contains("not polled again"),
+            "{reason}"
+        );
+        assert_eq!(stats.ticks, 10); // run() added none: stop was already set
+    }
+
+    #[test]
+    fn a_panic_in_finish_is_caught_too() {
+        struct FinishPanics(SourceInfo);
+        impl Source for FinishPanics {
+            fn info(&self) -> &SourceInfo {
+                &self.0
+            }
+            fn poll(&mut self, _out: &mut Readings<'_>) -> Result<(), SourceError> {
+                Ok(())
+            }
+            fn finish(&mut self, _out: &mut Readings<'_>) -> Result<(), SourceError> {
+                panic!("static message")
+            }
+        }
+        let clock = Arc::new(ManualClock::new(0, 0));
+        let mut g = SamplerGroup::new(Duration::from_millis(10), clock, VecSink::default());
+        g.add(
+            Box::new(FinishPanics(Counter::new("f", vec![], None).info)),
+            0,
+            0,
+        );
+        g.tick();
+        g.finish();
+        let sink = g.into_sink();
+        assert_eq!(sink.gaps.len(), 1);
+        let reason = sink.gaps[0].2.as_deref().unwrap();
+        assert!(
+            reason.contains("panicked in finish: static message"),
+            "{reason}"
+        );
     }
 
     #[test]

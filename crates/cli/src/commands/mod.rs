@@ -2,6 +2,7 @@
 
 pub mod analyze;
 pub mod calibrate;
+pub mod child;
 pub mod export;
 pub mod load;
 pub mod mark;

@@ -20,6 +20,15 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+/// Writes a line to stderr, ignoring failure. `eprintln!` panics when stderr is closed or
+/// its pipe broken (`flinch record ... 2>&1 | head`), and a panic would end the recording
+/// and, through the parent-death signal, the wrapped command.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
+
 /// The environment variable carrying a `--marks-file` path to the wrapped command.
 pub const MARKS_FILE_ENV: &str = "FLINCH_MARKS_FILE";
 
@@ -96,7 +105,9 @@ fn spawn_command(
     if let Some(p) = marks_file {
         c.env(MARKS_FILE_ENV, p);
     }
-    c.spawn()
+    // Killed by the kernel if the recorder dies without ending it (SIGKILL, crash). The
+    // death signal follows the thread that forks, so this must run on the main thread.
+    super::child::spawn_tied_to_us(&mut c)
 }
 
 fn exit_code_of(status: std::process::ExitStatus) -> i32 {
@@ -218,7 +229,7 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
             (None, Some(m)) => format!("file {}", m.display()),
             (None, None) => "none".into(),
         };
-        eprintln!(
+        say!(
             "flinch: recording {} to {} every {}; marks: {marks}",
             used.join(", "),
             a.out.display(),
@@ -276,7 +287,7 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
                         _ => send_signal(c, Signal::KILL),
                     }
                     if signal_count == 1 {
-                        eprintln!(
+                        say!(
                             "\nflinch: waiting for the command to exit (signal again to terminate it)"
                         );
                     }
@@ -298,7 +309,7 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    eprintln!("flinch: cannot wait for the command: {e}");
+                    say!("flinch: cannot wait for the command: {e}");
                     ended_by = "error";
                     break;
                 }
@@ -338,12 +349,12 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
         std::thread::sleep(Duration::from_millis(20));
     }
     if show_status {
-        eprint!("\r\x1b[2K");
+        let _ = write!(std::io::stderr(), "\r\x1b[2K");
     }
     let out = a.out.clone();
     let footer = rec.stop(ended_by, command_exit)?;
     if !a.quiet {
-        eprintln!("{}", summary(&out, &footer));
+        say!("{}", summary(&out, &footer));
     }
     Ok(match command_exit {
         Some(code) => ExitCode::from(code.clamp(0, 255) as u8),

@@ -19,7 +19,7 @@ use rustix::fs::OFlags;
 use rustix::io::Errno;
 use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// Why a mark could not be sent.
@@ -38,6 +38,20 @@ pub enum ClientError {
     /// The path is something else (a directory, a symlink, ...).
     #[error("{0} is not a FIFO or a regular file: refusing to write marks there")]
     NotAFifo(PathBuf),
+    /// The FIFO belongs to another user: a recorder's FIFO is private to the user who runs
+    /// it, so this one was planted (and whoever reads it would get the marks).
+    #[error(
+        "FIFO {path} belongs to uid {owner}, not to you (uid {me}): refusing to send marks \
+         into it; check $FLINCH_MARKS / --fifo"
+    )]
+    NotOurs {
+        /// The path.
+        path: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// This process's effective uid.
+        me: u32,
+    },
     /// The mark is malformed.
     #[error("invalid mark: {0}")]
     Format(#[from] MarkParseError),
@@ -85,6 +99,17 @@ impl MarkClient {
         if !is_fifo && !md.is_file() {
             return Err(ClientError::NotAFifo(path.to_owned()));
         }
+        let not_ours = |owner: u32| {
+            let me = rustix::process::geteuid().as_raw();
+            (is_fifo && owner != me).then(|| ClientError::NotOurs {
+                path: path.to_owned(),
+                owner,
+                me,
+            })
+        };
+        if let Some(e) = not_ours(md.uid()) {
+            return Err(e);
+        }
         let file = std::fs::OpenOptions::new()
             .write(true)
             .append(!is_fifo)
@@ -102,6 +127,14 @@ impl MarkClient {
                     source: e,
                 },
             })?;
+        // What was opened, not what the path said a moment before.
+        let opened = file.metadata().map_err(|e| ClientError::Io {
+            path: path.to_owned(),
+            source: e,
+        })?;
+        if let Some(e) = not_ours(opened.uid()) {
+            return Err(e);
+        }
         Ok(MarkClient {
             file,
             path: path.to_owned(),

@@ -2,7 +2,10 @@
 //!
 //! The FIFO is private to its user: its default home is a `0700` directory the user owns
 //! (checked, never trusted), the FIFO itself is `0600`, and an existing path is reused only
-//! if it is a FIFO owned by the user, not a symlink, and nobody is reading it. The recorder
+//! if it is a FIFO owned by the user, not a symlink, accessible to nobody else, and nobody
+//! is reading it (a FIFO left behind by a recorder that was killed is reused that way). The
+//! checks are made again on what was actually opened, so a path swapped in between is
+//! refused too. The recorder
 //! holds a write end open itself, so reads never see end-of-file when clients come and go,
 //! and raises the pipe buffer to 1 MiB so that bursts of marks from non-blocking clients fit
 //! while the reader catches up.
@@ -113,6 +116,17 @@ fn check_fifo_metadata(path: &Path, md: &std::fs::Metadata) -> Result<()> {
             euid()
         )));
     }
+    if md.mode() & 0o077 != 0 {
+        // Another user may already hold it open (a reader steals marks, a writer plants
+        // them), and changing the mode now would not close what they opened.
+        return Err(Error::Invalid(format!(
+            "FIFO {} has mode {:o}: other users may have opened it; remove it (`rm {}`) so \
+             that flinch creates a private one, or choose another path",
+            path.display(),
+            md.mode() & 0o777,
+            path.display()
+        )));
+    }
     Ok(())
 }
 
@@ -138,16 +152,7 @@ fn prepare_fifo(path: &Path) -> Result<bool> {
                      with another path",
                     path.display()
                 ))),
-                Err(e) if e.raw_os_error() == Some(Errno::NXIO.raw_os_error()) => {
-                    if md.mode() & 0o077 != 0 {
-                        std::fs::set_permissions(
-                            path,
-                            std::os::unix::fs::PermissionsExt::from_mode(0o600),
-                        )
-                        .map_err(|e| Error::io("cannot restrict the marks FIFO", path, e))?;
-                    }
-                    Ok(false)
-                }
+                Err(e) if e.raw_os_error() == Some(Errno::NXIO.raw_os_error()) => Ok(false),
                 Err(e) => Err(Error::io("cannot probe the marks FIFO", path, e)),
             }
         }
@@ -170,6 +175,7 @@ fn prepare_fifo(path: &Path) -> Result<bool> {
 pub struct FifoReceiver {
     path: PathBuf,
     created: bool,
+    stale: Option<(u64, u64)>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -190,6 +196,13 @@ impl FifoReceiver {
             .custom_flags((OFlags::NONBLOCK | OFlags::NOFOLLOW | OFlags::CLOEXEC).bits() as i32)
             .open(path)
             .map_err(|e| cleanup(Error::io("cannot open the marks FIFO", path, e)))?;
+        // What an earlier recorder left unread, counted first thing: from this open on,
+        // new clients can write too. A FIFO just created holds nothing old.
+        let stale_bytes = if created {
+            0
+        } else {
+            rustix::io::ioctl_fionread(&read).unwrap_or(0)
+        };
         // Check what was actually opened, not what the path said a moment ago.
         let md = read
             .metadata()
@@ -212,6 +225,7 @@ impl FifoReceiver {
                 break;
             }
         }
+        let stale = discard_stale(&read, stale_bytes);
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
         let thread = std::thread::Builder::new()
@@ -221,6 +235,7 @@ impl FifoReceiver {
         Ok(FifoReceiver {
             path: path.to_owned(),
             created,
+            stale,
             stop,
             thread: Some(thread),
         })
@@ -229,6 +244,16 @@ impl FifoReceiver {
     /// The FIFO's path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// `(bytes, lines)` found in the FIFO when this receiver opened it, and discarded.
+    ///
+    /// A pipe keeps its data while any writer holds it open, so marks sent to an earlier
+    /// recorder that stopped reading (it was frozen, then killed) wait in a reused FIFO.
+    /// They were never received by any recording and predate this one, so they are
+    /// discarded, as the marks file's old content is, and the recording says how much.
+    pub fn stale_discarded(&self) -> Option<(u64, u64)> {
+        self.stale
     }
 
     /// Stops reading: everything written before this call is read and delivered first.
@@ -253,6 +278,31 @@ impl Drop for FifoReceiver {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// Reads and drops the `left` bytes that were in the pipe when it was opened (counted right
+/// after the open: a client that opened the FIFO and wrote within the microseconds between
+/// the two calls would see its line counted as stale, which only a client polling for the
+/// recorder's start can do).
+fn discard_stale(read: &File, mut left: u64) -> Option<(u64, u64)> {
+    if left == 0 {
+        return None;
+    }
+    let (total, mut lines) = (left, 0u64);
+    let mut buf = vec![0u8; 64 * 1024];
+    while left > 0 {
+        let want = buf.len().min(left as usize);
+        match rustix::io::read(read.as_fd(), &mut buf[..want]) {
+            Ok(0) => break,
+            Ok(n) => {
+                lines += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+                left -= n as u64;
+            }
+            Err(Errno::INTR) => continue,
+            Err(_) => break,
+        }
+    }
+    Some((total - left, lines))
 }
 
 fn read_loop(

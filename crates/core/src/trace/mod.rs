@@ -224,8 +224,12 @@ fn needs_escape(b: u8) -> bool {
 pub fn escape_text(s: &str, out: &mut String) {
     for ch in s.chars() {
         if ch.is_ascii() && needs_escape(ch as u8) {
+            // No allocation per escaped byte: the writer is what a flood of marks full of
+            // commas has to get through.
+            const HEX: &[u8; 16] = b"0123456789ABCDEF";
             out.push('%');
-            out.push_str(&format!("{:02X}", ch as u8));
+            out.push(HEX[(ch as u8 >> 4) as usize] as char);
+            out.push(HEX[(ch as u8 & 0xf) as usize] as char);
         } else {
             out.push(ch);
         }

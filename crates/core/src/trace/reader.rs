@@ -133,20 +133,48 @@ pub fn read_trace(path: &Path) -> Result<Trace> {
     read_trace_from(BufReader::with_capacity(1 << 20, f), path)
 }
 
-/// Reads lines of at most [`MAX_LINE_BYTES`]; returns (line, had_newline).
-fn read_line<R: BufRead>(r: &mut R, buf: &mut Vec<u8>) -> std::io::Result<Option<bool>> {
+/// What [`read_line`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LineEnd {
+    /// A whole line (its `\n`, and a `\r` before it, removed).
+    Newline,
+    /// The end of the file came before a newline.
+    Eof,
+    /// Over [`MAX_LINE_BYTES`] without a newline: the rest of the file was not read.
+    TooLong,
+}
+
+/// Reads lines of at most [`MAX_LINE_BYTES`] (a trace written on Windows, or edited there,
+/// has `\r\n` line ends: the `\r` is dropped).
+fn read_line<R: BufRead>(r: &mut R, buf: &mut Vec<u8>) -> std::io::Result<Option<LineEnd>> {
+    let end = read_raw_line(r, buf)?;
+    if end == Some(LineEnd::Newline) && buf.last() == Some(&b'\r') {
+        buf.pop();
+    }
+    Ok(end)
+}
+
+fn read_raw_line<R: BufRead>(r: &mut R, buf: &mut Vec<u8>) -> std::io::Result<Option<LineEnd>> {
     buf.clear();
     loop {
         let avail = r.fill_buf()?;
         if avail.is_empty() {
-            return Ok(if buf.is_empty() { None } else { Some(false) });
+            return Ok(if buf.is_empty() {
+                None
+            } else {
+                Some(LineEnd::Eof)
+            });
         }
         match avail.iter().position(|&b| b == b'\n') {
             Some(i) => {
                 let take = i.min(MAX_LINE_BYTES.saturating_sub(buf.len()));
                 buf.extend_from_slice(&avail[..take]);
                 r.consume(i + 1);
-                return Ok(Some(true));
+                return Ok(Some(if buf.len() >= MAX_LINE_BYTES {
+                    LineEnd::TooLong
+                } else {
+                    LineEnd::Newline
+                }));
             }
             None => {
                 let n = avail.len();
@@ -154,9 +182,7 @@ fn read_line<R: BufRead>(r: &mut R, buf: &mut Vec<u8>) -> std::io::Result<Option
                 buf.extend_from_slice(&avail[..take]);
                 r.consume(n);
                 if buf.len() >= MAX_LINE_BYTES {
-                    return Err(std::io::Error::other(format!(
-                        "a line is longer than {MAX_LINE_BYTES} bytes"
-                    )));
+                    return Ok(Some(LineEnd::TooLong));
                 }
             }
         }
@@ -176,6 +202,13 @@ impl Parser {
             message: message.into(),
         }
     }
+    fn too_long(&self) -> Error {
+        self.err(format!(
+            "the line is longer than {} MiB without a newline: not a flinch trace, or a \
+             damaged one",
+            MAX_LINE_BYTES >> 20
+        ))
+    }
 }
 
 /// Reads a trace from any buffered reader; `path` names it in errors.
@@ -190,7 +223,7 @@ pub fn read_trace_from<R: BufRead>(mut r: R, path: &Path) -> Result<Trace> {
     // Magic line.
     p.line = 1;
     match read_line(&mut r, &mut buf).map_err(io_err)? {
-        Some(_) if buf == MAGIC_LINE.as_bytes() => {}
+        Some(LineEnd::Newline | LineEnd::Eof) if buf == MAGIC_LINE.as_bytes() => {}
         Some(_) => {
             let shown = String::from_utf8_lossy(&buf[..buf.len().min(60)]).into_owned();
             return Err(p.err(format!(
@@ -203,12 +236,19 @@ pub fn read_trace_from<R: BufRead>(mut r: R, path: &Path) -> Result<Trace> {
     // Header line.
     p.line = 2;
     let header: Header = match read_line(&mut r, &mut buf).map_err(io_err)? {
-        Some(true) if buf.starts_with(HEADER_PREFIX.as_bytes()) => {
+        Some(LineEnd::TooLong) => return Err(p.too_long()),
+        Some(LineEnd::Newline) if buf.starts_with(HEADER_PREFIX.as_bytes()) => {
             serde_json::from_slice(&buf[HEADER_PREFIX.len()..]).map_err(|e| {
                 p.err(format!(
                     "the header is not valid JSON of a flinch trace: {e}"
                 ))
             })?
+        }
+        None => {
+            return Err(p.err(
+                "the file ends before the header line: it was cut short right after it was \
+                 created, or it is not a flinch trace",
+            ));
         }
         _ => {
             return Err(p.err(format!(
@@ -241,7 +281,13 @@ pub fn read_trace_from<R: BufRead>(mut r: R, path: &Path) -> Result<Trace> {
     // Column line.
     p.line = 3;
     match read_line(&mut r, &mut buf).map_err(io_err)? {
-        Some(true) if buf == COLUMNS_LINE.as_bytes() => {}
+        Some(LineEnd::Newline) if buf == COLUMNS_LINE.as_bytes() => {}
+        None => {
+            return Err(p.err(
+                "the file ends before the column line: it was cut short right after it was \
+                 created",
+            ));
+        }
         _ => return Err(p.err(format!("expected the column line {COLUMNS_LINE:?}"))),
     }
 
@@ -262,9 +308,12 @@ pub fn read_trace_from<R: BufRead>(mut r: R, path: &Path) -> Result<Trace> {
     let mut follows: Vec<usize> = (0..channels.len()).map(|i| i + 1).collect();
     let mut prev_channel = channels.len().saturating_sub(1);
 
-    while let Some(had_newline) = read_line(&mut r, &mut buf).map_err(io_err)? {
+    while let Some(end) = read_line(&mut r, &mut buf).map_err(io_err)? {
         p.line += 1;
-        if !had_newline {
+        if end == LineEnd::TooLong {
+            return Err(p.too_long());
+        }
+        if end == LineEnd::Eof {
             trace.warnings.push(format!(
                 "line {}: the last line is cut short (the recording was interrupted mid-write); ignored",
                 p.line
@@ -303,6 +352,7 @@ pub fn read_trace_from<R: BufRead>(mut r: R, path: &Path) -> Result<Trace> {
                 "t_ns {t:?} is not an unsigned integer of nanoseconds"
             ))
         })?;
+        let value_text = value;
         let value = if value.is_empty() {
             None
         } else {
@@ -361,8 +411,11 @@ pub fn read_trace_from<R: BufRead>(mut r: R, path: &Path) -> Result<Trace> {
                         .ok_or_else(|| p.err(format!("mark field {f:?} is not key=value")))?;
                     fs.push((k.to_owned(), unescape_text(v)));
                 }
-                let recv_ns = match value {
-                    Some(d) => (t_ns as i128 + d as i128).max(0) as u64,
+                // The delay is an integer of ns: read it exactly (an f64 would round delays
+                // over 2^53 ns); `as i128` saturates the rest, and the sum is clamped.
+                let delay = value_text.parse::<i128>().ok().or(value.map(|d| d as i128));
+                let recv_ns = match delay {
+                    Some(d) => (t_ns as i128).saturating_add(d).clamp(0, u64::MAX as i128) as u64,
                     None => t_ns,
                 };
                 trace.marks.push(Mark {
@@ -404,7 +457,15 @@ pub fn read_trace_from<R: BufRead>(mut r: R, path: &Path) -> Result<Trace> {
                     }
                     "end" => {
                         if let Some(i) = open_gaps.remove(channel) {
-                            trace.gaps[i].end_ns = Some(t_ns);
+                            let start = trace.gaps[i].start_ns;
+                            if t_ns < start {
+                                trace.warnings.push(format!(
+                                    "line {}: gap of {channel} ends at {t_ns}, before it started \
+                                     ({start}); taken as ending where it started",
+                                    p.line
+                                ));
+                            }
+                            trace.gaps[i].end_ns = Some(t_ns.max(start));
                         }
                     }
                     other => {
