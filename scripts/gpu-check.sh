@@ -89,7 +89,7 @@ fi
 
 if want busy; then
     say "busy/idle workload"
-    timeout 240 "$FLINCH" record --source nvml --source cpu --nvml-average-power --interval 10ms --force \
+    timeout 240 "$FLINCH" record --source nvml --source cpu --nvml-average-power --nvml-energy-interval 100ms --interval 10ms --force \
         --meta workload=busy_idle --out "$OUT/busy-idle.flinch.csv" \
         -- python3 examples/workloads/busy_idle.py >>"$LOG" 2>&1
     say "busy exit status $?"
