@@ -516,9 +516,21 @@ pub fn describe_labels(trace: &Trace) -> String {
 /// later). Verdicts skip this much of the start of a span, so the tail of the previous state
 /// (a busy phase's power still ramping down in the sensor, a 100 ms activity window
 /// straddling the edge) is not taken for this span's. Energies always cover the whole span.
+///
+/// Measured power also has a physical tail: after a load step an H100's or H200's power
+/// takes 60–90 ms to come within a few watts of its new level (724 → 424 → 181 → 131 →
+/// 123.5 W at 11, 31, 56 and 89 ms after a busy phase ended, `docs/hardware.md`). So a
+/// power channel whose sensor period is known settles for at least [`POWER_TAIL_NS`].
 pub fn settle_ns(spec: &crate::channel::ChannelSpec) -> u64 {
-    spec.update_period_ns.map_or(0, |p| p.saturating_mul(2))
+    match spec.update_period_ns {
+        None => 0,
+        Some(p) if spec.quantity == Quantity::Power => p.saturating_mul(2).max(POWER_TAIL_NS),
+        Some(p) => p.saturating_mul(2),
+    }
 }
+
+/// The least settle time of a measured power channel (see [`settle_ns`]).
+pub const POWER_TAIL_NS: u64 = 80_000_000;
 
 /// The mean of a gauge's samples stamped in `[a, b]`, their number and how many differ from
 /// the one before. `None` when there is none.
