@@ -5,11 +5,15 @@
 #   scripts/build-gpu-bins.sh            # on the build machine: release binaries -> .device-carry/
 #   scripts/gpu-check.sh [BIN_DIR] [OUT_DIR] [STEP ...]
 #
-# Steps (default: all, in this order): info sources tests overhead busy llm analyze
+# Steps (default, in this order): info sources tests calibrate bench busy llm analyze
+# (also: overhead)
 #   info      nvidia-smi and torch facts
 #   sources   flinch sources, and --probe (read costs and update intervals)
 #   tests     the NVML tests that need a GPU (ignored on CI)
 #   overhead  20 s of recording an idle GPU at 100 Hz: the recorder's CPU time per tick
+#   calibrate 10 s idle profile of the GPUs (flinch calibrate)
+#   bench     recorder_overhead (docs/performance.md): the recorder's CPU per tick next to
+#             the bare cost of the same NVML reads, schedule deviation, memory, mark latency
 #   busy      busy/light/idle matmul phases of 50 ms to 1 s with marks (busy-idle.flinch.csv)
 #   llm       a transformers model with random weights serving requests (llm.flinch.csv)
 #   analyze   flinch analyze on both traces, when this flinch has the command
@@ -17,7 +21,7 @@ set -u
 BIN=${1:-.device-carry}
 OUT=${2:-gpu-results}
 shift $(( $# >= 2 ? 2 : $# ))
-STEPS=${*:-info sources tests overhead busy llm analyze}
+STEPS=${*:-info sources tests calibrate bench busy llm analyze}
 FLINCH="$BIN/flinch"
 mkdir -p "$OUT"
 LOG="$OUT/gpu-check.log"
@@ -70,9 +74,22 @@ PY
     rm -f "$OUT/overhead.flinch.csv"
 fi
 
+if want calibrate; then
+    say "calibrate: 10 s of the idle GPUs (no CUDA context)"
+    "$FLINCH" calibrate --source nvml --seconds 10 --force --out "$OUT/idle-no-context.json" >>"$LOG" 2>&1
+    say "calibrate exit status $?"
+fi
+
+if want bench; then
+    say "bench: recorder_overhead (NVML at 10 ms, synthetic at 10 ms and 1 ms, 20 s each)"
+    timeout 400 "$BIN/recorder_overhead" --sources nvml,synthetic --require-nvml --duration 20s \
+        --json "$OUT/recorder_overhead.json" 2>&1 | tee "$OUT/recorder_overhead.txt" >>"$LOG"
+    say "bench exit status ${PIPESTATUS[0]}"
+fi
+
 if want busy; then
     say "busy/idle workload"
-    timeout 240 "$FLINCH" record --source nvml --nvml-average-power --interval 10ms --force \
+    timeout 240 "$FLINCH" record --source nvml --source cpu --nvml-average-power --nvml-energy-interval 100ms --interval 10ms --force \
         --meta workload=busy_idle --out "$OUT/busy-idle.flinch.csv" \
         -- python3 examples/workloads/busy_idle.py >>"$LOG" 2>&1
     say "busy exit status $?"
@@ -80,7 +97,7 @@ fi
 
 if want llm; then
     say "LLM serving workload"
-    timeout 400 "$FLINCH" record --source nvml --interval 10ms --force \
+    timeout 400 "$FLINCH" record --source nvml --source cpu --interval 10ms --force \
         --meta workload=llm_serve_sim --out "$OUT/llm.flinch.csv" \
         -- python3 examples/llm/serve_sim.py >>"$LOG" 2>&1
     say "llm exit status $?"
@@ -93,9 +110,13 @@ if want analyze && "$FLINCH" analyze --help >/dev/null 2>&1; then
             --idle-window calib_start..calib_end --json >"$OUT/busy-idle.analysis.json" 2>>"$LOG"
         "$FLINCH" analyze "$OUT/busy-idle.flinch.csv" --from phase_start --to phase_end \
             --idle-window calib_start..calib_end >>"$LOG" 2>&1
+        python3 examples/tools/step_response.py "$OUT/busy-idle.flinch.csv" >>"$LOG" 2>&1
     fi
     if [ -f "$OUT/llm.flinch.csv" ]; then
-        "$FLINCH" analyze "$OUT/llm.flinch.csv" --from infer_start --to first_token >>"$LOG" 2>&1
+        "$FLINCH" analyze "$OUT/llm.flinch.csv" --from infer_start --to first_token \
+            --idle-window calib_start..calib_end >>"$LOG" 2>&1
+        "$FLINCH" analyze "$OUT/llm.flinch.csv" --from enqueue --to dequeue \
+            --idle-window calib_start..calib_end >>"$LOG" 2>&1
     fi
 fi
 say "done"

@@ -11,6 +11,7 @@ generate tokens with Hugging Face transformers. Marks (through $FLINCH_MARKS):
   first_token   req=<id>           its first new token is on the host
   token         req=<id> n=<k>     each of its first 20 tokens
   done          req=<id> tokens=<n>
+  calib_start / calib_end          2 s idle with the model loaded (an idle window)
 
 Run:  flinch record --out llm.flinch.csv -- python3 examples/llm/serve_sim.py
 Env:  REQUESTS (default 16), MAX_BATCH (4), NEW_TOKENS (48), PROMPT (256), LAYERS (16),
@@ -147,7 +148,12 @@ def worker(model, q):
 
 def main():
     model = build_model()
-    time.sleep(1.0)  # idle with the model loaded
+    time.sleep(0.5)
+    # 2 s idle with the model loaded and the CUDA context open: an idle window for
+    # `flinch analyze --idle-window calib_start..calib_end`
+    marks.mark("calib_start")
+    time.sleep(2.0)
+    marks.mark("calib_end")
     q = queue.Queue()
     a = threading.Thread(target=arrivals, args=(q,))
     a.start()

@@ -168,6 +168,10 @@ pub struct BackendArgs {
     /// Also record NVML's 1-s average power (a lagging signal; off by default)
     #[arg(long, help_heading = "Sources")]
     pub nvml_average_power: bool,
+    /// How often NVML's total-energy counter is read (each read costs ~3-10 ms of a CPU);
+    /// 100ms, its update period, lets spans of a second or more be measured by the counter
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration, help_heading = "Sources")]
+    pub nvml_energy_interval: Duration,
     /// The DCGM library to load instead of libdcgm.so.4 / libdcgm.so.3
     #[arg(long, value_name = "PATH", help_heading = "Sources")]
     pub dcgm_lib: Option<PathBuf>,

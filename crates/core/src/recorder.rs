@@ -116,19 +116,20 @@ impl RecordingSetup {
 
 /// Everything but samples: marks, gaps, drops, events. The writer sleeps on this channel,
 /// so a mark is written and flushed as soon as it arrives, while samples (on their own
-/// channel, drained every [`DATA_DRAIN_NS`]) never wake it: on a 100 Hz recording that is
-/// a few dozen wake-ups a second instead of hundreds.
+/// channel) never wake it: they are written when a flush is due (at least every flush
+/// interval, so a crash loses no more than before), with every mark, at the end, and when a
+/// sampler finds the sample queue a quarter full ([`Msg::Drain`]). On a 100 Hz recording
+/// the writer wakes about once a second instead of hundreds of times.
 enum Msg {
     Mark(Box<Mark>),
     BadMark(Box<(MarkVia, u64, String, MarkParseError)>),
     Gap(Box<(u64, u32, Option<String>)>),
     Dropped(u64, u32, u64),
     Event(Box<(u64, String, String)>),
+    /// The sample queue is a quarter full: write it out now.
+    Drain,
     Stop,
 }
-
-/// How often the writer drains the sample channel.
-const DATA_DRAIN_NS: u64 = 50_000_000;
 
 /// About how much heap memory a queued message holds, for the queue's budget: every
 /// allocation is counted with a typical allocator overhead, so that a mark of a thousand
@@ -157,7 +158,7 @@ fn msg_bytes(msg: &Msg) -> usize {
             Msg::Event(e) => {
                 std::mem::size_of::<(u64, String, String)>() + ALLOC + s(&e.1) + s(&e.2)
             }
-            Msg::Dropped(..) | Msg::Stop => 0,
+            Msg::Dropped(..) | Msg::Drain | Msg::Stop => 0,
         }
 }
 
@@ -172,12 +173,22 @@ struct ChannelSink {
     data: Sender<Reading>,
     tx: ByteBoundedSender<Msg>,
     dropped: Arc<AtomicU64>,
+    /// Set when a drain was asked for and not yet done (shared with the writer).
+    drain_asked: Arc<AtomicBool>,
+    /// Queue length above which a drain is asked for.
+    drain_at: usize,
 }
 
 impl Sink for ChannelSink {
     fn reading(&mut self, r: &Reading) -> bool {
         match self.data.try_send(*r) {
-            Ok(()) => true,
+            Ok(()) => {
+                if self.data.len() > self.drain_at && !self.drain_asked.swap(true, Ordering::AcqRel)
+                {
+                    send(&self.tx, Msg::Drain);
+                }
+                true
+            }
             Err(_) => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
                 false
@@ -344,6 +355,7 @@ impl Recorder {
         check_channels(&setup.sources)?;
         let (tx, rx) = byte_bounded::<Msg>(config.marks_queue_bytes);
         let (data_tx, data_rx) = bounded::<Reading>(config.queue_capacity.max(16));
+        let drain_asked = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(LiveStats::default());
 
         let mark_sink = |tx: ByteBoundedSender<Msg>| -> MarkSink {
@@ -425,9 +437,14 @@ impl Recorder {
             let stats = stats.clone();
             let infos = infos.clone();
             let anchor_ns = config.anchor_interval.as_nanos() as u64;
+            let queues = WriterQueues {
+                data: data_rx,
+                ctl: rx,
+                drain_asked: drain_asked.clone(),
+            };
             std::thread::Builder::new()
                 .name("flinch-writer".into())
-                .spawn(move || writer_loop(writer, data_rx, rx, clock, stats, infos, anchor_ns))
+                .spawn(move || writer_loop(writer, queues, clock, stats, infos, anchor_ns))
                 .map_err(|e| Error::io("cannot start the writer thread for", &setup.out, e))?
         };
 
@@ -448,6 +465,8 @@ impl Recorder {
                 data: data_tx.clone(),
                 tx: tx.clone(),
                 dropped: Arc::new(AtomicU64::new(0)),
+                drain_asked: drain_asked.clone(),
+                drain_at: config.queue_capacity.max(16) / 4,
             };
             let dropped = sink.dropped.clone();
             let mut group = SamplerGroup::new(interval, clock.clone(), sink);
@@ -626,15 +645,26 @@ impl Drop for Recorder {
     }
 }
 
-fn writer_loop(
-    mut w: TraceWriter<File>,
+/// The writer's ends of the two queues, and the flag samplers raise to ask for a drain.
+struct WriterQueues {
     data: Receiver<Reading>,
     ctl: ByteBoundedReceiver<Msg>,
+    drain_asked: Arc<AtomicBool>,
+}
+
+fn writer_loop(
+    mut w: TraceWriter<File>,
+    q: WriterQueues,
     clock: Arc<dyn Clock>,
     stats: Arc<LiveStats>,
     infos: Vec<SourceInfo>,
     anchor_interval_ns: u64,
 ) -> WriterOutcome {
+    let WriterQueues {
+        data,
+        ctl,
+        drain_asked,
+    } = q;
     let mut counters: Vec<Option<CounterTracker>> = infos
         .iter()
         .flat_map(|s| s.channels.iter())
@@ -644,7 +674,6 @@ fn writer_loop(
         })
         .collect();
     let mut next_anchor = clock.now_ns() + anchor_interval_ns;
-    let mut next_drain = clock.now_ns() + DATA_DRAIN_NS;
     let mut error: Option<std::io::Error> = None;
     let mut stopping = false;
     loop {
@@ -652,7 +681,6 @@ fn writer_loop(
         let wait = w
             .next_flush_ns()
             .min(next_anchor)
-            .min(next_drain)
             .saturating_sub(now)
             .max(1_000_000);
         let first = if stopping {
@@ -668,11 +696,14 @@ fn writer_loop(
             }
         };
         let mut wrote_mark = false;
+        let mut drain = false;
         let mut batch = 0;
         let mut next_msg = first;
         while let Some(msg) = next_msg {
             if matches!(msg, Msg::Stop) {
                 stopping = true;
+            } else if matches!(msg, Msg::Drain) {
+                drain = true;
             } else if error.is_none() {
                 let r = handle(&mut w, msg, &infos, &mut wrote_mark);
                 if let Err(e) = r {
@@ -687,8 +718,10 @@ fn writer_loop(
             };
         }
         let now = clock.now_ns();
-        if stopping || now >= next_drain || wrote_mark {
-            // Samples first reach the file here: every 50 ms, before a flush, and at the end.
+        if stopping || drain || wrote_mark || now >= w.next_flush_ns() {
+            // Samples reach the file here: when a flush is due, with a mark, when the
+            // queue filled a quarter, and at the end.
+            drain_asked.store(false, Ordering::Release);
             while let Ok(r) = data.try_recv() {
                 if error.is_none()
                     && let Err(e) = write_sample(&mut w, &r, &mut counters)
@@ -696,7 +729,6 @@ fn writer_loop(
                     error = Some(e);
                 }
             }
-            next_drain = now + DATA_DRAIN_NS;
         }
         if error.is_none() {
             let r = (|| -> std::io::Result<()> {
@@ -804,7 +836,7 @@ fn handle(
             let (t, label, text) = *e;
             w.event(t, &label, &text)?;
         }
-        Msg::Stop => {}
+        Msg::Stop | Msg::Drain => {}
     }
     Ok(())
 }

@@ -281,3 +281,30 @@ fn bad_setups_are_refused_before_any_file_exists() {
     assert!(e.to_string().contains("symlink"), "{e}");
     assert!(!out.exists());
 }
+
+#[test]
+fn a_filling_sample_queue_is_drained_before_the_flush_is_due() {
+    // 8 channels at 1 kHz = 8000 readings/s into a queue of 4096, with a flush due only every
+    // 10 s: without the sampler asking for a drain at a quarter full, all but 4096 of the
+    // ~12 000 readings of this 1.5 s recording would be dropped.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("t.csv");
+    let rec = Recorder::start(
+        RecordingSetup::new(
+            out.clone(),
+            vec![Box::new(flinch_core::testing::NullSource::new("null0", 8))],
+        ),
+        RecorderConfig {
+            interval: Duration::from_millis(1),
+            flush_interval: Duration::from_secs(10),
+            queue_capacity: 4096,
+            ..Default::default()
+        },
+        Arc::new(MonotonicClock),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let footer = rec.stop("stopped", None).unwrap();
+    assert_eq!(footer.dropped_readings, 0, "{footer:?}");
+    assert!(footer.samples > 4096 * 2, "{}", footer.samples);
+}

@@ -37,6 +37,8 @@ pub struct BackendOptions {
     pub cuda_visible_devices: bool,
     /// `--nvml-average-power`: also record NVML's 1-s average power (off by default).
     pub nvml_average_power: bool,
+    /// `--nvml-energy-interval`: how often the NVML energy counter is read.
+    pub nvml_energy_interval: Duration,
     /// `--dcgm-lib PATH`: libdcgm to load instead of `libdcgm.so.4` / `.so.3`.
     pub dcgm_lib: Option<PathBuf>,
     /// `--dcgm-host ADDR`: host engine address (`127.0.0.1`, `host:5555`, `unix:///path`);

@@ -26,6 +26,12 @@ fn config(opts: &BackendOptions) -> Result<NvmlConfig, SourceError> {
         gpus: opts.gpus.clone(),
         cuda_visible_devices,
         average_power: opts.nvml_average_power,
+        // zero only when options were built by hand: keep the default then
+        energy_interval: if opts.nvml_energy_interval.is_zero() {
+            NvmlConfig::default().energy_interval
+        } else {
+            opts.nvml_energy_interval
+        },
         ..Default::default()
     })
 }

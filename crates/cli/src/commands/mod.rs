@@ -33,6 +33,7 @@ pub fn backend_options(
         gpus: a.gpus.clone(),
         cuda_visible_devices: a.cuda_visible_devices,
         nvml_average_power: a.nvml_average_power,
+        nvml_energy_interval: a.nvml_energy_interval,
         dcgm_lib: a.dcgm_lib.clone(),
         dcgm_host: a.dcgm_host.clone(),
         pid: a.pid,

@@ -304,6 +304,9 @@ pub fn read_trace_from<R: BufRead>(mut r: R, path: &Path) -> Result<Trace> {
     };
     let mut open_gaps: HashMap<String, usize> = HashMap::new();
     let mut unknown_kinds = 0u64;
+    // For each channel, the channel of the sample row that came after its last one.
+    let mut follows: Vec<usize> = (0..channels.len()).map(|i| i + 1).collect();
+    let mut prev_channel = channels.len().saturating_sub(1);
 
     while let Some(end) = read_line(&mut r, &mut buf).map_err(io_err)? {
         p.line += 1;
@@ -344,7 +347,7 @@ pub fn read_trace_from<R: BufRead>(mut r: R, path: &Path) -> Result<Trace> {
                 text.split(',').count()
             )));
         };
-        let t_ns: u64 = t.parse().map_err(|_| {
+        let t_ns: u64 = parse_u64(t).ok_or_else(|| {
             p.err(format!(
                 "t_ns {t:?} is not an unsigned integer of nanoseconds"
             ))
@@ -373,11 +376,21 @@ pub fn read_trace_from<R: BufRead>(mut r: R, path: &Path) -> Result<Trace> {
         };
         match kind {
             RowKind::Sample => {
-                let &i = by_name.get(channel).ok_or_else(|| {
-                    p.err(format!(
-                        "sample of channel {channel:?}, which the header does not list"
-                    ))
-                })?;
+                // Rows come in a repeating order of channels: try the channel that followed
+                // the previous one last time before hashing the name.
+                let guess = follows.get(prev_channel).copied().unwrap_or(0);
+                let i = match channels.get(guess) {
+                    Some(c) if c.spec.name == channel => guess,
+                    _ => *by_name.get(channel).ok_or_else(|| {
+                        p.err(format!(
+                            "sample of channel {channel:?}, which the header does not list"
+                        ))
+                    })?,
+                };
+                if let Some(f) = follows.get_mut(prev_channel) {
+                    *f = i;
+                }
+                prev_channel = i;
                 let v = value.ok_or_else(|| p.err("sample row without a value"))?;
                 channels[i].t_ns.push(t_ns);
                 channels[i].values.push(v);
@@ -493,6 +506,25 @@ pub fn read_trace_from<R: BufRead>(mut r: R, path: &Path) -> Result<Trace> {
     Ok(trace)
 }
 
+/// Parses an unsigned decimal integer as `str::parse::<u64>` does, with a fast path for
+/// plain digits (every `t_ns` a writer produces) at about a third of the cost.
+fn parse_u64(s: &str) -> Option<u64> {
+    let b = s.as_bytes();
+    if !b.is_empty() && b.len() <= 19 {
+        // 19 digits cannot overflow a u64.
+        let mut acc = 0u64;
+        for &c in b {
+            let d = c.wrapping_sub(b'0');
+            if d > 9 {
+                return s.parse().ok();
+            }
+            acc = acc * 10 + u64::from(d);
+        }
+        return Some(acc);
+    }
+    s.parse().ok()
+}
+
 fn sort_by_time(c: &mut ChannelData) {
     if c.t_ns.windows(2).all(|w| w[0] <= w[1]) {
         return;
@@ -501,4 +533,86 @@ fn sort_by_time(c: &mut ChannelData) {
     idx.sort_by_key(|&i| c.t_ns[i]);
     c.t_ns = idx.iter().map(|&i| c.t_ns[i]).collect();
     c.values = idx.iter().map(|&i| c.values[i]).collect();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channel::{PowerMethod, SourceInfo};
+    use crate::clock::{ClockAnchor, ManualClock};
+    use crate::source::Reading;
+    use crate::trace::{Footer, TraceWriter};
+    use std::sync::Arc;
+
+    #[test]
+    fn parse_u64_agrees_with_str_parse() {
+        for s in [
+            "0",
+            "7",
+            "0000123",
+            "81234567890123",
+            "9999999999999999999",
+            "18446744073709551615",
+            "18446744073709551616",
+            "99999999999999999999",
+            "+5",
+            "-5",
+            "",
+            " 5",
+            "5 ",
+            "1e9",
+            "12a",
+            "١٢",
+        ] {
+            assert_eq!(parse_u64(s), s.parse::<u64>().ok(), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn samples_reach_their_channels_in_any_row_order() {
+        let source = SourceInfo {
+            name: "s".into(),
+            backend: "test".into(),
+            channels: ["a", "b", "c", "d"]
+                .iter()
+                .map(|n| ChannelSpec::power("dev", n, PowerMethod::Instant))
+                .collect(),
+            attributes: Default::default(),
+        };
+        let header = Header::new(10_000_000, ClockAnchor::default(), vec![source]);
+        let clock = Arc::new(ManualClock::new(0, 0));
+        let mut w = TraceWriter::new(Vec::new(), &header, clock, 1_000_000_000).unwrap();
+        // A regular order first (the lookup learns it), then breaks in it, repeats,
+        // channels missing from some ticks, and the regular order again.
+        let order = [
+            0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 2, 1, 3, 3, 3, 0, 0, 2, 1, 3, 0, 1, 2, 3, 1, 0,
+            1, 2, 3,
+        ];
+        for (k, &ch) in order.iter().enumerate() {
+            w.sample(&Reading {
+                channel: ch,
+                t_ns: 1000 + k as u64,
+                value: (ch * 1000) as f64 + k as f64,
+            })
+            .unwrap();
+        }
+        let bytes = w.finish(Footer::default()).unwrap();
+        let t = read_trace_from(&bytes[..], "mem".as_ref()).unwrap();
+        for ch in 0..4u32 {
+            let want: Vec<(u64, f64)> = order
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| **c == ch)
+                .map(|(k, _)| (1000 + k as u64, (ch * 1000) as f64 + k as f64))
+                .collect();
+            let c = &t.channels[ch as usize];
+            let got: Vec<(u64, f64)> = c
+                .t_ns
+                .iter()
+                .copied()
+                .zip(c.values.iter().copied())
+                .collect();
+            assert_eq!(got, want, "channel {}", c.spec.name);
+        }
+    }
 }
