@@ -91,6 +91,10 @@ class Marks:
         import stat as _stat
 
         if _stat.S_ISFIFO(st.st_mode):
+            if st.st_uid != os.geteuid():
+                # another user's FIFO: marks could leak to, or be forged by, them
+                self._next_try = now + self.retry_open_s
+                return None
             flags = os.O_WRONLY | os.O_NONBLOCK
         elif _stat.S_ISREG(st.st_mode):
             flags = os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK

@@ -154,6 +154,16 @@ class FifoTest(unittest.TestCase):
         with open(target) as f:
             self.assertEqual(f.read(), "precious\n")
 
+    @unittest.skipUnless(os.geteuid() == 0, "needs root to make a FIFO owned by another user")
+    def test_never_writes_into_another_users_fifo(self):
+        os.mkfifo(self.path, 0o666)
+        os.chown(self.path, 65534, 65534)
+        r = Reader(self.path)
+        m = Marks(self.path, retry_open_s=0)
+        self.assertEqual(m.mark("x"), "no-recorder")
+        self.assertEqual(r.drain(), [])
+        r.close()
+
     def test_regular_files_are_appended_to(self):
         with open(self.path, "w"):
             pass
