@@ -11,7 +11,11 @@ fn the_readmes_first_command_finds_the_first_request_pause_is_cpu_work() {
         .lines()
         .find(|l| l.starts_with("cargo run "))
         .expect("the README opens with a cargo run command");
-    let args: Vec<&str> = first.split_whitespace().skip_while(|w| *w != "--").skip(1).collect();
+    let args: Vec<&str> = first
+        .split_whitespace()
+        .skip_while(|w| *w != "--")
+        .skip(1)
+        .collect();
     assert_eq!(args[0], "analyze", "{first}");
     let o = Command::new(env!("CARGO_BIN_EXE_flinch"))
         .current_dir(root)

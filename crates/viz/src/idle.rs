@@ -202,42 +202,12 @@ impl Idle {
     }
 }
 
-/// Where a window starts or ends, as given on the command line.
-#[derive(Clone, Debug, PartialEq)]
-pub enum WindowEdge {
-    /// Seconds from the trace's start (its start anchor).
-    Seconds(f64),
-    /// The first mark with this label (for the end: the first at or after the start).
-    Label(String),
-}
+pub use flinch_core::analysis::WindowEdge;
 
-/// Parses `A..B`, each side a mark label or seconds from the trace's start (`12.5`,
-/// `12.5s`); `A..` and `..B` leave that side open.
+/// Parses `A..B`, each side a mark label or seconds from the trace's start; `A..` and `..B`
+/// leave that side open (see [`flinch_core::analysis::parse_open_window`]).
 pub fn parse_window(s: &str) -> Result<(Option<WindowEdge>, Option<WindowEdge>), String> {
-    let (a, b) = s.split_once("..").ok_or_else(|| {
-        format!("{s:?} is not A..B (A and B are mark labels or seconds from the trace start)")
-    })?;
-    let edge = |x: &str| -> Result<Option<WindowEdge>, String> {
-        let x = x.trim();
-        if x.is_empty() {
-            return Ok(None);
-        }
-        let num = x.strip_suffix('s').unwrap_or(x);
-        if let Ok(v) = num.parse::<f64>() {
-            if !v.is_finite() {
-                return Err(format!("{s:?}: {x} is not a time in seconds"));
-            }
-            return Ok(Some(WindowEdge::Seconds(v)));
-        }
-        if flinch_core::marks::is_valid_label(x) {
-            Ok(Some(WindowEdge::Label(x.to_owned())))
-        } else {
-            Err(format!(
-                "{s:?}: {x:?} is neither a number of seconds nor a mark label"
-            ))
-        }
-    };
-    Ok((edge(a)?, edge(b)?))
+    flinch_core::analysis::parse_open_window(s)
 }
 
 /// Resolves a window on a trace into `(start_ns, end_ns)`; an open side is the trace's
@@ -248,52 +218,7 @@ pub fn resolve_window(
     b: Option<&WindowEdge>,
     what: &str,
 ) -> Result<(u64, u64), String> {
-    let origin = trace.header.start_anchor.mono_ns;
-    let (lo, hi) = trace.time_range_ns().unwrap_or((origin, origin));
-    let find = |e: &WindowEdge, after: u64| -> Result<u64, String> {
-        match e {
-            WindowEdge::Seconds(s) => {
-                Ok((origin as i128 + (s * 1e9).round() as i128).clamp(0, u64::MAX as i128) as u64)
-            }
-            WindowEdge::Label(l) => trace
-                .marks
-                .iter()
-                .find(|m| &m.label == l && m.t_ns >= after)
-                .map(|m| m.t_ns)
-                .ok_or_else(|| {
-                    format!(
-                        "{what}: no mark {l:?}{} in {}; labels present: {}",
-                        if after > 0 {
-                            " after the window's start"
-                        } else {
-                            ""
-                        },
-                        trace.path.display(),
-                        crate::spans::describe_labels(trace)
-                    )
-                }),
-        }
-    };
-    let start = match a {
-        Some(e) => find(e, 0)?,
-        None => lo,
-    };
-    let end = match b {
-        Some(e) => find(e, start)?,
-        None => hi,
-    };
-    if end <= start {
-        let secs = |t: u64| (t as i128 - origin as i128) as f64 / 1e9;
-        return Err(format!(
-            "{what}: the window ends ({:.3} s) before it starts ({:.3} s); times are seconds \
-             from the trace's start, which spans {:.3} s to {:.3} s",
-            secs(end),
-            secs(start),
-            secs(lo),
-            secs(hi)
-        ));
-    }
-    Ok((start, end))
+    flinch_core::analysis::resolve_open_window(trace, a, b, what)
 }
 
 #[cfg(test)]
