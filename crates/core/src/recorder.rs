@@ -302,7 +302,7 @@ pub struct Recorder {
 }
 
 struct WriterOutcome {
-    writer: Option<TraceWriter<File>>,
+    writer: TraceWriter<File>,
     error: Option<std::io::Error>,
 }
 
@@ -604,9 +604,6 @@ impl Recorder {
         if let Some(e) = outcome.error {
             return Err(Error::io("writing failed for", &self.out, e));
         }
-        let writer = outcome
-            .writer
-            .ok_or_else(|| Error::Invalid("the trace writer was lost".into()))?;
         let footer = Footer {
             complete: true,
             ended_by: ended_by.to_owned(),
@@ -616,7 +613,7 @@ impl Recorder {
             command_exit,
             ..Default::default()
         };
-        let mut w = writer;
+        let mut w = outcome.writer;
         w.anchor(footer.end_anchor)
             .map_err(|e| Error::io("cannot write trace", &self.out, e))?;
         let samples = w.samples();
@@ -763,10 +760,7 @@ fn writer_loop(
     {
         error = Some(e);
     }
-    WriterOutcome {
-        writer: Some(w),
-        error,
-    }
+    WriterOutcome { writer: w, error }
 }
 
 fn write_sample(

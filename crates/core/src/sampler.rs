@@ -358,16 +358,13 @@ impl<S: Sink> SamplerGroup<S> {
             }
         }
         self.finish();
-        let mut dropped_total = 0;
         for slot in &mut self.slots {
             if slot.dropped_pending > 0 {
-                dropped_total += slot.dropped_pending;
                 self.sink
                     .dropped(clock.now_ns(), slot.index, slot.dropped_pending);
                 slot.dropped_pending = 0;
             }
         }
-        let _ = dropped_total;
         let stats = CadenceStats {
             interval_ns: self.interval_ns,
             sources: self

@@ -257,7 +257,7 @@ pub struct GpmSource {
     pub(crate) info: SourceInfo,
     pub(crate) nvml: &'static Nvml,
     pub(crate) device: Device<'static>,
-    pub(crate) prev: Option<(u64, GpmSample<'static>)>,
+    pub(crate) prev: Option<GpmSample<'static>>,
     pub(crate) interval: Duration,
 }
 
@@ -271,14 +271,13 @@ impl Source for GpmSource {
             .gpm_sample()
             .map_err(|e| map(&e, "GPM sample"))?;
         let t = out.now_ns();
-        if let Some((t0, prev)) = self.prev.take() {
+        if let Some(prev) = self.prev.take() {
             let results =
                 nvml_wrapper::gpm::gpm_metrics_get(self.nvml, &prev, &sample, &GPM_METRICS)
                     .map_err(|e| map(&e, "GPM metrics"))?;
-            // Each value is the average over [t0, t]. It is stamped at t, the end of the
+            // Each value is the average since the previous sample. It is stamped at t, the end of the
             // interval it describes, like the driver's power samples: a value never claims
             // time after its stamp, so a span's samples never describe the next phase.
-            let _ = t0;
             for (i, r) in results.into_iter().enumerate() {
                 // A metric the GPU could not compute for this pair (NVML gives NaN) is left
                 // out: a missing value, not a zero.
@@ -289,7 +288,7 @@ impl Source for GpmSource {
                 }
             }
         }
-        self.prev = Some((t, sample));
+        self.prev = Some(sample);
         Ok(())
     }
     fn interval(&self) -> Option<Duration> {

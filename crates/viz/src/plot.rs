@@ -362,6 +362,46 @@ fn font(size: u32) -> FontDesc<'static> {
 
 type R<T> = Result<T, String>;
 
+/// A panel with seconds along x and `0..ymax` up, titled and gridded in the house style:
+/// what the power and activity panels share (they differ in caption, unit and y labels).
+fn time_panel<'a, DB: DrawingBackend>(
+    area: &'a DrawingArea<DB, Shift>,
+    caption: &str,
+    (x0, x1): (f64, f64),
+    ymax: f64,
+    y_desc: &str,
+    y_labels: &dyn Fn(&f64) -> String,
+) -> R<
+    ChartContext<
+        'a,
+        DB,
+        Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+    >,
+> {
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, font(18))
+        .margin_left(10)
+        .margin_right(20)
+        .margin_top(10)
+        .x_label_area_size(42)
+        .y_label_area_size(70)
+        .build_cartesian_2d(x0..x1, 0f64..ymax)
+        .map_err(pe)?;
+    chart
+        .configure_mesh()
+        .x_desc("time since the trace's start (s)")
+        .y_desc(y_desc)
+        .x_label_formatter(&tick_format(x1 - x0))
+        .y_label_formatter(y_labels)
+        .label_style(font(13))
+        .axis_desc_style(font(14))
+        .light_line_style(TRANSPARENT)
+        .bold_line_style(RGBColor(215, 215, 215))
+        .draw()
+        .map_err(pe)?;
+    Ok(chart)
+}
+
 fn pe<E: std::fmt::Display>(e: E) -> String {
     format!("drawing failed: {e}")
 }
@@ -449,34 +489,21 @@ fn draw_power<DB: DrawingBackend>(
     let ymax = data_top / (1.0 - band);
     let band_lo = data_top;
     let y_labels = tick_format(ymax);
-    let mut chart = ChartBuilder::on(area)
-        .caption("Power per device", font(18))
-        .margin_left(10)
-        .margin_right(20)
-        .margin_top(10)
-        .x_label_area_size(42)
-        .y_label_area_size(70)
-        .build_cartesian_2d(x0..x1, 0f64..ymax)
-        .map_err(pe)?;
-    chart
-        .configure_mesh()
-        .x_desc("time since the trace's start (s)")
-        .y_desc("power (W)")
-        .x_label_formatter(&tick_format(x1 - x0))
-        // No watts along the band of span lanes.
-        .y_label_formatter(&|v: &f64| {
+    // No watts along the band of span lanes.
+    let mut chart = time_panel(
+        area,
+        "Power per device",
+        (x0, x1),
+        ymax,
+        "power (W)",
+        &|v: &f64| {
             if *v <= band_lo {
                 y_labels(v)
             } else {
                 String::new()
             }
-        })
-        .label_style(font(13))
-        .axis_desc_style(font(14))
-        .light_line_style(TRANSPARENT)
-        .bold_line_style(RGBColor(215, 215, 215))
-        .draw()
-        .map_err(pe)?;
+        },
+    )?;
     let plot_px = area.dim_in_pixel().0.saturating_sub(100) as f64;
     let px_per_s = plot_px / (x1 - x0).max(1e-9);
     let plot_h_px = area.dim_in_pixel().1.saturating_sub(90) as f64;
@@ -624,27 +651,14 @@ fn draw_activity<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, data: &PlotD
         .filter_map(Series::max)
         .fold(100.0f64, f64::max);
     let ymax = if top > 100.0 { top * 1.05 } else { 105.0 };
-    let mut chart = ChartBuilder::on(area)
-        .caption("Utilisation and activity", font(18))
-        .margin_left(10)
-        .margin_right(20)
-        .margin_top(10)
-        .x_label_area_size(42)
-        .y_label_area_size(70)
-        .build_cartesian_2d(x0..x1, 0f64..ymax)
-        .map_err(pe)?;
-    chart
-        .configure_mesh()
-        .x_desc("time since the trace's start (s)")
-        .y_desc("busy (%)")
-        .x_label_formatter(&tick_format(x1 - x0))
-        .y_label_formatter(&tick_format(ymax))
-        .label_style(font(13))
-        .axis_desc_style(font(14))
-        .light_line_style(TRANSPARENT)
-        .bold_line_style(RGBColor(215, 215, 215))
-        .draw()
-        .map_err(pe)?;
+    let mut chart = time_panel(
+        area,
+        "Utilisation and activity",
+        (x0, x1),
+        ymax,
+        "busy (%)",
+        &tick_format(ymax),
+    )?;
     if span_lanes(&data.spans).1 <= 1 {
         shade_spans(&mut chart, data, (0.0, ymax), 0.12)?;
     }
