@@ -3,6 +3,7 @@
 mod analyze;
 mod common;
 mod dcgm;
+mod pinned;
 mod rapl;
 mod readme;
 mod record;
