@@ -21,6 +21,7 @@
 //! never needs CSV quoting and never contains pandas' comment character.
 
 mod reader;
+pub mod stream;
 mod writer;
 
 pub use reader::{ChannelData, Gap, Trace, TraceEvent, read_trace, read_trace_from};

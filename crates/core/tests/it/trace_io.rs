@@ -295,3 +295,87 @@ fn an_existing_trace_is_never_overwritten_or_written_through_a_symlink() {
             .is_symlink()
     );
 }
+
+/// Every kind of row, rows out of order, `\r\n` and empty lines, a footer.
+fn everything_body() -> String {
+    let mut b = String::new();
+    for k in 0..400u64 {
+        let t = 1_000 + k * 10_000;
+        b.push_str(&format!("{t},sample,dev.power,{}.5,,\n", k % 7));
+        if k % 3 == 0 {
+            b.push_str(&format!(
+                "{},sample,dev.energy,{},,\r\n",
+                t + 3,
+                (k * 3) % 100
+            ));
+        }
+        if k % 50 == 7 {
+            // a driver-buffer sample arriving late
+            b.push_str(&format!("{},sample,dev.power,9,,\n", t - 25_000));
+            b.push_str(&format!("{t},mark,fifo,120,step,req={} x=a%2Cb\n", k % 4));
+            b.push_str(&format!("{t},gap,dev,,start,timeout%3A 5 s\n"));
+            b.push_str(&format!("{},gap,dev,,end,\n", t + 5_000));
+            b.push_str(&format!("{t},reset,dev.energy,0,reset,from=99\n"));
+            b.push_str(&format!("{t},hologram,,,,\n\n"));
+            b.push_str(&format!("{t},anchor,,,,real_ns={}\n", t * 2));
+        }
+    }
+    b.push_str("# end {\"complete\":true,\"ended_by\":\"duration\",\"end_anchor\":{\"mono_ns\":9,\"real_ns\":9},\"samples\":1,\"marks\":1,\"bad_marks\":0,\"dropped_readings\":0,\"gaps\":1,\"cadences\":[]}\n");
+    b
+}
+
+fn read_in_blocks(p: &Path, block: usize) -> Result<flinch_core::trace::Trace, Error> {
+    use flinch_core::trace::stream::{TraceBuilder, TraceStream};
+    let f = std::io::BufReader::new(std::fs::File::open(p).unwrap());
+    let mut s = TraceStream::open(f, p)?.with_block_bytes(block);
+    let mut b = TraceBuilder::new(s.header().clone(), p);
+    while let Some(batches) = s.next_chunk(3 * block)? {
+        for batch in batches {
+            b.push(batch);
+        }
+    }
+    Ok(b.finish(s.warnings()))
+}
+
+#[test]
+fn blocks_of_any_size_read_the_same_trace_and_name_the_same_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = everything_body();
+    let p = write_raw(dir.path(), &body);
+    let whole = format!("{:?}", read_trace(&p).unwrap());
+    let t = read_trace(&p).unwrap();
+    assert!(t.channel("dev.power").unwrap().t_ns.is_sorted());
+    assert_eq!((t.marks.len(), t.gaps.len(), t.events.len()), (8, 8, 8));
+    assert!(
+        t.warnings
+            .iter()
+            .any(|w| w.contains("rows of unknown kinds"))
+    );
+    for block in [1, 7, 64, 100, 4096] {
+        assert_eq!(
+            format!("{:?}", read_in_blocks(&p, block).unwrap()),
+            whole,
+            "blocks of {block} bytes"
+        );
+    }
+    // An error deep inside: the same line whatever the blocks.
+    let lines = body.lines().count() as u64;
+    let bad = format!("{body}1,sample,dev.power,oops,,\n");
+    let p = write_raw(dir.path(), &bad);
+    for block in [1, 7, 100, 1 << 20] {
+        let (l, m) = parse_error(read_in_blocks(&p, block));
+        assert_eq!(l, 3 + lines + 1, "blocks of {block}: {m}");
+    }
+    // A last line cut short, at every block size.
+    let cut = format!("{body}77,sample,dev.po");
+    let p = write_raw(dir.path(), &cut);
+    for block in [1, 7, 100, 1 << 20] {
+        let t = read_in_blocks(&p, block).unwrap();
+        let want = format!("line {}: the last line is cut short", 3 + lines + 1);
+        assert!(
+            t.warnings.iter().any(|w| w.starts_with(&want)),
+            "blocks of {block}: {:?}",
+            t.warnings
+        );
+    }
+}
