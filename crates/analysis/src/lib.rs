@@ -42,11 +42,13 @@ mod analyzer;
 pub mod class;
 pub mod idle;
 mod measure;
+pub mod output;
 mod pairing;
 mod report;
 mod span;
 pub mod stats;
-mod summary;
+pub mod stream;
+pub mod summary;
 mod thresholds;
 mod verdict;
 mod window;
@@ -54,14 +56,14 @@ mod window;
 pub use analyzer::Analyzer;
 pub use idle::{ChannelIdle, IdleProfile};
 pub use measure::{POWER_TAIL_NS, settle_ns};
-pub use pairing::{Pairing, pair_marks};
+pub use pairing::{Paired, Pairer, Pairing, pair_marks};
 pub use report::{
-    ActivitySpan, ChannelEnergy, ChannelStatus, DeviceSpan, EnergyStats, IdleUsed, Report,
-    SpanReport, State, Summary, UnmatchedMark, Verdict,
+    ActivitySpan, Approximation, ChannelEnergy, ChannelStatus, DeviceSpan, EnergyStats, IdleUsed,
+    Report, SpanReport, State, Summary, UnmatchedMark, Verdict,
 };
-pub use summary::summarize;
+pub use summary::{SpanFigures, SummaryBuilder, summarize};
 pub use thresholds::Thresholds;
 pub use window::{
-    WindowEdge, describe_labels, parse_open_window, parse_window, resolve_open_window,
-    resolve_window,
+    MarkIndex, WindowEdge, describe_label_counts, describe_labels, parse_open_window, parse_window,
+    resolve_open_window, resolve_window,
 };

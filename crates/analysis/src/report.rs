@@ -248,6 +248,22 @@ pub struct Summary {
     pub unmatched_starts: usize,
     /// `to` marks with nothing open.
     pub unmatched_ends: usize,
+    /// Present only when there were too many spans to keep every value: how the
+    /// distributions were approximated (see `docs/analysis.md`, *Summary of many spans*).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approximate: Option<Approximation>,
+}
+
+/// How a summary of many spans was approximated.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Approximation {
+    /// Distributions of up to this many values are exact.
+    pub exact_up_to: usize,
+    /// Past that, quantiles are within this fraction of their value.
+    pub quantile_relative_error: f64,
+    /// Past that, a value this close to a histogram bin edge (as a share of the bin's
+    /// width) may be counted in the neighbouring bin.
+    pub histogram_edge_tolerance: f64,
 }
 
 /// Which idle profile was used.

@@ -74,6 +74,7 @@ Examples:
   flinch analyze run.flinch.csv                     list the mark labels and their counts
   flinch analyze run.flinch.csv --from infer_start --to first_token
   flinch analyze run.flinch.csv --from infer_start --to first_token --json > spans.json
+  flinch analyze day.flinch.csv --from token --to token --jsonl > spans.jsonl
   flinch analyze run.flinch.csv --from step --to step        consecutive marks
   flinch analyze run.flinch.csv --from a --to b --idle idle.json
   flinch analyze run.flinch.csv --from a --to b --idle-window 2..12
@@ -245,8 +246,12 @@ pub struct AnalyzeArgs {
     #[arg(long, value_name = "A..B", requires = "from")]
     pub idle_window: Option<String>,
     /// Print one JSON object (documented in docs/analysis.md)
-    #[arg(long)]
+    #[arg(long, conflicts_with = "jsonl")]
     pub json: bool,
+    /// Print one JSON object per span as soon as it is measured, then one line with the
+    /// rest (unmatched marks, summary, warnings): for traces of any length
+    #[arg(long, requires = "from")]
+    pub jsonl: bool,
     /// List every span (default: the first 20 when there are more than 50)
     #[arg(long)]
     pub all: bool,

@@ -1,3 +1,5 @@
 //! Integration tests of `flinch-analysis`: one binary, a module per area.
 
 mod analysis;
+mod stream;
+mod summary;

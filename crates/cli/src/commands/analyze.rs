@@ -1,28 +1,29 @@
 //! `flinch analyze`: spans between marks, their energy above idle, verdicts and
-//! distributions; or, without labels, the labels a trace holds.
+//! distributions; or, without labels, the labels a trace holds. The trace streams by
+//! (`flinch_analysis::stream`): memory does not grow with its length.
 
 use crate::Failure;
 use crate::cli::AnalyzeArgs;
 use flinch_analysis::idle::IdleProfile;
-use flinch_analysis::{
-    Analyzer, Report, State, Thresholds, describe_labels, parse_window, resolve_window,
-};
-use flinch_core::trace::{Trace, read_trace_from};
+use flinch_analysis::output::{JsonReport, MEMORY_BUDGET, Spill, StartOrder, jsonl_tail};
+use flinch_analysis::stream::{Outcome, SpanKey, SpanSink, SpanStream};
+use flinch_analysis::{SpanReport, State, Thresholds, parse_window};
+use flinch_core::error::{Error, Result as CoreResult};
+use flinch_core::trace::Header;
 use indicatif::{ProgressBar, ProgressStyle};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::{BufReader, IsTerminal};
+use std::io::{self, BufWriter, IsTerminal, Write};
 use std::process::ExitCode;
 
 /// Traces larger than this show a progress bar while they are read.
 const READ_PROGRESS_BYTES: u64 = 16 << 20;
-/// More spans than this show a progress bar while they are measured.
-const SPAN_PROGRESS: usize = 2000;
 /// Without --all, longer span lists are cut to their first `SHOWN_SPANS`.
 const LIST_ALL_UP_TO: usize = 50;
 const SHOWN_SPANS: usize = 20;
 
 fn bar(len: u64, what: &str, show: bool) -> ProgressBar {
-    if !show {
+    if !show || len <= READ_PROGRESS_BYTES {
         return ProgressBar::hidden();
     }
     let b = ProgressBar::new(len);
@@ -34,26 +35,23 @@ fn bar(len: u64, what: &str, show: bool) -> ProgressBar {
     b
 }
 
-fn load(a: &AnalyzeArgs, show: bool) -> Result<Trace, Failure> {
-    let f = std::fs::File::open(&a.trace)
-        .map_err(|e| Failure::new(format!("cannot open trace {}: {e}", a.trace.display())))?;
-    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-    let b = bar(len, "reading", show && len > READ_PROGRESS_BYTES);
-    let r = BufReader::with_capacity(1 << 20, b.wrap_read(f));
-    let t = read_trace_from(r, &a.trace)?;
-    b.finish_and_clear();
-    Ok(t)
+fn out_err(e: io::Error) -> Error {
+    Error::io("cannot write the analysis", "standard output", e)
 }
 
 fn idle_for(
     a: &AnalyzeArgs,
-    trace: &Trace,
+    header: &Header,
+    show: bool,
 ) -> Result<Option<(IdleProfile, &'static str)>, Failure> {
     if let Some(w) = &a.idle_window {
         let (x, y) = parse_window(w).map_err(|e| Failure::new(format!("--idle-window {e}")))?;
-        let (s, e) = resolve_window(trace, &x, &y)?;
+        let s = SpanStream::open(&a.trace)?;
+        let b = bar(s.len(), "idle window", show);
+        let (trace, s, e) = s.stretch(&x, &y, &mut |d, _| b.set_position(d))?;
+        b.finish_and_clear();
         let origin = format!("window {w} of {}", a.trace.display());
-        let mut p = IdleProfile::from_trace(trace, s, e, &origin)?;
+        let mut p = IdleProfile::from_trace(&trace, s, e, &origin)?;
         if p.channels.is_empty() {
             return Err(Failure::new(format!(
                 "--idle-window {w}: no channel has samples between {:.3} s and {:.3} s of the trace",
@@ -68,7 +66,7 @@ fn idle_for(
         let p = IdleProfile::read(path).map_err(|e| Failure::new(format!("--idle {e}")))?;
         return Ok(Some((p, "file")));
     }
-    match &trace.header.idle {
+    match &header.idle {
         Some(v) => IdleProfile::from_value(v)
             .map(|p| Some((p, "embedded")))
             .map_err(|e| {
@@ -82,69 +80,215 @@ fn idle_for(
     }
 }
 
-pub fn run(a: AnalyzeArgs) -> Result<ExitCode, Failure> {
-    let show = !a.quiet && std::io::stderr().is_terminal();
-    let trace = load(&a, show)?;
-    let (Some(from), Some(to)) = (&a.from, &a.to) else {
-        let labels = trace.labels();
-        if a.json {
-            let v = serde_json::json!({
-                "trace": a.trace.display().to_string(),
-                "labels": labels,
-            });
-            println!("{}", serde_json::to_string_pretty(&v)?);
-        } else if labels.is_empty() {
-            println!(
-                "{}: no marks; nothing to pair into spans (send marks while recording: see `flinch mark --help`)",
-                a.trace.display()
-            );
+fn list_labels(a: &AnalyzeArgs, show: bool) -> Result<ExitCode, Failure> {
+    let s = SpanStream::open(&a.trace)?;
+    let b = bar(s.len(), "reading", show);
+    let (labels, _) = s.labels(&mut |d, _| b.set_position(d))?;
+    b.finish_and_clear();
+    if a.json {
+        let v = serde_json::json!({
+            "trace": a.trace.display().to_string(),
+            "labels": labels,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else if labels.is_empty() {
+        println!(
+            "{}: no marks; nothing to pair into spans (send marks while recording: see `flinch mark --help`)",
+            a.trace.display()
+        );
+    } else {
+        println!(
+            "{}: {} mark labels (analyze spans with --from LABEL --to LABEL):",
+            a.trace.display(),
+            labels.len()
+        );
+        let w = labels.keys().map(|l| l.len()).max().unwrap_or(0);
+        for (l, n) in &labels {
+            println!("  {l:<w$}  {n}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--json`: spans put back in start order, kept (in a temporary file past a budget) until
+/// the warnings that come first in the object are known.
+struct JsonSink {
+    order: StartOrder,
+    json: JsonReport,
+}
+
+impl SpanSink for JsonSink {
+    type Item = io::Result<String>;
+    fn prepare(&self, r: SpanReport) -> Self::Item {
+        JsonReport::span_text(&r)
+    }
+    fn span(&mut self, key: SpanKey, item: Self::Item) -> CoreResult<()> {
+        self.order
+            .push(key, item.map_err(out_err)?)
+            .map_err(out_err)
+    }
+    fn settled(&mut self, key: SpanKey) -> CoreResult<()> {
+        let json = &mut self.json;
+        self.order
+            .release(key, &mut |_, text| json.push_span(&text))
+            .map_err(out_err)
+    }
+}
+
+/// `--jsonl`: each span on its line as soon as it is measured.
+struct JsonlSink {
+    out: BufWriter<io::Stdout>,
+}
+
+impl SpanSink for JsonlSink {
+    type Item = io::Result<String>;
+    fn prepare(&self, r: SpanReport) -> Self::Item {
+        serde_json::to_string(&r).map_err(io::Error::other)
+    }
+    fn span(&mut self, _key: SpanKey, item: Self::Item) -> CoreResult<()> {
+        let line = item.map_err(out_err)?;
+        self.out.write_all(line.as_bytes()).map_err(out_err)?;
+        self.out.write_all(b"\n").map_err(out_err)
+    }
+    fn settled(&mut self, _key: SpanKey) -> CoreResult<()> {
+        Ok(())
+    }
+}
+
+/// The table: the first spans in start order (every span with `--all`, rendered as they
+/// settle and kept in a temporary file past a budget), and the count.
+struct TextSink {
+    origin_ns: u64,
+    all: bool,
+    count: usize,
+    /// The first spans (without --all): at most `LIST_ALL_UP_TO + 1`.
+    first: BTreeMap<SpanKey, SpanReport>,
+    /// With --all: rows rendered without their number, in start order.
+    order: StartOrder,
+    rows: Spill,
+    rendered: usize,
+    devices: Option<Vec<String>>,
+}
+
+enum TextItem {
+    Report(Box<SpanReport>),
+    Row(String, Vec<String>),
+}
+
+impl SpanSink for TextSink {
+    type Item = TextItem;
+    fn prepare(&self, r: SpanReport) -> Self::Item {
+        if self.all {
+            let devices: Vec<String> = r.devices.keys().cloned().collect();
+            TextItem::Row(render_row(&r, self.origin_ns, &devices), devices)
         } else {
-            println!(
-                "{}: {} mark labels (analyze spans with --from LABEL --to LABEL):",
-                a.trace.display(),
-                labels.len()
-            );
-            let w = labels.keys().map(|l| l.len()).max().unwrap_or(0);
-            for (l, n) in &labels {
-                println!("  {l:<w$}  {n}");
+            TextItem::Report(Box::new(r))
+        }
+    }
+    fn span(&mut self, key: SpanKey, item: Self::Item) -> CoreResult<()> {
+        self.count += 1;
+        match item {
+            TextItem::Report(r) => {
+                if self.first.len() <= LIST_ALL_UP_TO
+                    || self.first.last_key_value().is_some_and(|(k, _)| key < *k)
+                {
+                    self.first.insert(key, *r);
+                    if self.first.len() > LIST_ALL_UP_TO + 1 {
+                        self.first.pop_last();
+                    }
+                }
+                Ok(())
+            }
+            TextItem::Row(row, devices) => {
+                self.order.push(key, row).map_err(out_err)?;
+                // Every span lists the same devices; the columns come from the first.
+                if self.devices.is_none() {
+                    self.devices = Some(devices);
+                }
+                Ok(())
             }
         }
-        return Ok(ExitCode::SUCCESS);
-    };
-    let labels = trace.labels();
-    for l in [from, to] {
-        if !labels.contains_key(l) {
-            return Err(Failure::new(format!(
-                "no mark labelled {l:?} in {}; labels present: {}",
-                a.trace.display(),
-                describe_labels(&trace)
-            )));
-        }
     }
-    let idle = idle_for(&a, &trace)?;
-    let analyzer = Analyzer::new(
-        &trace,
-        idle.as_ref().map(|(p, via)| (p, *via)),
-        Thresholds::default(),
-    );
-    let mut b: Option<ProgressBar> = None;
-    let mut progress = |done: usize, total: usize| {
-        if total > SPAN_PROGRESS && show {
-            let bar = b.get_or_insert_with(|| bar(total as u64, "spans", true));
-            bar.set_position(done as u64);
-        }
-    };
-    let report = analyzer.run(from, to, &mut progress)?;
-    if let Some(bar) = b {
-        bar.finish_and_clear();
+    fn settled(&mut self, key: SpanKey) -> CoreResult<()> {
+        let rows = &mut self.rows;
+        let n = &mut self.rendered;
+        self.order
+            .release(key, &mut |_, row| {
+                *n += 1;
+                rows.write(format!("{:>5} {row}", *n).as_bytes())
+            })
+            .map_err(out_err)
     }
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+}
+
+pub fn run(a: AnalyzeArgs) -> Result<ExitCode, Failure> {
+    let show = !a.quiet && std::io::stderr().is_terminal();
+    let (Some(from), Some(to)) = (&a.from, &a.to) else {
+        return list_labels(&a, show);
+    };
+    let stream = SpanStream::open(&a.trace)?;
+    let header = stream.header().clone();
+    let idle = idle_for(&a, &header, show)?;
+    let idle = idle.as_ref().map(|(p, via)| (p, *via));
+    let b = bar(stream.len(), "analysing", show);
+    let mut progress = |d: u64, _: u64| b.set_position(d);
+    let origin_ns = header.start_anchor.mono_ns;
+    if a.jsonl {
+        let mut sink = JsonlSink {
+            out: BufWriter::with_capacity(1 << 16, io::stdout()),
+        };
+        let outcome = stream.run(
+            from,
+            to,
+            idle,
+            Thresholds::default(),
+            &mut sink,
+            &mut progress,
+        )?;
+        b.finish_and_clear();
+        let tail = jsonl_tail(&outcome)?;
+        writeln!(sink.out, "{tail}")?;
+        sink.out.flush()?;
+    } else if a.json {
+        let mut sink = JsonSink {
+            order: StartOrder::new(MEMORY_BUDGET),
+            json: JsonReport::new(),
+        };
+        let outcome = stream.run(
+            from,
+            to,
+            idle,
+            Thresholds::default(),
+            &mut sink,
+            &mut progress,
+        )?;
+        b.finish_and_clear();
+        let mut out = BufWriter::with_capacity(1 << 20, io::stdout().lock());
+        sink.json.finish(&outcome, &mut out)?;
+        out.flush()?;
     } else {
-        print!(
-            "{}",
-            render(&report, trace.header.start_anchor.mono_ns, a.all)
-        );
+        let mut sink = TextSink {
+            origin_ns,
+            all: a.all,
+            count: 0,
+            first: BTreeMap::new(),
+            order: StartOrder::new(MEMORY_BUDGET),
+            rows: Spill::new(MEMORY_BUDGET),
+            rendered: 0,
+            devices: None,
+        };
+        let outcome = stream.run(
+            from,
+            to,
+            idle,
+            Thresholds::default(),
+            &mut sink,
+            &mut progress,
+        )?;
+        b.finish_and_clear();
+        let mut out = BufWriter::with_capacity(1 << 20, io::stdout().lock());
+        write_text(&outcome, sink, &mut out)?;
+        out.flush()?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -154,8 +298,40 @@ fn opt(x: Option<f64>, prec: usize) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
-/// The human report.
-pub fn render(r: &Report, origin_ns: u64, all: bool) -> String {
+/// A span's row of the table and its evidence lines, without the row number.
+fn render_row(sp: &SpanReport, origin_ns: u64, devices: &[String]) -> String {
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        "{:>10.3} {:>10.4} {:<12} {:>6}",
+        sp.start_ns.saturating_sub(origin_ns) as f64 / 1e9,
+        sp.duration_s,
+        sp.verdict.name(),
+        sp.req.as_deref().unwrap_or("-")
+    );
+    for d in devices {
+        let cell = match sp.devices.get(d) {
+            Some(dv) => {
+                let mut c = opt(dv.active_energy_j, 2);
+                if dv.state == State::Unresolved {
+                    c.push('?');
+                }
+                c
+            }
+            None => "-".into(),
+        };
+        let _ = write!(s, " {cell:>16}");
+    }
+    let _ = writeln!(s);
+    for e in &sp.evidence {
+        let _ = writeln!(s, "{:>18}{e}", "");
+    }
+    s
+}
+
+/// The human report: the first spans (all with --all), then the summary.
+fn write_text(r: &Outcome, sink: TextSink, out: &mut dyn Write) -> Result<(), Failure> {
+    let origin_ns = sink.origin_ns;
     let mut s = String::new();
     let idle = match &r.idle {
         Some(i) => format!(
@@ -173,13 +349,18 @@ pub fn render(r: &Report, origin_ns: u64, all: bool) -> String {
         "{}: {} spans {} → {}; {idle}",
         r.trace, r.summary.count, r.from, r.to
     );
-    let devices: Vec<&String> = r
-        .spans
-        .first()
-        .map(|sp| sp.devices.keys().collect())
-        .unwrap_or_default();
-    let shown = if all || r.spans.len() <= LIST_ALL_UP_TO {
-        r.spans.len()
+    let count = sink.count;
+    let devices: Vec<String> = if sink.all {
+        sink.devices.clone().unwrap_or_default()
+    } else {
+        sink.first
+            .values()
+            .next()
+            .map(|sp| sp.devices.keys().cloned().collect())
+            .unwrap_or_default()
+    };
+    let shown = if sink.all || count <= LIST_ALL_UP_TO {
+        count
     } else {
         SHOWN_SPANS
     };
@@ -194,39 +375,20 @@ pub fn render(r: &Report, origin_ns: u64, all: bool) -> String {
         }
         let _ = writeln!(s);
     }
-    for (i, sp) in r.spans.iter().take(shown).enumerate() {
-        let _ = write!(
-            s,
-            "{:>5} {:>10.3} {:>10.4} {:<12} {:>6}",
-            i + 1,
-            sp.start_ns.saturating_sub(origin_ns) as f64 / 1e9,
-            sp.duration_s,
-            sp.verdict.name(),
-            sp.req.as_deref().unwrap_or("-")
-        );
-        for d in &devices {
-            let cell = match sp.devices.get(*d) {
-                Some(dv) => {
-                    let mut c = opt(dv.active_energy_j, 2);
-                    if dv.state == State::Unresolved {
-                        c.push('?');
-                    }
-                    c
-                }
-                None => "-".into(),
-            };
-            let _ = write!(s, " {cell:>16}");
-        }
-        let _ = writeln!(s);
-        for e in &sp.evidence {
-            let _ = writeln!(s, "{:>18}{e}", "");
+    out.write_all(s.as_bytes()).map_err(out_err)?;
+    s.clear();
+    if sink.all {
+        sink.rows.copy_to(out).map_err(out_err)?;
+    } else {
+        for (i, sp) in sink.first.values().take(shown).enumerate() {
+            let _ = write!(s, "{:>5} {}", i + 1, render_row(sp, origin_ns, &devices));
         }
     }
-    if shown < r.spans.len() {
+    if shown < count {
         let _ = writeln!(
             s,
             "  … {} more spans (--all lists every span, --json gives everything)",
-            r.spans.len() - shown
+            count - shown
         );
     }
     let sm = &r.summary;
@@ -280,6 +442,14 @@ pub fn render(r: &Report, origin_ns: u64, all: bool) -> String {
             );
         }
     }
+    if let Some(ap) = &sm.approximate {
+        let _ = writeln!(
+            s,
+            "  (over {} spans: quantiles within {:.1} %, histogram counts from fine bins)",
+            ap.exact_up_to,
+            ap.quantile_relative_error * 100.0
+        );
+    }
     if !r.unmatched.is_empty() {
         let _ = writeln!(
             s,
@@ -303,5 +473,6 @@ pub fn render(r: &Report, origin_ns: u64, all: bool) -> String {
     for w in &r.warnings {
         let _ = writeln!(s, "warning: {w}");
     }
-    s
+    out.write_all(s.as_bytes()).map_err(out_err)?;
+    Ok(())
 }
