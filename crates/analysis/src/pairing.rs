@@ -71,7 +71,10 @@ struct Open<T> {
 pub struct Pairer<T> {
     from: String,
     to: String,
-    open: HashMap<Option<String>, VecDeque<Open<T>>>,
+    /// Open marks without a `req`, and per `req` (entries removed when empty, so memory
+    /// follows the marks open, not the requests seen).
+    no_req: VecDeque<Open<T>>,
+    open: HashMap<String, VecDeque<Open<T>>>,
     /// (time, index) of every open mark: the oldest is where a span may still start.
     by_time: BTreeSet<(u64, u64)>,
 }
@@ -82,6 +85,7 @@ impl<T: Clone> Pairer<T> {
         Pairer {
             from: from.to_owned(),
             to: to.to_owned(),
+            no_req: VecDeque::new(),
             open: HashMap::new(),
             by_time: BTreeSet::new(),
         }
@@ -96,39 +100,29 @@ impl<T: Clone> Pairer<T> {
         if !is_from && !is_to {
             return Paired::Ignored;
         }
-        let key = m.req().map(str::to_owned);
-        let q = self.open.entry(key.clone()).or_default();
-        if same {
-            let closed = q.pop_front();
-            q.push_back(Open {
-                idx,
-                t_ns: m.t_ns,
-                item,
-            });
-            self.by_time.insert((m.t_ns, idx));
-            return match closed {
-                Some(o) => {
-                    self.by_time.remove(&(o.t_ns, o.idx));
-                    Paired::Span {
-                        start: (o.idx, o.item),
-                        start_ns: o.t_ns,
-                    }
+        let req = m.req();
+        let q = match req {
+            None => &mut self.no_req,
+            Some(r) => {
+                if !self.open.contains_key(r) {
+                    self.open.insert(r.to_owned(), VecDeque::new());
                 }
-                None => Paired::Opened,
-            };
-        }
-        if is_from {
+                self.open.get_mut(r).expect("just inserted")
+            }
+        };
+        let closed = if same || is_to { q.pop_front() } else { None };
+        if same || is_from {
             q.push_back(Open {
                 idx,
                 t_ns: m.t_ns,
                 item,
             });
             self.by_time.insert((m.t_ns, idx));
-            return Paired::Opened;
         }
-        let closed = q.pop_front();
-        if q.is_empty() {
-            self.open.remove(&key);
+        if q.is_empty()
+            && let Some(r) = req
+        {
+            self.open.remove(r);
         }
         match closed {
             Some(o) => {
@@ -138,6 +132,7 @@ impl<T: Clone> Pairer<T> {
                     start_ns: o.t_ns,
                 }
             }
+            None if same || is_from => Paired::Opened,
             None => Paired::UnmatchedEnd,
         }
     }
@@ -162,6 +157,7 @@ impl<T: Clone> Pairer<T> {
             .open
             .into_values()
             .flatten()
+            .chain(self.no_req)
             .map(|o| (o.idx, o.item))
             .collect();
         v.sort_unstable_by_key(|(i, _)| *i);

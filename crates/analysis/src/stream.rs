@@ -47,7 +47,7 @@ use flinch_core::marks::Mark;
 use flinch_core::trace::stream::{BLOCK_BYTES, OtherRow, RowBatch, TraceBuilder, TraceStream};
 use flinch_core::trace::{Header, Trace};
 use rayon::prelude::*;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -86,8 +86,9 @@ pub type SpanKey = (u64, u64);
 pub trait SpanSink: Sync {
     /// What a report becomes (made on worker threads, in parallel).
     type Item: Send;
-    /// Turns a report into what the sink keeps (called on worker threads).
-    fn prepare(&self, report: SpanReport) -> Self::Item;
+    /// Turns a report into what the sink keeps (called on worker threads, in parallel,
+    /// so that costly work and dropping what is not kept happen there).
+    fn prepare(&self, key: SpanKey, report: SpanReport) -> Self::Item;
     /// A span, as it is measured (not in start order).
     fn span(&mut self, key: SpanKey, item: Self::Item) -> Result<()>;
     /// No span with a key below `key` will come any more.
@@ -310,10 +311,11 @@ impl MarkIndex for Window {
     }
 }
 
-/// Marks read but not yet paired, in time order (ties: file order).
+/// Marks read but not yet paired, in time order (ties: file order). They come nearly in
+/// order, so each is put in place from the back.
 #[derive(Default)]
 struct Pending {
-    marks: BTreeMap<(u64, u64), Mark>,
+    marks: VecDeque<((u64, u64), Mark)>,
     /// Marks released so far: the next mark's index in time order.
     released: u64,
     /// The latest time released.
@@ -335,21 +337,29 @@ impl Pending {
                 ));
             }
         }
-        self.marks.insert((m.t_ns, seq), m);
+        let key = (m.t_ns, seq);
+        let at = self.marks.len()
+            - self
+                .marks
+                .iter()
+                .rev()
+                .take_while(|(k, _)| *k > key)
+                .count();
+        self.marks.insert(at, (key, m));
     }
 
     fn oldest(&self) -> Option<u64> {
-        self.marks.first_key_value().map(|((t, _), _)| *t)
+        self.marks.front().map(|((t, _), _)| *t)
     }
 
     /// Releases marks stamped before `before` (all with `None`), in time order, with their
     /// index in that order.
     fn release(&mut self, before: Option<u64>, mut f: impl FnMut(u64, Mark)) {
-        while let Some(entry) = self.marks.first_entry() {
-            if before.is_some_and(|b| entry.key().0 >= b) {
+        while let Some(((t, _), _)) = self.marks.front() {
+            if before.is_some_and(|b| *t >= b) {
                 break;
             }
-            let m = entry.remove();
+            let (_, m) = self.marks.pop_front().expect("a front");
             self.released_to = Some(self.released_to.map_or(m.t_ns, |r| r.max(m.t_ns)));
             f(self.released, m);
             self.released += 1;
@@ -433,8 +443,11 @@ impl SpanStream {
 
     /// Pairs `from` and `to` marks into spans and measures each as soon as it can, handing
     /// it to `sink`; returns the rest of the analysis. `progress(bytes read, file length)`.
+    ///
+    /// The file is read and parsed on a thread of its own (and the rayon pool) while this
+    /// one pairs and hands out the chunk before.
     pub fn run<S: SpanSink>(
-        mut self,
+        self,
         from: &str,
         to: &str,
         idle: Option<(&IdleProfile, &str)>,
@@ -442,33 +455,94 @@ impl SpanStream {
         sink: &mut S,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Outcome> {
-        let cfg = self.config.clone();
-        let header = self.stream.header().clone();
-        let mut w = Window::new(header.clone(), &self.path);
+        let SpanStream {
+            path,
+            len,
+            mut stream,
+            config,
+        } = self;
+        let header = stream.header().clone();
+        let first = Checkpoint {
+            offset: stream.offset(),
+            line: stream.line(),
+            max_t: 0,
+            carry: Vec::new(),
+        };
+        let ctx = Ctx {
+            path,
+            len,
+            config,
+            header,
+        };
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Read_>(1);
+        let chunk = ctx.config.chunk_bytes;
+        std::thread::scope(|scope| {
+            scope.spawn(move || {
+                loop {
+                    let msg = match stream.next_chunk(chunk) {
+                        Ok(Some(b)) => Read_::Chunk(b),
+                        Ok(None) => Read_::End(stream.warnings().to_vec()),
+                        Err(e) => Read_::Failed(e),
+                    };
+                    let last = !matches!(msg, Read_::Chunk(_));
+                    if tx.send(msg).is_err() || last {
+                        return;
+                    }
+                }
+            });
+            ctx.consume(rx, first, from, to, idle, thresholds, sink, progress)
+        })
+    }
+}
+
+/// What the reading thread sends.
+enum Read_ {
+    Chunk(Vec<RowBatch>),
+    End(Vec<String>),
+    Failed(Error),
+}
+
+/// What measuring needs besides the rows: where the file is, its header, the settings.
+struct Ctx {
+    path: PathBuf,
+    len: u64,
+    config: StreamConfig,
+    header: Header,
+}
+
+impl Ctx {
+    #[allow(clippy::too_many_arguments)]
+    fn consume<S: SpanSink>(
+        &self,
+        rx: std::sync::mpsc::Receiver<Read_>,
+        mut first: Checkpoint,
+        from: &str,
+        to: &str,
+        idle: Option<(&IdleProfile, &str)>,
+        thresholds: Thresholds,
+        sink: &mut S,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Outcome> {
+        let cfg = &self.config;
+        let mut w = Window::new(self.header.clone(), &self.path);
         let mut pending = Pending::default();
         let mut pairer: Pairer<Mark> = Pairer::new(from, to);
         let mut jobs: Vec<Job> = Vec::new();
         let mut unmatched_ends: Vec<(u64, Mark)> = Vec::new();
         let mut summary = SummaryBuilder::new();
-        let mut checkpoints = vec![Checkpoint {
-            offset: self.stream.offset(),
-            line: self.stream.line(),
-            max_t: 0,
-            carry: vec![None; w.wm.len()],
-        }];
+        first.carry = vec![None; w.wm.len()];
+        let mut offset = first.offset;
+        let mut checkpoints = vec![first];
         let mut measured_to = 0u64;
         let mut stats = StreamStats::default();
-        let mut idle_warnings: Vec<String> = Vec::new();
         let mut new_marks = Vec::new();
+        let mut reader_warnings = Vec::new();
         let mut eof = false;
         // The idle warnings depend on the header only: take them once.
-        {
-            let a = Analyzer::new(w.b.trace(), idle, thresholds.clone());
-            idle_warnings.extend(a.idle_warnings.iter().cloned());
-        }
+        let idle_warnings = Analyzer::new(w.b.trace(), idle, thresholds.clone()).idle_warnings;
         while !eof {
-            match self.stream.next_chunk(cfg.chunk_bytes)? {
-                Some(batches) => {
+            match rx.recv() {
+                Ok(Read_::Chunk(batches)) => {
                     for batch in batches {
                         let last = checkpoints.last().map_or(0, |c| c.offset);
                         if batch.offset >= last + cfg.checkpoint_bytes {
@@ -479,18 +553,44 @@ impl SpanStream {
                                 carry: w.last.clone(),
                             });
                         }
+                        offset = batch.offset + batch.bytes;
                         w.push(batch, &mut new_marks, measured_to);
                     }
                 }
-                None => eof = true,
+                Ok(Read_::End(warnings)) => {
+                    reader_warnings = warnings;
+                    eof = true;
+                }
+                Ok(Read_::Failed(e)) => return Err(e),
+                Err(_) => {
+                    return Err(Error::Invalid(format!(
+                        "{}: the thread reading the trace stopped",
+                        self.path.display()
+                    )));
+                }
             }
             for (seq, m) in new_marks.drain(..) {
                 pending.add(seq, m);
             }
-            let h = horizon(&cfg, w.lateness);
+            let h = horizon(cfg, w.lateness);
             let frontier = w.max_t.saturating_sub(h);
+            let same = from == to;
             pending.release((!eof).then_some(frontier), |idx, m| {
-                match pairer.push(idx, &m, m.clone()) {
+                // The pairer keeps a copy of a mark only while it is open: a `to` mark of
+                // another label never is.
+                let keep = if same || m.label == from {
+                    m.clone()
+                } else {
+                    Mark {
+                        t_ns: m.t_ns,
+                        recv_ns: m.recv_ns,
+                        t_from_client: m.t_from_client,
+                        label: String::new(),
+                        fields: Vec::new(),
+                        via: m.via,
+                    }
+                };
+                match pairer.push(idx, &m, keep) {
                     Paired::Span {
                         start: (sidx, smark),
                         start_ns,
@@ -520,6 +620,7 @@ impl SpanStream {
                 self.measure(
                     &w,
                     &checkpoints,
+                    offset,
                     ready,
                     idle,
                     &thresholds,
@@ -552,7 +653,7 @@ impl SpanStream {
             stats.peak_open_marks = stats.peak_open_marks.max(pairer.open_count());
             let hot_floor = need.max(w.max_t.saturating_sub(cfg.hot_ns.max(h)));
             w.let_go(need, hot_floor);
-            progress(self.stream.offset(), self.len);
+            progress(offset, self.len);
         }
         sink.settled((u64::MAX, u64::MAX))?;
         let labels = w.labels.clone();
@@ -578,7 +679,7 @@ impl SpanStream {
             })
             .collect();
         unmatched.sort_by_key(|u| u.t_ns);
-        let mut warnings = w.b.end_warnings(self.stream.warnings());
+        let mut warnings = w.b.end_warnings(&reader_warnings);
         warnings.extend(idle_warnings);
         if idle.is_none() {
             warnings.push(
@@ -593,7 +694,7 @@ impl SpanStream {
                  they were paired when they came, which may pair them differently from their \
                  time order",
                 pending.late,
-                horizon(&cfg, w.lateness) as f64 / 1e9,
+                horizon(cfg, w.lateness) as f64 / 1e9,
                 pending.late_example.as_deref().unwrap_or("?")
             ));
         }
@@ -623,12 +724,13 @@ impl SpanStream {
     }
 
     /// Measures spans (in parallel): those inside the samples in memory from them, the
-    /// others from the file read again.
+    /// others from the file read again (up to `offset`, what has been read).
     #[allow(clippy::too_many_arguments)]
     fn measure<S: SpanSink>(
         &self,
         w: &Window,
         checkpoints: &[Checkpoint],
+        offset: u64,
         ready: Vec<Job>,
         idle: Option<(&IdleProfile, &str)>,
         thresholds: &Thresholds,
@@ -647,7 +749,7 @@ impl SpanStream {
             hot.into_par_iter()
                 .map(|j| {
                     let r = a.span(&j.from, &j.to);
-                    (j.key, SpanFigures::of(&r), s.prepare(r))
+                    (j.key, SpanFigures::of(&r), s.prepare(j.key, r))
                 })
                 .collect_into_vec(&mut done);
         }
@@ -655,14 +757,14 @@ impl SpanStream {
             stats.reread_spans += cold.len();
             stats.rereads += 1;
             let start = cold.iter().map(|j| j.from.t_ns).min().unwrap_or(0);
-            let t = self.reread(w, checkpoints, start)?;
+            let t = self.reread(w, checkpoints, offset, start)?;
             let a = Analyzer::new(&t, idle, thresholds.clone());
             let s: &S = sink;
             let mut more = Vec::with_capacity(cold.len());
             cold.into_par_iter()
                 .map(|j| {
                     let r = a.span(&j.from, &j.to);
-                    (j.key, SpanFigures::of(&r), s.prepare(r))
+                    (j.key, SpanFigures::of(&r), s.prepare(j.key, r))
                 })
                 .collect_into_vec(&mut more);
             done.extend(more);
@@ -674,28 +776,27 @@ impl SpanStream {
         Ok(())
     }
 
-    /// The samples of every channel from the last one before `start` up to what has been
-    /// read so far, read from the file again, with the window's gaps and events.
-    fn reread(&self, w: &Window, checkpoints: &[Checkpoint], start: u64) -> Result<Trace> {
+    /// The samples of every channel from the last one before `start` up to `end` (the
+    /// offset read so far), read from the file again, with the window's gaps and events.
+    fn reread(
+        &self,
+        w: &Window,
+        checkpoints: &[Checkpoint],
+        end: u64,
+        start: u64,
+    ) -> Result<Trace> {
         let cp = checkpoints
             .iter()
             .rev()
             .find(|c| c.max_t < start)
             .unwrap_or(&checkpoints[0]);
-        let end = self.stream.offset();
         let (mut f, _) = open_file(&self.path)?;
         f.seek(SeekFrom::Start(cp.offset))
             .map_err(|e| Error::io("cannot read trace", &self.path, e))?;
         let r = BufReader::with_capacity(1 << 20, f.take(end.saturating_sub(cp.offset)));
-        let mut s = TraceStream::resume(
-            r,
-            &self.path,
-            w.b.trace().header.clone(),
-            cp.offset,
-            cp.line,
-        )?
-        .with_block_bytes(self.config.chunk_bytes.min(BLOCK_BYTES));
-        let mut b = TraceBuilder::new(w.b.trace().header.clone(), &self.path);
+        let mut s = TraceStream::resume(r, &self.path, self.header.clone(), cp.offset, cp.line)?
+            .with_block_bytes(self.config.chunk_bytes.min(BLOCK_BYTES));
+        let mut b = TraceBuilder::new(self.header.clone(), &self.path);
         for (ch, carry) in b.trace_mut().channels.iter_mut().zip(&cp.carry) {
             if let Some((t, v)) = carry {
                 ch.t_ns.push(*t);
@@ -724,7 +825,9 @@ impl SpanStream {
         t.footer = None;
         Ok(t)
     }
+}
 
+impl SpanStream {
     /// Reads the trace until the stretch `a..b` (mark labels or seconds from the trace's
     /// start) is known and every channel has covered it; returns a trace holding the
     /// samples of that stretch (and the gaps), with the stretch. Errors as

@@ -161,18 +161,18 @@ impl SummaryBuilder {
         *self.verdicts.entry(s.verdict.name()).or_insert(0) += 1;
         let limit = self.limit;
         self.durations.add(order, s.duration_s, limit);
+        fn values<'m>(m: &'m mut BTreeMap<String, Values>, dev: &str) -> &'m mut Values {
+            if !m.contains_key(dev) {
+                m.insert(dev.to_owned(), Values::default());
+            }
+            m.get_mut(dev).expect("just inserted")
+        }
         for (dev, a, e) in &s.devices {
             if let Some(a) = a {
-                self.active
-                    .entry(dev.clone())
-                    .or_default()
-                    .add(order, *a, limit);
+                values(&mut self.active, dev).add(order, *a, limit);
             }
             if let Some(e) = e {
-                self.energy
-                    .entry(dev.clone())
-                    .or_default()
-                    .add(order, *e, limit);
+                values(&mut self.energy, dev).add(order, *e, limit);
             }
         }
     }

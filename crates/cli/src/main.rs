@@ -8,6 +8,12 @@ mod commands;
 use clap::Parser;
 use std::process::ExitCode;
 
+/// mimalloc: `analyze` builds and drops a report per span on every core; glibc's allocator
+/// spent a fifth of the CPU time of a long analysis in its own bookkeeping
+/// (`docs/performance.md`, *Analysis at scale*).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A failure that ends the command: printed as `flinch: error: ...`, exit status 2 unless
 /// it says otherwise.
 #[derive(Debug)]

@@ -25,7 +25,7 @@ struct Collect {
 
 impl SpanSink for Collect {
     type Item = SpanReport;
-    fn prepare(&self, r: SpanReport) -> SpanReport {
+    fn prepare(&self, _key: SpanKey, r: SpanReport) -> SpanReport {
         r
     }
     fn span(&mut self, key: SpanKey, item: SpanReport) -> Result<()> {

@@ -119,7 +119,7 @@ struct JsonSink {
 
 impl SpanSink for JsonSink {
     type Item = io::Result<String>;
-    fn prepare(&self, r: SpanReport) -> Self::Item {
+    fn prepare(&self, _key: SpanKey, r: SpanReport) -> Self::Item {
         JsonReport::span_text(&r)
     }
     fn span(&mut self, key: SpanKey, item: Self::Item) -> CoreResult<()> {
@@ -142,7 +142,7 @@ struct JsonlSink {
 
 impl SpanSink for JsonlSink {
     type Item = io::Result<String>;
-    fn prepare(&self, r: SpanReport) -> Self::Item {
+    fn prepare(&self, _key: SpanKey, r: SpanReport) -> Self::Item {
         serde_json::to_string(&r).map_err(io::Error::other)
     }
     fn span(&mut self, _key: SpanKey, item: Self::Item) -> CoreResult<()> {
@@ -163,6 +163,8 @@ struct TextSink {
     count: usize,
     /// The first spans (without --all): at most `LIST_ALL_UP_TO + 1`.
     first: BTreeMap<SpanKey, SpanReport>,
+    /// Once `first` is full: spans after its last key are not kept.
+    cutoff: Option<SpanKey>,
     /// With --all: rows rendered without their number, in start order.
     order: StartOrder,
     rows: Spill,
@@ -173,14 +175,18 @@ struct TextSink {
 enum TextItem {
     Report(Box<SpanReport>),
     Row(String, Vec<String>),
+    /// Not among the first spans: counted only.
+    Counted,
 }
 
 impl SpanSink for TextSink {
     type Item = TextItem;
-    fn prepare(&self, r: SpanReport) -> Self::Item {
+    fn prepare(&self, key: SpanKey, r: SpanReport) -> Self::Item {
         if self.all {
             let devices: Vec<String> = r.devices.keys().cloned().collect();
             TextItem::Row(render_row(&r, self.origin_ns, &devices), devices)
+        } else if self.cutoff.is_some_and(|c| key > c) {
+            TextItem::Counted
         } else {
             TextItem::Report(Box::new(r))
         }
@@ -196,9 +202,13 @@ impl SpanSink for TextSink {
                     if self.first.len() > LIST_ALL_UP_TO + 1 {
                         self.first.pop_last();
                     }
+                    if self.first.len() > LIST_ALL_UP_TO {
+                        self.cutoff = self.first.last_key_value().map(|(k, _)| *k);
+                    }
                 }
                 Ok(())
             }
+            TextItem::Counted => Ok(()),
             TextItem::Row(row, devices) => {
                 self.order.push(key, row).map_err(out_err)?;
                 // Every span lists the same devices; the columns come from the first.
@@ -272,6 +282,7 @@ pub fn run(a: AnalyzeArgs) -> Result<ExitCode, Failure> {
             all: a.all,
             count: 0,
             first: BTreeMap::new(),
+            cutoff: None,
             order: StartOrder::new(MEMORY_BUDGET),
             rows: Spill::new(MEMORY_BUDGET),
             rendered: 0,

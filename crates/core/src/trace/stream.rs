@@ -26,7 +26,7 @@ use std::sync::Arc;
 pub(crate) const MAX_LINE_BYTES: usize = 16 << 20;
 
 /// The size of the blocks of lines parsed by one thread.
-pub const BLOCK_BYTES: usize = 1 << 20;
+pub const BLOCK_BYTES: usize = 256 << 10;
 
 /// One `sample` row.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -232,6 +232,8 @@ pub struct TraceStream<R> {
     done: bool,
     warnings: Vec<String>,
     block_bytes: usize,
+    /// Block buffers parsed already, to be filled again (no allocator churn per block).
+    spare: Vec<Vec<u8>>,
 }
 
 impl<R: BufRead> TraceStream<R> {
@@ -329,6 +331,7 @@ impl<R: BufRead> TraceStream<R> {
             done: false,
             warnings: Vec::new(),
             block_bytes: BLOCK_BYTES,
+            spare: Vec::new(),
         })
     }
 
@@ -355,6 +358,7 @@ impl<R: BufRead> TraceStream<R> {
             done: false,
             warnings: Vec::new(),
             block_bytes: BLOCK_BYTES,
+            spare: Vec::new(),
         })
     }
 
@@ -432,7 +436,10 @@ impl<R: BufRead> TraceStream<R> {
             }
             match memchr::memrchr(b'\n', &buf) {
                 Some(i) => {
-                    self.carry = buf[i + 1..].to_vec();
+                    let mut next = self.spare.pop().unwrap_or_default();
+                    next.clear();
+                    next.extend_from_slice(&buf[i + 1..]);
+                    self.carry = next;
                     buf.truncate(i + 1);
                     let lines = memchr::memchr_iter(b'\n', &buf).count() as u64;
                     let first = self.next_line;
@@ -479,6 +486,11 @@ impl<R: BufRead> TraceStream<R> {
                 .map(|(b, line, off)| parse_block(b, *line, *off, ctx))
                 .collect()
         };
+        for (b, _, _) in blocks {
+            if self.spare.len() < 16 {
+                self.spare.push(b);
+            }
+        }
         parsed.into_iter().collect::<Result<Vec<_>>>().map(Some)
     }
 }
@@ -509,7 +521,7 @@ pub fn parse_block(block: &[u8], first_line: u64, offset: u64, ctx: &ParseCtx) -
         lines: 0,
         offset,
         bytes: block.len() as u64,
-        samples: Vec::with_capacity(block.len() / 40),
+        samples: Vec::with_capacity(block.len() / 32),
         others: Vec::new(),
     };
     let channels = ctx.names.len();
@@ -549,11 +561,21 @@ pub fn parse_block(block: &[u8], first_line: u64, offset: u64, ctx: &ParseCtx) -
                 "not valid UTF-8: a flinch trace is UTF-8 text; the file is damaged",
             )
         })?;
-        let mut cols = text.split(',');
-        let mut col = || cols.next();
-        let (Some(t), Some(kind), Some(channel), Some(value), Some(label), Some(fields), None) =
-            (col(), col(), col(), col(), col(), col(), col())
-        else {
+        // The five commas, found byte by byte (a comma is never part of a longer UTF-8
+        // sequence).
+        let mut commas = [0usize; 5];
+        let mut n = 0;
+        for (i, &c) in buf.iter().enumerate() {
+            if c == b',' {
+                if n == 5 {
+                    n += 1;
+                    break;
+                }
+                commas[n] = i;
+                n += 1;
+            }
+        }
+        if n != 5 {
             return Err(ctx.err(
                 line,
                 format!(
@@ -561,7 +583,13 @@ pub fn parse_block(block: &[u8], first_line: u64, offset: u64, ctx: &ParseCtx) -
                     text.split(',').count()
                 ),
             ));
-        };
+        }
+        let t = &text[..commas[0]];
+        let kind = &text[commas[0] + 1..commas[1]];
+        let channel = &text[commas[1] + 1..commas[2]];
+        let value = &text[commas[2] + 1..commas[3]];
+        let label = &text[commas[3] + 1..commas[4]];
+        let fields = &text[commas[4] + 1..];
         let t_ns: u64 = parse_u64(t).ok_or_else(|| {
             ctx.err(
                 line,
