@@ -134,7 +134,9 @@ Examples:
   flinch mark first_token req=7 --fifo /tmp/flinch-1000/marks.fifo
   flinch mark step_done --file /shared/marks.txt
 
-The path is --fifo/--file, else $FLINCH_MARKS, else the per-user default FIFO.
+The path is --fifo/--file, else $FLINCH_MARKS, else the per-user default FIFO. On stderr it
+says which recorder took the mark (its pid and trace, as the recorder publishes them next to
+its FIFO), so a mark sent to a recorder you did not mean is seen at once.
 Exit status: 0 sent, 1 dropped (the recorder's pipe was full), 2 error (no recorder, bad mark).";
 
 /// Options of the backends, shared by the commands that open sources.
@@ -145,6 +147,7 @@ pub struct BackendArgs {
         long,
         value_name = "PROFILE",
         default_value = "60W/1s,300W/1s;wrap=500J",
+        allow_hyphen_values = true,
         help_heading = "Sources"
     )]
     pub synthetic: String,
@@ -170,7 +173,7 @@ pub struct BackendArgs {
     pub nvml_average_power: bool,
     /// How often NVML's total-energy counter is read (each read costs ~3-10 ms of a CPU);
     /// 100ms, its update period, lets spans of a second or more be measured by the counter
-    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration, help_heading = "Sources")]
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration, allow_hyphen_values = true, help_heading = "Sources")]
     pub nvml_energy_interval: Duration,
     /// The DCGM library to load instead of libdcgm.so.4 / libdcgm.so.3
     #[arg(long, value_name = "PATH", help_heading = "Sources")]
@@ -207,10 +210,10 @@ pub struct RecordArgs {
     #[arg(long = "source", short = 's', value_name = "NAME")]
     pub sources: Vec<String>,
     /// The fast sampling interval
-    #[arg(long, short, value_name = "DURATION", default_value = "10ms", value_parser = parse_duration)]
+    #[arg(long, short, value_name = "DURATION", default_value = "10ms", value_parser = parse_duration, allow_hyphen_values = true)]
     pub interval: Duration,
     /// Stop after this long (default: until Ctrl-C, SIGTERM, or the wrapped command exits)
-    #[arg(long, short, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, short, value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true)]
     pub duration: Option<Duration>,
     /// The FIFO to create and read marks from (default: per-user, see below)
     #[arg(long, value_name = "PATH")]
@@ -227,6 +230,10 @@ pub struct RecordArgs {
     /// An idle profile written by `flinch calibrate`, embedded in the trace
     #[arg(long, value_name = "FILE")]
     pub idle: Option<PathBuf>,
+    /// When the trace cannot be written (disk full), how long to hold samples and marks in
+    /// memory and retry before stopping
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration, allow_hyphen_values = true)]
+    pub write_retry: Duration,
     /// No live status line
     #[arg(long, short)]
     pub quiet: bool,
@@ -249,10 +256,10 @@ pub struct CalibrateArgs {
     #[arg(long = "source", short = 's', value_name = "NAME")]
     pub sources: Vec<String>,
     /// How long to sample (seconds, or a duration like 2m)
-    #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = parse_duration)]
+    #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = parse_duration, allow_hyphen_values = true)]
     pub seconds: Duration,
     /// The sampling interval
-    #[arg(long, short, value_name = "DURATION", default_value = "10ms", value_parser = parse_duration)]
+    #[arg(long, short, value_name = "DURATION", default_value = "10ms", value_parser = parse_duration, allow_hyphen_values = true)]
     pub interval: Duration,
     /// Write the profile even when the machine was not idle (marked idle_ok: false)
     #[arg(long)]
@@ -313,6 +320,9 @@ pub struct MarkArgs {
     /// A marks file to append to
     #[arg(long, value_name = "PATH")]
     pub file: Option<PathBuf>,
+    /// Do not say which recorder took the mark
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 /// The spans to draw or export.
@@ -331,9 +341,13 @@ pub struct PlotArgs {
     /// The trace to draw
     #[arg(value_name = "TRACE")]
     pub trace: PathBuf,
-    /// The picture to write: .svg or .png (default: the trace's name with .png)
+    /// The picture to write: .svg or .png (default: the trace's name with .png); refused if
+    /// it exists, unless --force
     #[arg(long, short, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// Replace an existing picture (a symlink there is replaced, not written through)
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
     pub spans: SpanArgs,
     /// Only this stretch of time: A..B, A.. or ..B (seconds from the start, or mark labels)
@@ -343,7 +357,12 @@ pub struct PlotArgs {
     #[arg(long, value_name = "FILE", help_heading = "Idle level")]
     pub idle: Option<PathBuf>,
     /// The idle level in watts: W for every device, or DEVICE=W (repeatable)
-    #[arg(long, value_name = "W|DEVICE=W", help_heading = "Idle level")]
+    #[arg(
+        long,
+        value_name = "W|DEVICE=W",
+        allow_hyphen_values = true,
+        help_heading = "Idle level"
+    )]
     pub idle_watts: Vec<String>,
     /// Take the idle level from the mean power over this window of the trace: A..B
     #[arg(long, value_name = "A..B", help_heading = "Idle level")]
@@ -387,6 +406,9 @@ pub struct ExportArgs {
     /// Write one wide CSV here (a row per timestamp, a column per channel, a mark column)
     #[arg(long, value_name = "OUT.csv")]
     pub csv: Option<PathBuf>,
+    /// Replace existing output files (a symlink there is replaced, not written through)
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
     pub spans: SpanArgs,
     /// No progress bar, no notes
@@ -414,6 +436,17 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         };
         Duration::try_from_secs_f64(n * mult).map_err(|_| ())
     });
+    if let Some(rest) = s.trim().strip_prefix('-') {
+        return Err(
+            if rest.starts_with(|c: char| c.is_ascii_digit() || c == '.') {
+                format!("{s:?}: a duration cannot be negative; give a length like 10ms, 1.5s or 2m")
+            } else {
+                format!(
+                    "{s:?} is not a duration like 10ms, 1.5s or 2m (was the option's value left out?)"
+                )
+            },
+        );
+    }
     match d {
         Ok(d) if !d.is_zero() => Ok(d),
         Ok(_) => Err(format!("{s:?}: must be longer than zero")),

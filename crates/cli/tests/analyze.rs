@@ -313,7 +313,7 @@ fn calibrate_refuses_a_busy_machine_and_says_what_it_saw() {
         "--synthetic",
         "20W/300ms,200W/300ms;class=gpu",
         "--seconds",
-        "1.2",
+        "2",
         "--out",
     ];
     let o = run(flinch().args(busy).arg(&out));
@@ -344,6 +344,50 @@ fn calibrate_refuses_a_busy_machine_and_says_what_it_saw() {
     let o = run(flinch().args(busy).arg(&out).arg("--allow-busy"));
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("--force"), "{}", stderr(&o));
+}
+
+#[test]
+fn calibrate_refuses_a_calibration_too_short_for_the_sources_and_says_how_long_it_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("idle.json");
+    let args = [
+        "calibrate",
+        "--quiet",
+        "--source",
+        "synthetic",
+        "--synthetic",
+        "20W;class=cpu",
+        "--out",
+    ];
+    // 10 ms samples and a counter read into 100 ms rates: 20 rates need 2 s.
+    let o = run(flinch().args(args).arg(&out).args(["--seconds", "0.05"]));
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(
+        e.contains("--seconds 50ms: too short for a profile of synthetic")
+            && e.contains("synthetic.energy, gives a value every 100ms")
+            && e.contains("calibrate for at least 2s"),
+        "{e}"
+    );
+    assert!(!out.exists());
+    // A slower interval needs longer: 20 values 250 ms apart.
+    let o = run(flinch()
+        .args(args)
+        .arg(&out)
+        .args(["--seconds", "3", "--interval", "250ms"]));
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(e.contains("calibrate for at least 5s"), "{e}");
+    assert!(!out.exists());
+    let o = run(flinch().args(args).arg(&out).args(["--seconds", "2"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let p: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert!(
+        p["channels"]["synthetic.power"]["samples"]
+            .as_u64()
+            .unwrap()
+            >= 20
+    );
 }
 
 #[test]

@@ -388,3 +388,56 @@ fn sources_lists_every_backend_with_json_too() {
     let text = String::from_utf8(o.stdout).unwrap();
     assert!(text.contains("synthetic.power"), "{text}");
 }
+
+#[test]
+fn negative_durations_and_watts_are_refused_with_flinchs_own_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("t.flinch.csv");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["record", "--duration", "-1"],
+            "a duration cannot be negative",
+        ),
+        (
+            vec!["record", "--interval", "-10ms"],
+            "a duration cannot be negative",
+        ),
+        (
+            vec!["record", "--nvml-energy-interval", "-1s"],
+            "a duration cannot be negative",
+        ),
+        (
+            vec!["record", "--synthetic", "-50W/1s"],
+            "power must be ≥ 0 W",
+        ),
+        (
+            vec!["calibrate", "--seconds", "-5"],
+            "a duration cannot be negative",
+        ),
+    ];
+    for (args, want) in cases {
+        let o = run(flinch()
+            .current_dir(dir.path())
+            .args(&args)
+            .args(["--source", "synthetic", "--out"])
+            .arg(&out));
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {e}");
+        assert!(e.contains(want), "{args:?}: expected {want:?} in {e}");
+        assert!(!e.contains("-- -"), "{args:?}: misleading hint in {e}");
+        assert!(!out.exists());
+    }
+    let trace =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../viz/tests/fixtures/rapl-only.flinch.csv");
+    for w in ["-5", "-5W", "package-0=-5W"] {
+        let o = run(flinch()
+            .current_dir(dir.path())
+            .args(["plot"])
+            .arg(&trace)
+            .args(["-o", "p.png", "--idle-watts", w]));
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{w}: {e}");
+        assert!(e.contains("an idle level cannot be negative"), "{w}: {e}");
+        assert!(!dir.path().join("p.png").exists());
+    }
+}

@@ -139,7 +139,8 @@ fn export_writes_valid_perfetto_and_a_wide_csv_for_real_and_rapl_traces() {
             .arg("--perfetto")
             .arg(&json)
             .arg("--csv")
-            .arg(&csv));
+            .arg(&csv)
+            .arg("--force"));
         assert!(o.status.success(), "{err}");
         assert!(out.contains("ui.perfetto.dev"), "{out}");
         let t = flinch_core::trace::read_trace(&trace).unwrap();
@@ -167,11 +168,13 @@ fn export_writes_valid_perfetto_and_a_wide_csv_for_real_and_rapl_traces() {
     }
     // The LLM trace's requests become threads with their stages.
     let json = dir.path().join("t.json");
-    run(flinch()
+    let (o, _, err) = run(flinch()
         .arg("export")
         .arg(llm())
         .arg("--perfetto")
-        .arg(&json));
+        .arg(&json)
+        .arg("--force"));
+    assert!(o.status.success(), "{err}");
     let s = check_trace_events(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert!(s.thread_names.values().any(|n| n == "req 15"));
     assert!(s.slices.iter().any(|x| x.2 == "infer_start → first_token"));
@@ -291,4 +294,64 @@ fn bad_input_gets_a_clear_error_and_no_output() {
             "{args:?}"
         );
     }
+}
+
+#[test]
+fn outputs_never_replace_a_file_without_force_nor_write_through_a_symlink() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::copy(rapl(), d.join("t.flinch.csv")).unwrap();
+    let mine = "print('the user program')\n";
+    std::fs::write(d.join("prog.py"), mine).unwrap();
+    std::fs::write(d.join("t.png"), "an older picture").unwrap();
+    std::fs::write(d.join("idle.json"), "{}").unwrap();
+    std::os::unix::fs::symlink(d.join("prog.py"), d.join("link.json")).unwrap();
+    let before = files(d);
+    for args in [
+        vec!["export", "t.flinch.csv", "--csv", "prog.py"],
+        vec!["export", "t.flinch.csv", "--perfetto", "link.json"],
+        vec!["plot", "t.flinch.csv"], // the default t.png
+        vec!["plot", "t.flinch.csv", "-o", "t.png"],
+        vec!["calibrate", "--source", "synthetic", "--seconds", "1s"],
+        vec![
+            "calibrate",
+            "--source",
+            "synthetic",
+            "--seconds",
+            "1s",
+            "--out",
+            "link.json",
+        ],
+    ] {
+        let (o, _, err) = run(flinch().current_dir(d).args(&args));
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("already exists"), "{args:?}: {err}");
+        assert!(err.contains("--force"), "{args:?}: {err}");
+        assert_eq!(files(d), before, "{args:?} left files behind");
+        assert_eq!(std::fs::read_to_string(d.join("prog.py")).unwrap(), mine);
+        assert_eq!(
+            std::fs::read_to_string(d.join("t.png")).unwrap(),
+            "an older picture"
+        );
+    }
+    // With --force the names are replaced; the symlink's target is not written through.
+    for args in [
+        vec![
+            "export",
+            "t.flinch.csv",
+            "--perfetto",
+            "link.json",
+            "--force",
+        ],
+        vec!["plot", "t.flinch.csv", "--force"],
+    ] {
+        let (o, _, err) = run(flinch().current_dir(d).args(&args));
+        assert!(o.status.success(), "{args:?}: {err}");
+    }
+    assert_eq!(std::fs::read_to_string(d.join("prog.py")).unwrap(), mine);
+    let link = std::fs::symlink_metadata(d.join("link.json")).unwrap();
+    assert!(link.is_file(), "the symlink was replaced by the output");
+    check_trace_events(&std::fs::read_to_string(d.join("link.json")).unwrap()).unwrap();
+    assert_eq!(png_size(&d.join("t.png")).0, 1400);
+    assert_eq!(files(d), before, "temporary files left behind");
 }

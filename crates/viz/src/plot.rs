@@ -927,11 +927,13 @@ fn draw_all<DB: DrawingBackend>(
     })
 }
 
-/// Draws `data` into `path` (SVG or PNG by extension), whole or not at all.
+/// Draws `data` into `path` (SVG or PNG by extension), whole or not at all; an existing
+/// `path` is replaced only when `force` (see [`output::persist`]).
 pub fn render(
     data: &PlotData,
     opts: &PlotOptions,
     path: &Path,
+    force: bool,
 ) -> Result<PlotSummary, OutputError> {
     let werr = |message: String| OutputError::Write {
         path: path.to_owned(),
@@ -952,7 +954,9 @@ pub fn render(
                 let root = SVGBackend::with_string(&mut svg, (w, h)).into_drawing_area();
                 draw_all(root, data, activity, hist).map_err(werr)?
             };
-            output::write_atomically(path, |f| std::io::Write::write_all(f, svg.as_bytes()))?;
+            output::write_atomically(path, force, |f| {
+                std::io::Write::write_all(f, svg.as_bytes())
+            })?;
             Ok(summary)
         }
         Format::Png => {
@@ -961,7 +965,7 @@ pub fn render(
                 let root = BitMapBackend::new(tmp.path(), (w, h)).into_drawing_area();
                 draw_all(root, data, activity, hist).map_err(werr)?
             };
-            output::persist(tmp, path)?;
+            output::persist(tmp, path, force)?;
             Ok(summary)
         }
     }

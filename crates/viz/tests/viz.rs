@@ -403,7 +403,7 @@ fn plot(
         idle.as_ref(),
         opts,
     );
-    render(&data, opts, out).unwrap()
+    render(&data, opts, out, true).unwrap()
 }
 
 #[test]

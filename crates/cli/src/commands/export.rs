@@ -22,14 +22,14 @@ pub fn run(a: ExportArgs) -> Result<ExitCode, Failure> {
         ));
     }
     for out in a.perfetto.iter().chain(&a.csv) {
-        check_destination(out, &a.trace)?;
+        check_destination(out, &a.trace, a.force)?;
     }
     let trace = load_trace(&a.trace, a.quiet)?;
     let total = (trace.sample_count() + trace.marks.len()) as u64;
     if let Some(out) = &a.perfetto {
         let set = spans(&trace, &a.spans, a.quiet, true)?;
         let pb = write_progress(total, a.quiet, "Perfetto JSON");
-        let stats = write_atomically(out, |w| {
+        let stats = write_atomically(out, a.force, |w| {
             perfetto::write_perfetto(&trace, &set, w, &mut |done, _| pb.set_position(done))
         });
         pb.finish_and_clear();
@@ -46,7 +46,7 @@ pub fn run(a: ExportArgs) -> Result<ExitCode, Failure> {
     }
     if let Some(out) = &a.csv {
         let pb = write_progress(total, a.quiet, "CSV");
-        let stats = write_atomically(out, |w| {
+        let stats = write_atomically(out, a.force, |w| {
             table::write_wide_csv(&trace, w, &mut |done, _| pb.set_position(done))
         });
         pb.finish_and_clear();

@@ -55,7 +55,7 @@ pub fn run(a: PlotArgs) -> Result<ExitCode, Failure> {
             a.trace.display()
         )));
     }
-    check_destination(&out, &a.trace)?;
+    check_destination(&out, &a.trace, a.force)?;
     let trace = load_trace(&a.trace, a.quiet)?;
     let set = spans(&trace, &a.spans, a.quiet, false)?;
     let power = power_series(&trace);
@@ -108,7 +108,7 @@ pub fn run(a: PlotArgs) -> Result<ExitCode, Failure> {
         idle.as_ref(),
         &opts,
     );
-    let s = render(&data, &opts, &out)?;
+    let s = render(&data, &opts, &out, a.force)?;
     let mut parts = vec![format!("{} power line(s)", s.power_lines)];
     if s.activity_lines > 0 {
         parts.push(format!("{} activity line(s)", s.activity_lines));

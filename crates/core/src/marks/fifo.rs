@@ -5,7 +5,9 @@
 //! if it is a FIFO owned by the user, not a symlink, accessible to nobody else, and nobody
 //! is reading it (a FIFO left behind by a recorder that was killed is reused that way). The
 //! checks are made again on what was actually opened, so a path swapped in between is
-//! refused too. The recorder
+//! refused too. A recorder claims the FIFO's path before it touches it and says who it is
+//! next to it ([`super::owner`]), so that two recorders never read one FIFO and a client can
+//! tell which recorder takes its marks. The recorder
 //! holds a write end open itself, so reads never see end-of-file when clients come and go,
 //! and raises the pipe buffer to 1 MiB so that bursts of marks from non-blocking clients fit
 //! while the reader catches up.
@@ -38,6 +40,25 @@ pub fn default_dir() -> PathBuf {
             rustix::process::geteuid().as_raw()
         )),
     }
+}
+
+/// Every place a client may look for the per-user default FIFO, the current default first:
+/// `$XDG_RUNTIME_DIR/flinch/marks.fifo` (when set), systemd's `/run/user/<uid>/flinch/marks.fifo`
+/// and `/tmp/flinch-<uid>/marks.fifo`. A client started without `XDG_RUNTIME_DIR` (cron, ssh
+/// without a login session, sudo) uses the last one while a recorder started in a desktop
+/// session uses the first.
+pub fn default_fifo_candidates() -> Vec<PathBuf> {
+    let uid = rustix::process::geteuid().as_raw();
+    let mut v = vec![default_fifo_path()];
+    for p in [
+        PathBuf::from(format!("/run/user/{uid}/flinch/marks.fifo")),
+        PathBuf::from(format!("/tmp/flinch-{uid}/marks.fifo")),
+    ] {
+        if !v.contains(&p) {
+            v.push(p);
+        }
+    }
+    v
 }
 
 /// The default FIFO path: `<default_dir>/marks.fifo`.
@@ -174,6 +195,7 @@ fn prepare_fifo(path: &Path) -> Result<bool> {
 /// The receiving end of a marks FIFO, read by a thread of its own.
 pub struct FifoReceiver {
     path: PathBuf,
+    claim: Option<super::owner::FifoClaim>,
     created: bool,
     stale: Option<(u64, u64)>,
     stop: Arc<AtomicBool>,
@@ -184,6 +206,7 @@ impl FifoReceiver {
     /// Creates or validates the FIFO at `path` (see the module docs), then reads marks from
     /// it on a thread, passing each line to `sink` stamped with `clock`.
     pub fn start(path: &Path, clock: Arc<dyn Clock>, sink: MarkSink) -> Result<Self> {
+        let mut claim = super::owner::FifoClaim::acquire(path)?;
         let created = prepare_fifo(path)?;
         let cleanup = |e: Error| {
             if created {
@@ -226,6 +249,7 @@ impl FifoReceiver {
             }
         }
         let stale = discard_stale(&read, stale_bytes);
+        claim.publish(path, None).map_err(cleanup)?;
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
         let thread = std::thread::Builder::new()
@@ -234,6 +258,7 @@ impl FifoReceiver {
             .map_err(|e| cleanup(Error::io("cannot start the marks reader for", path, e)))?;
         Ok(FifoReceiver {
             path: path.to_owned(),
+            claim: Some(claim),
             created,
             stale,
             stop,
@@ -244,6 +269,14 @@ impl FifoReceiver {
     /// The FIFO's path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Says, next to the FIFO, that this recorder writes `trace` (see [`super::owner`]).
+    pub fn publish_trace(&mut self, trace: &Path) -> Result<()> {
+        match &mut self.claim {
+            Some(c) => c.publish(&self.path, Some(trace)),
+            None => Ok(()),
+        }
     }
 
     /// `(bytes, lines)` found in the FIFO when this receiver opened it, and discarded.
@@ -271,6 +304,7 @@ impl FifoReceiver {
             let _ = std::fs::remove_file(&self.path);
             self.created = false;
         }
+        self.claim = None;
     }
 }
 

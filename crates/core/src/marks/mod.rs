@@ -32,6 +32,7 @@
 pub mod client;
 pub mod fifo;
 pub mod file;
+pub mod owner;
 pub mod queue;
 
 use std::fmt;
