@@ -3,11 +3,11 @@
 
 use crate::Failure;
 use crate::cli::CalibrateArgs;
+use flinch_analysis::idle::{ChannelIdle, IdleProfile, MIN_RATE_CHUNK_NS};
 use flinch_core::ChannelKind;
 use flinch_core::clock::{Clock, MonotonicClock};
-use flinch_core::idle::{ChannelIdle, IdleProfile, MIN_RATE_CHUNK_NS};
-use flinch_core::recorder::{Recorder, RecorderConfig, RecordingSetup};
 use flinch_core::trace::read_trace;
+use flinch_record::recorder::{Recorder, RecorderConfig, RecordingSetup};
 use flinch_viz::output::{check_output, write_atomically};
 use indicatif::{ProgressBar, ProgressStyle};
 use signal_hook::consts::{SIGINT, SIGTERM};

@@ -5,15 +5,16 @@ use super::child::Wrapped;
 use crate::Failure;
 use crate::backends::{self, Backend, BackendOptions};
 use crate::cli::RecordArgs;
+use flinch_analysis::idle::IdleProfile;
 use flinch_core::clock::{Clock, MonotonicClock};
-use flinch_core::idle::IdleProfile;
-use flinch_core::marks::fifo::{
-    MARKS_ENV, default_dir, default_fifo_candidates, default_fifo_path, ensure_private_dir,
-};
 use flinch_core::marks::owner::read_recorder_info;
-use flinch_core::recorder::{Recorder, RecorderConfig, RecordingSetup};
+use flinch_core::marks::paths::{
+    MARKS_ENV, default_dir, default_fifo_candidates, default_fifo_path,
+};
 use flinch_core::trace::Footer;
 use flinch_core::{Source, SourceError};
+use flinch_record::marks::fifo::ensure_private_dir;
+use flinch_record::recorder::{Recorder, RecorderConfig, RecordingSetup};
 use rustix::process::Signal;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGWINCH};
 use signal_hook::iterator::SignalsInfo;

@@ -6,15 +6,15 @@
 //! is reading it (a FIFO left behind by a recorder that was killed is reused that way). The
 //! checks are made again on what was actually opened, so a path swapped in between is
 //! refused too. A recorder claims the FIFO's path before it touches it and says who it is
-//! next to it ([`super::owner`]), so that two recorders never read one FIFO and a client can
+//! next to it ([`flinch_core::marks::owner`]), so that two recorders never read one FIFO and a client can
 //! tell which recorder takes its marks. The recorder
 //! holds a write end open itself, so reads never see end-of-file when clients come and go,
 //! and raises the pipe buffer to 1 MiB so that bursts of marks from non-blocking clients fit
 //! while the reader catches up.
 
-use super::{Line, LineSplitter, MarkSink, MarkVia, mark_event};
-use crate::clock::Clock;
-use crate::error::{Error, Result};
+use flinch_core::clock::Clock;
+use flinch_core::error::{Error, Result};
+use flinch_core::marks::{Line, LineSplitter, MarkSink, MarkVia, deliver_line};
 use rustix::event::{PollFd, PollFlags, poll};
 use rustix::fs::{FileType, Mode, OFlags};
 use rustix::io::Errno;
@@ -25,54 +25,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-
-/// The environment variable holding the marks path for clients (set by `flinch record` for
-/// the wrapped command, read by `flinch mark` and the Python client).
-pub const MARKS_ENV: &str = "FLINCH_MARKS";
-
-/// The per-user directory the default FIFO lives in: `$XDG_RUNTIME_DIR/flinch` when that is
-/// set (systemd makes it `0700` per user), else `/tmp/flinch-<uid>`.
-pub fn default_dir() -> PathBuf {
-    match std::env::var_os("XDG_RUNTIME_DIR") {
-        Some(d) if !d.is_empty() && Path::new(&d).is_absolute() => Path::new(&d).join("flinch"),
-        _ => PathBuf::from(format!(
-            "/tmp/flinch-{}",
-            rustix::process::geteuid().as_raw()
-        )),
-    }
-}
-
-/// Every place a client may look for the per-user default FIFO, the current default first:
-/// `$XDG_RUNTIME_DIR/flinch/marks.fifo` (when set), systemd's `/run/user/<uid>/flinch/marks.fifo`
-/// and `/tmp/flinch-<uid>/marks.fifo`. A client started without `XDG_RUNTIME_DIR` (cron, ssh
-/// without a login session, sudo) uses the last one while a recorder started in a desktop
-/// session uses the first.
-pub fn default_fifo_candidates() -> Vec<PathBuf> {
-    let uid = rustix::process::geteuid().as_raw();
-    let mut v = vec![default_fifo_path()];
-    for p in [
-        PathBuf::from(format!("/run/user/{uid}/flinch/marks.fifo")),
-        PathBuf::from(format!("/tmp/flinch-{uid}/marks.fifo")),
-    ] {
-        if !v.contains(&p) {
-            v.push(p);
-        }
-    }
-    v
-}
-
-/// The default FIFO path: `<default_dir>/marks.fifo`.
-pub fn default_fifo_path() -> PathBuf {
-    default_dir().join("marks.fifo")
-}
-
-/// Where a client should send marks: `$FLINCH_MARKS` if set, else the per-user default FIFO.
-pub fn client_marks_path() -> PathBuf {
-    match std::env::var_os(MARKS_ENV) {
-        Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => default_fifo_path(),
-    }
-}
 
 fn euid() -> u32 {
     rustix::process::geteuid().as_raw()
@@ -195,7 +147,7 @@ fn prepare_fifo(path: &Path) -> Result<bool> {
 /// The receiving end of a marks FIFO, read by a thread of its own.
 pub struct FifoReceiver {
     path: PathBuf,
-    claim: Option<super::owner::FifoClaim>,
+    claim: Option<flinch_core::marks::owner::FifoClaim>,
     created: bool,
     stale: Option<(u64, u64)>,
     stop: Arc<AtomicBool>,
@@ -206,7 +158,7 @@ impl FifoReceiver {
     /// Creates or validates the FIFO at `path` (see the module docs), then reads marks from
     /// it on a thread, passing each line to `sink` stamped with `clock`.
     pub fn start(path: &Path, clock: Arc<dyn Clock>, sink: MarkSink) -> Result<Self> {
-        let mut claim = super::owner::FifoClaim::acquire(path)?;
+        let mut claim = flinch_core::marks::owner::FifoClaim::acquire(path)?;
         let created = prepare_fifo(path)?;
         let cleanup = |e: Error| {
             if created {
@@ -271,7 +223,7 @@ impl FifoReceiver {
         &self.path
     }
 
-    /// Says, next to the FIFO, that this recorder writes `trace` (see [`super::owner`]).
+    /// Says, next to the FIFO, that this recorder writes `trace` (see [`flinch_core::marks::owner`]).
     pub fn publish_trace(&mut self, trace: &Path) -> Result<()> {
         match &mut self.claim {
             Some(c) => c.publish(&self.path, Some(trace)),
@@ -378,19 +330,6 @@ fn read_loop(
             splitter.finish(|line| deliver(&sink, line, now));
             return;
         }
-    }
-}
-
-pub(crate) fn deliver_line(sink: &MarkSink, line: Line<'_>, now: u64, via: MarkVia) {
-    match line {
-        Line::Complete(l) if l.iter().all(u8::is_ascii_whitespace) => {} // blank lines are noise
-        Line::Complete(l) => sink(mark_event(l, now, via)),
-        Line::Overlong(n) => sink(super::MarkEvent::Bad {
-            via,
-            recv_ns: now,
-            line: format!("<{n} bytes without a newline>"),
-            error: super::MarkParseError::TooLong { len: n },
-        }),
     }
 }
 

@@ -2,11 +2,11 @@
 
 use flinch_core::clock::{Clock, MonotonicClock, monotonic_ns};
 use flinch_core::marks::client::{ClientError, MarkClient, SendOutcome};
-use flinch_core::recorder::{MarkSendError, Recorder, RecorderConfig, RecordingSetup};
-use flinch_core::synthetic::{SyntheticConfig, SyntheticSource};
 use flinch_core::testing::ScriptedSource;
 use flinch_core::trace::{RowKind, read_trace};
 use flinch_core::{ChannelSpec, CounterSpec, ErrorKind, SourceError};
+use flinch_record::recorder::{MarkSendError, Recorder, RecorderConfig, RecordingSetup};
+use flinch_record::synthetic::{SyntheticConfig, SyntheticSource};
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
@@ -184,7 +184,7 @@ fn a_client_with_no_recorder_is_neither_blocked_nor_crashed() {
         .err()
         .unwrap()
         .to_string();
-    assert!(e.contains("already listening"), "{e}");
+    assert!(e.contains("is already reading marks from"), "{e}");
     assert!(
         !dir.path().join("t2.csv").exists(),
         "no trace file is created when start fails"
