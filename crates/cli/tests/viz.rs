@@ -77,7 +77,7 @@ fn plot_draws_the_real_llm_trace_and_the_rapl_only_trace() {
     assert!(o.status.success(), "{err}");
     assert!(out.contains("16 span(s)"), "{out}");
     assert!(
-        out.contains("gpu0 idle 120.0 W") && out.contains("7 activity line(s)"),
+        out.contains("gpu0 idle 120.0 W") && out.contains("8 activity line(s)"),
         "{out}"
     );
     assert!(out.contains("histogram"), "{out}");

@@ -8,7 +8,7 @@ use flinch_viz::idle::Idle;
 use flinch_viz::plot::{HistogramMode, PlotData, PlotOptions, render};
 use flinch_viz::series::{activity_series, power_series};
 use flinch_viz::spans::{SpanSet, SpanSpec, Verdict, find_spans, verdicts};
-use flinch_viz::testing::{check_trace_events, write_demo_trace};
+use flinch_viz::testing::{CPU_TASK_MS, check_trace_events, write_cpu_trace, write_demo_trace};
 use flinch_viz::{perfetto, table};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -454,7 +454,7 @@ fn plots_of_demo_rapl_and_real_traces_show_their_panels() {
         "Power per device",
         "power (W)",
         "time since the trace",
-        "Utilisation and activity",
+        "Utilisation, activity and CPU time",
         "gpu0 util gpu",
         "gpu0 sm active",
         "Durations of phase spans — n=6, median 700.0 ms",
@@ -516,6 +516,166 @@ fn plots_of_demo_rapl_and_real_traces_show_their_panels() {
         assert!(s.activity_lines >= 2);
         assert_eq!(png_size_and_pixels(&out).0, s.size);
     }
+}
+
+/// `<text>` elements of an SVG: (x, y, text-anchor, text).
+fn svg_texts(svg: &str) -> Vec<(f64, f64, String, String)> {
+    let attr = |tag: &str, name: &str| -> Option<String> {
+        let i = tag.find(&format!(" {name}=\""))? + name.len() + 3;
+        Some(tag[i..].split('"').next()?.to_owned())
+    };
+    svg.split("<text")
+        .skip(1)
+        .filter_map(|rest| {
+            let (tag, after) = rest.split_once('>')?;
+            let text = after.split("</text>").next()?.trim().to_owned();
+            Some((
+                attr(tag, "x")?.parse().ok()?,
+                attr(tag, "y")?.parse().ok()?,
+                attr(tag, "text-anchor").unwrap_or_else(|| "start".into()),
+                text,
+            ))
+        })
+        .collect()
+}
+
+#[test]
+fn a_cpu_only_trace_gets_no_empty_power_panel_and_its_process_cpu_time_is_drawn() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("cpuonly.flinch.csv");
+    write_cpu_trace(&p).unwrap();
+    let t = read_trace(&p).unwrap();
+    let spans = find_spans(
+        &t,
+        &SpanSpec::Labels {
+            from: "task_start".into(),
+            to: "task_end".into(),
+        },
+    )
+    .unwrap();
+    assert_eq!(spans.spans.len(), 6);
+    // proc.cpu_time, the channel CPU verdicts are made from, is a line: one core busy in
+    // the cpu tasks, none in the sleeps.
+    let act = activity_series(&t);
+    let labels: Vec<&str> = act.iter().map(|s| s.label.as_str()).collect();
+    assert_eq!(
+        labels,
+        ["host cpu util", "proc CPU time (cores, right axis)"]
+    );
+    for (i, s) in spans.spans.iter().enumerate() {
+        let mean = act[1]
+            .window_mean(s.start_ns + 150_000_000, s.end_ns - 150_000_000)
+            .unwrap();
+        let want = if i % 2 == 0 { 1.0 } else { 0.0 };
+        assert!((mean - want).abs() < 0.05, "task {i}: {mean} cores");
+    }
+    let svg = dir.path().join("cpu.svg");
+    let s = plot(&t, &spans, None, &PlotOptions::default(), &svg);
+    assert_eq!((s.power_lines, s.activity_lines, s.spans), (0, 2, 6));
+    assert!(s.histogram);
+    // Title, one time panel and the histogram: no empty power panel.
+    assert_eq!(s.size, (1400, 64 + 430 + 330));
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(!text.contains("Power per device"));
+    assert!(!text.contains("no power or energy channel"));
+    for needle in [
+        "Utilisation, activity and CPU time",
+        "proc CPU time (cores, right axis)",
+        "CPU time (cores)",
+        "span: ",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?}");
+    }
+    // The histogram's count axis labels whole spans, each once (not "2, 2, 1, 1, 0").
+    let hist_top = 64.0 + 430.0;
+    let counts: Vec<String> = svg_texts(&text)
+        .into_iter()
+        .filter(|(x, y, _, t)| *y > hist_top + 30.0 && *x < 80.0 && t.parse::<u32>().is_ok())
+        .map(|(_, _, _, t)| t)
+        .collect();
+    let mut unique = counts.clone();
+    unique.sort();
+    unique.dedup();
+    assert!(counts.len() >= 3, "{counts:?}");
+    assert_eq!(
+        unique.len(),
+        counts.len(),
+        "repeated count labels: {counts:?}"
+    );
+    assert_eq!(CPU_TASK_MS.len(), 6);
+}
+
+#[test]
+fn the_median_and_p90_labels_never_overlap() {
+    // The demo's six phases all last 700 ms: the median and p90 lines coincide.
+    let (d, t) = demo();
+    let spans = find_spans(
+        &t,
+        &SpanSpec::Labels {
+            from: "phase_start".into(),
+            to: "phase_end".into(),
+        },
+    )
+    .unwrap();
+    let svg = d.path().join("h.svg");
+    let opts = PlotOptions {
+        histogram: HistogramMode::Always,
+        ..Default::default()
+    };
+    plot(&t, &spans, None, &opts, &svg);
+    let texts = svg_texts(&std::fs::read_to_string(&svg).unwrap());
+    let find = |name: &str| {
+        texts
+            .iter()
+            .find(|(_, _, _, t)| t == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} label"))
+    };
+    let (mx, my, manchor, _) = find("median");
+    let (px, py, panchor, _) = find("p90");
+    assert_eq!(my, py);
+    // The median's label ends left of its line, the p90's starts right of its own.
+    assert_eq!((manchor.as_str(), panchor.as_str()), ("end", "start"));
+    assert!(mx < px, "median at {mx}, p90 at {px}");
+}
+
+#[test]
+fn the_legend_never_hides_the_span_lanes() {
+    // Two overlapping requests (lanes) at the right edge of the picture, where the legend
+    // is drawn: their bars must keep their colour.
+    let (d, t) = demo();
+    let spans = find_spans(
+        &t,
+        &SpanSpec::Labels {
+            from: "server_recv".into(),
+            to: "done".into(),
+        },
+    )
+    .unwrap();
+    assert_eq!(spans.spans.len(), 2);
+    let t0 = flinch_viz::testing::DEMO_T0;
+    let opts = PlotOptions {
+        window: Some((t0 + 2_000_000_000, t0 + 9_250_000_000)),
+        histogram: HistogramMode::Never,
+        ..Default::default()
+    };
+    let png = d.path().join("lanes.png");
+    let idle = Idle::from_watts(&t, &["100".into()]).unwrap();
+    let s = plot(&t, &spans, Some(idle), &opts, &png);
+    assert_eq!(s.verdicts[0], (Verdict::GpuCompute, 2));
+    let ((w, _), buf, ch) = png_size_and_pixels(&png);
+    // Strongly red pixels (the gpu-compute bars) in the top right corner of the power
+    // panel, where an upper-right legend box would wash them out.
+    let mut red = 0;
+    for y in 64..64 + 140 {
+        for x in 1200..1370 {
+            let i = (y * w as usize + x) * ch;
+            if buf[i] as i32 - buf[i + 1] as i32 > 60 {
+                red += 1;
+            }
+        }
+    }
+    assert!(red > 1000, "the lanes are hidden: {red} red pixels");
 }
 
 #[test]

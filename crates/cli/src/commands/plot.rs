@@ -95,8 +95,13 @@ pub fn run(a: PlotArgs) -> Result<ExitCode, Failure> {
     };
     if power.is_empty() && !a.quiet {
         eprintln!(
-            "flinch: note: {} has no power channel and no energy counter: the power panel is empty",
-            a.trace.display()
+            "flinch: note: {} has no power channel and no energy counter: {}",
+            a.trace.display(),
+            if activity.is_empty() {
+                "the power panel is empty"
+            } else {
+                "no power panel, the activity and CPU time panel is on top"
+            }
         );
     }
     let data = PlotData::new(
