@@ -15,17 +15,19 @@ pub struct Cli {
 
 const TOP_EXAMPLES: &str = "\
 Examples:
-  flinch sources                          what can be measured here, and why not
+  flinch sources                        what can be measured here, and why not
   flinch record --out run.flinch.csv -- python serve.py
-                                          record while a command runs; it gets $FLINCH_MARKS
-  flinch mark infer_start req=7           send a mark to the running recorder
-  flinch calibrate --out idle.json        an idle profile (leave the machine alone)
+                                        record while a command runs; it gets
+                                        $FLINCH_MARKS
+  flinch mark infer_start req=7         send a mark to the running recorder
+  flinch calibrate --out idle.json      an idle profile (machine left alone)
   flinch analyze run.flinch.csv --from infer_start --to first_token
-                                          spans: duration, energy above idle, verdicts
+                                        spans: duration, energy above idle,
+                                        verdicts
   flinch plot run.flinch.csv --from infer_start --to first_token -o run.png
-                                          power and activity with every span shaded
+                                        power and activity, every span shaded
   flinch export run.flinch.csv --perfetto run.json --csv run.wide.csv
-                                          open in ui.perfetto.dev; load in pandas";
+                                        for ui.perfetto.dev and for pandas";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -58,57 +60,67 @@ pub enum Command {
 
 const CALIBRATE_EXAMPLES: &str = "\
 Examples:
-  flinch calibrate --out idle.json                  30 s of every available source
+  flinch calibrate --out idle.json           30 s of every available source
   flinch calibrate --source nvml --seconds 60 --out idle-ctx.json
   flinch record --idle idle.json --out run.flinch.csv -- python serve.py
 
-Leave the machine alone while it runs. Idle is not one number: a GPU with a CUDA context
-open draws more than one without (70 W vs ~119 W on an H100), so calibrate in the state
-your spans wait in (e.g. with the server loaded and idle). The profile is refused when
-the machine was not idle (GPU utilisation above 0, power drifting, busy CPUs), saying
-what was seen; --allow-busy writes it anyway, marked idle_ok: false.";
+Leave the machine alone while it runs. Idle is not one number: a GPU with a
+CUDA context open draws more than one without (70 W vs ~119 W on an H100), so
+calibrate in the state your spans wait in (e.g. with the server loaded and
+idle). The profile is refused when the machine was not idle (GPU utilisation
+above 0, power drifting, busy CPUs), saying what was seen; --allow-busy writes
+it anyway, marked idle_ok: false. A run too short for the sources' update
+periods is refused, saying how long it needs.";
 
 const ANALYZE_EXAMPLES: &str = "\
 Examples:
-  flinch analyze run.flinch.csv                     list the mark labels and their counts
+  flinch analyze run.flinch.csv          list the mark labels and their counts
   flinch analyze run.flinch.csv --from infer_start --to first_token
-  flinch analyze run.flinch.csv --from infer_start --to first_token --json > spans.json
-  flinch analyze run.flinch.csv --from step --to step        consecutive marks
+  flinch analyze run.flinch.csv --from infer_start --to first_token \\
+      --json > spans.json
+  flinch analyze run.flinch.csv --from step --to step     consecutive marks
   flinch analyze run.flinch.csv --from a --to b --idle idle.json
   flinch analyze run.flinch.csv --from a --to b --idle-window 2..12
-  flinch analyze run.flinch.csv --from a --to b --idle-window idle_start..idle_end
+  flinch analyze run.flinch.csv --from a --to b \\
+      --idle-window idle_start..idle_end
 
-Spans pair by req=ID when marks carry one, else in order. Idle comes from --idle-window,
-else --idle, else the profile embedded by `record --idle`. --idle-window A..B: A and B are
-mark labels (the first A, then the first B after it) or seconds from the trace's start
-(`2.5` or `2.5s`). The JSON output is documented in docs/analysis.md.";
+Spans pair by req=ID when marks carry one, else in order. The idle level: give
+one of --idle FILE and --idle-window A..B (not both); with neither, the
+profile embedded by `record --idle` is used, if any. --idle-window A..B: A and
+B are mark labels (the first A, then the first B after it) or seconds from the
+trace's start (`2.5` or `2.5s`). The JSON output is documented in
+docs/analysis.md.";
 
 const PLOT_EXAMPLES: &str = "\
 Examples:
-  flinch plot run.flinch.csv                                   spans X_start..X_end, run.png
+  flinch plot run.flinch.csv                spans X_start..X_end, into run.png
   flinch plot run.flinch.csv --from infer_start --to first_token -o ttft.svg
   flinch plot run.flinch.csv --window 10..25 --idle-watts 119
   flinch plot run.flinch.csv --idle-window calib_start..calib_end
   flinch plot run.flinch.csv --idle idle.json --histogram never
 
-Spans are paired like `flinch analyze` pairs them: each --to mark closes the oldest open
---from mark with the same req= field. Without --from/--to every pair of labels X_start /
-X_end is shaded. Times in --window and --idle-window are seconds from the trace's start
-(12.5 or 12.5s) or mark labels (the first such mark). The idle level comes from
---idle-watts, else --idle, else --idle-window, else the profile embedded in the trace.
-Span colours are the verdicts of `flinch analyze` with that idle level: gpu-compute,
-cpu-compute, idle-wait, unresolved.";
+Spans are paired like `flinch analyze` pairs them: each --to mark closes the
+oldest open --from mark with the same req= field. Without --from/--to every
+pair of labels X_start / X_end is shaded. Times in --window and --idle-window
+are seconds from the trace's start (12.5 or 12.5s) or mark labels (the first
+such mark). The idle level: give one of --idle-watts, --idle FILE and
+--idle-window A..B (not several); with none, the profile embedded by `record
+--idle` is used, if any. Span colours are the verdicts of `flinch analyze`
+with that idle level: gpu-compute, cpu-compute, idle-wait, unresolved. An
+existing picture is replaced only with --force.";
 
 const EXPORT_EXAMPLES: &str = "\
 Examples:
-  flinch export run.flinch.csv --perfetto run.json      then open it at ui.perfetto.dev
-  flinch export run.flinch.csv --csv run.wide.csv       pd.read_csv(\"run.wide.csv\")
-  flinch export run.flinch.csv --perfetto run.json --from infer_start --to first_token
+  flinch export run.flinch.csv --perfetto run.json   open at ui.perfetto.dev
+  flinch export run.flinch.csv --csv wide.csv        pd.read_csv(\"wide.csv\")
+  flinch export run.flinch.csv --perfetto run.json \\
+      --from infer_start --to first_token
 
-Perfetto: a process per device with a counter track per channel, a `spans` process with a
-thread per request (its stages nested in it), a `marks` process with a thread per label.
-CSV: a row per timestamp (t_ns, t_s from the trace's start), a column per channel, and a
-`mark` column; every sample and mark appears exactly once.";
+Perfetto: a process per device with a counter track per channel, a `spans`
+process with a thread per request (its stages nested in it), a `marks` process
+with a thread per label. CSV: a row per timestamp (t_ns, t_s from the trace's
+start), a column per channel, and a `mark` column; every sample and mark
+appears exactly once. Existing files are replaced only with --force.";
 
 const SOURCES_EXAMPLES: &str = "\
 Examples:
@@ -119,14 +131,19 @@ Examples:
 const RECORD_EXAMPLES: &str = "\
 Examples:
   flinch record --out run.flinch.csv --duration 30s
-  flinch record --out run.flinch.csv --source nvml --interval 10ms -- python serve.py
-  flinch record --out demo.flinch.csv --source synthetic --synthetic '50W/1s,250W/1s' --duration 5s
-  flinch record --out run.flinch.csv --marks-file /shared/marks.txt --meta batch=8 --meta model=llama
+  flinch record --out run.flinch.csv --source nvml --interval 10ms \\
+      -- python serve.py
+  flinch record --out demo.flinch.csv --source synthetic \\
+      --synthetic '50W/1s,250W/1s' --duration 5s
+  flinch record --out run.flinch.csv --marks-file /shared/marks.txt \\
+      --meta batch=8 --meta model=llama
 
-Marks: the recorder creates a FIFO (default $XDG_RUNTIME_DIR/flinch/marks.fifo, else
-/tmp/flinch-$UID/marks.fifo) and passes its path to a wrapped command as $FLINCH_MARKS.
-A client writes one line per mark, non-blocking: `LABEL t=<CLOCK_MONOTONIC ns> [key=value ...]`.
-Python: os.write(fd, f\"infer_start t={time.monotonic_ns()} req=7\\n\".encode())";
+Marks: the recorder creates a FIFO (default
+$XDG_RUNTIME_DIR/flinch/marks.fifo, else /tmp/flinch-$UID/marks.fifo) and
+passes its path to a wrapped command as $FLINCH_MARKS. A client writes one
+line per mark, non-blocking: `LABEL t=<CLOCK_MONOTONIC ns> [key=value ...]`.
+Python:
+  os.write(fd, f\"infer_start t={time.monotonic_ns()} req=7\\n\".encode())";
 
 const MARK_EXAMPLES: &str = "\
 Examples:
@@ -134,10 +151,11 @@ Examples:
   flinch mark first_token req=7 --fifo /tmp/flinch-1000/marks.fifo
   flinch mark step_done --file /shared/marks.txt
 
-The path is --fifo/--file, else $FLINCH_MARKS, else the per-user default FIFO. On stderr it
-says which recorder took the mark (its pid and trace, as the recorder publishes them next to
-its FIFO), so a mark sent to a recorder you did not mean is seen at once.
-Exit status: 0 sent, 1 dropped (the recorder's pipe was full), 2 error (no recorder, bad mark).";
+The path is --fifo/--file, else $FLINCH_MARKS, else the per-user default FIFO.
+On stderr it says which recorder took the mark (its pid and trace, as the
+recorder publishes them next to its FIFO), so that a mark sent to a recorder
+you did not mean is seen at once. Exit status: 0 sent, 1 dropped (the
+recorder's pipe was full), 2 error (no recorder, bad mark).";
 
 /// Options of the backends, shared by the commands that open sources.
 #[derive(Debug, Args, Clone)]
@@ -285,7 +303,8 @@ pub struct AnalyzeArgs {
     /// The label of the mark that ends a span
     #[arg(long, value_name = "LABEL", requires = "from")]
     pub to: Option<String>,
-    /// An idle profile written by `flinch calibrate` (overrides the trace's own)
+    /// An idle profile written by `flinch calibrate` (instead of the trace's own; not with
+    /// --idle-window)
     #[arg(
         long,
         value_name = "FILE",
@@ -294,6 +313,7 @@ pub struct AnalyzeArgs {
     )]
     pub idle: Option<PathBuf>,
     /// Take idle from a stretch of this trace: A..B, mark labels or seconds from its start
+    /// (instead of the trace's own profile; not with --idle)
     #[arg(long, value_name = "A..B", requires = "from")]
     pub idle_window: Option<String>,
     /// Print one JSON object (documented in docs/analysis.md)
@@ -396,12 +416,13 @@ pub enum HistogramArg {
 }
 
 #[derive(Debug, Args)]
+#[group(id = "outputs", args = ["perfetto", "csv"], required = true, multiple = true)]
 pub struct ExportArgs {
     /// The trace to convert
     #[arg(value_name = "TRACE")]
     pub trace: PathBuf,
     /// Write Chrome trace-event JSON for the Perfetto UI here
-    #[arg(long, value_name = "OUT.json", required_unless_present = "csv")]
+    #[arg(long, value_name = "OUT.json")]
     pub perfetto: Option<PathBuf>,
     /// Write one wide CSV here (a row per timestamp, a column per channel, a mark column)
     #[arg(long, value_name = "OUT.csv")]
@@ -492,6 +513,58 @@ mod tests {
         assert!(parse_key_value("novalue").is_err());
         assert!(parse_key_value("bad key=1").is_err());
         assert!(parse_key_value("k=two words").is_err());
+    }
+
+    /// The examples in every help are written to fit 80 columns: clap wraps longer lines,
+    /// which cuts a command in the middle (`... -- python` / `serve.py`).
+    #[test]
+    fn help_examples_fit_80_columns_and_are_never_cut() {
+        use clap::CommandFactory;
+        let mut cli = Cli::command().term_width(80);
+        let mut helps = vec![(String::from("flinch"), cli.render_long_help().to_string())];
+        for sub in cli.get_subcommands_mut().filter(|s| s.get_name() != "help") {
+            let name = sub.get_name().to_owned();
+            let mut sub = sub.clone().term_width(80);
+            helps.push((name, sub.render_long_help().to_string()));
+        }
+        for (name, help) in helps {
+            let tail = help
+                .split_once("Examples:")
+                .unwrap_or_else(|| panic!("{name}: no examples"))
+                .1;
+            let sources = [
+                TOP_EXAMPLES,
+                SOURCES_EXAMPLES,
+                RECORD_EXAMPLES,
+                MARK_EXAMPLES,
+                CALIBRATE_EXAMPLES,
+                ANALYZE_EXAMPLES,
+                PLOT_EXAMPLES,
+                EXPORT_EXAMPLES,
+            ];
+            for line in tail.lines().filter(|l| !l.trim().is_empty()) {
+                assert!(
+                    sources
+                        .iter()
+                        .any(|src| src.lines().any(|l| l.trim_end() == line.trim_end())),
+                    "{name} --help at 80 columns cut a line: {line:?}"
+                );
+            }
+        }
+        for src in [
+            TOP_EXAMPLES,
+            SOURCES_EXAMPLES,
+            RECORD_EXAMPLES,
+            MARK_EXAMPLES,
+            CALIBRATE_EXAMPLES,
+            ANALYZE_EXAMPLES,
+            PLOT_EXAMPLES,
+            EXPORT_EXAMPLES,
+        ] {
+            for l in src.lines() {
+                assert!(l.chars().count() <= 78, "over 78 columns: {l:?}");
+            }
+        }
     }
 
     #[test]

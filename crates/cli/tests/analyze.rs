@@ -697,3 +697,54 @@ fn a_724_ms_burst_through_a_fake_rapl_tree_is_57_9_j_and_cpu_compute() {
     eprintln!("rapl idle: active {active:.3} J");
     assert!(active.abs() <= 1.5, "idle active {active} J");
 }
+
+#[test]
+fn text_histogram_bins_never_print_the_same_range_twice() {
+    // Ten spans of 20.100 ms + 4 µs steps: bins 3.6 µs wide.
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("t.csv");
+    let fifo = dir.path().join("m.fifo");
+    let rec = flinch()
+        .args([
+            "record",
+            "--quiet",
+            "--source",
+            "synthetic",
+            "--duration",
+            "1s",
+        ])
+        .arg("--out")
+        .arg(&trace)
+        .arg("--marks-fifo")
+        .arg(&fifo)
+        .spawn()
+        .unwrap();
+    header_of(&trace);
+    while !fifo.exists() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let t0 = monotonic_ns();
+    for i in 0..10u64 {
+        let s = t0 + i * 30 * MS;
+        send(&fifo, "a", s);
+        send(&fifo, "b", s + 20_100_000 + i * 4_000);
+    }
+    assert!(rec.wait_with_output().unwrap().status.success());
+    let o = run(flinch()
+        .arg("analyze")
+        .arg(&trace)
+        .args(["--from", "a", "--to", "b"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8(o.stdout).unwrap();
+    let bins: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(" – "))
+        .map(|l| l.split(" ms").next().unwrap().trim())
+        .collect();
+    assert!(bins.len() >= 3, "{text}");
+    let mut unique = bins.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), bins.len(), "{text}");
+    assert!(bins[0].starts_with("20.100"), "{text}");
+}

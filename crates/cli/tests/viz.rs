@@ -218,7 +218,7 @@ fn bad_input_gets_a_clear_error_and_no_output() {
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
             vec!["plot", "missing.flinch.csv"],
-            "missing.flinch.csv is not a file",
+            "missing.flinch.csv does not exist",
         ),
         (
             vec!["plot", "ok.flinch.csv", "-o", "out.jpg"],
@@ -354,4 +354,68 @@ fn outputs_never_replace_a_file_without_force_nor_write_through_a_symlink() {
     check_trace_events(&std::fs::read_to_string(d.join("link.json")).unwrap()).unwrap();
     assert_eq!(png_size(&d.join("t.png")).0, 1400);
     assert_eq!(files(d), before, "temporary files left behind");
+}
+
+#[test]
+fn the_messages_a_new_user_met_say_what_is_wrong_in_one_wording() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // A missing trace: the same words from every command.
+    for cmd in ["analyze", "plot", "export"] {
+        let mut c = flinch();
+        c.current_dir(d).args([cmd, "missing.flinch.csv"]);
+        if cmd == "export" {
+            c.args(["--csv", "out.csv"]);
+        }
+        let (o, _, err) = run(&mut c);
+        assert_eq!(o.status.code(), Some(2), "{cmd}: {err}");
+        assert!(
+            err.contains(
+                "missing.flinch.csv does not exist: give the trace file written by `flinch record`"
+            ),
+            "{cmd}: {err}"
+        );
+    }
+    // A trace cut inside its header line: said to be cut, not to lack a header.
+    let whole = std::fs::read_to_string(rapl()).unwrap();
+    let cut_at = whole.find("\n# header ").unwrap() + 40;
+    std::fs::write(d.join("cut.flinch.csv"), &whole[..cut_at]).unwrap();
+    for cmd in ["analyze", "plot", "export"] {
+        let mut c = flinch();
+        c.current_dir(d).args([cmd, "cut.flinch.csv"]);
+        if cmd == "export" {
+            c.args(["--csv", "out.csv"]);
+        }
+        let (o, _, err) = run(&mut c);
+        assert_eq!(o.status.code(), Some(2), "{cmd}: {err}");
+        assert!(
+            err.contains("cut.flinch.csv:2: the header line is cut short"),
+            "{cmd}: {err}"
+        );
+    }
+    // export with no output names both ways to give one.
+    std::fs::copy(rapl(), d.join("ok.flinch.csv")).unwrap();
+    let (o, _, err) = run(flinch().current_dir(d).args(["export", "ok.flinch.csv"]));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        err.contains("--perfetto <OUT.json>|--csv <OUT.csv>"),
+        "{err}"
+    );
+    // The helps of analyze and plot say the same about the idle level: one source, never
+    // "A wins over B" while giving both is an error.
+    for (cmd, both) in [("analyze", "not both"), ("plot", "not several")] {
+        let (o, help, _) = run(flinch().args([cmd, "--help"]));
+        assert!(o.status.success());
+        let flat = help.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(
+            flat.contains(&format!("The idle level: give one of")),
+            "{cmd}: {flat}"
+        );
+        assert!(flat.contains(both), "{cmd}: {flat}");
+        assert!(
+            flat.contains("the profile embedded by `record --idle` is used, if any"),
+            "{cmd}: {flat}"
+        );
+        assert!(!flat.contains("else --idle"), "{cmd}: {flat}");
+    }
 }

@@ -35,6 +35,7 @@ fn bar(len: u64, what: &str, show: bool) -> ProgressBar {
 }
 
 fn load(a: &AnalyzeArgs, show: bool) -> Result<Trace, Failure> {
+    super::load::check_trace_path(&a.trace)?;
     let f = std::fs::File::open(&a.trace)
         .map_err(|e| Failure::new(format!("cannot open trace {}: {e}", a.trace.display())))?;
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
@@ -154,6 +155,24 @@ fn opt(x: Option<f64>, prec: usize) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
+/// How to print histogram edges (seconds): the unit (ms below a second) and as many
+/// decimals as the bin width needs, so that no two bins print the same range.
+fn bin_format(edges: &[f64]) -> (f64, &'static str, usize) {
+    let top = edges.iter().copied().fold(0.0, f64::max);
+    let (scale, unit) = if top < 1.0 { (1e3, "ms") } else { (1.0, "s") };
+    let width = edges
+        .windows(2)
+        .map(|w| (w[1] - w[0]) * scale)
+        .filter(|w| *w > 0.0)
+        .fold(f64::INFINITY, f64::min);
+    let dec = if width.is_finite() {
+        (1.0 - width.log10()).ceil().clamp(1.0, 9.0) as usize
+    } else {
+        1
+    };
+    (scale, unit, dec)
+}
+
 /// The human report.
 pub fn render(r: &Report, origin_ns: u64, all: bool) -> String {
     let mut s = String::new();
@@ -240,13 +259,14 @@ pub fn render(r: &Report, origin_ns: u64, all: bool) -> String {
     }
     let h = &sm.histogram;
     let peak = h.counts.iter().copied().max().unwrap_or(0).max(1);
+    let (scale, unit, dec) = bin_format(&h.edges);
     for (i, c) in h.counts.iter().enumerate() {
         let w = (*c as f64 / peak as f64 * 40.0).round() as usize;
+        let hi = format!("{:.dec$} {unit}", h.edges[i + 1] * scale);
         let _ = writeln!(
             s,
-            "  {:>9.4} – {:<9.4} s {:<40} {c}",
-            h.edges[i],
-            h.edges[i + 1],
+            "  {:>10.dec$} – {hi:<13} {:<40} {c}",
+            h.edges[i] * scale,
             "█".repeat(w)
         );
     }

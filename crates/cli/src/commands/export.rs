@@ -1,6 +1,6 @@
 //! `flinch export`: Perfetto trace-event JSON and one wide CSV.
 
-use super::load::{load_trace, spans, write_progress};
+use super::load::{check_trace_path, load_trace, spans, write_progress};
 use crate::Failure;
 use crate::cli::ExportArgs;
 use flinch_viz::output::{check_destination, write_atomically};
@@ -8,12 +8,7 @@ use flinch_viz::{perfetto, table};
 use std::process::ExitCode;
 
 pub fn run(a: ExportArgs) -> Result<ExitCode, Failure> {
-    if !a.trace.is_file() {
-        return Err(Failure::new(format!(
-            "{} is not a file: give the trace written by `flinch record`",
-            a.trace.display()
-        )));
-    }
+    check_trace_path(&a.trace)?;
     if let (Some(p), Some(c)) = (&a.perfetto, &a.csv)
         && p == c
     {

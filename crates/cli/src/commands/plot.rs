@@ -1,6 +1,6 @@
 //! `flinch plot`: one picture of a trace (see `flinch_viz::plot`).
 
-use super::load::{load_trace, spans};
+use super::load::{check_trace_path, load_trace, spans};
 use crate::Failure;
 use crate::cli::{HistogramArg, PlotArgs};
 use flinch_viz::idle::{Idle, parse_window, resolve_window};
@@ -49,12 +49,7 @@ pub fn run(a: PlotArgs) -> Result<ExitCode, Failure> {
         ));
     }
 
-    if !a.trace.is_file() {
-        return Err(Failure::new(format!(
-            "{} is not a file: give the trace written by `flinch record`",
-            a.trace.display()
-        )));
-    }
+    check_trace_path(&a.trace)?;
     check_destination(&out, &a.trace, a.force)?;
     let trace = load_trace(&a.trace, a.quiet)?;
     let set = spans(&trace, &a.spans, a.quiet, false)?;
