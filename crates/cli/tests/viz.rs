@@ -408,7 +408,7 @@ fn the_messages_a_new_user_met_say_what_is_wrong_in_one_wording() {
         assert!(o.status.success());
         let flat = help.split_whitespace().collect::<Vec<_>>().join(" ");
         assert!(
-            flat.contains(&format!("The idle level: give one of")),
+            flat.contains("The idle level: give one of"),
             "{cmd}: {flat}"
         );
         assert!(flat.contains(both), "{cmd}: {flat}");
