@@ -119,8 +119,10 @@ Examples:
 Perfetto: a process per device with a counter track per channel, a `spans`
 process with a thread per request (its stages nested in it), a `marks` process
 with a thread per label. CSV: a row per timestamp (t_ns, t_s from the trace's
-start), a column per channel, and a `mark` column; every sample and mark
-appears exactly once. Existing files are replaced only with --force.";
+start), a column per channel, a `mark` column (the mark's line) and the mark
+split up: `mark_label` and a `mark_KEY` column per field key (`mark_req`,
+...). Every sample and mark appears exactly once. Existing files are replaced
+only with --force.";
 
 const SOURCES_EXAMPLES: &str = "\
 Examples:

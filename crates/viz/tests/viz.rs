@@ -252,16 +252,34 @@ fn assert_round_trip(t: &Trace) {
     let stats = table::write_wide_csv(t, &mut out, &mut |_, _| {}).unwrap();
     let (header, rows) = read_wide(&out);
     let n = t.channels.len();
-    assert_eq!(header.len(), n + 3);
+    // Every field key of any mark gets a column of its own, after mark and mark_label.
+    let mut keys: Vec<&str> = Vec::new();
+    for m in &t.marks {
+        for (k, _) in &m.fields {
+            if !keys.contains(&k.as_str()) {
+                keys.push(k);
+            }
+        }
+    }
+    assert_eq!(header.len(), n + 4 + keys.len());
     assert_eq!(
-        (&header[0][..], &header[1][..], &header[n + 2][..]),
-        ("t_ns", "t_s", "mark")
+        (
+            &header[0][..],
+            &header[1][..],
+            &header[n + 2][..],
+            &header[n + 3][..]
+        ),
+        ("t_ns", "t_s", "mark", "mark_label")
     );
+    for (j, k) in keys.iter().enumerate() {
+        assert_eq!(header[n + 4 + j], format!("mark_{k}"));
+    }
+    let mut split_marks: Vec<(String, Vec<(String, String)>)> = Vec::new();
     let mut got: Vec<Vec<(u64, f64)>> = vec![Vec::new(); n];
     let mut marks = Vec::new();
     let mut prev = 0u64;
     for row in &rows {
-        assert_eq!(row.len(), n + 3);
+        assert_eq!(row.len(), n + 4 + keys.len());
         let ts: u64 = row[0].parse().unwrap();
         assert!(ts >= prev, "rows out of order");
         prev = ts;
@@ -277,7 +295,19 @@ fn assert_round_trip(t: &Trace) {
         }
         if !row[n + 2].is_empty() {
             marks.push((ts, row[n + 2].clone()));
+            let fields = keys
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| !row[n + 4 + j].is_empty())
+                .map(|(j, k)| (k.to_string(), row[n + 4 + j].clone()))
+                .collect();
+            split_marks.push((row[n + 3].clone(), fields));
             filled += 1;
+        } else {
+            assert!(
+                row[n + 3..].iter().all(String::is_empty),
+                "fields without a mark"
+            );
         }
         assert!(filled > 0, "an empty row at {ts}");
     }
@@ -300,11 +330,27 @@ fn assert_round_trip(t: &Trace) {
         .map(|m| (m.t_ns, table::mark_cell(m)))
         .collect();
     assert_eq!(marks, want_marks);
-    // The mark cell is a mark line: it parses back to the same label and fields.
-    for (m, (_, cell)) in t.marks.iter().zip(&marks) {
+    // The mark cell is a mark line: it parses back to the same label and fields; and the
+    // split columns hold the same label and fields (a field of an empty value aside).
+    for ((m, (_, cell)), (label, fields)) in t.marks.iter().zip(&marks).zip(&split_marks) {
         let p = flinch_core::marks::parse_mark(cell.as_bytes()).unwrap();
         assert_eq!((&p.label, &p.fields), (&m.label, &m.fields));
+        assert_eq!(label, &m.label);
+        let mut want: Vec<(String, String)> = m
+            .fields
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .cloned()
+            .collect();
+        let mut got = fields.clone();
+        want.sort();
+        got.sort();
+        assert_eq!(got, want);
     }
+    assert!(
+        t.marks.is_empty() || !split_marks.is_empty(),
+        "marks without their columns"
+    );
     assert_eq!(stats.samples as usize, t.sample_count());
     assert_eq!(stats.marks as usize, t.marks.len());
     assert_eq!(stats.rows as usize, rows.len());
