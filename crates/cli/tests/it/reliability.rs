@@ -9,7 +9,7 @@ use flinch_core::trace::{RowKind, Trace, read_trace};
 use rustix::process::{Pid, Signal, kill_process};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ExitStatus, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// A recorder process that is killed if the test fails before ending it, so that a failed
