@@ -190,10 +190,11 @@ impl Analyzer<'_> {
                         "device"
                     },
                     used: false,
+                    modelled: c.modelled,
                 },
             );
         }
-        let superseded = mark_used_activity(&mut activity);
+        let superseded = mark_used_activity(&mut activity, self.models_vote);
 
         // Devices: the best method that measured the span.
         let mut devices = BTreeMap::new();
@@ -233,6 +234,7 @@ impl Analyzer<'_> {
                         threshold_w: None,
                         state: State::Unknown,
                         counter_disagreement_pct: None,
+                        modelled: idx.iter().any(|&i| self.chans[i].modelled),
                     },
                 );
                 continue;
@@ -329,6 +331,7 @@ impl Analyzer<'_> {
                     threshold_w: threshold,
                     state,
                     counter_disagreement_pct,
+                    modelled: idx.iter().any(|&i| self.chans[i].modelled),
                 },
             );
         }

@@ -174,6 +174,7 @@ impl SyntheticSource {
             "synthetic",
             cfg.device_class.unwrap_or(DeviceClass::Other),
         )
+        .modelled()
         .with_channels(vec![
             ChannelSpec::power(d, "power", PowerMethod::Modelled)
                 .with_description("modelled power following the synthetic schedule"),

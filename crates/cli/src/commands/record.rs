@@ -247,6 +247,19 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
         .map(serde_json::to_value)
         .transpose()?;
     let (sources, used) = open_sources(&backends, &a.sources, a.interval)?;
+    let models: Vec<&str> = sources
+        .iter()
+        .filter(|s| s.info().modelled)
+        .map(|s| s.info().name.as_str())
+        .collect();
+    if !models.is_empty() && models.len() < sources.len() && !a.quiet {
+        say!(
+            "flinch: note: {} is a model, not a measurement: it is recorded next to the \
+             measured sources, but `flinch analyze` and `flinch plot` will not let it decide \
+             any verdict",
+            models.join(", ")
+        );
+    }
     if let Some(p) = &idle_profile {
         let infos: Vec<_> = sources.iter().map(|s| s.info().clone()).collect();
         let host = rustix::system::uname()

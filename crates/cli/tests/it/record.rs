@@ -430,3 +430,43 @@ fn negative_durations_and_watts_are_refused_with_flinchs_own_message() {
         assert!(!dir.path().join("p.png").exists());
     }
 }
+
+#[test]
+fn record_says_when_a_modelled_source_is_mixed_with_measured_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("t.flinch.csv");
+    let o = run(flinch()
+        .args([
+            "record",
+            "--no-fifo",
+            "--source",
+            "synthetic",
+            "--source",
+            "cpu",
+        ])
+        .args(["--duration", "300ms", "--out"])
+        .arg(&out));
+    let e = stderr(&o);
+    assert!(o.status.success(), "{e}");
+    assert!(
+        e.contains("synthetic is a model, not a measurement")
+            && e.contains("will not let it decide any verdict"),
+        "{e}"
+    );
+    let t = read_trace(&out).unwrap();
+    let modelled: Vec<(&str, bool)> = t
+        .header
+        .sources
+        .iter()
+        .map(|s| (s.name.as_str(), s.modelled))
+        .collect();
+    assert!(modelled.contains(&("synthetic", true)), "{modelled:?}");
+    assert!(modelled.contains(&("cpu.host", false)), "{modelled:?}");
+    // The synthetic source alone (a demonstration) is recorded without the note.
+    let o = run(flinch()
+        .args(["record", "--no-fifo", "--source", "synthetic", "--force"])
+        .args(["--duration", "300ms", "--out"])
+        .arg(&out));
+    assert!(o.status.success());
+    assert!(!stderr(&o).contains("is a model"), "{}", stderr(&o));
+}
