@@ -168,6 +168,9 @@ pub struct SourcesArgs {
     /// Measure each channel's read cost and how often its value changes (takes a few seconds)
     #[arg(long)]
     pub probe: bool,
+    /// The --interval of the recording to show the cadences for
+    #[arg(long, short, value_name = "DURATION", default_value = "10ms", value_parser = parse_duration, allow_hyphen_values = true)]
+    pub interval: Duration,
     #[command(flatten)]
     pub backends: BackendArgs,
 }
@@ -230,7 +233,7 @@ pub struct CalibrateArgs {
     #[arg(long = "source", short = 's', value_name = "NAME")]
     pub sources: Vec<String>,
     /// How long to sample (seconds, or a duration like 2m)
-    #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = parse_duration, allow_hyphen_values = true)]
+    #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = parse_seconds, allow_hyphen_values = true)]
     pub seconds: Duration,
     /// The sampling interval
     #[arg(long, short, value_name = "DURATION", default_value = "10ms", value_parser = parse_duration, allow_hyphen_values = true)]
@@ -393,27 +396,21 @@ pub struct ExportArgs {
     pub quiet: bool,
 }
 
-/// Parses `10ms`, `1.5s`, `2m`, `500us`.
+/// Parses `10ms`, `1.5s`, `2m`, `500us`: a unit is required (`--interval 10` could mean
+/// 10 ms as well as 10 s).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s.trim()).or_else(|_| {
-        // humantime does not take fractions like "1.5s"
-        let split = s
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(s.len());
-        let (n, unit) = s.split_at(split);
-        let n: f64 = n.parse().map_err(|_| ())?;
-        let mult = match unit.trim() {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" | "" => 1.0,
-            "m" | "min" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(()),
-        };
-        Duration::try_from_secs_f64(n * mult).map_err(|_| ())
-    });
-    if let Some(rest) = s.trim().strip_prefix('-') {
+    parse_length(s, false)
+}
+
+/// Parses a number of seconds (`30`, `0.5`) or a duration with its unit (`2m`): for
+/// options whose name says seconds (`--seconds`).
+pub fn parse_seconds(s: &str) -> Result<Duration, String> {
+    parse_length(s, true)
+}
+
+fn parse_length(s: &str, bare_is_seconds: bool) -> Result<Duration, String> {
+    let t = s.trim();
+    if let Some(rest) = t.strip_prefix('-') {
         return Err(
             if rest.starts_with(|c: char| c.is_ascii_digit() || c == '.') {
                 format!("{s:?}: a duration cannot be negative; give a length like 10ms, 1.5s or 2m")
@@ -424,6 +421,31 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             },
         );
     }
+    let bare = !t.is_empty() && t.chars().all(|c| c.is_ascii_digit() || c == '.');
+    if bare && !bare_is_seconds {
+        return Err(format!(
+            "{s:?} has no unit: give {t}ms or {t}s (a number alone could mean either)"
+        ));
+    }
+    let d = humantime::parse_duration(t).or_else(|_| {
+        // humantime does not take fractions like "1.5s"
+        let split = t
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(t.len());
+        let (n, unit) = t.split_at(split);
+        let n: f64 = n.parse().map_err(|_| ())?;
+        let mult = match unit.trim() {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "" if bare_is_seconds => 1.0,
+            "m" | "min" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(()),
+        };
+        Duration::try_from_secs_f64(n * mult).map_err(|_| ())
+    });
     match d {
         Ok(d) if !d.is_zero() => Ok(d),
         Ok(_) => Err(format!("{s:?}: must be longer than zero")),
@@ -465,6 +487,13 @@ mod tests {
                 .unwrap_err()
                 .contains("not a duration")
         );
+        // A bare number needs its unit, except where the option's name gives it.
+        let e = parse_duration("10").unwrap_err();
+        assert!(e.contains("has no unit: give 10ms or 10s"), "{e}");
+        assert!(parse_duration("1.5").is_err());
+        assert_eq!(parse_seconds("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_seconds("0.5"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_seconds("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_key_value("batch=8"), Ok(("batch".into(), "8".into())));
         assert!(parse_key_value("novalue").is_err());
         assert!(parse_key_value("bad key=1").is_err());

@@ -41,6 +41,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+/// The finest sampling interval a recording takes. A tick of the sampler costs some 20 µs
+/// of CPU (the synthetic source on the development VM, `docs/performance.md`) and the
+/// fastest sensors update about every millisecond (RAPL; NVML's power buffer every 20 ms),
+/// so polling faster measures nothing new and cannot keep its schedule: at 1 µs the
+/// sampler missed 915 827 of its 1 000 000 ticks in a second.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(1);
+
 /// Timing and sizing of a recording.
 #[derive(Clone, Debug)]
 pub struct RecorderConfig {
@@ -385,6 +392,13 @@ impl Recorder {
         clock: Arc<dyn Clock>,
     ) -> Result<Self> {
         check_channels(&setup.sources)?;
+        if config.interval < MIN_INTERVAL {
+            return Err(Error::Invalid(format!(
+                "a sampling interval of {:?} is below the finest a recording takes ({:?}): \
+                 no sensor updates that often, and the sampler cannot keep that schedule",
+                config.interval, MIN_INTERVAL
+            )));
+        }
         let (tx, rx) = byte_bounded::<Msg>(config.marks_queue_bytes);
         let (data_tx, data_rx) = bounded::<Reading>(config.queue_capacity.max(16));
         let drain_asked = Arc::new(AtomicBool::new(false));

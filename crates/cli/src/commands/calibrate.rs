@@ -111,6 +111,7 @@ pub fn shortest_calibration(
 
 pub fn run(a: CalibrateArgs) -> Result<ExitCode, Failure> {
     check_output(&a.out, a.force)?;
+    super::check_interval(a.interval)?;
     let backends = crate::backends::Backends::build(&a.backends, false)?;
     let (sources, used) = super::record::open_sources(&backends, &a.sources, a.interval)?;
     if let Some((need, channel, per_value)) = shortest_calibration(&sources, a.interval)

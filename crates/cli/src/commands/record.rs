@@ -227,6 +227,7 @@ fn summary(out: &std::path::Path, f: &Footer) -> String {
 }
 
 pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
+    super::check_interval(a.interval)?;
     let backends = Backends::build(&a.backends, !a.command.is_empty())?;
     let idle_profile = match &a.idle {
         Some(p) => {
@@ -246,7 +247,8 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
         .as_ref()
         .map(serde_json::to_value)
         .transpose()?;
-    let (sources, used) = open_sources(&backends, &a.sources, a.interval)?;
+    let (sources, _) = open_sources(&backends, &a.sources, a.interval)?;
+    let cadence = super::cadences(&sources, a.interval);
     let models: Vec<&str> = sources
         .iter()
         .filter(|s| s.info().modelled)
@@ -309,10 +311,8 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
             (None, None) => "none".into(),
         };
         say!(
-            "flinch: recording {} to {} every {}; marks: {marks}",
-            used.join(", "),
-            a.out.display(),
-            humantime::format_duration(a.interval)
+            "flinch: recording {cadence} to {}; marks: {marks}",
+            a.out.display()
         );
     }
     if fifo.is_some() && a.marks_fifo.is_none() {

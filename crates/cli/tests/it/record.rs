@@ -470,3 +470,102 @@ fn record_says_when_a_modelled_source_is_mixed_with_measured_ones() {
     assert!(o.status.success());
     assert!(!stderr(&o).contains("is a model"), "{}", stderr(&o));
 }
+
+#[test]
+fn intervals_need_a_unit_impossible_ones_are_refused_and_the_real_cadences_are_said() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("t.flinch.csv");
+    // A bare number: 10 ms or 10 s?
+    let o = run(flinch()
+        .args([
+            "record",
+            "--no-fifo",
+            "--source",
+            "synthetic",
+            "--interval",
+            "10",
+        ])
+        .args(["--duration", "1s", "--out"])
+        .arg(&out));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("\"10\" has no unit: give 10ms or 10s"),
+        "{}",
+        stderr(&o)
+    );
+    // Finer than a recording can sample: refused, saying the floor.
+    let o = run(flinch()
+        .args([
+            "record",
+            "--no-fifo",
+            "--source",
+            "synthetic",
+            "--interval",
+            "1us",
+        ])
+        .args(["--duration", "1s", "--out"])
+        .arg(&out));
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    assert!(
+        e.contains("--interval 1us: flinch samples every 1ms at the finest")
+            && e.contains("give 1ms or more"),
+        "{e}"
+    );
+    assert!(!out.exists());
+    // The CPU source keeps its own 20 ms: record says so, and the trace holds it.
+    let o = run(flinch()
+        .args([
+            "record",
+            "--no-fifo",
+            "--source",
+            "synthetic",
+            "--source",
+            "cpu",
+        ])
+        .args(["--interval", "5ms", "--duration", "500ms", "--out"])
+        .arg(&out));
+    let e = stderr(&o);
+    assert!(o.status.success(), "{e}");
+    assert!(
+        e.contains("recording synthetic every 5ms; cpu.host every 20ms (its own cadence)"),
+        "{e}"
+    );
+    let t = read_trace(&out).unwrap();
+    let cadences: Vec<(u64, Vec<String>)> = t
+        .footer
+        .unwrap()
+        .cadences
+        .into_iter()
+        .map(|c| (c.interval_ns, c.sources))
+        .collect();
+    assert!(
+        cadences.contains(&(20_000_000, vec!["cpu.host".to_owned()])),
+        "{cadences:?}"
+    );
+    assert!(
+        cadences.contains(&(5_000_000, vec!["synthetic".to_owned()])),
+        "{cadences:?}"
+    );
+    // `sources` shows the same, for the --interval asked.
+    let o = run(flinch().args(["sources", "--interval", "5ms"]));
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success());
+    assert!(
+        text.contains("source cpu.host  polled every 20ms (its own cadence"),
+        "{text}"
+    );
+    assert!(
+        text.contains("source synthetic  polled every 5ms (--interval)"),
+        "{text}"
+    );
+    let o = run(flinch().args(["sources", "--json"]));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let cpu = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == "cpu")
+        .unwrap();
+    assert_eq!(cpu["poll_intervals_ns"]["cpu.host"], 20_000_000);
+}
