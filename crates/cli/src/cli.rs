@@ -77,6 +77,8 @@ const ANALYZE_EXAMPLES: &str = "\
 Examples:
   flinch analyze run.flinch.csv          list the mark labels and their counts
   flinch analyze run.flinch.csv --from infer_start --to first_token
+  flinch analyze run.flinch.csv --from infer_start --to first_token -v
+                                         ...with each verdict's evidence
   flinch analyze run.flinch.csv --from infer_start --to first_token \\
       --json > spans.json
   flinch analyze run.flinch.csv --from step --to step     consecutive marks
@@ -281,6 +283,9 @@ pub struct AnalyzeArgs {
     /// List every span (default: the first 20 when there are more than 50)
     #[arg(long)]
     pub all: bool,
+    /// Under each span, the evidence of its verdict (power, activity, CPU time per device)
+    #[arg(long, short = 'v')]
+    pub evidence: bool,
     /// No progress bars
     #[arg(long, short)]
     pub quiet: bool,

@@ -92,6 +92,7 @@ pub fn run(a: AnalyzeArgs) -> Result<ExitCode, Failure> {
             let v = serde_json::json!({
                 "trace": a.trace.display().to_string(),
                 "labels": labels,
+                "warnings": trace.warnings,
             });
             println!("{}", serde_json::to_string_pretty(&v)?);
         } else if labels.is_empty() {
@@ -110,16 +111,26 @@ pub fn run(a: AnalyzeArgs) -> Result<ExitCode, Failure> {
                 println!("  {l:<w$}  {n}");
             }
         }
+        if !a.json {
+            // What the reader found wrong (a trace cut short explains missing marks).
+            for w in &trace.warnings {
+                println!("warning: {w}");
+            }
+        }
         return Ok(ExitCode::SUCCESS);
     };
     let labels = trace.labels();
     for l in [from, to] {
         if !labels.contains_key(l) {
-            return Err(Failure::new(format!(
+            let mut msg = format!(
                 "no mark labelled {l:?} in {}; labels present: {}",
                 a.trace.display(),
                 describe_labels(&trace)
-            )));
+            );
+            for w in &trace.warnings {
+                msg.push_str(&format!("\n  warning: {w}"));
+            }
+            return Err(Failure::new(msg));
         }
     }
     let idle = idle_for(&a, &trace)?;
@@ -144,7 +155,12 @@ pub fn run(a: AnalyzeArgs) -> Result<ExitCode, Failure> {
     } else {
         print!(
             "{}",
-            render(&report, trace.header.start_anchor.mono_ns, a.all)
+            render(
+                &report,
+                trace.header.start_anchor.mono_ns,
+                a.all,
+                a.evidence
+            )
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -173,8 +189,9 @@ fn bin_format(edges: &[f64]) -> (f64, &'static str, usize) {
     (scale, unit, dec)
 }
 
-/// The human report.
-pub fn render(r: &Report, origin_ns: u64, all: bool) -> String {
+/// The human report: one line per span (with `evidence`, the evidence of its verdict under
+/// it), then the distribution and the warnings.
+pub fn render(r: &Report, origin_ns: u64, all: bool, evidence: bool) -> String {
     let mut s = String::new();
     let idle = match &r.idle {
         Some(i) => format!(
@@ -237,9 +254,17 @@ pub fn render(r: &Report, origin_ns: u64, all: bool) -> String {
             let _ = write!(s, " {cell:>16}");
         }
         let _ = writeln!(s);
-        for e in &sp.evidence {
-            let _ = writeln!(s, "{:>18}{e}", "");
+        if evidence {
+            for e in &sp.evidence {
+                let _ = writeln!(s, "{:>18}{e}", "");
+            }
         }
+    }
+    if shown > 0 && !evidence {
+        let _ = writeln!(
+            s,
+            "  (-v shows the evidence of each verdict; --json gives everything)"
+        );
     }
     if shown < r.spans.len() {
         let _ = writeln!(

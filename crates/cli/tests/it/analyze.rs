@@ -737,3 +737,107 @@ fn text_histogram_bins_never_print_the_same_range_twice() {
     assert_eq!(unique.len(), bins.len(), "{text}");
     assert!(bins[0].starts_with("20.100"), "{text}");
 }
+
+fn llm_trace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/llm/llm.flinch.csv")
+}
+
+#[test]
+fn analyze_prints_one_line_per_span_and_the_evidence_on_request() {
+    let args = [
+        "--from",
+        "infer_start",
+        "--to",
+        "first_token",
+        "--idle-window",
+        "calib_start..calib_end",
+    ];
+    let text = |extra: &[&str]| {
+        let o = run(flinch()
+            .arg("analyze")
+            .arg(llm_trace())
+            .args(args)
+            .args(extra));
+        assert!(o.status.success(), "{}", stderr(&o));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let compact = text(&[]);
+    // The 16 spans are the lines that start with their number; nothing between them.
+    let lines: Vec<&str> = compact.lines().collect();
+    let first = lines
+        .iter()
+        .position(|l| l.trim_start().starts_with("1 "))
+        .unwrap();
+    for (k, l) in lines[first..first + 16].iter().enumerate() {
+        assert!(
+            l.trim_start().starts_with(&format!("{} ", k + 1)),
+            "line {k} of the table is not span {}: {l:?}\n{compact}",
+            k + 1
+        );
+    }
+    assert!(
+        lines[first + 16].contains("-v shows the evidence"),
+        "{compact}"
+    );
+    assert!(lines.len() < 40, "{} lines:\n{compact}", lines.len());
+    assert!(!compact.contains("proc.cpu_time"), "{compact}");
+    // -v: the evidence under each span (the first request's CPU time decided it).
+    let verbose = text(&["-v"]);
+    assert!(verbose.lines().count() > 16 * 3, "{verbose}");
+    assert!(verbose.contains("proc.cpu_time (cpu): "), "{verbose}");
+    assert!(!verbose.contains("-v shows the evidence"), "{verbose}");
+    // --json keeps everything.
+    let v = json_of(&run(flinch()
+        .arg("analyze")
+        .arg(llm_trace())
+        .args(args)
+        .arg("--json")));
+    let spans = v["spans"].as_array().unwrap();
+    assert_eq!(spans.len(), 16);
+    assert!(
+        spans
+            .iter()
+            .all(|s| !s["evidence"].as_array().unwrap().is_empty())
+    );
+}
+
+#[test]
+fn a_truncated_trace_is_warned_about_in_every_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    // The LLM trace cut a third of the way in, mid-row, before any mark.
+    let whole = std::fs::read(llm_trace()).unwrap();
+    let text = String::from_utf8_lossy(&whole);
+    let first_mark = text.find(",mark,").unwrap();
+    let cut = dir.path().join("cut.flinch.csv");
+    std::fs::write(&cut, &whole[..first_mark / 3]).unwrap();
+    let o = run(flinch().arg("analyze").arg(&cut));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(out.contains("no marks"), "{out}");
+    assert!(
+        out.contains("warning: ") && out.contains("no footer"),
+        "{out}"
+    );
+    let v = json_of(&run(flinch().arg("analyze").arg(&cut).arg("--json")));
+    let warnings = v["warnings"].as_array().unwrap();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("no footer")),
+        "{v}"
+    );
+    let o = run(flinch().arg("analyze").arg(&cut).args([
+        "--from",
+        "infer_start",
+        "--to",
+        "first_token",
+    ]));
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    assert!(
+        e.contains("no mark labelled \"infer_start\"")
+            && e.contains("warning: ")
+            && e.contains("no footer"),
+        "{e}"
+    );
+}
