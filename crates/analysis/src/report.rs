@@ -191,6 +191,10 @@ pub struct SpanReport {
     pub to: String,
     /// The request id that paired them, if any.
     pub req: Option<String>,
+    /// The start mark's fields (`kind=cpu`, `batch=8`, ...; `req` included), as sent.
+    pub from_fields: BTreeMap<String, String>,
+    /// The end mark's fields, as sent.
+    pub to_fields: BTreeMap<String, String>,
     /// Start, `CLOCK_MONOTONIC` ns.
     pub start_ns: u64,
     /// End, `CLOCK_MONOTONIC` ns.

@@ -372,6 +372,8 @@ impl Analyzer<'_> {
             from: from.label.clone(),
             to: to.label.clone(),
             req: from.req().or(to.req()).map(str::to_owned),
+            from_fields: from.fields.iter().cloned().collect(),
+            to_fields: to.fields.iter().cloned().collect(),
             start_ns: start,
             end_ns: end,
             duration_s: dur_s,

@@ -841,3 +841,41 @@ fn a_truncated_trace_is_warned_about_in_every_mode() {
         "{e}"
     );
 }
+
+#[test]
+fn span_json_carries_every_field_of_its_two_marks() {
+    // The LLM trace's marks carry req and more (batch=, tokens=, n=).
+    let trace = flinch_core::trace::read_trace(&llm_trace()).unwrap();
+    for (from, to) in [("infer_start", "first_token"), ("server_recv", "done")] {
+        let v = json_of(&run(flinch()
+            .arg("analyze")
+            .arg(llm_trace())
+            .args(["--from", from, "--to", to, "--json"])));
+        let spans = v["spans"].as_array().unwrap();
+        assert!(!spans.is_empty());
+        let mut extra = 0;
+        for s in spans {
+            for (side, label, t) in [
+                ("from_fields", from, "start_ns"),
+                ("to_fields", to, "end_ns"),
+            ] {
+                let t = s[t].as_u64().unwrap();
+                let m = trace
+                    .marks
+                    .iter()
+                    .find(|m| m.label == label && m.t_ns == t && m.req() == s["req"].as_str())
+                    .unwrap_or_else(|| panic!("no {label} mark at {t}"));
+                let want: serde_json::Map<String, Value> = m
+                    .fields
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                    .collect();
+                assert_eq!(s[side].as_object().unwrap(), &want, "{side} of {s}");
+                extra += m.fields.iter().filter(|(k, _)| k != "req").count();
+            }
+        }
+        if from == "server_recv" {
+            assert!(extra > 0, "the test needs marks with fields other than req");
+        }
+    }
+}
