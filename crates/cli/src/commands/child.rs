@@ -226,6 +226,18 @@ pub fn run_guard(pgid: &str) -> ! {
     let Some(pgid) = pgid.parse::<i32>().ok().and_then(Pid::from_raw) else {
         std::process::exit(2)
     };
+    // Only ever a recorder's guard: its stdin is the pipe the recorder holds. Typed at a
+    // terminal by mistake, it must not end a process group when Ctrl-D closes stdin.
+    let from_a_pipe = rustix::fs::fstat(std::io::stdin()).is_ok_and(|st| {
+        rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Fifo
+    });
+    if !from_a_pipe {
+        let _ = writeln!(
+            std::io::stderr(),
+            "flinch: {GUARD_SUBCOMMAND} is started by `flinch record`, not by hand"
+        );
+        std::process::exit(2);
+    }
     let mut said = Vec::new();
     let mut buf = [0u8; 64];
     loop {
