@@ -70,7 +70,7 @@ pub fn render(p: &IdleProfile) -> String {
 
 /// The fewest values of each channel a profile is made from: enough for its p5/p95 and for
 /// the drift check's thirds (a handful of samples would pass any idle test).
-pub const MIN_CALIBRATION_VALUES: u64 = 20;
+pub const MIN_CALIBRATION_VALUES: u64 = 10;
 
 /// How long a calibration must run for every channel of `sources` to give
 /// [`MIN_CALIBRATION_VALUES`] values, and the channel that needs it: a gauge gives a value

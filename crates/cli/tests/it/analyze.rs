@@ -348,25 +348,25 @@ fn calibrate_refuses_a_calibration_too_short_for_the_sources_and_says_how_long_i
         "20W;class=cpu",
         "--out",
     ];
-    // 10 ms samples and a counter read into 100 ms rates: 20 rates need 2 s.
+    // 10 ms samples and a counter read into 100 ms rates: 10 rates need 1 s.
     let o = run(flinch().args(args).arg(&out).args(["--seconds", "0.05"]));
     let e = stderr(&o);
     assert_eq!(o.status.code(), Some(2), "{e}");
     assert!(
         e.contains("--seconds 50ms: too short for a profile of synthetic")
             && e.contains("synthetic.energy, gives a value every 100ms")
-            && e.contains("calibrate for at least 2s"),
+            && e.contains("calibrate for at least 1s"),
         "{e}"
     );
     assert!(!out.exists());
-    // A slower interval needs longer: 20 values 250 ms apart.
+    // A slower interval needs longer: 10 values 250 ms apart.
     let o = run(flinch()
         .args(args)
         .arg(&out)
-        .args(["--seconds", "3", "--interval", "250ms"]));
+        .args(["--seconds", "2", "--interval", "250ms"]));
     let e = stderr(&o);
     assert_eq!(o.status.code(), Some(2), "{e}");
-    assert!(e.contains("calibrate for at least 5s"), "{e}");
+    assert!(e.contains("calibrate for at least 3s"), "{e}");
     assert!(!out.exists());
     let o = run(flinch().args(args).arg(&out).args(["--seconds", "2"]));
     assert!(o.status.success(), "{}", stderr(&o));
@@ -375,7 +375,7 @@ fn calibrate_refuses_a_calibration_too_short_for_the_sources_and_says_how_long_i
         p["channels"]["synthetic.power"]["samples"]
             .as_u64()
             .unwrap()
-            >= 20
+            >= 10
     );
 }
 
