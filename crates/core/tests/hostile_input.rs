@@ -440,6 +440,40 @@ fn regression_a_mark_delay_over_2_pow_53_ns_reads_back_exactly() {
 }
 
 #[test]
+fn regression_header_numbers_read_back_exactly() {
+    // Found by cargo-fuzz (trace_reader): serde_json's default float parsing is not
+    // exact, so a counter's max_rate written as 2.0777777777777777e45 read back as
+    // 2.0777777777777774e45. Also 2000 numbers of every magnitude, from their bits.
+    let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut values = vec![2.077_777_777_777_777_7e45, 65_712.999_613, 0.1, 5e-324];
+    while values.len() < 2000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let v = f64::from_bits(x);
+        if v.is_finite() {
+            values.push(v.abs());
+        }
+    }
+    for v in values {
+        let mut h = header();
+        h.sources[0].channels[1] = ChannelSpec::energy_counter(
+            "dev",
+            "energy",
+            CounterSpec {
+                wrap_range: Some(v),
+                max_rate: Some(v),
+            },
+        );
+        let clock = Arc::new(ManualClock::new(0, 0));
+        let w = TraceWriter::new(Vec::new(), &h, clock, 1).unwrap();
+        let bytes = w.finish(Footer::default()).unwrap();
+        let t = read_trace_from(&bytes[..], Path::new("h.csv")).unwrap();
+        assert_eq!(t.header, h, "{v:e}");
+    }
+}
+
+#[test]
 fn wrong_column_counts_and_bad_bytes_are_errors_with_the_line_number() {
     for (body, line, needle) in [
         (
