@@ -441,9 +441,10 @@ fn regression_a_mark_delay_over_2_pow_53_ns_reads_back_exactly() {
 
 #[test]
 fn regression_a_mark_field_value_with_spaces_reads_back() {
-    // Found by cargo-fuzz (trace_reader): a value holding a space (from `%20` in a trace
-    // that was read, or a `Mark` built by hand) was written as is, so the row split into a
-    // field that is not key=value and the trace no longer read.
+    // Found writing the trace_reader fuzz target (an accepted trace, written again, reads
+    // back the same): a value holding a space (from `%20` in a trace that was read, or a
+    // `Mark` built by hand) was written as is, so the row split into a field that is not
+    // key=value and the trace no longer read.
     let m = Mark {
         t_ns: 2_000,
         recv_ns: 2_000,

@@ -134,7 +134,7 @@ impl<W: Write> TraceWriter<W> {
             self.scratch.push('=');
             // Fields are separated by spaces: a space in a value (which no parsed mark line
             // has, but a `Mark` built by hand or read from a trace can) is escaped too, or
-            // the row would not read back (found by cargo-fuzz).
+            // the row would not read back (found writing the trace_reader fuzz target).
             for (j, piece) in v.split(' ').enumerate() {
                 if j > 0 {
                     self.scratch.push_str("%20");
