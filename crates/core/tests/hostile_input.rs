@@ -4,8 +4,8 @@
 //! a hang.
 //!
 //! The case counts here keep CI short; `PROPTEST_CASES=100000` runs them longer, and the
-//! mutation fuzzer `cargo run --release -p flinch-core --example fuzz` runs for as long as
-//! asked (see `docs/reliability.md` for what each found).
+//! cargo-fuzz targets in `fuzz/` (`fuzz/run.sh TARGET SECONDS`) run for as long as asked
+//! (see `docs/reliability.md` for what each found).
 
 use flinch_core::channel::{ChannelSpec, CounterSpec, PowerMethod, SourceInfo};
 use flinch_core::clock::{AnchorMap, ClockAnchor, ManualClock};
