@@ -19,7 +19,7 @@
 //! settling after load), or busy CPUs make it not idle, with what was seen.
 //!
 //! ```
-//! use flinch_core::idle::IdleProfile;
+//! use flinch_analysis::idle::IdleProfile;
 //! let json = r#"{"format":"flinch-idle","version":1,"created":"2026-11-28T00:00:00Z",
 //!   "host":"h","origin":"calibrate","duration_s":30.0,"idle_ok":true,
 //!   "channels":{"package-0.energy":{"device":"package-0","quantity":"energy","unit":"W",
@@ -29,13 +29,13 @@
 //! assert_eq!(p.channels["package-0.energy"].mean, 20.0);
 //! ```
 
-use crate::channel::{ChannelKind, ChannelSpec, Quantity, SourceInfo};
-use crate::counter::{CounterStep, CounterTracker};
-use crate::device::DeviceClass;
-use crate::error::{Error, Result};
-use crate::integrate::{Method, integrate_counter, integrate_gauge};
 use crate::stats::{mean_std, quantile_sorted};
-use crate::trace::Trace;
+use flinch_core::channel::{ChannelKind, ChannelSpec, Quantity, SourceInfo};
+use flinch_core::counter::{CounterStep, CounterTracker};
+use flinch_core::device::DeviceClass;
+use flinch_core::error::{Error, Result};
+use flinch_core::integrate::{Method, integrate_counter, integrate_gauge};
+use flinch_core::trace::Trace;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -344,7 +344,7 @@ impl IdleProfile {
             .flat_map(|s| {
                 s.channels
                     .iter()
-                    .map(move |c| (c.name.as_str(), DeviceClass::of(s, &c.device)))
+                    .map(move |c| (c.name.as_str(), crate::class::class_of(s, &c.device)))
             })
             .collect();
         for (name, c) in &self.channels {
@@ -485,7 +485,7 @@ fn gauge_stats(spec: &ChannelSpec, t: &[u64], v: &[f64]) -> Option<ChannelIdle> 
 
 fn counter_stats(
     spec: &ChannelSpec,
-    cs: &crate::channel::CounterSpec,
+    cs: &flinch_core::channel::CounterSpec,
     update_period_ns: Option<u64>,
     t: &[u64],
     v: &[f64],
@@ -544,9 +544,9 @@ fn counter_stats(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::channel::{CounterSpec, PowerMethod};
-    use crate::clock::ClockAnchor;
-    use crate::trace::{ChannelData, Header};
+    use flinch_core::channel::{CounterSpec, PowerMethod};
+    use flinch_core::clock::ClockAnchor;
+    use flinch_core::trace::{ChannelData, Header};
     use std::path::PathBuf;
 
     const MS: u64 = 1_000_000;
@@ -579,10 +579,8 @@ mod tests {
     }
 
     fn gpu_source() -> SourceInfo {
-        SourceInfo {
-            name: "nvml.gpu0".into(),
-            backend: "nvml".into(),
-            channels: vec![
+        SourceInfo::new("nvml.gpu0", "nvml", DeviceClass::Gpu)
+            .with_channels(vec![
                 ChannelSpec::power("gpu0", "power_instant", PowerMethod::Instant),
                 ChannelSpec::gauge("gpu0", "util", Quantity::Utilization),
                 ChannelSpec::gauge("gpu0", "sm_clock", Quantity::Clock),
@@ -594,9 +592,8 @@ mod tests {
                         max_rate: Some(1000.0),
                     },
                 ),
-            ],
-            attributes: [("driver".to_owned(), "580".to_owned())].into(),
-        }
+            ])
+            .with_attributes([("driver".to_owned(), "580".to_owned())].into())
     }
 
     fn grid(n: u64) -> Vec<u64> {
@@ -688,11 +685,9 @@ mod tests {
     #[test]
     fn gpm_activity_noise_is_idle_but_real_activity_is_not() {
         let t = grid(301);
-        let src = |name: &str| SourceInfo {
-            name: "nvml.gpu0".into(),
-            backend: "nvml".into(),
-            channels: vec![ChannelSpec::gauge("gpu0", name, Quantity::Activity)],
-            attributes: Default::default(),
+        let src = |name: &str| {
+            SourceInfo::new("nvml.gpu0", "nvml", DeviceClass::Gpu)
+                .with_channels(vec![ChannelSpec::gauge("gpu0", name, Quantity::Activity)])
         };
         // an idle H200 reads a few hundredths of a percent of DRAM activity
         let noise: Vec<f64> = (0..301)
