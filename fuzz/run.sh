@@ -4,7 +4,8 @@
 #     fuzz/run.sh mark_parser|line_splitter|trace_reader [SECONDS (default 600)] [libFuzzer flags...]
 #
 # Needs `cargo install cargo-fuzz`. `--sanitizer none` is what lets it build on stable (the
-# default AddressSanitizer needs nightly's -Z flags; flinch-core has no unsafe code). The
+# default AddressSanitizer needs nightly's -Z flags; flinch-core has no unsafe code); for it
+# anyway: FUZZ_SANITIZER=address RUSTC_BOOTSTRAP=1 fuzz/run.sh ... (a full rebuild). The
 # corpus grows in fuzz/corpus/TARGET (not committed) from the seeds in fuzz/seeds/TARGET; a
 # failing input is saved to fuzz/artifacts/TARGET/ and the run stops.
 set -euo pipefail
@@ -25,5 +26,5 @@ case $target in
         ;;
 esac
 mkdir -p "fuzz/corpus/$target"
-exec cargo fuzz run --sanitizer none -j1 "$target" "fuzz/corpus/$target" "fuzz/seeds/$target" -- \
+exec cargo fuzz run --sanitizer "${FUZZ_SANITIZER:-none}" -j1 "$target" "fuzz/corpus/$target" "fuzz/seeds/$target" -- \
     -max_total_time="$seconds" -print_final_stats=1 "${flags[@]}" "$@"
