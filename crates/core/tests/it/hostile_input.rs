@@ -8,7 +8,7 @@
 //! (see `docs/reliability.md` for what each found).
 
 use crate::common::header;
-use flinch_core::channel::CounterSpec;
+use flinch_core::channel::{ChannelSpec, CounterSpec};
 use flinch_core::clock::{AnchorMap, ClockAnchor, ManualClock};
 use flinch_core::counter::{CounterStep, CounterTracker};
 use flinch_core::marks::{
