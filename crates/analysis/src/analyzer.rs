@@ -35,6 +35,8 @@ pub struct Analyzer<'t> {
     pub(crate) devices: BTreeMap<String, (DeviceClass, Vec<usize>)>,
     pub(crate) thresholds: Thresholds,
     pub(crate) has_idle: bool,
+    /// Length of the idle profile's stretch, s.
+    pub(crate) idle_duration_s: f64,
     pub(crate) idle_used: Option<IdleUsed>,
     pub(crate) idle_warnings: Vec<String>,
 }
@@ -143,6 +145,7 @@ impl<'t> Analyzer<'t> {
             devices,
             thresholds,
             has_idle: idle.is_some(),
+            idle_duration_s: idle.map(|p| p.duration_s).unwrap_or(0.0),
             idle_used,
             idle_warnings,
         }

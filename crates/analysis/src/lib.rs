@@ -39,6 +39,7 @@
 #![deny(missing_docs)]
 
 mod analyzer;
+pub mod bound;
 pub mod class;
 pub mod idle;
 mod measure;
@@ -52,6 +53,7 @@ mod verdict;
 mod window;
 
 pub use analyzer::Analyzer;
+pub use bound::{Bound, BoundTerms};
 pub use idle::{ChannelIdle, IdleProfile};
 pub use measure::{POWER_TAIL_NS, settle_ns};
 pub use pairing::{Pairing, pair_marks};

@@ -1,5 +1,6 @@
 //! What an analysis says: per span, per device, per channel, and over all spans.
 
+use crate::bound::{Bound, BoundTerms};
 use crate::stats::{Distribution, Histogram};
 use crate::thresholds::Thresholds;
 use flinch_core::channel::Quantity;
@@ -136,6 +137,12 @@ pub struct DeviceSpan {
     /// How far the preferred power channel's energy is from the energy counter's, % of the
     /// counter's, when both measured the span.
     pub counter_disagreement_pct: Option<f64>,
+    /// `[lo, hi]` that the energy lies in, J (see `docs/analysis.md`, *Bounds*).
+    pub energy_bound_j: Option<Bound>,
+    /// `[lo, hi]` that the active energy lies in, J.
+    pub active_energy_bound_j: Option<Bound>,
+    /// What the bound's half-width is made of.
+    pub bound_terms: Option<BoundTerms>,
 }
 
 /// One activity channel (utilisation, activity, CPU time, clock, temperature, ...) over one
@@ -156,6 +163,9 @@ pub struct ActivitySpan {
     pub mean: Option<f64>,
     /// The idle profile's mean for this channel.
     pub idle_mean: Option<f64>,
+    /// How far above `idle_mean` the channel counts as busy (utilisation and activity: from
+    /// the idle profile's noise; CPU time: cores); `null` for channels that do not decide.
+    pub threshold: Option<f64>,
     /// Samples inside the span.
     pub samples_in_span: u32,
     /// Distinct sensor updates inside the span.
