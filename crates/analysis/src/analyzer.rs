@@ -1,6 +1,7 @@
 //! The analyzer: a trace prepared once (channels by device, idle levels, holes), then spans
 //! measured one by one.
 
+use crate::aggregate::Aggregator;
 use crate::class::{class_of, is_process_scoped};
 use crate::idle::{ChannelIdle, IdleProfile};
 use crate::pairing::pair_marks;
@@ -173,8 +174,11 @@ impl<'t> Analyzer<'t> {
         let pairing = pair_marks(marks, from, to);
         let total = pairing.pairs.len();
         let mut spans = Vec::with_capacity(total);
+        let mut agg = Aggregator::new(self);
         for (k, &(a, b)) in pairing.pairs.iter().enumerate() {
-            spans.push(self.span(&marks[a], &marks[b]));
+            let s = self.span(&marks[a], &marks[b]);
+            agg.add(s.start_ns, s.end_ns);
+            spans.push(s);
             if k % 64 == 63 {
                 progress(k + 1, total);
             }
@@ -195,6 +199,7 @@ impl<'t> Analyzer<'t> {
         unmatched.sort_by_key(|u| u.t_ns);
         let summary = summarize(
             &spans,
+            Some(agg.finish()),
             pairing.unmatched_starts.len(),
             pairing.unmatched_ends.len(),
         );

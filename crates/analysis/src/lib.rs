@@ -38,6 +38,7 @@
 
 #![deny(missing_docs)]
 
+pub mod aggregate;
 mod analyzer;
 pub mod bound;
 pub mod class;
@@ -52,6 +53,7 @@ mod thresholds;
 mod verdict;
 mod window;
 
+pub use aggregate::{Aggregate, Aggregator, DeviceAggregate, SpanUnion, Totals};
 pub use analyzer::Analyzer;
 pub use bound::{Bound, BoundTerms};
 pub use idle::{ChannelIdle, IdleProfile};

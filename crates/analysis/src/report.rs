@@ -1,5 +1,6 @@
 //! What an analysis says: per span, per device, per channel, and over all spans.
 
+use crate::aggregate::Aggregate;
 use crate::bound::{Bound, BoundTerms};
 use crate::stats::{Distribution, Histogram};
 use crate::thresholds::Thresholds;
@@ -229,8 +230,11 @@ pub struct UnmatchedMark {
 pub struct EnergyStats {
     /// Spans with a value.
     pub count: usize,
-    /// Sum, J.
+    /// Over the union of span time, J: spans that overlap are counted once (see
+    /// `summary.aggregate`).
     pub total: f64,
+    /// The plain sum over spans, J (more than `total` when spans overlap).
+    pub sum_of_spans: f64,
     /// Distribution, J.
     #[serde(flatten)]
     pub dist: Distribution,
@@ -255,6 +259,8 @@ pub struct Summary {
     pub unmatched_starts: usize,
     /// `to` marks with nothing open.
     pub unmatched_ends: usize,
+    /// Energy over the union of span time: totals and means per span with their bounds.
+    pub aggregate: Option<Aggregate>,
 }
 
 /// Which idle profile was used.
