@@ -8,6 +8,7 @@ use crate::pairing::pair_marks;
 use crate::report::{IdleUsed, Report, UnmatchedMark};
 use crate::summary::summarize;
 use crate::thresholds::Thresholds;
+use crate::timeline::Signal;
 use crate::window::describe_labels;
 use flinch_core::channel::SourceInfo;
 use flinch_core::device::DeviceClass;
@@ -39,6 +40,8 @@ pub struct Analyzer<'t> {
     /// Length of the idle profile's stretch, s.
     pub(crate) idle_duration_s: f64,
     pub(crate) idle_used: Option<IdleUsed>,
+    /// The deciding signals of the state timeline.
+    pub(crate) signals: Vec<Signal>,
     pub(crate) idle_warnings: Vec<String>,
 }
 
@@ -140,7 +143,7 @@ impl<'t> Analyzer<'t> {
         for (_, idx) in devices.values_mut() {
             idx.sort_by_key(|&i| chans[i].method);
         }
-        Analyzer {
+        let mut an = Analyzer {
             trace,
             chans,
             devices,
@@ -148,8 +151,11 @@ impl<'t> Analyzer<'t> {
             has_idle: idle.is_some(),
             idle_duration_s: idle.map(|p| p.duration_s).unwrap_or(0.0),
             idle_used,
+            signals: Vec::new(),
             idle_warnings,
-        }
+        };
+        an.signals = an.build_signals();
+        an
     }
 
     /// Pairs the marks and measures every span, calling `progress(done, total)` now and

@@ -50,6 +50,7 @@ mod span;
 pub mod stats;
 mod summary;
 mod thresholds;
+pub mod timeline;
 mod verdict;
 mod window;
 
@@ -65,6 +66,7 @@ pub use report::{
 };
 pub use summary::summarize;
 pub use thresholds::Thresholds;
+pub use timeline::Composition;
 pub use window::{
     WindowEdge, describe_labels, parse_open_window, parse_window, resolve_open_window,
     resolve_window,

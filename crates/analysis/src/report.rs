@@ -3,6 +3,7 @@
 use crate::aggregate::Aggregate;
 use crate::bound::{Bound, BoundTerms};
 use crate::stats::{Distribution, Histogram};
+use crate::timeline::Composition;
 use crate::thresholds::Thresholds;
 use flinch_core::channel::Quantity;
 use flinch_core::device::DeviceClass;
@@ -22,23 +23,28 @@ pub enum Verdict {
     IdleWait,
     /// The sensors cannot tell, or the signals disagree; the evidence says which.
     Unresolved,
+    /// A span long enough to be seen in parts, no state of which dominates (see its
+    /// `composition`).
+    Mixed,
 }
 
 impl Verdict {
     /// Every verdict, in output order.
-    pub const ALL: [Verdict; 4] = [
+    pub const ALL: [Verdict; 5] = [
         Verdict::GpuCompute,
         Verdict::CpuCompute,
         Verdict::IdleWait,
         Verdict::Unresolved,
+        Verdict::Mixed,
     ];
-    /// As written: `gpu-compute`, `cpu-compute`, `idle-wait`, `unresolved`.
+    /// As written: `gpu-compute`, `cpu-compute`, `idle-wait`, `unresolved`, `mixed`.
     pub fn name(self) -> &'static str {
         match self {
             Verdict::GpuCompute => "gpu-compute",
             Verdict::CpuCompute => "cpu-compute",
             Verdict::IdleWait => "idle-wait",
             Verdict::Unresolved => "unresolved",
+            Verdict::Mixed => "mixed",
         }
     }
 }
@@ -202,6 +208,11 @@ pub struct SpanReport {
     pub duration_s: f64,
     /// What the span was doing.
     pub verdict: Verdict,
+    /// `span` when the span as a whole decided the verdict, `composition` when a span the
+    /// whole could not decide was judged by its parts.
+    pub verdict_from: &'static str,
+    /// Its time by state, from the state timeline.
+    pub composition: Composition,
     /// The numbers that decided it, one line each.
     pub evidence: Vec<String>,
     /// Per energy-bearing channel.

@@ -4,7 +4,9 @@
 use crate::analyzer::Analyzer;
 use crate::bound::{Bound, BoundTerms, idle_uncertainty_w};
 use crate::measure::{samples_inside, settle_ns};
-use crate::report::{ActivitySpan, ChannelEnergy, ChannelStatus, DeviceSpan, SpanReport, State};
+use crate::report::{
+    ActivitySpan, ChannelEnergy, ChannelStatus, DeviceSpan, SpanReport, State, Verdict,
+};
 use crate::verdict::{mark_used_activity, state_name};
 use flinch_core::channel::{ChannelKind, Quantity};
 use flinch_core::integrate::{Method, resolves};
@@ -370,7 +372,25 @@ impl Analyzer<'_> {
                 state_name(a.state)
             ));
         }
-        let verdict = self.decide(&devices, &activity, &mut evidence);
+        let mut verdict = self.decide(&devices, &activity, &mut evidence);
+        let composition = self.composition(start, end);
+        let mut verdict_from = "span";
+        if verdict == Verdict::Unresolved {
+            let v = composition.verdict(dur_s);
+            if v != Verdict::Unresolved {
+                evidence.push(format!(
+                    "by its parts (state timeline at {:.0} ms): gpu-compute {:.0} %, cpu-compute {:.0} %, idle-wait {:.0} %, unresolved {:.0} % → {}",
+                    composition.resolution_s * 1e3,
+                    composition.gpu_compute * 100.0,
+                    composition.cpu_compute * 100.0,
+                    composition.idle_wait * 100.0,
+                    composition.unresolved * 100.0,
+                    v.name()
+                ));
+                verdict = v;
+                verdict_from = "composition";
+            }
+        }
         SpanReport {
             from: from.label.clone(),
             to: to.label.clone(),
@@ -379,6 +399,8 @@ impl Analyzer<'_> {
             end_ns: end,
             duration_s: dur_s,
             verdict,
+            verdict_from,
+            composition,
             evidence,
             energy,
             devices,

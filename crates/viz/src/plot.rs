@@ -320,6 +320,7 @@ pub fn verdict_color(v: Verdict) -> RGBColor {
         Verdict::CpuCompute => RGBColor(148, 103, 189),
         Verdict::IdleWait => RGBColor(31, 119, 180),
         Verdict::Unresolved => RGBColor(140, 140, 140),
+        Verdict::Mixed => RGBColor(230, 159, 0),
     }
 }
 
@@ -747,7 +748,7 @@ fn draw_histogram<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, data: &Plot
         (if log { lo - pad } else { (lo - pad).max(0.0) }, hi + pad)
     };
     let width = (hi - lo) / n_bins as f64;
-    let mut counts = vec![[0usize; 4]; n_bins];
+    let mut counts = vec![[0usize; Verdict::ALL.len()]; n_bins];
     for (s, v) in &spans {
         let x = to_axis(s.duration_s());
         let b = (((x - lo) / width).max(0.0) as usize).min(n_bins - 1);
