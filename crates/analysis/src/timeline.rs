@@ -200,6 +200,33 @@ impl Analyzer<'_> {
         if b <= a {
             return comp;
         }
+        let (segments, resolution_ns) = self.timeline(a, b);
+        let total = (b - a) as f64;
+        for (x, y, v) in segments {
+            let f = (y - x) as f64 / total;
+            match v {
+                Verdict::GpuCompute => comp.gpu_compute += f,
+                Verdict::CpuCompute => comp.cpu_compute += f,
+                Verdict::IdleWait => comp.idle_wait += f,
+                _ => comp.unresolved += f,
+            }
+        }
+        comp.resolution_s = resolution_ns as f64 / 1e9;
+        comp
+    }
+
+    /// The state timeline over `[a, b]`: contiguous stretches `(start_ns, end_ns, state)`
+    /// (state: `gpu-compute`, `cpu-compute`, `idle-wait` or `unresolved`), merged where
+    /// neighbours agree. See the module docs.
+    pub fn state_timeline(&self, a: u64, b: u64) -> Vec<(u64, u64, Verdict)> {
+        self.timeline(a, b.max(a)).0
+    }
+
+    fn timeline(&self, a: u64, b: u64) -> (Vec<(u64, u64, Verdict)>, u64) {
+        let mut out: Vec<(u64, u64, Verdict)> = Vec::new();
+        if b <= a {
+            return (out, 0);
+        }
         // each signal's cells over [a, b]: (start, end, state)
         let cells: Vec<Vec<(u64, u64, Cell)>> =
             self.signals.iter().map(|s| self.cells(s, a, b)).collect();
@@ -220,7 +247,6 @@ impl Analyzer<'_> {
             }
         }
         let has_gpu = self.signals.iter().any(|s| s.class == DeviceClass::Gpu);
-        let total = (b - a) as f64;
         for w in edges.windows(2) {
             let (x, y) = (w[0], w[1]);
             if y <= x {
@@ -295,16 +321,12 @@ impl Analyzer<'_> {
             } else {
                 Verdict::Unresolved
             };
-            let f = (y - x) as f64 / total;
-            match v {
-                Verdict::GpuCompute => comp.gpu_compute += f,
-                Verdict::CpuCompute => comp.cpu_compute += f,
-                Verdict::IdleWait => comp.idle_wait += f,
-                _ => comp.unresolved += f,
+            match out.last_mut() {
+                Some(last) if last.2 == v && last.1 == x => last.1 = y,
+                _ => out.push((x, y, v)),
             }
         }
-        comp.resolution_s = resolution_ns as f64 / 1e9;
-        comp
+        (out, resolution_ns)
     }
 
     fn cells(&self, s: &Signal, a: u64, b: u64) -> Vec<(u64, u64, Cell)> {

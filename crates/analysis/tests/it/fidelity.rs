@@ -333,7 +333,8 @@ fn compositions_of_constructed_spans() {
     // the whole span is decided as a whole: the GPU's mean power is over its threshold
     assert_eq!(v, Verdict::GpuCompute);
     let (c, _) = comp("gpu", "gpu_end");
-    assert!(c.gpu_compute > 0.9, "{c:?}");
+    // the last 100 ms activity cell reads the idle that follows: unresolved there
+    assert!(c.gpu_compute >= 0.85, "{c:?}");
     let (c, v) = comp("wait", "wait_end");
     assert!(c.idle_wait > 0.99, "{c:?}");
     assert_eq!(v, Verdict::IdleWait);
