@@ -134,6 +134,9 @@ pub struct PlotData {
     pub idle_w: Vec<Option<f64>>,
     /// Spans with their verdicts.
     pub spans: Vec<(Span, Verdict)>,
+    /// The state timeline (`flinch analyze`'s, see [`crate::spans::judge`]): drawn as a
+    /// strip along the bottom of the power panel when not empty.
+    pub states: Vec<(u64, u64, Verdict)>,
     /// Mark times.
     pub marks_ns: Vec<u64>,
     /// The span description for the histogram's title (`infer_start→first_token`).
@@ -290,6 +293,7 @@ impl PlotData {
             power,
             activity,
             spans: in_window,
+            states: Vec::new(),
             marks_ns: trace
                 .marks
                 .iter()
@@ -544,6 +548,24 @@ fn draw_power<DB: DrawingBackend>(
                 }
             }
         }
+    }
+    // The state timeline: a strip along the bottom, in the verdicts' colours.
+    if !data.states.is_empty() {
+        let strip = ymax * 0.025;
+        chart
+            .draw_series(data.states.iter().filter_map(|&(p, q, v)| {
+                let a = data.x(p).max(x0);
+                let b = data.x(q).min(x1);
+                (b > a).then(|| Rectangle::new([(a, 0.0), (b, strip)], verdict_color(v).filled()))
+            }))
+            .map_err(pe)?
+            .label("machine state (bottom strip)")
+            .legend(|(x, y)| {
+                Rectangle::new(
+                    [(x, y - 3), (x + 18, y + 3)],
+                    verdict_color(Verdict::GpuCompute).filled(),
+                )
+            });
     }
     // Verdict legend entries (only verdicts present).
     for v in Verdict::ALL {

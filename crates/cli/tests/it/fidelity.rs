@@ -141,3 +141,81 @@ fn the_bound_holds_both_sensors_on_the_busy_idle_trace() {
     // without widening to take in the counter, the sensor terms alone hold it too
     assert!(sensors_alone * 100 >= 95 * n, "{sensors_alone} of {n}");
 }
+
+#[test]
+fn the_table_and_the_perfetto_export_show_bounds_and_compositions() {
+    let o = run(flinch().current_dir(ROOT).args([
+        "analyze",
+        "examples/llm/llm.flinch.csv",
+        "--from",
+        "server_recv",
+        "--to",
+        "done",
+        "--idle-window",
+        "calib_start..calib_end",
+    ]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("gpu/cpu/idle/?%") && text.contains("bound_J"), "{text}");
+    // the first request: 83 % cpu-compute, 4 % idle, 14 % unresolved (the JSON's shares)
+    let r = analyze("examples/llm/llm.flinch.csv", "server_recv", "done");
+    let c = &r["spans"][0]["composition"];
+    let pct = |k: &str| (c[k].as_f64().unwrap() * 100.0).round() as i64;
+    let cell = format!(
+        "{}/{}/{}/{}",
+        pct("gpu-compute"),
+        pct("cpu-compute"),
+        pct("idle-wait"),
+        pct("unresolved")
+    );
+    let row = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("1 "))
+        .unwrap();
+    assert!(row.contains(&cell), "{row} lacks {cell}");
+    let lo = r["spans"][0]["devices"]["gpu0"]["active_energy_bound_j"][0]
+        .as_f64()
+        .unwrap();
+    assert!(row.contains(&format!("[{lo:.2},")), "{row}");
+    assert!(
+        text.contains("over the union of span time") && text.contains("per span"),
+        "{text}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("llm.json");
+    let o = run(flinch()
+        .current_dir(ROOT)
+        .args(["export", "examples/llm/llm.flinch.csv", "--perfetto"])
+        .arg(&out)
+        .args(["--from", "server_recv", "--to", "done"])
+        .args(["--idle-window", "calib_start..calib_end"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let p: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let events = p["traceEvents"].as_array().unwrap();
+    let spans: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["ph"] == "X" && e["name"] == "server_recv→done")
+        .collect();
+    assert_eq!(spans.len(), 16);
+    for (s, want) in spans.iter().zip(r["spans"].as_array().unwrap()) {
+        assert_eq!(s["args"]["verdict"], want["verdict"]);
+        assert_eq!(s["args"]["composition"], want["composition"]);
+    }
+    // the machine state thread: slices in time order that never overlap
+    let tid = events
+        .iter()
+        .find(|e| e["ph"] == "M" && e["args"]["name"] == "machine state")
+        .map(|e| e["tid"].clone())
+        .expect("a machine state thread");
+    let states: Vec<(f64, f64)> = events
+        .iter()
+        .filter(|e| e["ph"] == "X" && e["tid"] == tid && e["args"]["state"].is_string())
+        .map(|e| {
+            let ts = e["ts"].as_f64().unwrap();
+            (ts, ts + e["dur"].as_f64().unwrap())
+        })
+        .collect();
+    assert!(states.len() > 10);
+    assert!(states.windows(2).all(|w| w[1].0 >= w[0].1 - 1e-3));
+}
