@@ -23,7 +23,8 @@
 //!    idle level.
 //! 2. **Activity, per channel.** Utilisation and activity gauges (GPU utilisation, SM
 //!    activity, host CPU utilisation) are *busy* when their time-weighted mean over the span
-//!    exceeds the idle mean by 10 percentage points; CPU-time counters (host CPU time,
+//!    exceeds the idle mean by more than the idle profile's noise (`max(3 σ, 3 points)`;
+//!    10 points without an idle level); CPU-time counters (host CPU time,
 //!    the traced process tree) when they advance faster than the idle rate by 0.5 cores.
 //!    An activity channel that cannot resolve the span says nothing. The traced process
 //!    tree's channels (source attribute `activity_scope=process`) supersede the host's,
@@ -33,7 +34,8 @@
 //!    busy/idle. When both speak and disagree, the class is in **conflict**. When power is
 //!    unresolved or unknown, activity decides alone.
 //! 4. **The span**: any conflict → `unresolved` (never a confident wrong answer); a busy
-//!    GPU → `gpu-compute`; else a busy CPU → `cpu-compute`; else a busy device of unknown
+//!    GPU → `gpu-compute`; else a busy CPU → `cpu-compute` (`unresolved` when the GPU
+//!    cannot be seen over the span); else a busy device of unknown
 //!    class → `unresolved`; else anything unresolved → `unresolved`; else some evidence of
 
 #![deny(missing_docs)]
