@@ -230,11 +230,7 @@ impl<'a, 't> Aggregator<'a, 't> {
                 (
                     dev,
                     DeviceAggregate {
-                        method: x
-                            .by_method
-                            .iter()
-                            .max_by_key(|(_, t)| **t)
-                            .map(|(m, _)| *m),
+                        method: x.by_method.iter().max_by_key(|(_, t)| **t).map(|(m, _)| *m),
                         unmeasured_s: x.unmeasured_ns as f64 / 1e9,
                         energy_j: totals(x.energy_j, b),
                         active_energy_j: active,

@@ -3,8 +3,8 @@
 use crate::aggregate::Aggregate;
 use crate::bound::{Bound, BoundTerms};
 use crate::stats::{Distribution, Histogram};
-use crate::timeline::Composition;
 use crate::thresholds::Thresholds;
+use crate::timeline::Composition;
 use flinch_core::channel::Quantity;
 use flinch_core::device::DeviceClass;
 use flinch_core::integrate::Method;

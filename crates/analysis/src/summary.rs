@@ -36,13 +36,16 @@ pub fn summarize(
         m.into_iter()
             .filter_map(|(k, v)| {
                 let mut s = EnergyStats::of(&v)?;
-                let union = aggregate.as_ref().and_then(|a| a.devices.get(&k)).and_then(|d| {
-                    if active {
-                        d.active_energy_j.as_ref().map(|t| t.total)
-                    } else {
-                        Some(d.energy_j.total)
-                    }
-                });
+                let union = aggregate
+                    .as_ref()
+                    .and_then(|a| a.devices.get(&k))
+                    .and_then(|d| {
+                        if active {
+                            d.active_energy_j.as_ref().map(|t| t.total)
+                        } else {
+                            Some(d.energy_j.total)
+                        }
+                    });
                 if let Some(u) = union {
                     s.total = u;
                 }

@@ -353,7 +353,11 @@ impl Analyzer<'_> {
                 let k0 = t.partition_point(|&x| x < a).max(1);
                 for k in k0..t.len() {
                     let (x, y) = (t[k - 1], t[k]);
-                    let c = if in_hole(x, y) { Cell::None } else { judge(v[k]) };
+                    let c = if in_hole(x, y) {
+                        Cell::None
+                    } else {
+                        judge(v[k])
+                    };
                     out.push((x, y, c));
                     if y >= b {
                         break;

@@ -271,7 +271,10 @@ fn overlapping_spans_are_counted_once() {
     assert!(one(0) > 200.0, "{}", one(0));
     let s = &r.summary.active_energy_j["gpu0"];
     assert_eq!(s.total, a.total);
-    assert!((s.sum_of_spans - (4.0 * one(0) + one(4))).abs() < 1e-9, "{s:?}");
+    assert!(
+        (s.sum_of_spans - (4.0 * one(0) + one(4))).abs() < 1e-9,
+        "{s:?}"
+    );
 }
 
 #[test]
@@ -394,9 +397,19 @@ fn light_gpu_work_clearly_above_idle_noise_is_gpu_compute() {
     let r = Analyzer::new(&trace, Some((&idle, "file")), Thresholds::default())
         .run("a", "b", &mut |_, _| {})
         .unwrap();
-    assert_eq!(r.spans[0].verdict, Verdict::GpuCompute, "{:#?}", r.spans[0].evidence);
+    assert_eq!(
+        r.spans[0].verdict,
+        Verdict::GpuCompute,
+        "{:#?}",
+        r.spans[0].evidence
+    );
     let sm = &r.spans[0].activity["gpu0.sm_active"];
     assert_eq!(sm.threshold, Some(Thresholds::default().activity_floor_pct));
-    assert_eq!(r.spans[1].verdict, Verdict::IdleWait, "{:#?}", r.spans[1].evidence);
+    assert_eq!(
+        r.spans[1].verdict,
+        Verdict::IdleWait,
+        "{:#?}",
+        r.spans[1].evidence
+    );
     let _ = T0;
 }

@@ -308,12 +308,7 @@ pub fn render(r: &Report, origin_ns: u64, all: bool) -> String {
             );
             match (t.mean, t.mean_bound) {
                 (Some(m), b) => {
-                    let _ = writeln!(
-                        s,
-                        ", per span {m:.4} {} ({} spans)",
-                        bound_cell(b),
-                        a.count
-                    );
+                    let _ = writeln!(s, ", per span {m:.4} {} ({} spans)", bound_cell(b), a.count);
                 }
                 _ => {
                     let _ = writeln!(

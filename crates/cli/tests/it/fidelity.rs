@@ -62,8 +62,10 @@ fn changed_on_purpose(key: &str, old: &Value, new: &Value) -> bool {
 #[test]
 fn analyze_keeps_every_number_it_did() {
     let mut gz = flate2::read::GzDecoder::new(
-        std::fs::File::open(format!("{ROOT}/crates/cli/tests/data/analyze-baseline.json.gz"))
-            .unwrap(),
+        std::fs::File::open(format!(
+            "{ROOT}/crates/cli/tests/data/analyze-baseline.json.gz"
+        ))
+        .unwrap(),
     );
     let mut text = String::new();
     gz.read_to_string(&mut text).unwrap();
@@ -156,7 +158,10 @@ fn the_table_and_the_perfetto_export_show_bounds_and_compositions() {
     ]));
     assert!(o.status.success(), "{}", stderr(&o));
     let text = String::from_utf8_lossy(&o.stdout);
-    assert!(text.contains("gpu/cpu/idle/?%") && text.contains("bound_J"), "{text}");
+    assert!(
+        text.contains("gpu/cpu/idle/?%") && text.contains("bound_J"),
+        "{text}"
+    );
     // the first request: 83 % cpu-compute, 4 % idle, 14 % unresolved (the JSON's shares)
     let r = analyze("examples/llm/llm.flinch.csv", "server_recv", "done");
     let c = &r["spans"][0]["composition"];
