@@ -108,14 +108,17 @@ fn analyze_keeps_every_number_it_did() {
 }
 
 #[test]
-fn the_bound_holds_both_sensors_on_the_busy_idle_trace() {
-    // Resolved spans of 200 ms or more: the bound holds the driver samples' and the
-    // counter's (read every 100 ms) answers for at least 95 % of them.
-    let r = analyze(
-        "examples/workloads/busy-idle.flinch.csv",
-        "phase_start",
-        "phase_end",
-    );
+fn the_bound_holds_both_sensors_on_the_busy_idle_traces() {
+    // H100, 3 rounds: 48 resolved phases of 200 ms to 1 s
+    bound_holds("examples/workloads/busy-idle.flinch.csv", 48);
+    // H200, 5 rounds (scripts/gpu-fidelity.sh): 80
+    bound_holds("examples/workloads/busy-idle-h200.flinch.csv", 80);
+}
+
+/// Resolved spans of 200 ms or more: the bound holds the driver samples' and the
+/// counter's (read every 100 ms) answers for at least 95 % of them.
+fn bound_holds(trace: &str, spans: usize) {
+    let r = analyze(trace, "phase_start", "phase_end");
     let (mut n, mut held, mut sensors_alone) = (0, 0, 0);
     for s in r["spans"].as_array().unwrap() {
         let d = &s["devices"]["gpu0"];
@@ -138,10 +141,63 @@ fn the_bound_holds_both_sensors_on_the_busy_idle_trace() {
         let e = d["energy_j"].as_f64().unwrap();
         sensors_alone += answers.iter().all(|x| (x - e).abs() <= half) as usize;
     }
-    assert_eq!(n, 48);
-    assert!(held * 100 >= 95 * n, "{held} of {n}");
+    assert_eq!(n, spans, "{trace}");
+    assert!(held * 100 >= 95 * n, "{trace}: {held} of {n}");
     // without widening to take in the counter, the sensor terms alone hold it too
-    assert!(sensors_alone * 100 >= 95 * n, "{sensors_alone} of {n}");
+    assert!(
+        sensors_alone * 100 >= 95 * n,
+        "{trace}: {sensors_alone} of {n}"
+    );
+}
+
+#[test]
+fn energy_per_token_agrees_with_the_decode_phase_on_the_h200() {
+    // examples/llm-gpu: 80 requests × 96 tokens, a `token` mark per token. Each
+    // token → token span (15-55 ms) is too short for the sensors, but over the union of
+    // their time the energy per token has a bound, and the decode phases (first_token →
+    // done, each long and resolved) divided by the same token count fall inside it.
+    let trace = "examples/llm-gpu/llm-gpu.flinch.csv";
+    let tok = analyze(trace, "token", "token");
+    let dec = analyze(trace, "first_token", "done");
+    let n = tok["summary"]["aggregate"]["count"].as_f64().unwrap();
+    assert_eq!(n, 80.0 * 95.0);
+    for what in ["energy_j", "active_energy_j"] {
+        let t = &tok["summary"]["aggregate"]["devices"]["gpu0"][what];
+        let d = &dec["summary"]["aggregate"]["devices"]["gpu0"][what];
+        let per_token = d["total"].as_f64().unwrap() / n;
+        let (lo, hi) = (
+            t["mean_bound"][0].as_f64().unwrap(),
+            t["mean_bound"][1].as_f64().unwrap(),
+        );
+        assert!(
+            lo <= per_token && per_token <= hi,
+            "{what}: {per_token} outside [{lo}, {hi}]"
+        );
+        // and the bound is tight: within 5 % of the mean either way
+        let mean = t["mean"].as_f64().unwrap();
+        assert!(hi - lo < 0.1 * mean, "{what}: [{lo}, {hi}] around {mean}");
+    }
+    // every token span alone is unresolved: only the aggregate can say
+    assert!(tok["summary"]["verdicts"]["unresolved"].as_u64().unwrap() >= 7500);
+}
+
+#[test]
+fn the_gpu_bound_server_shows_every_verdict_where_it_belongs() {
+    let trace = "examples/llm-gpu/llm-gpu.flinch.csv";
+    let count = |from: &str, to: &str, v: &str| {
+        analyze(trace, from, to)["summary"]["verdicts"][v]
+            .as_u64()
+            .unwrap()
+    };
+    // prefill of a batch of 16 × 512 tokens: 0.68 s of GPU work
+    assert!(count("infer_start", "first_token", "gpu-compute") >= 75);
+    // decode
+    assert_eq!(count("first_token", "done", "gpu-compute"), 80);
+    // pre-processing (150 ms of CPU) while the GPU has nothing to do yet
+    assert!(count("server_recv", "enqueue", "cpu-compute") >= 5);
+    // the server waiting between the two waves
+    assert_eq!(count("wait_start", "wait_end", "idle-wait"), 1);
+    assert_eq!(count("calib_start", "calib_end", "idle-wait"), 1);
 }
 
 #[test]
