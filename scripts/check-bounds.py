@@ -22,7 +22,7 @@ a = ap.parse_args()
 r = json.load(open(a.json))
 methods = a.methods.split(",")
 n = held = phys = 0
-widths, rel, act_widths = [], [], []
+widths, rel, act_widths, used = [], [], [], []
 for s in r["spans"]:
     d = s["devices"].get(a.device)
     if not d or s["duration_s"] < a.min_s or d["energy_bound_j"] is None:
@@ -41,6 +41,8 @@ for s in r["spans"]:
     t = d["bound_terms"]
     half = t["edges_j"] + t["interior_j"]
     phys += all(abs(x - d["energy_j"]) <= half for x in answers.values())
+    if half > 0:
+        used.append(max(abs(x - d["energy_j"]) for x in answers.values()) / half)
     widths.append(hi - lo)
     rel.append((hi - lo) / d["energy_j"] * 100)
     if d["active_energy_bound_j"]:
@@ -54,4 +56,7 @@ print(f"{n} resolved spans >= {a.min_s} s on {a.device}: the bound holds both an
       f" the sensor terms alone (edges + interior, without widening to the other channel) in {phys} ({phys / n:.1%})")
 print(f"bound width: median {statistics.median(widths):.2f} J ({statistics.median(rel):.1f} % of the energy),"
       f" max {max(widths):.2f} J; active-energy bound median width {statistics.median(act_widths):.2f} J" if act_widths else "")
+if used:
+    print(f"the other channel's answer used {statistics.median(used):.0%} of the sensor terms' half-width"
+          f" (median), {max(used):.0%} at most")
 sys.exit(0 if held / n >= a.need else 1)
