@@ -35,6 +35,7 @@
 //! [`SpanSink`] as they are measured, with their place in start order, so an output can be
 //! written in start order with only the spans that overtook an older one held back.
 
+use crate::aggregate::Aggregator;
 use crate::analyzer::Analyzer;
 use crate::idle::IdleProfile;
 use crate::pairing::{Paired, Pairer};
@@ -178,6 +179,8 @@ struct Window {
     range: Option<(u64, u64)>,
     /// Channels whose samples came out of order after spans were measured over them.
     reordered_late: BTreeSet<String>,
+    /// The widest spacing between consecutive samples of each channel (capped).
+    spacing: Vec<u64>,
 }
 
 impl Window {
@@ -197,7 +200,14 @@ impl Window {
             labels: BTreeMap::new(),
             range: None,
             reordered_late: BTreeSet::new(),
+            spacing: vec![0; n],
         }
+    }
+
+    /// How far beyond a span's edges measuring it reads samples (see
+    /// [`Analyzer::reach_ns`]); a channel's spacing counts up to `cap`.
+    fn reach(&self, a: &Analyzer<'_>, cap: u64) -> u64 {
+        a.reach_ns(&|i| self.spacing[i].min(cap))
     }
 
     fn see(&mut self, t: u64) {
@@ -229,7 +239,12 @@ impl Window {
                     ch.t_ns.insert(p, t);
                     ch.values.insert(p, v);
                 }
-                _ => {
+                Some(&l) => {
+                    self.spacing[i] = self.spacing[i].max(t - l);
+                    ch.t_ns.push(t);
+                    ch.values.push(v);
+                }
+                None => {
                     ch.t_ns.push(t);
                     ch.values.push(v);
                 }
@@ -530,6 +545,9 @@ impl Ctx {
         let mut jobs: Vec<Job> = Vec::new();
         let mut unmatched_ends: Vec<(u64, Mark)> = Vec::new();
         let mut summary = SummaryBuilder::new();
+        // Spans measured, in start order, waiting to be added to the union aggregate.
+        let mut for_union: BTreeMap<SpanKey, u64> = BTreeMap::new();
+        let mut agg = Aggregator::new(&Analyzer::new(w.b.trace(), idle, thresholds.clone()));
         first.carry = vec![None; w.wm.len()];
         let mut offset = first.offset;
         let mut checkpoints = vec![first];
@@ -603,12 +621,17 @@ impl Ctx {
                     Paired::Opened | Paired::Ignored => {}
                 }
             });
-            // Which spans every channel has covered.
+            // How far beyond its edges a span is read, and which spans every channel has
+            // covered that far.
+            let reach = w.reach(&Analyzer::new(w.b.trace(), idle, thresholds.clone()), h);
             let covered = w.covered().unwrap_or(0).max(frontier);
             let (ready, wait): (Vec<Job>, Vec<Job>) = jobs
                 .drain(..)
-                .partition(|j| eof || j.to.t_ns.max(j.from.t_ns) < covered);
+                .partition(|j| eof || j.to.t_ns.max(j.from.t_ns).saturating_add(reach) < covered);
             jobs = wait;
+            for j in &ready {
+                for_union.insert(j.key, j.to.t_ns.max(j.from.t_ns));
+            }
             if !ready.is_empty() {
                 measured_to = measured_to.max(
                     ready
@@ -621,6 +644,7 @@ impl Ctx {
                     &w,
                     &checkpoints,
                     offset,
+                    reach,
                     ready,
                     idle,
                     &thresholds,
@@ -649,21 +673,73 @@ impl Ctx {
                 settled = settled.min(j.key);
             }
             sink.settled(settled)?;
+            // The union aggregate takes spans in start order, as they settle.
+            let settled_spans: Vec<(SpanKey, u64)> = {
+                let rest = for_union.split_off(&settled);
+                std::mem::replace(&mut for_union, rest)
+                    .into_iter()
+                    .collect()
+            };
+            if !settled_spans.is_empty() {
+                self.feed_union(
+                    &mut agg,
+                    &settled_spans,
+                    &w,
+                    &checkpoints,
+                    offset,
+                    reach,
+                    idle,
+                    &thresholds,
+                    &mut stats,
+                )?;
+            }
+            if let Some((a, _)) = agg.open_stretch() {
+                need = need.min(a);
+            }
             stats.peak_samples = stats.peak_samples.max(w.samples());
             stats.peak_open_marks = stats.peak_open_marks.max(pairer.open_count());
             let hot_floor = need.max(w.max_t.saturating_sub(cfg.hot_ns.max(h)));
-            w.let_go(need, hot_floor);
+            w.let_go(need.saturating_sub(reach), hot_floor.saturating_sub(reach));
             progress(offset, self.len);
         }
         sink.settled((u64::MAX, u64::MAX))?;
+        let reach = w.reach(
+            &Analyzer::new(w.b.trace(), idle, thresholds.clone()),
+            u64::MAX,
+        );
+        let rest: Vec<(SpanKey, u64)> = std::mem::take(&mut for_union).into_iter().collect();
+        self.feed_union(
+            &mut agg,
+            &rest,
+            &w,
+            &checkpoints,
+            offset,
+            reach,
+            idle,
+            &thresholds,
+            &mut stats,
+        )?;
+        let aggregate = match agg.open_stretch() {
+            Some((a, _)) if a.saturating_sub(reach) < w.let_go_below => {
+                let t = self.reread(&w, &checkpoints, offset, a.saturating_sub(reach))?;
+                stats.rereads += 1;
+                agg.finish(&Analyzer::new(&t, idle, thresholds.clone()))
+            }
+            _ => agg.finish(&Analyzer::new(w.b.trace(), idle, thresholds.clone())),
+        };
         let labels = w.labels.clone();
         for l in [from, to] {
             if !labels.contains_key(l) {
-                return Err(Error::Invalid(format!(
+                let mut msg = format!(
                     "no mark labelled {l:?} in {}; labels present: {}",
                     self.path.display(),
                     describe_label_counts(&labels)
-                )));
+                );
+                // What the reader found wrong (a trace cut short explains missing marks).
+                for w in w.b.end_warnings(&reader_warnings) {
+                    msg.push_str(&format!("\n  warning: {w}"));
+                }
+                return Err(Error::Invalid(msg));
             }
         }
         let starts = pairer.unmatched_starts();
@@ -718,7 +794,7 @@ impl Ctx {
             thresholds,
             warnings,
             unmatched,
-            summary: summary.finish(starts.len(), unmatched_ends.len()),
+            summary: summary.finish(Some(aggregate), starts.len(), unmatched_ends.len()),
             stats,
         })
     }
@@ -731,6 +807,7 @@ impl Ctx {
         w: &Window,
         checkpoints: &[Checkpoint],
         offset: u64,
+        reach: u64,
         ready: Vec<Job>,
         idle: Option<(&IdleProfile, &str)>,
         thresholds: &Thresholds,
@@ -740,7 +817,7 @@ impl Ctx {
     ) -> Result<()> {
         let (hot, cold): (Vec<Job>, Vec<Job>) = ready
             .into_iter()
-            .partition(|j| j.from.t_ns >= w.let_go_below);
+            .partition(|j| j.from.t_ns.saturating_sub(reach) >= w.let_go_below);
         stats.spans += hot.len() + cold.len();
         let mut done = Vec::with_capacity(hot.len() + cold.len());
         {
@@ -757,7 +834,7 @@ impl Ctx {
             stats.reread_spans += cold.len();
             stats.rereads += 1;
             let start = cold.iter().map(|j| j.from.t_ns).min().unwrap_or(0);
-            let t = self.reread(w, checkpoints, offset, start)?;
+            let t = self.reread(w, checkpoints, offset, start.saturating_sub(reach))?;
             let a = Analyzer::new(&t, idle, thresholds.clone());
             let s: &S = sink;
             let mut more = Vec::with_capacity(cold.len());
@@ -772,6 +849,44 @@ impl Ctx {
         for (key, fig, item) in done {
             summary.add(key, &fig);
             sink.span(key, item)?;
+        }
+        Ok(())
+    }
+
+    /// Adds spans, in start order, to the union aggregate; a stretch of the union that
+    /// began before the samples in memory is measured from the file read again.
+    #[allow(clippy::too_many_arguments)]
+    fn feed_union(
+        &self,
+        agg: &mut Aggregator,
+        spans: &[(SpanKey, u64)],
+        w: &Window,
+        checkpoints: &[Checkpoint],
+        offset: u64,
+        reach: u64,
+        idle: Option<(&IdleProfile, &str)>,
+        thresholds: &Thresholds,
+        stats: &mut StreamStats,
+    ) -> Result<()> {
+        let hot = Analyzer::new(w.b.trace(), idle, thresholds.clone());
+        // A trace read again, from the time it starts at.
+        let mut cold: Option<(u64, Trace)> = None;
+        for &((start, _), end) in spans {
+            let closes_old = agg
+                .open_stretch()
+                .filter(|&(a, b)| start > b && a.saturating_sub(reach) < w.let_go_below);
+            match closes_old {
+                Some((a, _)) => {
+                    let from = a.saturating_sub(reach);
+                    if cold.as_ref().is_none_or(|(f, _)| *f > from) {
+                        cold = Some((from, self.reread(w, checkpoints, offset, from)?));
+                        stats.rereads += 1;
+                    }
+                    let (_, t) = cold.as_ref().expect("just read");
+                    agg.add(&Analyzer::new(t, idle, thresholds.clone()), start, end);
+                }
+                None => agg.add(&hot, start, end),
+            }
         }
         Ok(())
     }

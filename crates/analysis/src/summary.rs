@@ -22,6 +22,7 @@
 //! So the memory a summary needs is bounded by the number of devices, not by the number of
 //! spans.
 
+use crate::aggregate::Aggregate;
 use crate::report::{Approximation, EnergyStats, SpanReport, Summary, Verdict};
 use crate::stats::{Distribution, Histogram};
 use sketches_ddsketch::{Config, DDSketch};
@@ -38,8 +39,15 @@ pub const HISTOGRAM_FINE_BINS: usize = 4096;
 /// 2 / [`HISTOGRAM_FINE_BINS`] of the range wide, final bins 1/20 of it).
 pub const HISTOGRAM_EDGE_TOLERANCE: f64 = 0.01;
 
-/// The summary over spans.
-pub fn summarize(spans: &[SpanReport], unmatched_starts: usize, unmatched_ends: usize) -> Summary {
+/// The summary over spans. With the `aggregate` of the same spans, the energy totals are
+/// those over the union of span time (overlapping spans counted once); without it they are
+/// the sums over spans.
+pub fn summarize(
+    spans: &[SpanReport],
+    aggregate: Option<Aggregate>,
+    unmatched_starts: usize,
+    unmatched_ends: usize,
+) -> Summary {
     let durations: Vec<f64> = spans.iter().map(|s| s.duration_s).collect();
     let mut verdicts: BTreeMap<&'static str, usize> =
         Verdict::ALL.iter().map(|v| (v.name(), 0)).collect();
@@ -58,9 +66,13 @@ pub fn summarize(spans: &[SpanReport], unmatched_starts: usize, unmatched_ends: 
             }
         }
     }
-    let stats = |m: BTreeMap<String, Vec<f64>>| -> BTreeMap<String, EnergyStats> {
+    let stats = |m: BTreeMap<String, Vec<f64>>, active: bool| -> BTreeMap<String, EnergyStats> {
         m.into_iter()
-            .filter_map(|(k, v)| EnergyStats::of(&v).map(|s| (k, s)))
+            .filter_map(|(k, v)| {
+                let mut s = EnergyStats::of(&v)?;
+                s.total = union_total(aggregate.as_ref(), &k, active).unwrap_or(s.total);
+                Some((k, s))
+            })
             .collect()
     };
     Summary {
@@ -68,19 +80,33 @@ pub fn summarize(spans: &[SpanReport], unmatched_starts: usize, unmatched_ends: 
         duration_s: Distribution::of(&durations),
         histogram: Histogram::of(&durations, Histogram::default_bins(durations.len())),
         verdicts,
-        active_energy_j: stats(active),
-        energy_j: stats(total),
+        active_energy_j: stats(active, true),
+        energy_j: stats(total, false),
         unmatched_starts,
         unmatched_ends,
+        aggregate,
         approximate: None,
     }
 }
 
+/// A device's total over the union of span time, from the aggregate.
+fn union_total(aggregate: Option<&Aggregate>, dev: &str, active: bool) -> Option<f64> {
+    aggregate.and_then(|a| a.devices.get(dev)).and_then(|d| {
+        if active {
+            d.active_energy_j.as_ref().map(|t| t.total)
+        } else {
+            Some(d.energy_j.total)
+        }
+    })
+}
+
 impl EnergyStats {
     fn of(xs: &[f64]) -> Option<Self> {
+        let sum = xs.iter().sum();
         Some(EnergyStats {
             count: xs.len(),
-            total: xs.iter().sum(),
+            total: sum,
+            sum_of_spans: sum,
             dist: Distribution::of(xs)?,
         })
     }
@@ -177,16 +203,26 @@ impl SummaryBuilder {
         }
     }
 
-    /// The summary.
-    pub fn finish(mut self, unmatched_starts: usize, unmatched_ends: usize) -> Summary {
+    /// The summary; with the `aggregate` of the same spans, totals over the union of their
+    /// time.
+    pub fn finish(
+        mut self,
+        aggregate: Option<Aggregate>,
+        unmatched_starts: usize,
+        unmatched_ends: usize,
+    ) -> Summary {
         let approximate = std::iter::once(&self.durations)
             .chain(self.active.values())
             .chain(self.energy.values())
             .any(|v| v.approx.is_some());
         let (duration_s, histogram) = self.durations.finish_durations();
-        let stats = |m: BTreeMap<String, Values>| -> BTreeMap<String, EnergyStats> {
+        let stats = |m: BTreeMap<String, Values>, active: bool| -> BTreeMap<String, EnergyStats> {
             m.into_iter()
-                .filter_map(|(k, v)| v.finish_energy().map(|s| (k, s)))
+                .filter_map(|(k, v)| {
+                    let mut s = v.finish_energy()?;
+                    s.total = union_total(aggregate.as_ref(), &k, active).unwrap_or(s.total);
+                    Some((k, s))
+                })
                 .collect()
         };
         let active = std::mem::take(&mut self.active);
@@ -196,10 +232,11 @@ impl SummaryBuilder {
             duration_s,
             histogram,
             verdicts: self.verdicts,
-            active_energy_j: stats(active),
-            energy_j: stats(energy),
+            active_energy_j: stats(active, true),
+            energy_j: stats(energy, false),
             unmatched_starts,
             unmatched_ends,
+            aggregate,
             approximate: approximate.then(|| Approximation {
                 exact_up_to: self.limit,
                 quantile_relative_error: QUANTILE_RELATIVE_ERROR,
@@ -273,6 +310,7 @@ impl Values {
             Some(a) => Some(EnergyStats {
                 count: a.count,
                 total: a.total,
+                sum_of_spans: a.total,
                 dist: a.distribution()?,
             }),
             None => EnergyStats::of(&self.sorted_exact()),

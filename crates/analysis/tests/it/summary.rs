@@ -35,7 +35,7 @@ fn build(limit: usize, vals: &[(f64, f64)]) -> flinch_analysis::Summary {
             },
         );
     }
-    b.finish(0, 0)
+    b.finish(None, 0, 0)
 }
 
 fn close(got: f64, want: f64, rel: f64, what: &str) {

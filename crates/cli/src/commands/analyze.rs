@@ -83,12 +83,13 @@ fn idle_for(
 fn list_labels(a: &AnalyzeArgs, show: bool) -> Result<ExitCode, Failure> {
     let s = SpanStream::open(&a.trace)?;
     let b = bar(s.len(), "reading", show);
-    let (labels, _) = s.labels(&mut |d, _| b.set_position(d))?;
+    let (labels, warnings) = s.labels(&mut |d, _| b.set_position(d))?;
     b.finish_and_clear();
     if a.json {
         let v = serde_json::json!({
             "trace": a.trace.display().to_string(),
             "labels": labels,
+            "warnings": warnings,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else if labels.is_empty() {
@@ -105,6 +106,12 @@ fn list_labels(a: &AnalyzeArgs, show: bool) -> Result<ExitCode, Failure> {
         let w = labels.keys().map(|l| l.len()).max().unwrap_or(0);
         for (l, n) in &labels {
             println!("  {l:<w$}  {n}");
+        }
+    }
+    if !a.json {
+        // What the reader found wrong (a trace cut short explains missing marks).
+        for w in &warnings {
+            println!("warning: {w}");
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -160,6 +167,7 @@ impl SpanSink for JsonlSink {
 struct TextSink {
     origin_ns: u64,
     all: bool,
+    evidence: bool,
     count: usize,
     /// The first spans (without --all): at most `LIST_ALL_UP_TO + 1`.
     first: BTreeMap<SpanKey, SpanReport>,
@@ -184,7 +192,10 @@ impl SpanSink for TextSink {
     fn prepare(&self, key: SpanKey, r: SpanReport) -> Self::Item {
         if self.all {
             let devices: Vec<String> = r.devices.keys().cloned().collect();
-            TextItem::Row(render_row(&r, self.origin_ns, &devices), devices)
+            TextItem::Row(
+                render_row(&r, self.origin_ns, &devices, self.evidence),
+                devices,
+            )
         } else if self.cutoff.is_some_and(|c| key > c) {
             TextItem::Counted
         } else {
@@ -232,6 +243,7 @@ impl SpanSink for TextSink {
 }
 
 pub fn run(a: AnalyzeArgs) -> Result<ExitCode, Failure> {
+    super::load::check_trace_path(&a.trace)?;
     let show = !a.quiet && std::io::stderr().is_terminal();
     let (Some(from), Some(to)) = (&a.from, &a.to) else {
         return list_labels(&a, show);
@@ -280,6 +292,7 @@ pub fn run(a: AnalyzeArgs) -> Result<ExitCode, Failure> {
         let mut sink = TextSink {
             origin_ns,
             all: a.all,
+            evidence: a.evidence,
             count: 0,
             first: BTreeMap::new(),
             cutoff: None,
@@ -304,45 +317,86 @@ pub fn run(a: AnalyzeArgs) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn bound_cell(b: Option<flinch_analysis::Bound>) -> String {
+    match b {
+        Some(b) => {
+            let prec = if b.width().abs() < 0.1 { 4 } else { 2 };
+            format!("[{:.prec$}, {:.prec$}]", b.lo, b.hi)
+        }
+        None => "-".into(),
+    }
+}
+
 fn opt(x: Option<f64>, prec: usize) -> String {
     x.map(|v| format!("{v:.prec$}"))
         .unwrap_or_else(|| "-".into())
 }
 
-/// A span's row of the table and its evidence lines, without the row number.
-fn render_row(sp: &SpanReport, origin_ns: u64, devices: &[String]) -> String {
+/// How to print histogram edges (seconds): the unit (ms below a second) and as many
+/// decimals as the bin width needs, so that no two bins print the same range.
+fn bin_format(edges: &[f64]) -> (f64, &'static str, usize) {
+    let top = edges.iter().copied().fold(0.0, f64::max);
+    let (scale, unit) = if top < 1.0 { (1e3, "ms") } else { (1.0, "s") };
+    let width = edges
+        .windows(2)
+        .map(|w| (w[1] - w[0]) * scale)
+        .filter(|w| *w > 0.0)
+        .fold(f64::INFINITY, f64::min);
+    let dec = if width.is_finite() {
+        (1.0 - width.log10()).ceil().clamp(1.0, 9.0) as usize
+    } else {
+        1
+    };
+    (scale, unit, dec)
+}
+
+/// A span's line of the table (with `evidence`, the evidence of its verdict under it),
+/// without the row number.
+fn render_row(sp: &SpanReport, origin_ns: u64, devices: &[String], evidence: bool) -> String {
     let mut s = String::new();
+    let c = &sp.composition;
     let _ = write!(
         s,
-        "{:>10.3} {:>10.4} {:<12} {:>6}",
+        "{:>10.3} {:>10.4} {:<12} {:>6} {:>15}",
         sp.start_ns.saturating_sub(origin_ns) as f64 / 1e9,
         sp.duration_s,
         sp.verdict.name(),
-        sp.req.as_deref().unwrap_or("-")
+        sp.req.as_deref().unwrap_or("-"),
+        format!(
+            "{:.0}/{:.0}/{:.0}/{:.0}",
+            c.gpu_compute * 100.0,
+            c.cpu_compute * 100.0,
+            c.idle_wait * 100.0,
+            c.unresolved * 100.0
+        )
     );
     for d in devices {
-        let cell = match sp.devices.get(d) {
+        let (cell, bound) = match sp.devices.get(d) {
             Some(dv) => {
                 let mut c = opt(dv.active_energy_j, 2);
                 if dv.state == State::Unresolved {
                     c.push('?');
                 }
-                c
+                (c, bound_cell(dv.active_energy_bound_j))
             }
-            None => "-".into(),
+            None => ("-".into(), "-".into()),
         };
-        let _ = write!(s, " {cell:>16}");
+        let _ = write!(s, " {cell:>16} {bound:>19}");
     }
     let _ = writeln!(s);
-    for e in &sp.evidence {
-        let _ = writeln!(s, "{:>18}{e}", "");
+    if evidence {
+        for e in &sp.evidence {
+            let _ = writeln!(s, "{:>18}{e}", "");
+        }
     }
     s
 }
 
-/// The human report: the first spans (all with --all), then the summary.
+/// The human report: one line per span (the first ones; all with --all), then the
+/// distribution and the warnings.
 fn write_text(r: &Outcome, sink: TextSink, out: &mut dyn Write) -> Result<(), Failure> {
     let origin_ns = sink.origin_ns;
+    let evidence = sink.evidence;
     let mut s = String::new();
     let idle = match &r.idle {
         Some(i) => format!(
@@ -378,11 +432,11 @@ fn write_text(r: &Outcome, sink: TextSink, out: &mut dyn Write) -> Result<(), Fa
     if shown > 0 {
         let _ = write!(
             s,
-            "\n{:>5} {:>10} {:>10} {:<12} {:>6}",
-            "#", "start_s", "dur_s", "verdict", "req"
+            "\n{:>5} {:>10} {:>10} {:<12} {:>6} {:>15}",
+            "#", "start_s", "dur_s", "verdict", "req", "gpu/cpu/idle/?%"
         );
         for d in &devices {
-            let _ = write!(s, " {:>16}", format!("{d} active_J"));
+            let _ = write!(s, " {:>16} {:>19}", format!("{d} active_J"), "bound_J");
         }
         let _ = writeln!(s);
     }
@@ -392,8 +446,19 @@ fn write_text(r: &Outcome, sink: TextSink, out: &mut dyn Write) -> Result<(), Fa
         sink.rows.copy_to(out).map_err(out_err)?;
     } else {
         for (i, sp) in sink.first.values().take(shown).enumerate() {
-            let _ = write!(s, "{:>5} {}", i + 1, render_row(sp, origin_ns, &devices));
+            let _ = write!(
+                s,
+                "{:>5} {}",
+                i + 1,
+                render_row(sp, origin_ns, &devices, evidence)
+            );
         }
+    }
+    if shown > 0 && !evidence {
+        let _ = writeln!(
+            s,
+            "  (-v shows the evidence of each verdict; --json gives everything)"
+        );
     }
     if shown < count {
         let _ = writeln!(
@@ -413,13 +478,14 @@ fn write_text(r: &Outcome, sink: TextSink, out: &mut dyn Write) -> Result<(), Fa
     }
     let h = &sm.histogram;
     let peak = h.counts.iter().copied().max().unwrap_or(0).max(1);
+    let (scale, unit, dec) = bin_format(&h.edges);
     for (i, c) in h.counts.iter().enumerate() {
         let w = (*c as f64 / peak as f64 * 40.0).round() as usize;
+        let hi = format!("{:.dec$} {unit}", h.edges[i + 1] * scale);
         let _ = writeln!(
             s,
-            "  {:>9.4} – {:<9.4} s {:<40} {c}",
-            h.edges[i],
-            h.edges[i + 1],
+            "  {:>10.dec$} – {hi:<13} {:<40} {c}",
+            h.edges[i] * scale,
             "█".repeat(w)
         );
     }
@@ -432,7 +498,7 @@ fn write_text(r: &Outcome, sink: TextSink, out: &mut dyn Write) -> Result<(), Fa
     for (dev, e) in &sm.active_energy_j {
         let _ = writeln!(
             s,
-            "  {dev} active J: total {:.2}  mean {:.3}  p50 {:.3}  p90 {:.3}  p99 {:.3}  min {:.3}  max {:.3}  std {:.3} ({} spans)",
+            "  {dev} active J per span: total {:.2}  mean {:.3}  p50 {:.3}  p90 {:.3}  p99 {:.3}  min {:.3}  max {:.3}  std {:.3} ({} spans)",
             e.total,
             e.dist.mean,
             e.dist.p50,
@@ -443,6 +509,37 @@ fn write_text(r: &Outcome, sink: TextSink, out: &mut dyn Write) -> Result<(), Fa
             e.dist.std,
             e.count
         );
+    }
+    if let Some(a) = &sm.aggregate {
+        let _ = writeln!(
+            s,
+            "  over the union of span time ({:.3} s; spans add up to {:.3} s): totals count overlapping spans once",
+            a.union_s, a.span_time_s
+        );
+        for (dev, d) in &a.devices {
+            let (what, t) = match &d.active_energy_j {
+                Some(t) => ("active J", t),
+                None => ("energy J (no idle level)", &d.energy_j),
+            };
+            let _ = write!(
+                s,
+                "  {dev} {what}: total {:.2} {}",
+                t.total,
+                bound_cell(Some(t.total_bound))
+            );
+            match (t.mean, t.mean_bound) {
+                (Some(m), b) => {
+                    let _ = writeln!(s, ", per span {m:.4} {} ({} spans)", bound_cell(b), a.count);
+                }
+                _ => {
+                    let _ = writeln!(
+                        s,
+                        " ({:.3} s of the union not measured: no mean per span)",
+                        d.unmeasured_s
+                    );
+                }
+            }
+        }
     }
     if sm.active_energy_j.is_empty() {
         for (dev, e) in &sm.energy_j {
@@ -456,7 +553,7 @@ fn write_text(r: &Outcome, sink: TextSink, out: &mut dyn Write) -> Result<(), Fa
     if let Some(ap) = &sm.approximate {
         let _ = writeln!(
             s,
-            "  (over {} spans: quantiles within {:.1} %, histogram counts from fine bins)",
+            "  (past {} values per distribution: quantiles within {:.1} %, histogram counts from fine bins)",
             ap.exact_up_to,
             ap.quantile_relative_error * 100.0
         );

@@ -3,6 +3,7 @@
 mod analyze;
 mod common;
 mod dcgm;
+mod fidelity;
 mod pinned;
 mod rapl;
 mod readme;

@@ -155,6 +155,27 @@ mod tests {
     use std::sync::Arc;
 
     #[test]
+    fn a_header_cut_short_is_called_cut_not_missing() {
+        use crate::trace::{HEADER_PREFIX, MAGIC_LINE};
+        let whole = format!("{MAGIC_LINE}\n{HEADER_PREFIX}{{\"format\":\"flinch-trace\",\"vers");
+        let e = read_trace_from(whole.as_bytes(), Path::new("t.csv"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("t.csv:2: the header line is cut short"), "{e}");
+        assert!(!e.contains("expected the header line"), "{e}");
+        let other = format!("{MAGIC_LINE}\nsomething else\n");
+        let e = read_trace_from(other.as_bytes(), Path::new("t.csv"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(
+                "expected the header line starting with \"# header \", found \"something else\""
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn parse_u64_agrees_with_str_parse() {
         for s in [
             "0",

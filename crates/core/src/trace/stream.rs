@@ -288,10 +288,25 @@ impl<R: BufRead> TraceStream<R> {
                         .into(),
                 ));
             }
-            _ => {
+            Some(LineEnd::Eof) if buf.starts_with(HEADER_PREFIX.as_bytes()) => {
                 return Err(err(
                     2,
-                    format!("expected the header line starting with {HEADER_PREFIX:?}"),
+                    format!(
+                        "the header line is cut short ({} bytes and no end of line): the file \
+                         was cut (a full disk, a copy made while recording started) before its \
+                         header was complete, so nothing in it can be read",
+                        buf.len()
+                    ),
+                ));
+            }
+            _ => {
+                let shown = String::from_utf8_lossy(&buf[..buf.len().min(40)]).into_owned();
+                return Err(err(
+                    2,
+                    format!(
+                        "expected the header line starting with {HEADER_PREFIX:?}, found \
+                         {shown:?}: not a flinch trace, or a damaged one"
+                    ),
                 ));
             }
         };
