@@ -117,6 +117,9 @@ existing picture is replaced only with --force.";
 const EXPORT_EXAMPLES: &str = "\
 Examples:
   flinch export run.flinch.csv --perfetto run.json   open at ui.perfetto.dev
+  flinch export day.flinch.csv --perfetto day.pftrace
+                                         protobuf, counters decimated past 8 M points
+  flinch export day.flinch.csv --parquet day/   pd.read_parquet(\"day/samples.parquet\")
   flinch export run.flinch.csv --csv wide.csv        pd.read_csv(\"wide.csv\")
   flinch export run.flinch.csv --perfetto run.json \\
       --from infer_start --to first_token
@@ -386,17 +389,28 @@ pub enum HistogramArg {
 }
 
 #[derive(Debug, Args)]
-#[group(id = "outputs", args = ["perfetto", "csv"], required = true, multiple = true)]
+#[group(id = "outputs", args = ["perfetto", "csv", "parquet"], required = true, multiple = true)]
 pub struct ExportArgs {
     /// The trace to convert
     #[arg(value_name = "TRACE")]
     pub trace: PathBuf,
-    /// Write Chrome trace-event JSON for the Perfetto UI here
-    #[arg(long, value_name = "OUT.json")]
+    /// Write a trace for the Perfetto UI here: Chrome trace-event JSON when the name ends
+    /// in .json, else Perfetto's own protobuf format (.pftrace: a tenth of the size, for
+    /// long recordings)
+    #[arg(long, value_name = "OUT.pftrace|OUT.json")]
     pub perfetto: Option<PathBuf>,
+    /// Counter points in the Perfetto file: `full`, or about N in all, each track cut into
+    /// buckets of equal time keeping its smallest and largest sample (default: 8000000 for
+    /// .pftrace, full for .json)
+    #[arg(long, value_name = "N|full", value_parser = parse_points)]
+    pub max_points: Option<Points>,
     /// Write one wide CSV here (a row per timestamp, a column per channel, a mark column)
     #[arg(long, value_name = "OUT.csv")]
     pub csv: Option<PathBuf>,
+    /// Write samples.parquet, marks.parquet and spans.parquet into this directory (for
+    /// pandas, polars, DuckDB)
+    #[arg(long, value_name = "DIR")]
+    pub parquet: Option<PathBuf>,
     /// Replace existing output files (a symlink there is replaced, not written through)
     #[arg(long)]
     pub force: bool,
@@ -410,6 +424,29 @@ pub struct ExportArgs {
     /// No progress bar, no notes
     #[arg(long, short)]
     pub quiet: bool,
+}
+
+/// `--max-points`: every sample, or about this many counter points in all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Points {
+    /// Every sample.
+    Full,
+    /// About this many.
+    Total(usize),
+}
+
+/// Parses `full` or a number of points of at least 1000.
+pub fn parse_points(s: &str) -> Result<Points, String> {
+    if s.trim() == "full" {
+        return Ok(Points::Full);
+    }
+    match s.trim().replace('_', "").parse::<usize>() {
+        Ok(n) if n >= 1000 => Ok(Points::Total(n)),
+        Ok(n) => Err(format!(
+            "{n} points are too few to draw a trace; give at least 1000, or `full`"
+        )),
+        Err(_) => Err(format!("{s:?} is neither a number of points nor `full`")),
+    }
 }
 
 /// Parses `10ms`, `1.5s`, `2m`, `500us`: a unit is required (`--interval 10` could mean

@@ -1,7 +1,8 @@
-//! `flinch analyze --json` on the two shipped examples, pinned: the expected outputs in
-//! `tests/data/pinned/*.json.gz` were written by the `flinch` binary of `main` at commit
-//! 19b5697 (before `analyze` streamed), so a change to how traces are read, spans paired or
-//! the summary kept cannot move a number unnoticed. Every value there must be found, equal,
+//! `flinch analyze --json` on the shipped examples, pinned: the expected outputs in
+//! `tests/data/pinned/*.json.gz` were written by the whole-trace `flinch` binary of `main`
+//! (first at 19b5697, before `analyze` streamed; again at 95bd1bf, after issue 16 changed
+//! the analysis, byte for byte what the streaming analysis writes), so a change to how
+//! traces are read, spans paired or the summary kept cannot move a number unnoticed. Every value there must be found, equal,
 //! at the same place in today's output (fields added since are allowed).
 //!
 //! A deliberate change of the analysis (new thresholds, say) rewrites them:
@@ -15,6 +16,8 @@ use std::path::PathBuf;
 
 const LLM: &str = "examples/llm/llm.flinch.csv";
 const BUSY: &str = "examples/workloads/busy-idle.flinch.csv";
+const GPU: &str = "examples/llm-gpu/llm-gpu.flinch.csv";
+const H200: &str = "examples/workloads/busy-idle-h200.flinch.csv";
 const CALIB: &[&str] = &["--idle-window", "calib_start..calib_end"];
 
 /// (file name, trace, labels and options)
