@@ -69,6 +69,31 @@ pub mod pb {
         /// `optional bool first_packet_on_sequence = 87;`
         #[prost(bool, optional, tag = "87")]
         pub first_packet_on_sequence: Option<bool>,
+        /// `optional InternedData interned_data = 12;`
+        #[prost(message, optional, tag = "12")]
+        pub interned_data: Option<InternedData>,
+    }
+
+    /// `perfetto.protos.InternedData`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct InternedData {
+        /// `repeated EventName event_names = 2;`
+        #[prost(message, repeated, tag = "2")]
+        pub event_names: Vec<InternedString>,
+        /// `repeated DebugAnnotationName debug_annotation_names = 3;`
+        #[prost(message, repeated, tag = "3")]
+        pub debug_annotation_names: Vec<InternedString>,
+    }
+
+    /// `perfetto.protos.EventName` and `DebugAnnotationName`: `iid = 1`, `name = 2`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct InternedString {
+        /// `optional uint64 iid = 1;`
+        #[prost(uint64, optional, tag = "1")]
+        pub iid: Option<u64>,
+        /// `optional string name = 2;`
+        #[prost(string, optional, tag = "2")]
+        pub name: Option<String>,
     }
 
     /// `perfetto.protos.TracePacketDefaults`.
@@ -184,6 +209,9 @@ pub mod pb {
         /// `string name = 23;`
         #[prost(string, optional, tag = "23")]
         pub name: Option<String>,
+        /// `uint64 name_iid = 10;` (interned `EventName`)
+        #[prost(uint64, optional, tag = "10")]
+        pub name_iid: Option<u64>,
         /// `repeated string categories = 22;`
         #[prost(string, repeated, tag = "22")]
         pub categories: Vec<String>,
@@ -201,6 +229,9 @@ pub mod pb {
         /// `string name = 10;`
         #[prost(string, optional, tag = "10")]
         pub name: Option<String>,
+        /// `uint64 name_iid = 1;` (interned `DebugAnnotationName`)
+        #[prost(uint64, optional, tag = "1")]
+        pub name_iid: Option<u64>,
         /// `bool bool_value = 2;`
         #[prost(bool, optional, tag = "2")]
         pub bool_value: Option<bool>,
@@ -247,8 +278,8 @@ pub enum PointBudget {
 }
 
 impl PointBudget {
-    /// The default: 8 million points (about 200 MB of protobuf, ~650 MB of JSON).
-    pub const DEFAULT: PointBudget = PointBudget::Total(8_000_000);
+    /// The default: 4 million points (about 100 MB of protobuf, ~340 MB of JSON).
+    pub const DEFAULT: PointBudget = PointBudget::Total(4_000_000);
 
     /// The most points each channel of `trace` may keep (`None`: all of them).
     pub fn per_channel(self, trace: &Trace) -> Vec<Option<usize>> {
@@ -656,21 +687,87 @@ pub fn write_perfetto_proto<W: Write>(
     }
 
     // The slices and instants, in time order (ends before begins at the same time, the
-    // longer of two slices beginning together first, so that they nest).
+    // longer of two slices beginning together first, so that they nest), on sequence 1 with
+    // its own incremental clock and names interned as they first come.
     evs.sort_by_key(|e| (e.t, e.order));
-    for e in evs {
+    if let Some(first) = evs.first() {
+        let t0 = first.t;
         out.put(&pb::TracePacket {
-            timestamp: Some(e.t),
+            timestamp: Some(t0),
+            timestamp_clock_id: Some(pb::CLOCK_BOOTTIME),
             trusted_packet_sequence_id: Some(1),
-            track_event: Some(pb::TrackEvent {
-                r#type: Some(e.kind),
-                track_uuid: Some(e.track),
-                name: e.name,
-                debug_annotations: e.args,
-                ..Default::default()
+            sequence_flags: Some(pb::SEQ_INCREMENTAL_STATE_CLEARED),
+            clock_snapshot: Some(pb::ClockSnapshot {
+                clocks: vec![
+                    pb::Clock {
+                        clock_id: Some(pb::CLOCK_BOOTTIME),
+                        timestamp: Some(t0),
+                        is_incremental: None,
+                    },
+                    pb::Clock {
+                        clock_id: Some(pb::CLOCK_INCREMENTAL),
+                        timestamp: Some(t0),
+                        is_incremental: Some(true),
+                    },
+                ],
+                primary_trace_clock: None,
+            }),
+            trace_packet_defaults: Some(pb::TracePacketDefaults {
+                timestamp_clock_id: Some(pb::CLOCK_INCREMENTAL),
+                track_event_defaults: None,
             }),
             ..Default::default()
         })?;
+        let mut names: BTreeMap<String, u64> = BTreeMap::new();
+        let mut keys: BTreeMap<String, u64> = BTreeMap::new();
+        let mut prev = t0;
+        for e in evs {
+            let mut interned = pb::InternedData::default();
+            let intern =
+                |m: &mut BTreeMap<String, u64>, s: String, new: &mut Vec<pb::InternedString>| {
+                    if let Some(&i) = m.get(&s) {
+                        return i;
+                    }
+                    let i = m.len() as u64 + 1;
+                    m.insert(s.clone(), i);
+                    new.push(pb::InternedString {
+                        iid: Some(i),
+                        name: Some(s),
+                    });
+                    i
+                };
+            let name_iid = e
+                .name
+                .map(|n| intern(&mut names, n, &mut interned.event_names));
+            let args = e
+                .args
+                .into_iter()
+                .map(|mut a| {
+                    if let Some(n) = a.name.take() {
+                        a.name_iid =
+                            Some(intern(&mut keys, n, &mut interned.debug_annotation_names));
+                    }
+                    a
+                })
+                .collect();
+            let fresh =
+                !interned.event_names.is_empty() || !interned.debug_annotation_names.is_empty();
+            out.put(&pb::TracePacket {
+                timestamp: Some(e.t - prev),
+                trusted_packet_sequence_id: Some(1),
+                sequence_flags: Some(pb::SEQ_NEEDS_INCREMENTAL_STATE),
+                interned_data: fresh.then_some(interned),
+                track_event: Some(pb::TrackEvent {
+                    r#type: Some(e.kind),
+                    track_uuid: Some(e.track),
+                    name_iid,
+                    debug_annotations: args,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })?;
+            prev = e.t;
+        }
     }
     out.w.flush()?;
     progress(total, total);
