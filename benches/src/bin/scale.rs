@@ -189,13 +189,17 @@ fn measure(flinch: &Path, args: &[&str], what: &str, trace_gb: f64) -> Run {
     });
     let err = BufReader::new(child.stderr.take().expect("stderr"));
     let mut rss_kb = 0.0;
+    let mut cpu_s = 0.0;
     let mut tail = Vec::new();
     for line in err.lines().map_while(Result::ok) {
-        if let Some(v) = line
-            .trim()
-            .strip_prefix("Maximum resident set size (kbytes):")
-        {
+        let l = line.trim();
+        if let Some(v) = l.strip_prefix("Maximum resident set size (kbytes):") {
             rss_kb = v.trim().parse().unwrap_or(0.0);
+        }
+        for key in ["User time (seconds):", "System time (seconds):"] {
+            if let Some(v) = l.strip_prefix(key) {
+                cpu_s += v.trim().parse::<f64>().unwrap_or(0.0);
+            }
         }
         tail.push(line);
     }

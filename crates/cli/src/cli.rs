@@ -118,7 +118,7 @@ const EXPORT_EXAMPLES: &str = "\
 Examples:
   flinch export run.flinch.csv --perfetto run.json   open at ui.perfetto.dev
   flinch export day.flinch.csv --perfetto day.pftrace
-                                         protobuf, counters decimated past 8 M points
+                                         protobuf, counters decimated past 3 M points
   flinch export day.flinch.csv --parquet day/   pd.read_parquet(\"day/samples.parquet\")
   flinch export run.flinch.csv --csv wide.csv        pd.read_csv(\"wide.csv\")
   flinch export run.flinch.csv --perfetto run.json \\
@@ -400,7 +400,7 @@ pub struct ExportArgs {
     #[arg(long, value_name = "OUT.pftrace|OUT.json")]
     pub perfetto: Option<PathBuf>,
     /// Counter points in the Perfetto file: `full`, or about N in all, each track cut into
-    /// buckets of equal time keeping its smallest and largest sample (default: 8000000 for
+    /// buckets of equal time keeping its smallest and largest sample (default: 3000000 for
     /// .pftrace, full for .json)
     #[arg(long, value_name = "N|full", value_parser = parse_points)]
     pub max_points: Option<Points>,

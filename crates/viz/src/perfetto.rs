@@ -351,6 +351,9 @@ pub fn write_perfetto_json<W: Write>(
     Ok(stats)
 }
 
+/// Requests with a thread of their own, at most; past this all spans share packed lanes.
+pub const MAX_REQUEST_THREADS: usize = 1000;
+
 /// A thread of the spans process: its name, where it sorts, and its slices.
 pub(crate) struct Lane {
     pub(crate) name: String,
@@ -453,6 +456,14 @@ pub(crate) fn span_threads(
             Err(_) => (2, 0, r.clone()),
         },
     });
+    // Beyond a thousand requests a thread each is more than anyone scrolls through (a day
+    // of token marks has hundreds of thousands): the slices of all requests then share as
+    // few lanes as nest them, each slice naming its request.
+    if keys.len() > MAX_REQUEST_THREADS {
+        let all: Vec<Slice> = std::mem::take(&mut groups).into_values().flatten().collect();
+        keys = vec![None];
+        groups.insert(None, all);
+    }
     let mut out = Vec::new();
     for k in keys {
         let slices = groups.remove(&k).unwrap_or_default();

@@ -278,8 +278,8 @@ pub enum PointBudget {
 }
 
 impl PointBudget {
-    /// The default: 4 million points (about 100 MB of protobuf, ~340 MB of JSON).
-    pub const DEFAULT: PointBudget = PointBudget::Total(4_000_000);
+    /// The default: 3 million points (about 75 MB of protobuf, ~250 MB of JSON).
+    pub const DEFAULT: PointBudget = PointBudget::Total(3_000_000);
 
     /// The most points each channel of `trace` may keep (`None`: all of them).
     pub fn per_channel(self, trace: &Trace) -> Vec<Option<usize>> {
@@ -559,7 +559,14 @@ pub fn write_perfetto_proto<W: Write>(
             lane.name.clone(),
         )))?;
         for s in &lane.slices {
-            slice(&mut evs, u, s.name.clone(), s.start, s.end, &s.args);
+            // the slice's name and length already say where it runs and how long
+            let mut args = s.args.clone();
+            if let Value::Object(m) = &mut args {
+                for k in ["from", "to", "duration_ms"] {
+                    m.remove(k);
+                }
+            }
+            slice(&mut evs, u, s.name.clone(), s.start, s.end, &args);
             stats.slices += 1;
         }
     }
