@@ -299,7 +299,7 @@ impl Window {
             }
             let k = ch.t_ns.partition_point(|&t| t < hot_floor);
             // Keep the last sample below the floor; drain in bulk, not sample by sample.
-            if k > 1 && k - 1 >= ch.t_ns.len() / 2 {
+            if k > 1 && k > ch.t_ns.len() / 2 {
                 ch.t_ns.drain(..k - 1);
                 ch.values.drain(..k - 1);
             }

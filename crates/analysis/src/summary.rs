@@ -237,7 +237,7 @@ impl SummaryBuilder {
             unmatched_starts,
             unmatched_ends,
             aggregate,
-            approximate: approximate.then(|| Approximation {
+            approximate: approximate.then_some(Approximation {
                 exact_up_to: self.limit,
                 quantile_relative_error: QUANTILE_RELATIVE_ERROR,
                 histogram_edge_tolerance: HISTOGRAM_EDGE_TOLERANCE,

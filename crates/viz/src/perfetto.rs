@@ -460,7 +460,10 @@ pub(crate) fn span_threads(
     // of token marks has hundreds of thousands): the slices of all requests then share as
     // few lanes as nest them, each slice naming its request.
     if keys.len() > MAX_REQUEST_THREADS {
-        let all: Vec<Slice> = std::mem::take(&mut groups).into_values().flatten().collect();
+        let all: Vec<Slice> = std::mem::take(&mut groups)
+            .into_values()
+            .flatten()
+            .collect();
         keys = vec![None];
         groups.insert(None, all);
     }

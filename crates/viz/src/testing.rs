@@ -517,8 +517,9 @@ pub fn check_perfetto_proto(bytes: &[u8]) -> Result<ProtoSummary, String> {
         keys: BTreeMap<u64, String>,
     }
     let mut seqs: BTreeMap<u32, Seq> = BTreeMap::new();
-    // (time, file order, track, kind, name)
-    let mut events: Vec<(u64, usize, u64, i32, String, BTreeMap<String, String>)> = Vec::new();
+    /// (time, file order, track, kind, name, annotations)
+    type Event = (u64, usize, u64, i32, String, BTreeMap<String, String>);
+    let mut events: Vec<Event> = Vec::new();
     for (i, p) in trace.packet.iter().enumerate() {
         let seq_id = p.trusted_packet_sequence_id.unwrap_or(0);
         if seq_id == 0 {

@@ -55,7 +55,14 @@ fn tiny() -> StreamConfig {
 }
 
 /// (trace, from, to, idle window)
-const CASES: &[(&str, &str, &str, Option<(&str, &str)>)] = &[
+type Case = (
+    &'static str,
+    &'static str,
+    &'static str,
+    Option<(&'static str, &'static str)>,
+);
+
+const CASES: &[Case] = &[
     (
         "llm/llm.flinch.csv",
         "infer_start",

@@ -84,6 +84,13 @@ fn cases() -> Vec<(&'static str, &'static str, Vec<&'static str>)> {
             BUSY,
             with("phase_start", "phase_end", &[]),
         ),
+        // requests that overlap: totals over the union of their time
+        (
+            "gpu-server_recv-done",
+            GPU,
+            with("server_recv", "done", CALIB),
+        ),
+        ("h200-phase", H200, with("phase_start", "phase_end", CALIB)),
     ]
 }
 
