@@ -118,15 +118,18 @@ const EXPORT_EXAMPLES: &str = "\
 Examples:
   flinch export run.flinch.csv --perfetto run.json   open at ui.perfetto.dev
   flinch export day.flinch.csv --perfetto day.pftrace
-                                         protobuf, counters decimated past 3 M points
-  flinch export day.flinch.csv --parquet day/   pd.read_parquet(\"day/samples.parquet\")
+                                         protobuf: long recordings
+  flinch export day.flinch.csv --parquet day/
+                                         pd.read_parquet(\"day/samples.parquet\")
   flinch export run.flinch.csv --csv wide.csv        pd.read_csv(\"wide.csv\")
   flinch export run.flinch.csv --perfetto run.json \\
       --from infer_start --to first_token
 
 Perfetto: a process per device with a counter track per channel, a `spans`
 process with a thread per request (its stages nested in it), a `marks` process
-with a thread per label. CSV: a row per timestamp (t_ns, t_s from the trace's
+with a thread per label. A .pftrace keeps about 3 M counter points (each
+track's smallest and largest per bucket of time; --max-points full keeps all).
+CSV: a row per timestamp (t_ns, t_s from the trace's
 start), a column per channel, a `mark` column (the mark's line) and the mark
 split up: `mark_label` and a `mark_KEY` column per field key (`mark_req`,
 ...). Every sample and mark appears exactly once. Existing files are replaced
