@@ -243,7 +243,7 @@ impl PhaseLock {
                     t_ns + self.declared_ns
                 }
             }
-            State::Guard { lo, hi } => {
+            State::Guard { hi, .. } => {
                 if changed {
                     // The update came before the window: the phase was lost.
                     self.acquire(t_ns)

@@ -27,9 +27,9 @@ use crate::marks::fifo::FifoReceiver;
 use crate::marks::file::FileReceiver;
 use crate::marks::queue::{ByteBoundedReceiver, ByteBoundedSender, TrySendError, byte_bounded};
 use crate::marks::{Mark, MarkEvent, MarkParseError, MarkSink, MarkVia, format_mark, parse_mark};
-use crate::sampler::{SamplerGroup, Sink, plan_groups};
+use crate::sampler::{GroupStats, SamplerGroup, Sink, ThreadPlan, plan_threads};
 use crate::source::{Reading, Source};
-use crate::trace::{CadenceStats, Footer, Header, MarksInfo, TraceWriter, create_trace_file};
+use crate::trace::{Footer, Header, MarksInfo, TraceWriter, create_trace_file};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
@@ -60,6 +60,9 @@ pub struct RecorderConfig {
     /// poll (a hung driver call) would otherwise hold the end of the recording forever; past
     /// this the recording ends without it and says so in an `event` row.
     pub stop_timeout: Duration,
+    /// Sleep in two stages to each deadline (closer to it in a VM, at the cost of a second
+    /// wake-up per poll).
+    pub precise_sleep: bool,
 }
 
 impl Default for RecorderConfig {
@@ -71,6 +74,7 @@ impl Default for RecorderConfig {
             queue_capacity: 1 << 16,
             marks_queue_bytes: 2 << 20,
             stop_timeout: Duration::from_secs(5),
+            precise_sleep: false,
         }
     }
 }
@@ -291,7 +295,7 @@ pub struct Recorder {
     stop: Arc<AtomicBool>,
     stop_timeout: Duration,
     /// Each sampler thread with the names of the sources it polls.
-    samplers: Vec<(JoinHandle<CadenceStats>, Vec<String>)>,
+    samplers: Vec<(JoinHandle<GroupStats>, Vec<String>)>,
     writer: Option<JoinHandle<WriterOutcome>>,
     fifo: Option<FifoReceiver>,
     file: Option<FileReceiver>,
@@ -455,12 +459,18 @@ impl Recorder {
             bases.push(next);
             next += s.info().channels.len() as u32;
         }
-        let plan = plan_groups(&setup.sources, config.interval);
+        let plan = plan_threads(&setup.sources, config.interval);
         let mut sources: Vec<Option<Box<dyn Source>>> =
             setup.sources.into_iter().map(Some).collect();
         let stop = Arc::new(AtomicBool::new(false));
         let mut samplers = Vec::new();
-        for (interval, members) in plan {
+        for ThreadPlan {
+            name,
+            slow,
+            sources: members,
+            ..
+        } in plan
+        {
             let sink = ChannelSink {
                 data: data_tx.clone(),
                 tx: tx.clone(),
@@ -469,7 +479,9 @@ impl Recorder {
                 drain_at: config.queue_capacity.max(16) / 4,
             };
             let dropped = sink.dropped.clone();
-            let mut group = SamplerGroup::new(interval, clock.clone(), sink);
+            let mut group = SamplerGroup::new(config.interval, clock.clone(), sink)
+                .with_name(&name)
+                .with_precise_sleep(config.precise_sleep && !slow);
             let names: Vec<String> = members
                 .iter()
                 .filter_map(|&i| sources[i].as_ref().map(|s| s.info().name.clone()))
@@ -481,13 +493,13 @@ impl Recorder {
             let stop = stop.clone();
             let stats = stats.clone();
             let h = std::thread::Builder::new()
-                .name(format!("flinch-sample-{}ms", interval.as_millis()))
+                .name(name)
                 .spawn(move || {
-                    let (cs, _) = group.run(&stop);
+                    let (gs, _) = group.run(&stop);
                     stats
                         .dropped
                         .fetch_add(dropped.load(Ordering::Relaxed), Ordering::Relaxed);
-                    cs
+                    gs
                 })
                 .map_err(|e| Error::io("cannot start a sampler thread for", &setup.out, e))?;
             samplers.push((h, names));
@@ -558,6 +570,7 @@ impl Recorder {
         self.stopped = true;
         self.stop.store(true, Ordering::SeqCst);
         let mut cadences = Vec::new();
+        let mut threads = Vec::new();
         // Each sampler gets until the deadline for its last poll; one stuck inside a source
         // (a hung driver call) is left behind rather than holding the trace open forever.
         let deadline = Instant::now() + self.stop_timeout;
@@ -578,7 +591,10 @@ impl Recorder {
                 continue; // detached: it ends with the process
             }
             match h.join() {
-                Ok(cs) => cadences.push(cs),
+                Ok(gs) => {
+                    cadences.extend(gs.cadences);
+                    threads.push(gs.thread);
+                }
                 Err(payload) => self.event(
                     "sampler_panicked",
                     &format!(
@@ -610,6 +626,7 @@ impl Recorder {
             end_anchor: self.clock.anchor(),
             dropped_readings: self.stats.dropped.load(Ordering::Relaxed),
             cadences,
+            threads,
             command_exit,
             ..Default::default()
         };
