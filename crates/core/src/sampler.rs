@@ -468,8 +468,9 @@ impl<S: Sink> SamplerGroup<S> {
             for k in 0..due.len() {
                 self.poll_lane(due[k], target, woke);
             }
-            // Grid sources due within half their interval join this wake-up instead of
-            // needing one of their own, when no other wake-up comes before their deadline.
+            // A grid source due within half its interval joins this wake-up instead of
+            // needing one of its own, when its deadline is nearer to it than to the next
+            // other deadline (else it waits for that one).
             loop {
                 let mut joined = false;
                 for i in 0..self.lanes.len() {
@@ -491,7 +492,7 @@ impl<S: Sink> SamplerGroup<S> {
                         .map(|(_, o)| o.next_ns)
                         .min()
                         .unwrap_or(u64::MAX);
-                    if l.next_ns < others {
+                    if l.next_ns - target < others.saturating_sub(l.next_ns) {
                         due.push(i);
                         self.poll_lane(i, target, woke);
                         joined = true;
@@ -1029,6 +1030,124 @@ mod tests {
             reason.contains("panicked in finish: static message"),
             "{reason}"
         );
+    }
+
+    /// Reads a sensor that changes value every `period` ns from `phase` (on the manual
+    /// clock), optionally phase-locked to it, and stops the schedule at `end`.
+    struct Sensor {
+        info: SourceInfo,
+        clock: Arc<ManualClock>,
+        period: u64,
+        phase: u64,
+        lock: bool,
+        interval: Option<Duration>,
+        end: u64,
+        stop: Arc<AtomicBool>,
+    }
+    impl Source for Sensor {
+        fn info(&self) -> &SourceInfo {
+            &self.info
+        }
+        fn poll(&mut self, out: &mut Readings<'_>) -> Result<(), SourceError> {
+            let t = self.clock.now_ns();
+            let v = (t + self.period - self.phase) / self.period;
+            out.push(0, t, v as f64);
+            if t >= self.end {
+                self.stop.store(true, Ordering::SeqCst);
+            }
+            Ok(())
+        }
+        fn interval(&self) -> Option<Duration> {
+            self.interval
+        }
+        fn phase_lock(&self) -> Option<crate::source::PhaseLockSpec> {
+            self.lock.then(|| crate::source::PhaseLockSpec {
+                channel: 0,
+                period: Duration::from_nanos(self.period),
+            })
+        }
+    }
+
+    fn sensor(
+        name: &str,
+        clock: &Arc<ManualClock>,
+        stop: &Arc<AtomicBool>,
+        interval_ms: u64,
+        lock: bool,
+    ) -> Box<Sensor> {
+        Box::new(Sensor {
+            info: Counter::new(name, vec![], None).info,
+            clock: clock.clone(),
+            period: 100_000_000,
+            phase: 1_037_000_000,
+            lock,
+            interval: Some(Duration::from_millis(interval_ms)),
+            end: 61_000_000_000,
+            stop: stop.clone(),
+        })
+    }
+
+    #[test]
+    fn grid_sources_keep_their_own_rates_and_share_wakeups() {
+        let clock = Arc::new(ManualClock::new(1_000_000_000, 0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut g = SamplerGroup::new(Duration::from_millis(10), clock.clone(), VecSink::default());
+        g.add(sensor("a10", &clock, &stop, 10, false), 0, 0);
+        g.add(sensor("b20", &clock, &stop, 20, false), 1, 1);
+        g.add(sensor("c1000", &clock, &stop, 1000, false), 2, 2);
+        let (stats, _) = g.run(&stop);
+        let ticks: Vec<u64> = stats.cadences.iter().map(|c| c.ticks).collect();
+        // 60 s: every 10 ms, 20 ms and 1 s, and one wake-up per 10 ms for all three.
+        assert!(ticks[0].abs_diff(6000) <= 2, "{ticks:?}");
+        assert!(ticks[1].abs_diff(3000) <= 2, "{ticks:?}");
+        assert!(ticks[2].abs_diff(60) <= 2, "{ticks:?}");
+        assert!(stats.thread.wakeups.abs_diff(6000) <= 2, "{stats:?}");
+        assert!(stats.cadences.iter().all(|c| c.missed_ticks == 0));
+    }
+
+    #[test]
+    fn a_phase_locked_source_reads_each_update_and_grid_sources_join_its_wakeups() {
+        let clock = Arc::new(ManualClock::new(1_000_000_000, 0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut g = SamplerGroup::new(Duration::from_millis(10), clock.clone(), VecSink::default());
+        g.add(sensor("locked", &clock, &stop, 100, true), 0, 0);
+        g.add(sensor("grid100", &clock, &stop, 100, false), 1, 1);
+        g.add(sensor("grid1000", &clock, &stop, 1000, false), 2, 2);
+        let (stats, sink) = g.run(&stop);
+        let lock = stats.cadences[0].phase_lock.expect("lock statistics");
+        // Every update of the 60 s seen once, at about one poll each.
+        let values: Vec<f64> = sink
+            .readings
+            .iter()
+            .filter(|r| r.channel == 0)
+            .map(|r| r.value)
+            .collect();
+        let mut distinct = values.clone();
+        distinct.dedup();
+        let first = distinct[0] as u64;
+        let last = *distinct.last().unwrap() as u64;
+        assert_eq!(distinct.len() as u64, last - first + 1, "an update was never read");
+        assert!(last - first >= 595, "{first}..{last}");
+        assert!(lock.polls < 700, "{lock:?}");
+        // Each update read within 5.5 ms of it: value v is valid from phase + (v-1) × 100 ms.
+        let mut seen = None;
+        for r in sink.readings.iter().filter(|r| r.channel == 0) {
+            if seen != Some(r.value) && r.t_ns > 3_000_000_000 {
+                let update = 1_037_000_000 + (r.value as u64 - 1) * 100_000_000;
+                assert!(
+                    r.t_ns - update < 5_500_000,
+                    "update {} read {} ns late",
+                    r.value,
+                    r.t_ns - update
+                );
+            }
+            seen = Some(r.value);
+        }
+        // The grid sources kept their rates and rode the lock's wake-ups: about 11
+        // wake-ups a second, not 21.
+        assert!(stats.cadences[1].ticks.abs_diff(600) <= 3, "{stats:?}");
+        assert!(stats.cadences[2].ticks.abs_diff(60) <= 2, "{stats:?}");
+        assert!(stats.thread.wakeups < 700, "{stats:?}");
     }
 
     #[test]
