@@ -168,10 +168,16 @@ pub struct BackendArgs {
     /// Also record NVML's 1-s average power (a lagging signal; off by default)
     #[arg(long, help_heading = "Sources")]
     pub nvml_average_power: bool,
-    /// How often NVML's total-energy counter is read (each read costs ~3-10 ms of a CPU);
-    /// 100ms, its update period, lets spans of a second or more be measured by the counter
-    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration, help_heading = "Sources")]
+    /// How often NVML's total-energy counter is read, besides the start and the stop (each
+    /// read costs 3-12 ms of a CPU: the driver spins). The driver's power samples agree with
+    /// it within 0.5 %, so by default it is a drift check; 100ms, its update period, lets
+    /// spans of a second or more be measured by the counter too
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration, help_heading = "Sources")]
     pub nvml_energy_interval: Duration,
+    /// How often NVML's driver power-sample buffer is drained (it holds ~2.4 s of 20-ms
+    /// samples; each drain costs ~0.3-0.7 ms of a CPU)
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration, help_heading = "Sources")]
+    pub nvml_buffer_interval: Duration,
     /// The DCGM library to load instead of libdcgm.so.4 / libdcgm.so.3
     #[arg(long, value_name = "PATH", help_heading = "Sources")]
     pub dcgm_lib: Option<PathBuf>,
@@ -206,9 +212,11 @@ pub struct RecordArgs {
     /// Sources to record: synthetic, nvml, dcgm, rapl, cpu (repeatable; default: every available one)
     #[arg(long = "source", short = 's', value_name = "NAME")]
     pub sources: Vec<String>,
-    /// The fast sampling interval
-    #[arg(long, short, value_name = "DURATION", default_value = "10ms", value_parser = parse_duration)]
-    pub interval: Duration,
+    /// The finest cadence: poll every source at least this often (default: each at its
+    /// own, from its sensor: instant power once per update, 10 a second; activity every
+    /// 100 ms; the driver's power buffer every 1 s; CPU time every 100 ms)
+    #[arg(long, short, value_name = "DURATION", value_parser = parse_duration)]
+    pub interval: Option<Duration>,
     /// Stop after this long (default: until Ctrl-C, SIGTERM, or the wrapped command exits)
     #[arg(long, short, value_name = "DURATION", value_parser = parse_duration)]
     pub duration: Option<Duration>,

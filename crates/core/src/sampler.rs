@@ -1126,7 +1126,11 @@ mod tests {
         distinct.dedup();
         let first = distinct[0] as u64;
         let last = *distinct.last().unwrap() as u64;
-        assert_eq!(distinct.len() as u64, last - first + 1, "an update was never read");
+        assert_eq!(
+            distinct.len() as u64,
+            last - first + 1,
+            "an update was never read"
+        );
         assert!(last - first >= 595, "{first}..{last}");
         assert!(lock.polls < 700, "{lock:?}");
         // Each update read within 5.5 ms of it: value v is valid from phase + (v-1) × 100 ms.

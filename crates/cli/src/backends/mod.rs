@@ -23,8 +23,12 @@ use std::time::Duration;
 #[derive(Clone, Debug, Default)]
 #[allow(dead_code)] // each field is read by the backend it names, as the backends land
 pub struct BackendOptions {
-    /// The fast sampling interval of the recording.
+    /// The fast sampling interval of the recording: what `--interval` asked for, else the
+    /// default cadence ([`AUTO_INTERVAL`]) of sources that have no rate of their own.
     pub interval: Duration,
+    /// Whether `--interval` was given. Without it, sources choose their own cadence from
+    /// their sensors (NVML's instant power once per update of the field).
+    pub interval_given: bool,
     /// The synthetic source's schedule.
     pub synthetic: SyntheticConfig,
     /// `--rapl-root DIR`: the powercap tree (default `/sys/class/powercap`).
@@ -39,6 +43,8 @@ pub struct BackendOptions {
     pub nvml_average_power: bool,
     /// `--nvml-energy-interval`: how often the NVML energy counter is read.
     pub nvml_energy_interval: Duration,
+    /// `--nvml-buffer-interval`: how often the NVML driver power buffer is drained.
+    pub nvml_buffer_interval: Duration,
     /// `--dcgm-lib PATH`: libdcgm to load instead of `libdcgm.so.4` / `.so.3`.
     pub dcgm_lib: Option<PathBuf>,
     /// `--dcgm-host ADDR`: host engine address (`127.0.0.1`, `host:5555`, `unix:///path`);
@@ -54,6 +60,9 @@ pub struct BackendOptions {
     /// Whether `record` will wrap a command (sources that follow it open for it).
     pub wraps_command: bool,
 }
+
+/// The cadence of sources without one of their own when `record` is given no `--interval`.
+pub const AUTO_INTERVAL: Duration = Duration::from_millis(100);
 
 /// What a backend would offer here.
 #[derive(Clone, Debug, Serialize)]

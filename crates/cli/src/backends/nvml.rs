@@ -26,6 +26,12 @@ fn config(opts: &BackendOptions) -> Result<NvmlConfig, SourceError> {
         gpus: opts.gpus.clone(),
         cuda_visible_devices,
         average_power: opts.nvml_average_power,
+        instant_interval: opts.interval_given.then_some(opts.interval),
+        buffer_interval: if opts.nvml_buffer_interval.is_zero() {
+            NvmlConfig::default().buffer_interval
+        } else {
+            opts.nvml_buffer_interval
+        },
         // zero only when options were built by hand: keep the default then
         energy_interval: if opts.nvml_energy_interval.is_zero() {
             NvmlConfig::default().energy_interval

@@ -89,7 +89,7 @@ pub fn run(a: CalibrateArgs) -> Result<ExitCode, Failure> {
             a.out.display()
         )));
     }
-    let opts = super::backend_options(&a.backends, a.interval, false)?;
+    let opts = super::backend_options(&a.backends, Some(a.interval), false)?;
     let (sources, used) = super::record::open_sources(&a.sources, &opts)?;
 
     let (trace_path, scratch) = match &a.keep_trace {

@@ -18,7 +18,7 @@ use std::time::Duration;
 /// Turns the shared backend flags into [`BackendOptions`].
 pub fn backend_options(
     a: &BackendArgs,
-    interval: Duration,
+    interval: Option<Duration>,
     probe: bool,
 ) -> Result<BackendOptions, Failure> {
     let synthetic = a
@@ -26,7 +26,8 @@ pub fn backend_options(
         .parse()
         .map_err(|e: String| Failure::new(format!("--synthetic: {e}")))?;
     Ok(BackendOptions {
-        interval,
+        interval: interval.unwrap_or(crate::backends::AUTO_INTERVAL),
+        interval_given: interval.is_some(),
         synthetic,
         rapl_root: a.rapl_root.clone(),
         nvml_lib: a.nvml_lib.clone(),
@@ -34,6 +35,7 @@ pub fn backend_options(
         cuda_visible_devices: a.cuda_visible_devices,
         nvml_average_power: a.nvml_average_power,
         nvml_energy_interval: a.nvml_energy_interval,
+        nvml_buffer_interval: a.nvml_buffer_interval,
         dcgm_lib: a.dcgm_lib.clone(),
         dcgm_host: a.dcgm_host.clone(),
         pid: a.pid,

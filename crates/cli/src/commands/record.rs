@@ -10,7 +10,7 @@ use flinch_core::marks::fifo::{MARKS_ENV, default_dir, default_fifo_path, ensure
 use flinch_core::recorder::{Recorder, RecorderConfig, RecordingSetup};
 use flinch_core::trace::Footer;
 use flinch_core::{Source, SourceError};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGCHLD, SIGINT, SIGTERM};
 use signal_hook::iterator::SignalsInfo;
 use signal_hook::iterator::exfiltrator::origin::WithOrigin;
 use std::io::{IsTerminal, Write};
@@ -202,8 +202,21 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
         Some(default_fifo_path())
     };
     // Catch signals before anything is created, so an early Ctrl-C still ends cleanly.
-    let mut signals = SignalsInfo::<WithOrigin>::new([SIGINT, SIGTERM])
+    // SIGCHLD too: the wrapped command's exit wakes the loop below, which otherwise sleeps.
+    let mut signals = SignalsInfo::<WithOrigin>::new([SIGINT, SIGTERM, SIGCHLD])
         .map_err(|e| Failure::new(format!("cannot install signal handlers: {e}")))?;
+    let signals_handle = signals.handle();
+    let (sig_tx, sig_rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("flinch-signals".into())
+        .spawn(move || {
+            for origin in signals.forever() {
+                if sig_tx.send(origin).is_err() {
+                    break;
+                }
+            }
+        })
+        .map_err(|e| Failure::new(format!("cannot start the signal thread: {e}")))?;
 
     let clock: Arc<dyn Clock> = Arc::new(MonotonicClock);
     let setup = RecordingSetup {
@@ -218,7 +231,7 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
         idle,
     };
     let config = RecorderConfig {
-        interval: a.interval,
+        interval: opts.interval,
         ..Default::default()
     };
     let rec = Recorder::start(setup, config, clock)?;
@@ -229,11 +242,14 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
             (None, Some(m)) => format!("file {}", m.display()),
             (None, None) => "none".into(),
         };
+        let cadence = match a.interval {
+            Some(d) => format!("every {}", humantime::format_duration(d)),
+            None => "each source at its own cadence".to_owned(),
+        };
         say!(
-            "flinch: recording {} to {} every {}; marks: {marks}",
+            "flinch: recording {} to {} {cadence}; marks: {marks}",
             used.join(", "),
             a.out.display(),
-            humantime::format_duration(a.interval)
         );
     }
 
@@ -267,8 +283,15 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
     let mut ended_by = "stopped";
     let mut command_exit = None;
     let mut last_status = Instant::now() - Duration::from_secs(1);
+    // Sleeps until something happens: a signal, the command's exit (SIGCHLD), the end of
+    // --duration, or the next refresh of the status line. No periodic wake-ups otherwise
+    // (a wake-up costs tens of µs of CPU in a VM); a second's timeout guards the rest.
+    let mut pending: Vec<signal_hook::iterator::exfiltrator::origin::Origin> = Vec::new();
     loop {
-        for origin in signals.pending() {
+        for origin in pending.drain(..) {
+            if origin.signal == SIGCHLD {
+                continue; // the command is looked at below
+            }
             signal_count += 1;
             let from_process = origin.process.is_some();
             match &child {
@@ -317,37 +340,53 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
         } else if signal_count > 0 {
             break;
         }
-        if let Some(d) = a.duration
-            && started.elapsed() >= d
-        {
-            ended_by = "duration";
-            if let Some(mut c) = child.take() {
-                send_signal(&c, rustix::process::Signal::TERM);
-                if let Ok(status) = c.wait() {
-                    let code = exit_code_of(status);
-                    command_exit = Some(code);
-                    rec.event(
-                        "command_exit",
-                        &format!("status={code} (terminated at the end of --duration)"),
-                    );
+        let mut wait = Duration::from_secs(1);
+        if let Some(d) = a.duration {
+            let left = d.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                ended_by = "duration";
+                if let Some(mut c) = child.take() {
+                    send_signal(&c, rustix::process::Signal::TERM);
+                    if let Ok(status) = c.wait() {
+                        let code = exit_code_of(status);
+                        command_exit = Some(code);
+                        rec.event(
+                            "command_exit",
+                            &format!("status={code} (terminated at the end of --duration)"),
+                        );
+                    }
                 }
+                break;
             }
-            break;
+            wait = wait.min(left);
         }
-        if show_status && last_status.elapsed() >= Duration::from_millis(200) {
-            last_status = Instant::now();
-            let st = rec.stats();
-            let _ = write!(
-                std::io::stderr(),
-                "\r\x1b[2Krecording {:.1} s · {} samples · {} marks · {} dropped",
-                rec.elapsed_ns() as f64 / 1e9,
-                st.samples.load(Ordering::Relaxed),
-                st.marks.load(Ordering::Relaxed),
-                st.dropped.load(Ordering::Relaxed)
-            );
+        if show_status {
+            if last_status.elapsed() >= Duration::from_millis(200) {
+                last_status = Instant::now();
+                let st = rec.stats();
+                let _ = write!(
+                    std::io::stderr(),
+                    "\r\x1b[2Krecording {:.1} s · {} samples · {} marks · {} dropped",
+                    rec.elapsed_ns() as f64 / 1e9,
+                    st.samples.load(Ordering::Relaxed),
+                    st.marks.load(Ordering::Relaxed),
+                    st.dropped.load(Ordering::Relaxed)
+                );
+            }
+            wait = wait.min(Duration::from_millis(200));
         }
-        std::thread::sleep(Duration::from_millis(20));
+        match sig_rx.recv_timeout(wait) {
+            Ok(origin) => {
+                pending.push(origin);
+                pending.extend(sig_rx.try_iter());
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                std::thread::sleep(wait); // the signal thread is gone: poll
+            }
+        }
     }
+    signals_handle.close();
     if show_status {
         let _ = write!(std::io::stderr(), "\r\x1b[2K");
     }

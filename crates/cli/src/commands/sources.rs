@@ -5,10 +5,9 @@ use crate::backends::{self, BackendStatus};
 use crate::cli::SourcesArgs;
 use flinch_core::ChannelKind;
 use std::process::ExitCode;
-use std::time::Duration;
 
 pub fn run(a: SourcesArgs) -> Result<ExitCode, Failure> {
-    let opts = super::backend_options(&a.backends, Duration::from_millis(10), a.probe)?;
+    let opts = super::backend_options(&a.backends, None, a.probe)?;
     let statuses: Vec<BackendStatus> = backends::all().iter().map(|b| b.status(&opts)).collect();
     if a.json {
         println!("{}", serde_json::to_string_pretty(&statuses)?);
