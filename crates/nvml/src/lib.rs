@@ -375,6 +375,15 @@ impl NvmlBackend {
                 ),
             ));
         }
+        // Polled gauges: a reading that repeats the last is written only as a heartbeat
+        // (the driver buffer's samples and the counter are written whole).
+        for (kind, info) in &mut v {
+            if matches!(*kind, "fast" | "activity" | "gpm") {
+                for c in &mut info.channels {
+                    c.heartbeat_ns = Some(flinch_core::channel::DEFAULT_HEARTBEAT_NS);
+                }
+            }
+        }
         v
     }
 
