@@ -3,10 +3,10 @@
 
 use crate::Failure;
 use crate::cli::CalibrateArgs;
+use flinch_analysis::idle::{ChannelIdle, IdleProfile};
 use flinch_core::clock::{Clock, MonotonicClock};
-use flinch_core::idle::{ChannelIdle, IdleProfile};
-use flinch_core::recorder::{Recorder, RecorderConfig, RecordingSetup};
 use flinch_core::trace::read_trace;
+use flinch_record::recorder::{Recorder, RecorderConfig, RecordingSetup};
 use indicatif::{ProgressBar, ProgressStyle};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use std::io::{IsTerminal, Write};
@@ -89,8 +89,9 @@ pub fn run(a: CalibrateArgs) -> Result<ExitCode, Failure> {
             a.out.display()
         )));
     }
-    let opts = super::backend_options(&a.backends, Some(a.interval), false)?;
-    let (sources, used) = super::record::open_sources(&a.sources, &opts)?;
+    let backends = crate::backends::Backends::build(&a.backends, false)?;
+    let ctx = flinch_core::backend::BackendContext::new(a.interval);
+    let (sources, used) = super::record::open_sources(&backends, &a.sources, &ctx)?;
 
     let (trace_path, scratch) = match &a.keep_trace {
         Some(p) => (p.clone(), Scratch(None)),

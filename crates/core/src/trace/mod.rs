@@ -144,7 +144,36 @@ pub struct CadenceStats {
     pub poll_ns: u64,
     /// What the phase lock did, for a source polled once per sensor update.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phase_lock: Option<crate::phase::PhaseStats>,
+    pub phase_lock: Option<PhaseStats>,
+}
+
+/// What the phase lock of a source polled once per sensor update did over a recording
+/// (written in the footer).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PhaseStats {
+    /// The update period declared by the source, ns.
+    pub declared_period_ns: u64,
+    /// The period measured, ns.
+    pub period_ns: u64,
+    /// Polls made.
+    pub polls: u64,
+    /// Value changes seen (sensor updates).
+    pub updates: u64,
+    /// Guard polls (just before a predicted window: a change there means the phase was
+    /// lost).
+    pub guards: u64,
+    /// Probe polls (inside a predicted window, to narrow it).
+    pub probes: u64,
+    /// Retry polls (an update that came later than predicted).
+    pub retries: u64,
+    /// Periods in which no change was found (the update came much later, or the sensor
+    /// repeated its value).
+    pub misses: u64,
+    /// Times the lock started over, polling every `P/20` until a change (the first
+    /// included).
+    pub acquisitions: u64,
+    /// Width of the bracket around the last update when the recording ended, ns.
+    pub bracket_ns: u64,
 }
 
 /// One sampler thread, written in the footer.
