@@ -187,6 +187,10 @@ pub struct RecordArgs {
     /// No live status line
     #[arg(long, short)]
     pub quiet: bool,
+    /// Sleep to each deadline in two stages, a long sleep and then a short one: closer to
+    /// the deadline in a VM, at the cost of a second wake-up per poll
+    #[arg(long)]
+    pub precise_sleep: bool,
     #[command(flatten)]
     pub backends: BackendArgs,
     /// The command to run while recording (after --)

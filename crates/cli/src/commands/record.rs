@@ -246,6 +246,7 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
     };
     let config = RecorderConfig {
         interval: ctx.interval,
+        precise_sleep: a.precise_sleep,
         ..Default::default()
     };
     let rec = Recorder::start(setup, config, clock)?;
