@@ -67,8 +67,11 @@ def trace_figures(path):
     per = {}
     for name, rows in sorted(chans.items()):
         changes = sum(1 for a, b in zip(rows, rows[1:]) if a[1] != b[1])
+        gaps = sorted(b[0] - a[0] for a, b in zip(rows, rows[1:]))
         per[name] = {
             "rows": len(rows),
+            "median_spacing_ms": gaps[len(gaps) // 2] / 1e6 if gaps else None,
+            "max_spacing_ms": gaps[-1] / 1e6 if gaps else None,
             "rows_per_s": len(rows) / dur if dur else 0.0,
             "changes_per_s": changes / dur if dur else 0.0,
             "held": any(c.get("name") == name and c.get("heartbeat_ns")
@@ -93,7 +96,8 @@ def print_trace(fig):
     print(f"{fig['trace']}: {fig['duration_s']:.1f} s, {fig['gpus']} GPU(s), "
           f"{fig['bytes_per_s_per_gpu'] / 1e3:.2f} kB/s per GPU ({fig['sample_bytes_per_s_per_gpu'] / 1e3:.2f} kB/s of sample rows)")
     for name, c in fig["channels"].items():
-        print(f"  {name:28s} {c['rows_per_s']:7.1f} rows/s  {c['changes_per_s']:7.2f} changes/s{'  (held)' if c['held'] else ''}")
+        sp = "" if c["median_spacing_ms"] is None else f"  spacing median {c['median_spacing_ms']:.1f} max {c['max_spacing_ms']:.1f} ms"
+        print(f"  {name:28s} {c['rows_per_s']:7.1f} rows/s  {c['changes_per_s']:7.2f} changes/s{sp}{'  (held)' if c['held'] else ''}")
     for c in fig["cadences"]:
         ticks = max(c.get("ticks", 0), 1)
         lock = c.get("phase_lock")

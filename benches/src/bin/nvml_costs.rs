@@ -140,7 +140,8 @@ fn main() {
             Value::Null,
         ));
     }
-    if let Some(mut s) = activity {
+    let mut activity = activity;
+    if let Some(s) = activity.as_mut() {
         results.push(summary(
             "activity (util, SM clock, temp, P-state, procs)",
             measure(reps, Duration::ZERO, || {
@@ -261,6 +262,33 @@ fn main() {
             }),
             Value::Null,
         ));
+        // What the old schedule did once a second: a cheap read in the same instant as
+        // the energy read on another thread.
+        if let Some(a) = activity.as_mut() {
+            let stop = std::sync::atomic::AtomicBool::new(false);
+            let reads = std::thread::scope(|sc| {
+                let e = sc.spawn(|| {
+                    let mut b = Vec::with_capacity(4);
+                    let mut n = 0u32;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        poll(s.as_mut(), &mut b);
+                        n += 1;
+                    }
+                    n
+                });
+                std::thread::sleep(Duration::from_millis(20));
+                let v = measure(40, Duration::from_millis(3), || {
+                    poll(a.as_mut(), &mut buf);
+                });
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                (v, e.join().unwrap_or(0))
+            });
+            results.push(summary(
+                "activity poll while the energy counter is read",
+                reads.0,
+                json!({"energy_reads_meanwhile": reads.1}),
+            ));
+        }
     }
 
     // A thread's wake-up: sleep to an absolute deadline, as the sampler does.

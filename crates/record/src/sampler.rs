@@ -465,8 +465,11 @@ impl<S: Sink> SamplerGroup<S> {
                     }
                 }
             }
-            for k in 0..due.len() {
+            // By index: polling borrows the group mutably.
+            let mut k = 0;
+            while k < due.len() {
                 self.poll_lane(due[k], target, woke);
+                k += 1;
             }
             // A grid source due within half its interval joins this wake-up instead of
             // needing one of its own, when its deadline is nearer to it than to the next
