@@ -25,13 +25,28 @@ impl Failure {
     }
 }
 
-impl<E: std::fmt::Display> From<E> for Failure {
+/// Any error ends the command with its whole chain of causes on one line
+/// (`outer: inner: innermost`), so that what the OS or a library said is never lost.
+impl<E: std::error::Error + 'static> From<E> for Failure {
     fn from(e: E) -> Self {
-        Failure::new(e.to_string())
+        Failure::new(flinch_core::error::display_chain(&e))
     }
 }
 
 fn main() -> ExitCode {
+    // Under a file-size limit (`ulimit -f`) a write past it raises SIGXFSZ, whose default
+    // action kills the process (and dumps core): with a handler installed the write fails
+    // with EFBIG instead, which the recorder reports, holds and retries like a full disk.
+    // Handlers are reset at exec, so a wrapped command keeps the default.
+    let _ = signal_hook::flag::register(
+        signal_hook::consts::SIGXFSZ,
+        std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    );
+    if let [_, sub, pgid] = &std::env::args().collect::<Vec<_>>()[..]
+        && sub == commands::child::GUARD_SUBCOMMAND
+    {
+        commands::child::run_guard(pgid);
+    }
     let cli = cli::Cli::parse();
     let result = match cli.command {
         cli::Command::Sources(a) => commands::sources::run(a),

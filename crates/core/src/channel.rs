@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 /// What physical quantity a channel carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Quantity {
     /// Electrical power, W.
     Power,
@@ -54,6 +55,7 @@ impl Quantity {
 /// the order listed (the counter ranks between instant and average).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum PowerMethod {
     /// Samples kept by the driver with their own timestamps (NVML `nvmlDeviceGetSamples`).
     DriverSamples,
@@ -235,6 +237,10 @@ pub struct SourceInfo {
     /// Whether its channels describe whole devices or one process tree.
     #[serde(default, skip_serializing_if = "Scope::is_device")]
     pub scope: Scope,
+    /// Whether it is a model (the synthetic source), not a measurement: next to measured
+    /// sources it never decides what the workload did.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub modelled: bool,
     /// The channels it fills.
     pub channels: Vec<ChannelSpec>,
     /// Free-form facts about the device.
@@ -251,6 +257,7 @@ impl SourceInfo {
             backend: backend.into(),
             class: Some(class),
             scope: Scope::Device,
+            modelled: false,
             channels: Vec::new(),
             attributes: BTreeMap::new(),
         }
@@ -263,6 +270,11 @@ impl SourceInfo {
     /// Sets the scope.
     pub fn with_scope(mut self, scope: Scope) -> Self {
         self.scope = scope;
+        self
+    }
+    /// Marks it as a model, not a measurement (see [`SourceInfo::modelled`]).
+    pub fn modelled(mut self) -> Self {
+        self.modelled = true;
         self
     }
     /// Adds one attribute.

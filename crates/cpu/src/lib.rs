@@ -91,11 +91,15 @@ impl Backend for Cpu {
     fn status(&self, ctx: &BackendContext) -> BackendStatus {
         let cpus = match cpu_count() {
             Ok(c) => c,
-            Err(e) => return BackendStatus::unavailable(self, e.to_string()),
+            Err(e) => {
+                return BackendStatus::unavailable(self, flinch_core::error::display_chain(&e));
+            }
         };
         let sources = match self.open(ctx) {
-            Ok(s) => s.iter().map(|s| s.info().clone()).collect(),
-            Err(e) => return BackendStatus::unavailable(self, e.to_string()),
+            Ok(s) => s,
+            Err(e) => {
+                return BackendStatus::unavailable(self, flinch_core::error::display_chain(&e));
+            }
         };
         let mut notes = vec![format!(
             "{cpus} CPUs, {} ticks/s: polled every {} at the finest; counters resolve spans of ≥ {} ms",
@@ -106,7 +110,7 @@ impl Backend for Cpu {
         if matches!(self.config.process, ProcessTarget::None) {
             notes.push("proc.cpu_time follows the command `record` wraps, or --pid PID".into());
         }
-        BackendStatus::available(self, sources).with_notes(notes)
+        BackendStatus::opened(self, &sources, ctx).with_notes(notes)
     }
     fn open(&self, ctx: &BackendContext) -> Result<Vec<Box<dyn Source>>, SourceError> {
         let mut v: Vec<Box<dyn Source>> = vec![Box::new(HostCpu::open(ctx.interval)?)];

@@ -37,7 +37,9 @@ impl Backend for Nvml {
     fn status(&self, ctx: &BackendContext) -> BackendStatus {
         let backend = match NvmlBackend::open(self.config_for(ctx)) {
             Ok(b) => b,
-            Err(e) => return BackendStatus::unavailable(self, e.message),
+            Err(e) => {
+                return BackendStatus::unavailable(self, flinch_core::error::display_chain(&e));
+            }
         };
         let mut notes = backend.notes();
         for g in backend.gpus() {

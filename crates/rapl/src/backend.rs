@@ -36,15 +36,14 @@ impl Backend for Rapl {
     fn status(&self, ctx: &BackendContext) -> BackendStatus {
         let opened = match crate::open(&self.config_for(ctx)) {
             Ok(o) => o,
-            Err(e) => return BackendStatus::unavailable(self, e.to_string()),
+            Err(e) => {
+                return BackendStatus::unavailable(self, flinch_core::error::display_chain(&e));
+            }
         };
         let mut notes = vec![format!("powercap root {}", opened.root.display())];
         notes.extend(opened.describe());
-        BackendStatus::available(
-            self,
-            opened.sources.iter().map(|s| s.info().clone()).collect(),
-        )
-        .with_notes(notes)
+        let sources = opened.into_sources();
+        BackendStatus::opened(self, &sources, ctx).with_notes(notes)
     }
     fn open(&self, ctx: &BackendContext) -> Result<Vec<Box<dyn Source>>, SourceError> {
         Ok(crate::open(&self.config_for(ctx))

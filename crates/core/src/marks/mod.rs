@@ -31,6 +31,7 @@
 //! they send: [`paths`].
 
 pub mod client;
+pub mod owner;
 pub mod paths;
 
 use std::fmt;
@@ -66,6 +67,7 @@ fn field<'a>(fields: &'a [(String, String)], key: &str) -> Option<&'a str> {
 
 /// Why a line is not a mark.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum MarkParseError {
     /// Blank line.
     #[error("empty mark line")]
@@ -189,6 +191,7 @@ pub fn format_mark(
 
 /// How a mark reached the recorder.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum MarkVia {
     /// The recorder's FIFO.
     Fifo,
