@@ -31,7 +31,7 @@ pub fn run(a: SourcesArgs) -> Result<ExitCode, Failure> {
     if a.json {
         println!("{}", serde_json::to_string_pretty(&statuses)?);
     } else {
-        print!("{}", render(&statuses, ctx.interval));
+        print!("{}", render(&statuses, ctx.interval, ctx.interval_given));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -113,8 +113,10 @@ fn fmt_period(ns: Option<u64>) -> String {
     }
 }
 
-/// The human table; `interval` is the `--interval` the cadences were asked for.
-pub fn render(statuses: &[BackendStatus], interval: Duration) -> String {
+/// The human table; `interval` is the `--interval` the cadences were asked for
+/// (`given: false`: none was, and `interval` is the default cadence of sources without one
+/// of their own).
+pub fn render(statuses: &[BackendStatus], interval: Duration, given: bool) -> String {
     use std::fmt::Write;
     let mut s = String::new();
     for st in statuses {
@@ -135,7 +137,13 @@ pub fn render(statuses: &[BackendStatus], interval: Duration) -> String {
                     "  polled every {} (its own cadence, whatever --interval)",
                     fmt_period(Some(ns))
                 ),
-                Some(&ns) => format!("  polled every {} (--interval)", fmt_period(Some(ns))),
+                Some(&ns) if given => {
+                    format!("  polled every {} (--interval)", fmt_period(Some(ns)))
+                }
+                Some(&ns) => format!(
+                    "  polled every {} (the default cadence; --interval sets it)",
+                    fmt_period(Some(ns))
+                ),
                 None => String::new(),
             };
             let _ = writeln!(s, "  source {}{polled}", src.name);
