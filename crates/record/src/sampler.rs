@@ -318,16 +318,18 @@ impl<S: Sink> SamplerGroup<S> {
     /// Polls every source once and delivers the readings. Does not allocate once each
     /// source's buffer has grown to its largest poll.
     pub fn tick(&mut self) {
+        let t = self.clock.now_ns();
         for lane in &mut self.lanes {
-            poll_slot(&mut lane.slot, &*self.clock, &mut self.sink, false);
+            poll_slot(&mut lane.slot, &*self.clock, &mut self.sink, false, t);
             lane.ticks += 1;
         }
     }
 
     /// The last poll of every source ([`Source::finish`]).
     pub fn finish(&mut self) {
+        let t = self.clock.now_ns();
         for lane in &mut self.lanes {
-            poll_slot(&mut lane.slot, &*self.clock, &mut self.sink, true);
+            poll_slot(&mut lane.slot, &*self.clock, &mut self.sink, true, t);
         }
     }
 
@@ -365,7 +367,7 @@ impl<S: Sink> SamplerGroup<S> {
         let clock = &*self.clock;
         let lane = &mut self.lanes[i];
         let t0 = clock.now_ns();
-        poll_slot(&mut lane.slot, clock, &mut self.sink, false);
+        poll_slot(&mut lane.slot, clock, &mut self.sink, false, t0);
         let t1 = clock.now_ns();
         lane.wake_poll_ns = t1 - t0;
         lane.poll_ns += t1 - t0;
@@ -558,15 +560,16 @@ impl<S: Sink> SamplerGroup<S> {
     }
 }
 
-/// Polls one source (or makes its last poll) and delivers what it read.
-fn poll_slot<S: Sink>(slot: &mut Slot, clock: &dyn Clock, sink: &mut S, last: bool) {
+/// Polls one source (or makes its last poll) and delivers what it read. `t_poll`: when the
+/// poll started (the caller's clock read, shared by the sources of one tick): gaps are
+/// stamped then, as a panic's unwinding can take a long while and no data came from then
+/// on.
+#[inline]
+fn poll_slot<S: Sink>(slot: &mut Slot, clock: &dyn Clock, sink: &mut S, last: bool, t_poll: u64) {
     if slot.retired {
         return;
     }
     slot.buf.clear();
-    // Gaps are stamped at the start of the poll that failed (or answered again): a panic's
-    // unwinding can take a long while, and no data came from then on.
-    let t_poll = clock.now_ns();
     // A panicking source must not end the recording. The source is not used again after a
     // panic, so state it left half-updated is never observed: that is what makes asserting
     // unwind safety sound here.
