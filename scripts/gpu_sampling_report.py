@@ -198,10 +198,15 @@ def side(path, ngpu, traces):
             "cpu_ms_per_s": p["cpu_ms_per_s"],
             "cpu_ms_per_s_per_gpu": p["cpu_ms_per_s"] / ngpu,
         }
-    names = [n for n in out["processes"] if "cpu_ms_per_s" in out["processes"][n]]
+    names = [n for n in out["processes"] if out["processes"][n].get("cpu_ms_per_s")]
     out["ratios"] = {f"{a}/{b}": out["processes"][a]["cpu_ms_per_s"] / out["processes"][b]["cpu_ms_per_s"]
                      for a in names for b in names if a != b}
-    out["traces"] = [trace_figures(t) for t in traces]
+    out["traces"] = []
+    for t in traces:
+        try:
+            out["traces"].append(trace_figures(t))
+        except OSError as e:
+            print(f"{t}: {e}", file=sys.stderr)
     return out
 
 
