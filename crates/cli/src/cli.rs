@@ -349,30 +349,24 @@ pub struct ExportArgs {
     pub quiet: bool,
 }
 
-/// Parses `10ms`, `1.5s`, `2m`, `500us`.
+/// Parses a duration through humantime (`10ms`, `1.5s`, `3.1us`, `2m`, `1m 30s`), or a bare
+/// number as seconds (`30`, `1.5`), which humantime refuses for want of a unit.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s.trim()).or_else(|_| {
-        // humantime does not take fractions like "1.5s"
-        let split = s
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(s.len());
-        let (n, unit) = s.split_at(split);
-        let n: f64 = n.parse().map_err(|_| ())?;
-        let mult = match unit.trim() {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" | "" => 1.0,
-            "m" | "min" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(()),
-        };
-        Duration::try_from_secs_f64(n * mult).map_err(|_| ())
-    });
+    let t = s.trim();
+    let d = if !t.is_empty() && t.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        t.parse::<f64>()
+            .ok()
+            .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+            .ok_or_else(|| "not a number".to_owned())
+    } else {
+        humantime::parse_duration(t).map_err(|e| e.to_string())
+    };
     match d {
         Ok(d) if !d.is_zero() => Ok(d),
         Ok(_) => Err(format!("{s:?}: must be longer than zero")),
-        Err(_) => Err(format!("{s:?} is not a duration like 10ms, 1.5s or 2m")),
+        Err(e) => Err(format!(
+            "{s:?} is not a duration like 10ms, 1.5s or 2m ({e})"
+        )),
     }
 }
 
@@ -400,6 +394,26 @@ mod tests {
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
         assert_eq!(parse_duration("250us"), Ok(Duration::from_micros(250)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        // fractions, through humantime
+        assert_eq!(parse_duration("3.1us"), Ok(Duration::from_nanos(3_100)));
+        assert_eq!(parse_duration("0.25 ms"), Ok(Duration::from_micros(250)));
+        assert_eq!(
+            parse_duration("1m 30.5s"),
+            Ok(Duration::from_millis(90_500))
+        );
+        // a bare number is seconds
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration(" 1.5 "), Ok(Duration::from_millis(1500)));
+        assert!(
+            parse_duration("1.2.3")
+                .unwrap_err()
+                .contains("not a number")
+        );
+        assert!(
+            parse_duration("5 parsecs")
+                .unwrap_err()
+                .contains("unknown time unit")
+        );
         assert!(
             parse_duration("0s")
                 .unwrap_err()
