@@ -34,6 +34,21 @@ fn dir_of(path: &Path) -> PathBuf {
 /// Checks a destination before any work is done: its folder exists, it is not a directory,
 /// and it is not `input` (the trace it is made from).
 pub fn check_destination(path: &Path, input: &Path) -> Result<(), OutputError> {
+    check_output_path(path)?;
+    if let (Ok(a), Ok(b)) = (path.canonicalize(), input.canonicalize())
+        && a == b
+    {
+        return Err(OutputError::Destination(format!(
+            "{} is the input trace; choose another output name",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a destination made from no input file: its folder exists and it is not a
+/// directory.
+pub fn check_output_path(path: &Path) -> Result<(), OutputError> {
     let dir = dir_of(path);
     if !dir.is_dir() {
         return Err(OutputError::Destination(format!(
@@ -45,14 +60,6 @@ pub fn check_destination(path: &Path, input: &Path) -> Result<(), OutputError> {
     if path.is_dir() {
         return Err(OutputError::Destination(format!(
             "{} is a directory; give a file name",
-            path.display()
-        )));
-    }
-    if let (Ok(a), Ok(b)) = (path.canonicalize(), input.canonicalize())
-        && a == b
-    {
-        return Err(OutputError::Destination(format!(
-            "{} is the input trace; choose another output name",
             path.display()
         )));
     }

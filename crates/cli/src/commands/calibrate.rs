@@ -66,20 +66,18 @@ pub fn render(p: &IdleProfile) -> String {
     s
 }
 
-fn write_atomically(out: &Path, text: &str, force: bool) -> Result<(), Failure> {
+/// Writes the profile through a temporary file in `out`'s folder (tempfile's
+/// `NamedTempFile::persist`, as `flinch plot` and `export` do): `out` holds either the old
+/// profile or the whole new one, and a failed write leaves no temporary file behind.
+fn write_profile(out: &Path, text: &str, force: bool) -> Result<(), Failure> {
     if out.exists() && !force {
         return Err(Failure::new(format!(
             "{} exists; pass --force to replace it",
             out.display()
         )));
     }
-    let tmp = out.with_extension("json.tmp");
-    std::fs::write(&tmp, text)
-        .map_err(|e| Failure::new(format!("cannot write {}: {e}", tmp.display())))?;
-    std::fs::rename(&tmp, out).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Failure::new(format!("cannot write {}: {e}", out.display()))
-    })
+    flinch_viz::output::write_atomically(out, |w| w.write_all(text.as_bytes()))?;
+    Ok(())
 }
 
 pub fn run(a: CalibrateArgs) -> Result<ExitCode, Failure> {
@@ -89,6 +87,8 @@ pub fn run(a: CalibrateArgs) -> Result<ExitCode, Failure> {
             a.out.display()
         )));
     }
+    // A folder, or a missing one, is refused before the machine is watched for 30 s.
+    flinch_viz::output::check_output_path(&a.out)?;
     let backends = crate::backends::Backends::build(&a.backends, false)?;
     let (sources, used) = super::record::open_sources(&backends, &a.sources, a.interval)?;
 
@@ -205,7 +205,7 @@ pub fn run(a: CalibrateArgs) -> Result<ExitCode, Failure> {
         eprintln!("flinch: writing it anyway (--allow-busy); it is marked idle_ok: false");
     }
     let text = serde_json::to_string_pretty(&profile)? + "\n";
-    write_atomically(&a.out, &text, a.force)?;
+    write_profile(&a.out, &text, a.force)?;
     if !a.quiet {
         eprintln!(
             "flinch: wrote {} ({} channels over {:.1} s{})",
@@ -219,4 +219,45 @@ pub fn run(a: CalibrateArgs) -> Result<ExitCode, Failure> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listing(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_profile_whose_write_fails_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // A folder where the profile should go: the temporary file is written, and the
+        // rename onto the folder fails.
+        let out = dir.path().join("idle.json");
+        std::fs::create_dir(&out).unwrap();
+        let e = write_profile(&out, "{}\n", true).unwrap_err();
+        assert!(
+            e.message.contains(&out.display().to_string()),
+            "{}",
+            e.message
+        );
+        assert_eq!(listing(dir.path()), ["idle.json"]);
+        assert!(out.is_dir());
+
+        // Without --force an existing profile is kept as it was.
+        let out = dir.path().join("kept.json");
+        std::fs::write(&out, "old").unwrap();
+        let e = write_profile(&out, "new", false).unwrap_err();
+        assert!(e.message.contains("--force"), "{}", e.message);
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "old");
+        write_profile(&out, "new", true).unwrap();
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "new");
+        assert_eq!(listing(dir.path()), ["idle.json", "kept.json"]);
+    }
 }
