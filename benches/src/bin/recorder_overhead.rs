@@ -524,7 +524,7 @@ fn bare_reads(mut sources: Vec<Box<dyn Source>>, interval: Duration, duration: D
                     run_after_warm += 1;
                 }
                 for (i, src) in sources.iter_mut().enumerate() {
-                    if k % every[i] != 0 {
+                    if !k.is_multiple_of(every[i]) {
                         continue;
                     }
                     bufs[i].clear();

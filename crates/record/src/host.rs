@@ -31,7 +31,7 @@ pub fn describe_machine() -> MachineInfo {
     if let Ok(sys) = System::new_with_specifics(refresh) {
         let cpus = sys.cpus();
         m.cpu_model = cpus.first().and_then(|c| nonempty(c.brand().to_owned()));
-        m.logical_cpus = (!cpus.is_empty()).then(|| cpus.len() as u32);
+        m.logical_cpus = (!cpus.is_empty()).then_some(cpus.len() as u32);
         m.memory_bytes = Some(sys.total_memory()).filter(|&b| b > 0);
     }
     m.physical_cores = System::physical_core_count()

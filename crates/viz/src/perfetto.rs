@@ -216,7 +216,7 @@ pub fn write_perfetto<W: Write>(
             out.raw(&ev)?;
             stats.counters += 1;
             done += 1;
-            if done % 8192 == 0 {
+            if done.is_multiple_of(8192) {
                 progress(done, total);
             }
         }
@@ -381,7 +381,7 @@ pub fn write_perfetto<W: Write>(
         out.raw(&ev)?;
         stats.instants += 1;
         done += 1;
-        if done % 8192 == 0 {
+        if done.is_multiple_of(8192) {
             progress(done, total);
         }
     }
