@@ -16,9 +16,10 @@
 use flinch_core::trace::MachineInfo;
 use sysinfo::{CpuRefreshKind, MemoryRefreshKind, RefreshKind, System};
 
-/// Describes this machine. Whatever the OS does not say is left `None`; this never fails and
-/// reads a few small files (`/proc/cpuinfo`, `/proc/meminfo`, `/etc/os-release`), well under a
-/// millisecond's work.
+/// Describes this machine. Whatever the OS does not say is left `None`; this never fails. It
+/// reads a few small files (`/proc/cpuinfo`, `/proc/stat`, `/proc/meminfo`,
+/// `/etc/os-release`): 0.4–0.9 ms in a debug build on a 2-vCPU VM. The recorder calls it
+/// once, before sampling starts.
 pub fn describe_machine() -> MachineInfo {
     let mut m = MachineInfo::default();
     let nonempty = |s: String| {
