@@ -1,6 +1,6 @@
-//! What machine a recording is made on, for the trace header
-//! ([`MachineInfo`](flinch_core::trace::MachineInfo)): CPU model, logical CPUs, physical cores,
-//! memory, OS and kernel, read once at the start through the `sysinfo` crate.
+//! What machine a recording is made on, for the trace header ([`MachineInfo`]): CPU model,
+//! logical CPUs, physical cores, memory, OS and kernel, read once at the start through the
+//! `sysinfo` crate.
 //!
 //! sysinfo describes the machine only. CPU *time* (the `cpu` source, `flinch-cpu`) is read
 //! with procfs: sysinfo's CPU refresh skips re-reading `/proc/stat` when the previous read is
