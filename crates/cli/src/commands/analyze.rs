@@ -35,6 +35,7 @@ fn bar(len: u64, what: &str, show: bool) -> ProgressBar {
 }
 
 fn load(a: &AnalyzeArgs, show: bool) -> Result<Trace, Failure> {
+    super::load::check_trace_path(&a.trace)?;
     let f = std::fs::File::open(&a.trace)
         .map_err(|e| Failure::new(format!("cannot open trace {}: {e}", a.trace.display())))?;
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
@@ -91,6 +92,7 @@ pub fn run(a: AnalyzeArgs) -> Result<ExitCode, Failure> {
             let v = serde_json::json!({
                 "trace": a.trace.display().to_string(),
                 "labels": labels,
+                "warnings": trace.warnings,
             });
             println!("{}", serde_json::to_string_pretty(&v)?);
         } else if labels.is_empty() {
@@ -109,16 +111,26 @@ pub fn run(a: AnalyzeArgs) -> Result<ExitCode, Failure> {
                 println!("  {l:<w$}  {n}");
             }
         }
+        if !a.json {
+            // What the reader found wrong (a trace cut short explains missing marks).
+            for w in &trace.warnings {
+                println!("warning: {w}");
+            }
+        }
         return Ok(ExitCode::SUCCESS);
     };
     let labels = trace.labels();
     for l in [from, to] {
         if !labels.contains_key(l) {
-            return Err(Failure::new(format!(
+            let mut msg = format!(
                 "no mark labelled {l:?} in {}; labels present: {}",
                 a.trace.display(),
                 describe_labels(&trace)
-            )));
+            );
+            for w in &trace.warnings {
+                msg.push_str(&format!("\n  warning: {w}"));
+            }
+            return Err(Failure::new(msg));
         }
     }
     let idle = idle_for(&a, &trace)?;
@@ -143,10 +155,25 @@ pub fn run(a: AnalyzeArgs) -> Result<ExitCode, Failure> {
     } else {
         print!(
             "{}",
-            render(&report, trace.header.start_anchor.mono_ns, a.all)
+            render(
+                &report,
+                trace.header.start_anchor.mono_ns,
+                a.all,
+                a.evidence
+            )
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn bound_cell(b: Option<flinch_analysis::Bound>) -> String {
+    match b {
+        Some(b) => {
+            let prec = if b.width().abs() < 0.1 { 4 } else { 2 };
+            format!("[{:.prec$}, {:.prec$}]", b.lo, b.hi)
+        }
+        None => "-".into(),
+    }
 }
 
 fn opt(x: Option<f64>, prec: usize) -> String {
@@ -154,8 +181,27 @@ fn opt(x: Option<f64>, prec: usize) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
-/// The human report.
-pub fn render(r: &Report, origin_ns: u64, all: bool) -> String {
+/// How to print histogram edges (seconds): the unit (ms below a second) and as many
+/// decimals as the bin width needs, so that no two bins print the same range.
+fn bin_format(edges: &[f64]) -> (f64, &'static str, usize) {
+    let top = edges.iter().copied().fold(0.0, f64::max);
+    let (scale, unit) = if top < 1.0 { (1e3, "ms") } else { (1.0, "s") };
+    let width = edges
+        .windows(2)
+        .map(|w| (w[1] - w[0]) * scale)
+        .filter(|w| *w > 0.0)
+        .fold(f64::INFINITY, f64::min);
+    let dec = if width.is_finite() {
+        (1.0 - width.log10()).ceil().clamp(1.0, 9.0) as usize
+    } else {
+        1
+    };
+    (scale, unit, dec)
+}
+
+/// The human report: one line per span (with `evidence`, the evidence of its verdict under
+/// it), then the distribution and the warnings.
+pub fn render(r: &Report, origin_ns: u64, all: bool, evidence: bool) -> String {
     let mut s = String::new();
     let idle = match &r.idle {
         Some(i) => format!(
@@ -186,41 +232,57 @@ pub fn render(r: &Report, origin_ns: u64, all: bool) -> String {
     if shown > 0 {
         let _ = write!(
             s,
-            "\n{:>5} {:>10} {:>10} {:<12} {:>6}",
-            "#", "start_s", "dur_s", "verdict", "req"
+            "\n{:>5} {:>10} {:>10} {:<12} {:>6} {:>15}",
+            "#", "start_s", "dur_s", "verdict", "req", "gpu/cpu/idle/?%"
         );
         for d in &devices {
-            let _ = write!(s, " {:>16}", format!("{d} active_J"));
+            let _ = write!(s, " {:>16} {:>19}", format!("{d} active_J"), "bound_J");
         }
         let _ = writeln!(s);
     }
     for (i, sp) in r.spans.iter().take(shown).enumerate() {
+        let c = &sp.composition;
         let _ = write!(
             s,
-            "{:>5} {:>10.3} {:>10.4} {:<12} {:>6}",
+            "{:>5} {:>10.3} {:>10.4} {:<12} {:>6} {:>15}",
             i + 1,
             sp.start_ns.saturating_sub(origin_ns) as f64 / 1e9,
             sp.duration_s,
             sp.verdict.name(),
-            sp.req.as_deref().unwrap_or("-")
+            sp.req.as_deref().unwrap_or("-"),
+            format!(
+                "{:.0}/{:.0}/{:.0}/{:.0}",
+                c.gpu_compute * 100.0,
+                c.cpu_compute * 100.0,
+                c.idle_wait * 100.0,
+                c.unresolved * 100.0
+            )
         );
         for d in &devices {
-            let cell = match sp.devices.get(*d) {
+            let (cell, bound) = match sp.devices.get(*d) {
                 Some(dv) => {
                     let mut c = opt(dv.active_energy_j, 2);
                     if dv.state == State::Unresolved {
                         c.push('?');
                     }
-                    c
+                    (c, bound_cell(dv.active_energy_bound_j))
                 }
-                None => "-".into(),
+                None => ("-".into(), "-".into()),
             };
-            let _ = write!(s, " {cell:>16}");
+            let _ = write!(s, " {cell:>16} {bound:>19}");
         }
         let _ = writeln!(s);
-        for e in &sp.evidence {
-            let _ = writeln!(s, "{:>18}{e}", "");
+        if evidence {
+            for e in &sp.evidence {
+                let _ = writeln!(s, "{:>18}{e}", "");
+            }
         }
+    }
+    if shown > 0 && !evidence {
+        let _ = writeln!(
+            s,
+            "  (-v shows the evidence of each verdict; --json gives everything)"
+        );
     }
     if shown < r.spans.len() {
         let _ = writeln!(
@@ -240,13 +302,14 @@ pub fn render(r: &Report, origin_ns: u64, all: bool) -> String {
     }
     let h = &sm.histogram;
     let peak = h.counts.iter().copied().max().unwrap_or(0).max(1);
+    let (scale, unit, dec) = bin_format(&h.edges);
     for (i, c) in h.counts.iter().enumerate() {
         let w = (*c as f64 / peak as f64 * 40.0).round() as usize;
+        let hi = format!("{:.dec$} {unit}", h.edges[i + 1] * scale);
         let _ = writeln!(
             s,
-            "  {:>9.4} – {:<9.4} s {:<40} {c}",
-            h.edges[i],
-            h.edges[i + 1],
+            "  {:>10.dec$} – {hi:<13} {:<40} {c}",
+            h.edges[i] * scale,
             "█".repeat(w)
         );
     }
@@ -259,7 +322,7 @@ pub fn render(r: &Report, origin_ns: u64, all: bool) -> String {
     for (dev, e) in &sm.active_energy_j {
         let _ = writeln!(
             s,
-            "  {dev} active J: total {:.2}  mean {:.3}  p50 {:.3}  p90 {:.3}  p99 {:.3}  min {:.3}  max {:.3}  std {:.3} ({} spans)",
+            "  {dev} active J per span: total {:.2}  mean {:.3}  p50 {:.3}  p90 {:.3}  p99 {:.3}  min {:.3}  max {:.3}  std {:.3} ({} spans)",
             e.total,
             e.dist.mean,
             e.dist.p50,
@@ -270,6 +333,37 @@ pub fn render(r: &Report, origin_ns: u64, all: bool) -> String {
             e.dist.std,
             e.count
         );
+    }
+    if let Some(a) = &sm.aggregate {
+        let _ = writeln!(
+            s,
+            "  over the union of span time ({:.3} s; spans add up to {:.3} s): totals count overlapping spans once",
+            a.union_s, a.span_time_s
+        );
+        for (dev, d) in &a.devices {
+            let (what, t) = match &d.active_energy_j {
+                Some(t) => ("active J", t),
+                None => ("energy J (no idle level)", &d.energy_j),
+            };
+            let _ = write!(
+                s,
+                "  {dev} {what}: total {:.2} {}",
+                t.total,
+                bound_cell(Some(t.total_bound))
+            );
+            match (t.mean, t.mean_bound) {
+                (Some(m), b) => {
+                    let _ = writeln!(s, ", per span {m:.4} {} ({} spans)", bound_cell(b), a.count);
+                }
+                _ => {
+                    let _ = writeln!(
+                        s,
+                        " ({:.3} s of the union not measured: no mean per span)",
+                        d.unmeasured_s
+                    );
+                }
+            }
+        }
     }
     if sm.active_energy_j.is_empty() {
         for (dev, e) in &sm.energy_j {
