@@ -510,11 +510,7 @@ mod tests {
         assert_eq!(parse_seconds("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_seconds(" 1.5 "), Ok(Duration::from_millis(1500)));
         assert_eq!(parse_seconds("1.5s"), Ok(Duration::from_millis(1500)));
-        assert!(
-            parse_seconds("1.2.3")
-                .unwrap_err()
-                .contains("not a number")
-        );
+        assert!(parse_seconds("1.2.3").unwrap_err().contains("not a number"));
         assert_eq!(parse_key_value("batch=8"), Ok(("batch".into(), "8".into())));
         assert!(parse_key_value("novalue").is_err());
         assert!(parse_key_value("bad key=1").is_err());

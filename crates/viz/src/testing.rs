@@ -248,7 +248,7 @@ pub fn write_cpu_trace(path: &Path) -> std::io::Result<()> {
         if busy {
             proc_ticks += 2;
         }
-        host_ticks += if busy { 2 } else { 0 } + u64::from((t - t0) % 40_000_000 == 0);
+        host_ticks += if busy { 2 } else { 0 } + u64::from((t - t0).is_multiple_of(40_000_000));
         let util = if busy { 100.0 / 8.0 + 3.0 } else { 3.0 };
         for (ch, v) in [
             (0, util),

@@ -753,6 +753,7 @@ fn calibrate_refuses_a_folder_at_once_and_leaves_no_temporary_file() {
         "someone else's file"
     );
     assert_eq!(listing(), ["idle", "idle.json", "idle.json.tmp"]);
+}
 
 #[test]
 fn text_histogram_bins_never_print_the_same_range_twice() {
