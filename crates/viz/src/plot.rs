@@ -25,6 +25,7 @@ use crate::idle::Idle;
 use crate::output::{self, OutputError};
 use crate::series::{CORES, Series, decimate};
 use crate::spans::{Span, SpanSet, Verdict};
+use flinch_analysis::stats::quantile_sorted;
 use flinch_core::trace::Trace;
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -141,6 +142,9 @@ pub struct PlotData {
     pub idle_w: Vec<Option<f64>>,
     /// Spans with their verdicts.
     pub spans: Vec<(Span, Verdict)>,
+    /// The state timeline (`flinch analyze`'s, see [`crate::spans::judge`]): drawn as a
+    /// strip along the bottom of the power panel when not empty.
+    pub states: Vec<(u64, u64, Verdict)>,
     /// Mark times.
     pub marks_ns: Vec<u64>,
     /// The span description for the histogram's title (`infer_start→first_token`).
@@ -297,6 +301,7 @@ impl PlotData {
             power,
             activity,
             spans: in_window,
+            states: Vec::new(),
             marks_ns: trace
                 .marks
                 .iter()
@@ -326,6 +331,7 @@ pub fn verdict_color(v: Verdict) -> RGBColor {
         Verdict::GpuCompute => RGBColor(214, 39, 40),
         Verdict::CpuCompute => RGBColor(148, 103, 189),
         Verdict::IdleWait => RGBColor(31, 119, 180),
+        Verdict::Mixed => RGBColor(230, 159, 0),
         // unresolved, and any verdict a later flinch adds
         _ => RGBColor(140, 140, 140),
     }
@@ -638,6 +644,27 @@ fn draw_time_panel<DB: DrawingBackend>(
         }
     }
     if primary {
+        // The state timeline: a strip along the bottom, in the verdicts' colours.
+        if !data.states.is_empty() {
+            let strip = ymax * 0.025;
+            let text = "machine state (bottom strip)";
+            legend_texts.push(text.into());
+            chart
+                .draw_series(data.states.iter().filter_map(|&(p, q, v)| {
+                    let a = data.x(p).max(x0);
+                    let b = data.x(q).min(x1);
+                    (b > a)
+                        .then(|| Rectangle::new([(a, 0.0), (b, strip)], verdict_color(v).filled()))
+                }))
+                .map_err(pe)?
+                .label(text)
+                .legend(|(x, y)| {
+                    Rectangle::new(
+                        [(x, y - 3), (x + 18, y + 3)],
+                        verdict_color(Verdict::GpuCompute).filled(),
+                    )
+                });
+        }
         // Verdict legend entries (only verdicts present).
         for v in Verdict::ALL {
             let n = data.spans.iter().filter(|(_, x)| *x == v).count();
@@ -796,17 +823,6 @@ fn draw_legend<'a, DB: DrawingBackend + 'a>(
     Ok(())
 }
 
-/// `q`-quantile (0..1) of sorted values, linear between ranks.
-fn quantile(sorted: &[f64], q: f64) -> f64 {
-    let pos = q * (sorted.len() - 1) as f64;
-    let (i, f) = (pos.floor() as usize, pos.fract());
-    if i + 1 < sorted.len() {
-        sorted[i] * (1.0 - f) + sorted[i + 1] * f
-    } else {
-        sorted[i]
-    }
-}
-
 /// The spans the histogram counts: those of the most numerous span name (durations of
 /// different spans do not belong in one distribution).
 pub fn histogram_spans(spans: &[(Span, Verdict)]) -> (String, Vec<&(Span, Verdict)>) {
@@ -854,7 +870,7 @@ fn draw_histogram<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, data: &Plot
         (if log { lo - pad } else { (lo - pad).max(0.0) }, hi + pad)
     };
     let width = (hi - lo) / n_bins as f64;
-    let mut counts = vec![[0usize; 4]; n_bins];
+    let mut counts = vec![[0usize; Verdict::ALL.len()]; n_bins];
     for (s, v) in &spans {
         let x = to_axis(s.duration_s());
         let b = (((x - lo) / width).max(0.0) as usize).min(n_bins - 1);
@@ -868,7 +884,7 @@ fn draw_histogram<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, data: &Plot
         .unwrap_or(1) as f64;
     // Head room for the legend above the tallest bar.
     let ymax = tallest * 1.6 + 0.5;
-    let (p50s, p90s) = (quantile(&d, 0.5), quantile(&d, 0.9));
+    let (p50s, p90s) = (quantile_sorted(&d, 0.5), quantile_sorted(&d, 0.9));
     let (p50, p90) = (to_axis(p50s), to_axis(p90s));
     let caption = format!(
         "Durations of {name} spans — n={}, median {:.1} {unit}, p90 {:.1} {unit}{}",

@@ -3,6 +3,7 @@
 mod analyze;
 mod common;
 mod dcgm;
+mod fidelity;
 mod rapl;
 mod readme;
 mod record;
