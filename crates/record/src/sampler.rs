@@ -694,7 +694,7 @@ pub struct ThreadPlan {
 /// `30s`, `500ms`.
 fn short_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms >= 1000 && ms % 1000 == 0 {
+    if ms >= 1000 && ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")
