@@ -228,6 +228,19 @@ fn summary(out: &std::path::Path, f: &Footer) -> String {
             c.sources.join(", ")
         ));
     }
+    for t in &f.threads {
+        s.push_str(&format!(
+            "\n  thread {}: {} wake-ups, {} CPU in all ({} per wake-up)",
+            t.name,
+            t.wakeups,
+            fmt_ms(t.cpu_ns),
+            if t.wakeups > 0 {
+                format!("{:.1} us", t.cpu_ns as f64 / t.wakeups as f64 / 1e3)
+            } else {
+                "-".into()
+            }
+        ));
+    }
     s
 }
 
