@@ -178,9 +178,10 @@ pub struct SourcesArgs {
     /// Measure each channel's read cost and how often its value changes (takes a few seconds)
     #[arg(long)]
     pub probe: bool,
-    /// The --interval of the recording to show the cadences for
-    #[arg(long, short, value_name = "DURATION", default_value = "10ms", value_parser = parse_duration, allow_hyphen_values = true)]
-    pub interval: Duration,
+    /// The --interval of the recording to show the cadences for (default: none, each
+    /// source at its own cadence)
+    #[arg(long, short, value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true)]
+    pub interval: Option<Duration>,
     #[command(flatten)]
     pub backends: BackendArgs,
 }
@@ -196,9 +197,11 @@ pub struct RecordArgs {
     /// Sources to record: synthetic, nvml, dcgm, rapl, cpu (repeatable; default: every available one)
     #[arg(long = "source", short = 's', value_name = "NAME")]
     pub sources: Vec<String>,
-    /// The fast sampling interval
-    #[arg(long, short, value_name = "DURATION", default_value = "10ms", value_parser = parse_duration, allow_hyphen_values = true)]
-    pub interval: Duration,
+    /// The finest cadence: poll every source at least this often (default: each at its
+    /// own, from its sensor: instant power once per update, 10 a second; activity every
+    /// 100 ms; the driver's power buffer every 1 s; CPU time every 100 ms)
+    #[arg(long, short, value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true)]
+    pub interval: Option<Duration>,
     /// Stop after this long (default: until Ctrl-C, SIGTERM, or the wrapped command exits)
     #[arg(long, short, value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true)]
     pub duration: Option<Duration>,
@@ -224,6 +227,10 @@ pub struct RecordArgs {
     /// No live status line
     #[arg(long, short)]
     pub quiet: bool,
+    /// Sleep to each deadline in two stages, a long sleep and then a short one: closer to
+    /// the deadline in a VM, at the cost of a second wake-up per poll
+    #[arg(long)]
+    pub precise_sleep: bool,
     #[command(flatten)]
     pub backends: BackendArgs,
     /// The command to run while recording (after --)
@@ -483,29 +490,21 @@ fn parse_length(s: &str, bare_is_seconds: bool) -> Result<Duration, String> {
             "{s:?} has no unit: give {t}ms or {t}s (a number alone could mean either)"
         ));
     }
-    let d = humantime::parse_duration(t).or_else(|_| {
-        // humantime does not take fractions like "1.5s"
-        let split = t
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(t.len());
-        let (n, unit) = t.split_at(split);
-        let n: f64 = n.parse().map_err(|_| ())?;
-        let mult = match unit.trim() {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "" if bare_is_seconds => 1.0,
-            "m" | "min" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(()),
-        };
-        Duration::try_from_secs_f64(n * mult).map_err(|_| ())
-    });
+    // humantime 2.4 parses fractions (`1.5s`, `3.1us`); a bare number is only seconds here.
+    let d = if bare {
+        t.parse::<f64>()
+            .ok()
+            .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+            .ok_or_else(|| "not a number".to_owned())
+    } else {
+        humantime::parse_duration(t).map_err(|e| e.to_string())
+    };
     match d {
         Ok(d) if !d.is_zero() => Ok(d),
         Ok(_) => Err(format!("{s:?}: must be longer than zero")),
-        Err(_) => Err(format!("{s:?} is not a duration like 10ms, 1.5s or 2m")),
+        Err(e) => Err(format!(
+            "{s:?} is not a duration like 10ms, 1.5s or 2m ({e})"
+        )),
     }
 }
 
@@ -533,6 +532,18 @@ mod tests {
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
         assert_eq!(parse_duration("250us"), Ok(Duration::from_micros(250)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        // fractions, through humantime
+        assert_eq!(parse_duration("3.1us"), Ok(Duration::from_nanos(3_100)));
+        assert_eq!(parse_duration("0.25 ms"), Ok(Duration::from_micros(250)));
+        assert_eq!(
+            parse_duration("1m 30.5s"),
+            Ok(Duration::from_millis(90_500))
+        );
+        assert!(
+            parse_duration("5 parsecs")
+                .unwrap_err()
+                .contains("unknown time unit")
+        );
         assert!(
             parse_duration("0s")
                 .unwrap_err()
@@ -550,6 +561,9 @@ mod tests {
         assert_eq!(parse_seconds("30"), Ok(Duration::from_secs(30)));
         assert_eq!(parse_seconds("0.5"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_seconds("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_seconds(" 1.5 "), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_seconds("1.5s"), Ok(Duration::from_millis(1500)));
+        assert!(parse_seconds("1.2.3").unwrap_err().contains("not a number"));
         assert_eq!(parse_key_value("batch=8"), Ok(("batch".into(), "8".into())));
         assert!(parse_key_value("novalue").is_err());
         assert!(parse_key_value("bad key=1").is_err());

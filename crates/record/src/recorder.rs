@@ -22,7 +22,7 @@
 use crate::marks::fifo::FifoReceiver;
 use crate::marks::file::FileReceiver;
 use crate::queue::{ByteBoundedReceiver, ByteBoundedSender, TrySendError, byte_bounded};
-use crate::sampler::{SamplerGroup, Sink, plan_groups};
+use crate::sampler::{GroupStats, SamplerGroup, Sink, ThreadPlan, plan_threads};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 use flinch_core::channel::SourceInfo;
 use flinch_core::clock::Clock;
@@ -32,7 +32,7 @@ use flinch_core::marks::{
     Mark, MarkEvent, MarkParseError, MarkSink, MarkVia, format_mark, parse_mark,
 };
 use flinch_core::source::{Reading, Source};
-use flinch_core::trace::{CadenceStats, Footer, Header, MarksInfo, TraceWriter, create_trace_file};
+use flinch_core::trace::{Footer, Header, MarksInfo, TraceWriter, create_trace_file};
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
 use std::path::PathBuf;
@@ -69,6 +69,9 @@ pub struct RecorderConfig {
     /// poll (a hung driver call) would otherwise hold the end of the recording forever; past
     /// this the recording ends without it and says so in an `event` row.
     pub stop_timeout: Duration,
+    /// Sleep in two stages to each deadline (closer to it in a VM, at the cost of a second
+    /// wake-up per poll).
+    pub precise_sleep: bool,
     /// When the trace cannot be written (a full disk, a file-size limit), how long samples
     /// and marks are held in memory while the write is retried. Past this (or
     /// [`RecorderConfig::write_hold_bytes`]) the recording gives up
@@ -89,6 +92,7 @@ impl Default for RecorderConfig {
             queue_capacity: 1 << 16,
             marks_queue_bytes: 2 << 20,
             stop_timeout: Duration::from_secs(5),
+            precise_sleep: false,
             write_hold: Duration::from_secs(30),
             write_hold_bytes: 64 << 20,
             write_retry_interval: Duration::from_secs(1),
@@ -331,7 +335,7 @@ pub struct Recorder {
     stop: Arc<AtomicBool>,
     stop_timeout: Duration,
     /// Each sampler thread with the names of the sources it polls.
-    samplers: Vec<(JoinHandle<CadenceStats>, Vec<String>)>,
+    samplers: Vec<(JoinHandle<GroupStats>, Vec<String>)>,
     writer: Option<JoinHandle<WriterOutcome>>,
     fifo: Option<FifoReceiver>,
     file: Option<FileReceiver>,
@@ -464,6 +468,7 @@ impl Recorder {
             clock.anchor(),
             infos.clone(),
         );
+        header.machine = Some(crate::host::describe_machine());
         header.argv = setup.argv;
         header.command = setup.command;
         header.meta = setup.meta;
@@ -512,12 +517,18 @@ impl Recorder {
             bases.push(next);
             next += s.info().channels.len() as u32;
         }
-        let plan = plan_groups(&setup.sources, config.interval);
+        let plan = plan_threads(&setup.sources, config.interval);
         let mut sources: Vec<Option<Box<dyn Source>>> =
             setup.sources.into_iter().map(Some).collect();
         let stop = Arc::new(AtomicBool::new(false));
         let mut samplers = Vec::new();
-        for (interval, members) in plan {
+        for ThreadPlan {
+            name,
+            slow,
+            sources: members,
+            ..
+        } in plan
+        {
             let sink = ChannelSink {
                 data: data_tx.clone(),
                 tx: tx.clone(),
@@ -526,7 +537,9 @@ impl Recorder {
                 drain_at: config.queue_capacity.max(16) / 4,
             };
             let dropped = sink.dropped.clone();
-            let mut group = SamplerGroup::new(interval, clock.clone(), sink);
+            let mut group = SamplerGroup::new(config.interval, clock.clone(), sink)
+                .with_name(&name)
+                .with_precise_sleep(config.precise_sleep && !slow);
             let names: Vec<String> = members
                 .iter()
                 .filter_map(|&i| sources[i].as_ref().map(|s| s.info().name.clone()))
@@ -538,13 +551,13 @@ impl Recorder {
             let stop = stop.clone();
             let stats = stats.clone();
             let h = std::thread::Builder::new()
-                .name(format!("flinch-sample-{}ms", interval.as_millis()))
+                .name(name)
                 .spawn(move || {
-                    let (cs, _) = group.run(&stop);
+                    let (gs, _) = group.run(&stop);
                     stats
                         .dropped
                         .fetch_add(dropped.load(Ordering::Relaxed), Ordering::Relaxed);
-                    cs
+                    gs
                 })
                 .map_err(|e| Error::io("cannot start a sampler thread for", &setup.out, e))?;
             samplers.push((h, names));
@@ -625,6 +638,7 @@ impl Recorder {
         self.stopped = true;
         self.stop.store(true, Ordering::SeqCst);
         let mut cadences = Vec::new();
+        let mut threads = Vec::new();
         // Each sampler gets until the deadline for its last poll; one stuck inside a source
         // (a hung driver call) is left behind rather than holding the trace open forever.
         let deadline = Instant::now() + self.stop_timeout;
@@ -645,7 +659,10 @@ impl Recorder {
                 continue; // detached: it ends with the process
             }
             match h.join() {
-                Ok(cs) => cadences.push(cs),
+                Ok(gs) => {
+                    cadences.extend(gs.cadences);
+                    threads.push(gs.thread);
+                }
                 Err(payload) => self.event(
                     "sampler_panicked",
                     &format!(
@@ -675,6 +692,7 @@ impl Recorder {
             end_anchor: self.clock.anchor(),
             dropped_readings: self.stats.dropped.load(Ordering::Relaxed),
             cadences,
+            threads,
             command_exit,
             ..Default::default()
         };
@@ -763,14 +781,7 @@ fn writer_loop(
         ctl,
         drain_asked,
     } = q;
-    let mut counters: Vec<Option<CounterTracker>> = infos
-        .iter()
-        .flat_map(|s| s.channels.iter())
-        .map(|c| {
-            c.counter_spec()
-                .map(|spec| CounterTracker::new(*spec, c.update_period_ns))
-        })
-        .collect();
+    let mut chans = ChannelState::new(&infos);
     let mut next_anchor = clock.now_ns() + anchor_interval_ns;
     // Writes failing: rows are held in memory (`w` holding) and retried.
     let mut failing: Option<Failing> = None;
@@ -808,10 +819,21 @@ fn writer_loop(
                 stopping = true;
             } else if matches!(msg, Msg::Drain) {
                 drain = true;
-            } else if gave_up.is_none()
-                && let Err(e) = handle(&mut w, msg, &infos, &mut wrote_mark)
-            {
-                errors.get_or_insert(e);
+            } else if gave_up.is_none() {
+                if let Msg::Gap(g) = &msg
+                    && g.2.is_some()
+                {
+                    // A source stopped answering: what it read before is written first,
+                    // held readings included, so its data reaches the gap.
+                    if let Err(e) = drain_samples(&mut w, &data, &mut chans)
+                        .and_then(|()| chans.flush_source(&mut w, g.1 as usize))
+                    {
+                        errors.get_or_insert(e);
+                    }
+                }
+                if let Err(e) = handle(&mut w, msg, &infos, &mut wrote_mark) {
+                    errors.get_or_insert(e);
+                }
             }
             batch += 1;
             next_msg = if batch < 4096 || stopping {
@@ -825,12 +847,10 @@ fn writer_loop(
             // Samples reach the file here: when a flush is due, with a mark, when the
             // queue filled a quarter, and at the end (and into memory while failing).
             drain_asked.store(false, Ordering::Release);
-            while let Ok(r) = data.try_recv() {
-                if gave_up.is_none()
-                    && let Err(e) = write_sample(&mut w, &r, &mut counters)
-                {
-                    errors.get_or_insert(e);
-                }
+            if gave_up.is_some() {
+                while data.try_recv().is_ok() {}
+            } else if let Err(e) = drain_samples(&mut w, &data, &mut chans) {
+                errors.get_or_insert(e);
             }
         }
         if gave_up.is_none() {
@@ -924,15 +944,142 @@ fn writer_loop(
             break;
         }
     }
+    // The last held readings (the value each channel kept until the end), then the flush.
     let error = match gave_up {
         Some(e) => Some(e),
-        None => w.flush().err(),
+        None => chans.flush_all(&mut w).and_then(|()| w.flush()).err(),
     };
     WriterOutcome { writer: w, error }
 }
 
-fn write_sample(
+/// What the writer keeps per channel: the counter arithmetic of counters, and for channels
+/// whose repeated readings are elided ([`flinch_core::channel::ChannelSpec::heartbeat_ns`]) the
+/// last row written and the last reading held back.
+struct ChannelState {
+    counters: Vec<Option<CounterTracker>>,
+    holds: Vec<Option<Hold>>,
+    /// Each source's first channel index, and one past its last.
+    sources: Vec<(usize, usize)>,
+}
+
+struct Hold {
+    heartbeat_ns: u64,
+    /// Time and value of the last row written.
+    written: Option<(u64, f64)>,
+    /// A reading equal to the last row, not written (yet).
+    pending: Option<Reading>,
+}
+
+impl ChannelState {
+    fn new(infos: &[SourceInfo]) -> Self {
+        let specs = || infos.iter().flat_map(|s| s.channels.iter());
+        let mut sources = Vec::with_capacity(infos.len());
+        let mut next = 0;
+        for s in infos {
+            sources.push((next, next + s.channels.len()));
+            next += s.channels.len();
+        }
+        ChannelState {
+            counters: specs()
+                .map(|c| {
+                    c.counter_spec()
+                        .map(|spec| CounterTracker::new(*spec, c.update_period_ns))
+                })
+                .collect(),
+            holds: specs()
+                .map(|c| {
+                    c.heartbeat_ns.map(|hb| Hold {
+                        heartbeat_ns: hb,
+                        written: None,
+                        pending: None,
+                    })
+                })
+                .collect(),
+            sources,
+        }
+    }
+
+    /// Writes a reading, or holds it back when it repeats the last row of a channel that
+    /// elides repeats: the held reading is written when the value changes (so the change is
+    /// bracketed by two real readings), as a heartbeat, at a gap, or at the end.
+    fn sample<W: std::io::Write>(
+        &mut self,
+        w: &mut TraceWriter<W>,
+        r: &Reading,
+    ) -> std::io::Result<()> {
+        let Some(Some(h)) = self.holds.get_mut(r.channel as usize) else {
+            return write_row(w, r, &mut self.counters);
+        };
+        match h.written {
+            Some((t, v)) if v == r.value && r.t_ns.saturating_sub(t) < h.heartbeat_ns => {
+                h.pending = Some(*r);
+                Ok(())
+            }
+            Some((_, v)) if v == r.value => {
+                // A heartbeat.
+                h.pending = None;
+                h.written = Some((r.t_ns, r.value));
+                write_row(w, r, &mut self.counters)
+            }
+            _ => {
+                if let Some(p) = h.pending.take() {
+                    write_row(w, &p, &mut self.counters)?;
+                }
+                h.written = Some((r.t_ns, r.value));
+                write_row(w, r, &mut self.counters)
+            }
+        }
+    }
+
+    fn flush_channel<W: std::io::Write>(
+        &mut self,
+        w: &mut TraceWriter<W>,
+        ch: usize,
+    ) -> std::io::Result<()> {
+        if let Some(Some(h)) = self.holds.get_mut(ch)
+            && let Some(p) = h.pending.take()
+        {
+            h.written = Some((p.t_ns, p.value));
+            write_row(w, &p, &mut self.counters)?;
+        }
+        Ok(())
+    }
+
+    fn flush_source<W: std::io::Write>(
+        &mut self,
+        w: &mut TraceWriter<W>,
+        source: usize,
+    ) -> std::io::Result<()> {
+        if let Some(&(a, b)) = self.sources.get(source) {
+            for ch in a..b {
+                self.flush_channel(w, ch)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn flush_all<W: std::io::Write>(&mut self, w: &mut TraceWriter<W>) -> std::io::Result<()> {
+        for ch in 0..self.holds.len() {
+            self.flush_channel(w, ch)?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes every reading queued.
+fn drain_samples(
     w: &mut TraceWriter<File>,
+    data: &Receiver<Reading>,
+    chans: &mut ChannelState,
+) -> std::io::Result<()> {
+    while let Ok(r) = data.try_recv() {
+        chans.sample(w, &r)?;
+    }
+    Ok(())
+}
+
+fn write_row<W: std::io::Write>(
+    w: &mut TraceWriter<W>,
     r: &Reading,
     counters: &mut [Option<CounterTracker>],
 ) -> std::io::Result<()> {
@@ -1001,4 +1148,126 @@ fn handle(
         Msg::Stop | Msg::Drain => {}
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flinch_core::channel::{ChannelSpec, PowerMethod};
+    use flinch_core::clock::ManualClock;
+    use flinch_core::integrate::integrate_gauge;
+    use flinch_core::trace::read_trace_from;
+    use proptest::prelude::*;
+
+    fn infos(heartbeat_ns: Option<u64>) -> Vec<SourceInfo> {
+        let mut c = ChannelSpec::power("gpu0", "p", PowerMethod::Instant);
+        c.heartbeat_ns = heartbeat_ns;
+        vec![SourceInfo::new("s", "test", flinch_core::DeviceClass::Gpu).with_channels(vec![c])]
+    }
+
+    /// Writes `(t, value)` readings of one channel (with a `gap` before reading `gap_at`
+    /// when given) and reads back what the trace holds.
+    fn write_and_read(
+        heartbeat_ns: Option<u64>,
+        readings: &[(u64, f64)],
+        gap_at: Option<usize>,
+    ) -> Vec<(u64, f64)> {
+        let infos = infos(heartbeat_ns);
+        let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(0, 0));
+        let header = Header::new(10_000_000, clock.anchor(), infos.clone());
+        let mut w = TraceWriter::new(Vec::new(), &header, clock, 1_000_000_000).unwrap();
+        let mut st = ChannelState::new(&infos);
+        for (i, &(t_ns, value)) in readings.iter().enumerate() {
+            if gap_at == Some(i) {
+                st.flush_source(&mut w, 0).unwrap();
+                w.gap(t_ns - 1, "s", true, "gone").unwrap();
+            }
+            st.sample(
+                &mut w,
+                &Reading {
+                    channel: 0,
+                    t_ns,
+                    value,
+                },
+            )
+            .unwrap();
+        }
+        st.flush_all(&mut w).unwrap();
+        let bytes = w.finish(Footer::default()).unwrap();
+        let t = read_trace_from(&bytes[..], std::path::Path::new("t")).unwrap();
+        let ch = t.channel("gpu0.p").unwrap();
+        ch.t_ns
+            .iter()
+            .copied()
+            .zip(ch.values.iter().copied())
+            .collect()
+    }
+
+    const MS: u64 = 1_000_000;
+
+    #[test]
+    fn repeats_are_written_at_a_change_as_a_heartbeat_and_at_the_end() {
+        // 10 ms polls: 5 W for 40 ms, 7 W for 1.5 s, then 9 W twice.
+        let mut r: Vec<(u64, f64)> = (0..4).map(|i| (i * 10 * MS, 5.0)).collect();
+        r.extend((4..154).map(|i| (i * 10 * MS, 7.0)));
+        r.extend([(1540 * MS, 9.0), (1550 * MS, 9.0)]);
+        let rows = write_and_read(Some(1000 * MS), &r, None);
+        assert_eq!(
+            rows,
+            vec![
+                (0, 5.0),
+                (30 * MS, 5.0),   // the last 5 W before the change
+                (40 * MS, 7.0),   // the change
+                (1040 * MS, 7.0), // a heartbeat, a second after the last row
+                (1530 * MS, 7.0), // the last 7 W before the change
+                (1540 * MS, 9.0), // the change
+                (1550 * MS, 9.0), // held to the end
+            ]
+        );
+        // Without a heartbeat every reading is written.
+        assert_eq!(write_and_read(None, &r, None).len(), r.len());
+    }
+
+    #[test]
+    fn a_gap_writes_the_held_reading_first() {
+        let r: Vec<(u64, f64)> = (0..10).map(|i| (i * 10 * MS, 5.0)).collect();
+        let rows = write_and_read(Some(1000 * MS), &r, Some(6));
+        // held 5 W up to the last reading before the gap, then again after it to the end
+        assert_eq!(rows, vec![(0, 5.0), (50 * MS, 5.0), (90 * MS, 5.0)]);
+    }
+
+    proptest! {
+        /// What analysis computes from a channel — the integral over any window, and the
+        /// distinct updates inside it — is the same whether repeats were elided or not.
+        #[test]
+        fn elided_repeats_change_no_integral_and_no_update_count(
+            steps in proptest::collection::vec((0u8..4, 1u64..40), 2..60),
+            windows in proptest::collection::vec((0.0f64..1.0, 0.0f64..1.0), 1..20),
+        ) {
+            // A polled gauge: runs of equal values, one reading every 10 ms.
+            let mut r = Vec::new();
+            let mut t = 0;
+            for (v, n) in steps {
+                for _ in 0..n {
+                    r.push((t, v as f64 * 10.0));
+                    t += 10 * MS;
+                }
+            }
+            let dense = write_and_read(None, &r, None);
+            let held = write_and_read(Some(250 * MS), &r, None);
+            prop_assert!(held.len() <= dense.len());
+            let split = |v: &[(u64, f64)]| -> (Vec<u64>, Vec<f64>) { v.iter().copied().unzip() };
+            let (td, vd) = split(&dense);
+            let (th, vh) = split(&held);
+            let end = *td.last().unwrap();
+            for (a, b) in windows {
+                let (a, b) = ((a.min(b) * end as f64) as u64, (a.max(b) * end as f64) as u64);
+                let d = integrate_gauge(&td, &vd, a, b).unwrap();
+                let h = integrate_gauge(&th, &vh, a, b).unwrap();
+                prop_assert!((d.integral - h.integral).abs() <= 1e-9 * d.integral.abs().max(1.0),
+                    "window {a}..{b}: {} vs {}", d.integral, h.integral);
+                prop_assert_eq!(d.changes_inside, h.changes_inside);
+            }
+        }
+    }
 }

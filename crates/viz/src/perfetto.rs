@@ -242,7 +242,7 @@ pub fn write_perfetto_json<W: Write>(
             out.raw(&ev)?;
             stats.counters += 1;
             done += 1;
-            if done % 8192 == 0 {
+            if done.is_multiple_of(8192) {
                 progress(done, total);
             }
         }
@@ -328,7 +328,7 @@ pub fn write_perfetto_json<W: Write>(
         out.raw(&ev)?;
         stats.instants += 1;
         done += 1;
-        if done % 8192 == 0 {
+        if done.is_multiple_of(8192) {
             progress(done, total);
         }
     }

@@ -603,7 +603,7 @@ pub fn write_perfetto_proto<W: Write>(
         });
         stats.instants += 1;
         done += 1;
-        if done % 8192 == 0 {
+        if done.is_multiple_of(8192) {
             progress(done, total);
         }
     }

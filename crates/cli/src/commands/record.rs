@@ -17,7 +17,7 @@ use flinch_core::{Source, SourceError};
 use flinch_record::marks::fifo::ensure_private_dir;
 use flinch_record::recorder::{Recorder, RecorderConfig, RecordingSetup};
 use rustix::process::Signal;
-use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGWINCH};
+use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGWINCH};
 use signal_hook::iterator::SignalsInfo;
 use signal_hook::iterator::exfiltrator::origin::WithOrigin;
 use std::io::{IsTerminal, Write};
@@ -36,6 +36,9 @@ macro_rules! say {
     }};
 }
 
+/// The cadence of sources without one of their own when `record` is given no `--interval`.
+pub const AUTO_INTERVAL: Duration = Duration::from_millis(100);
+
 /// The environment variable carrying a `--marks-file` path to the wrapped command.
 pub const MARKS_FILE_ENV: &str = "FLINCH_MARKS_FILE";
 
@@ -46,9 +49,8 @@ type Opened = (Vec<Box<dyn Source>>, Vec<String>);
 pub fn open_sources(
     backends: &Backends,
     requested: &[String],
-    interval: Duration,
+    ctx: &BackendContext,
 ) -> Result<Opened, Failure> {
-    let ctx = BackendContext::new(interval);
     for n in &backends.notes {
         eprintln!("flinch: note: {n}");
     }
@@ -62,11 +64,11 @@ pub fn open_sources(
     let mut used = Vec::new();
     if names.is_empty() {
         for b in backends.all().iter().filter(|b| b.default_on()) {
-            let st = b.status(&ctx);
+            let st = b.status(ctx);
             if !st.available {
                 continue;
             }
-            match b.open(&ctx) {
+            match b.open(ctx) {
                 Ok(s) => {
                     sources.extend(s);
                     used.push(b.name().to_owned());
@@ -87,7 +89,7 @@ pub fn open_sources(
     }
     for n in &names {
         let b = backends.get(n)?;
-        let opened = b.open(&ctx).map_err(|e: SourceError| {
+        let opened = b.open(ctx).map_err(|e: SourceError| {
             Failure::new(format!(
                 "source {n} is unavailable: {}",
                 flinch_core::error::display_chain(&e)
@@ -162,8 +164,11 @@ fn end_command(mut c: Wrapped, rec: &Recorder, why: &str) -> Option<i32> {
     code
 }
 
-/// The signals `record` catches: those ending a recording and those only passed on.
-const CAUGHT: [i32; 7] = [SIGINT, SIGTERM, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2, SIGWINCH];
+/// The signals `record` catches: those ending a recording and those only passed on; and
+/// SIGCHLD, so that the wrapped command's exit wakes the main loop, which otherwise sleeps.
+const CAUGHT: [i32; 8] = [
+    SIGINT, SIGTERM, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2, SIGWINCH, SIGCHLD,
+];
 
 fn signal_of(raw: i32) -> Option<Signal> {
     Some(match raw {
@@ -223,11 +228,26 @@ fn summary(out: &std::path::Path, f: &Footer) -> String {
             c.sources.join(", ")
         ));
     }
+    for t in &f.threads {
+        s.push_str(&format!(
+            "\n  thread {}: {} wake-ups, {} CPU in all ({} per wake-up)",
+            t.name,
+            t.wakeups,
+            fmt_ms(t.cpu_ns),
+            if t.wakeups > 0 {
+                format!("{:.1} us", t.cpu_ns as f64 / t.wakeups as f64 / 1e3)
+            } else {
+                "-".into()
+            }
+        ));
+    }
     s
 }
 
 pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
-    super::check_interval(a.interval)?;
+    if let Some(d) = a.interval {
+        super::check_interval(d)?;
+    }
     let backends = Backends::build(&a.backends, !a.command.is_empty())?;
     let idle_profile = match &a.idle {
         Some(p) => {
@@ -247,8 +267,14 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
         .as_ref()
         .map(serde_json::to_value)
         .transpose()?;
-    let (sources, _) = open_sources(&backends, &a.sources, a.interval)?;
-    let cadence = super::cadences(&sources, a.interval);
+    // Without --interval, each source picks its own cadence from its sensor, and the
+    // default cadence is for those that have none.
+    let ctx = match a.interval {
+        Some(d) => BackendContext::new(d),
+        None => BackendContext::auto(AUTO_INTERVAL),
+    };
+    let (sources, _) = open_sources(&backends, &a.sources, &ctx)?;
+    let cadence = super::cadences(&sources, ctx.interval);
     let models: Vec<&str> = sources
         .iter()
         .filter(|s| s.info().modelled)
@@ -284,6 +310,18 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
     // Catch signals before anything is created, so an early Ctrl-C still ends cleanly.
     let mut signals = SignalsInfo::<WithOrigin>::new(CAUGHT)
         .map_err(|e| Failure::new(format!("cannot install signal handlers: {e}")))?;
+    let signals_handle = signals.handle();
+    let (sig_tx, sig_rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("flinch-signals".into())
+        .spawn(move || {
+            for origin in signals.forever() {
+                if sig_tx.send(origin).is_err() {
+                    break;
+                }
+            }
+        })
+        .map_err(|e| Failure::new(format!("cannot start the signal thread: {e}")))?;
 
     let clock: Arc<dyn Clock> = Arc::new(MonotonicClock);
     let setup = RecordingSetup {
@@ -298,8 +336,9 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
         idle,
     };
     let config = RecorderConfig {
-        interval: a.interval,
+        interval: ctx.interval,
         write_hold: a.write_retry,
+        precise_sleep: a.precise_sleep,
         ..Default::default()
     };
     let rec = Recorder::start(setup, config, clock)?;
@@ -382,9 +421,17 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
     // The write trouble last reported (so that each change is said once).
     let mut trouble_said: Option<(u64, bool)> = None;
     let mut write_failed = false;
+    // Sleeps until something happens: a signal, the command's exit (SIGCHLD), the end of
+    // --duration, or the next refresh of the status line; no periodic wake-ups otherwise
+    // (each costs tens of µs of CPU in a VM). A second's timeout checks the rest (write
+    // trouble).
+    let mut pending: Vec<signal_hook::iterator::exfiltrator::origin::Origin> = Vec::new();
     loop {
-        for origin in signals.pending() {
+        for origin in pending.drain(..) {
             let raw = origin.signal;
+            if raw == SIGCHLD {
+                continue; // the command is looked at below
+            }
             // From the terminal (the kernel), a signal reaches the whole foreground process
             // group: a command sharing ours has it already.
             let from_process = origin.process.is_some();
@@ -499,14 +546,20 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
         } else if ending_signals > 0 {
             break;
         }
-        if let Some(d) = a.duration
-            && started.elapsed() >= d
-        {
-            ended_by = "duration";
-            if let Some(c) = child.take() {
-                command_exit = end_command(c, &rec, "at the end of --duration");
+        let mut wait = Duration::from_secs(1);
+        if let Some(d) = a.duration {
+            let left = d.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                ended_by = "duration";
+                if let Some(c) = child.take() {
+                    command_exit = end_command(c, &rec, "at the end of --duration");
+                }
+                break;
             }
-            break;
+            wait = wait.min(left);
+        }
+        if show_status {
+            wait = wait.min(Duration::from_millis(200));
         }
         if show_status && last_status.elapsed() >= Duration::from_millis(200) {
             last_status = Instant::now();
@@ -527,8 +580,16 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
                 st.dropped.load(Ordering::Relaxed)
             );
         }
-        std::thread::sleep(Duration::from_millis(20));
+        match sig_rx.recv_timeout(wait) {
+            Ok(origin) => {
+                pending.push(origin);
+                pending.extend(sig_rx.try_iter());
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => std::thread::sleep(wait),
+        }
     }
+    signals_handle.close();
     if show_status {
         let _ = write!(std::io::stderr(), "\r\x1b[2K");
     }
