@@ -389,6 +389,8 @@ fn blocks_of_any_size_read_the_same_trace_and_name_the_same_lines() {
             t.warnings
         );
     }
+}
+
 /// Traces written before the header described the machine read as they did (the shipped
 /// examples are such recordings), and a newer writer's additions to `machine` are ignored.
 #[test]
