@@ -161,7 +161,7 @@ struct Acc {
 ///
 /// Each call takes the [`Analyzer`] to measure with, so that a caller streaming a trace can
 /// hand over one over the samples it holds at the time (they must cover the stretch that
-/// is open, from [`Aggregator::open_since`] on).
+/// is open, from [`Aggregator::open_stretch`] on).
 pub struct Aggregator {
     union: SpanUnion,
     span_time_ns: u64,

@@ -119,8 +119,7 @@ Examples:
   flinch export run.flinch.csv --perfetto run.json   open at ui.perfetto.dev
   flinch export day.flinch.csv --perfetto day.pftrace
                                          protobuf: long recordings
-  flinch export day.flinch.csv --parquet day/
-                                         pd.read_parquet(\"day/samples.parquet\")
+  flinch export day.flinch.csv --parquet day/   for pandas, polars, DuckDB
   flinch export run.flinch.csv --csv wide.csv        pd.read_csv(\"wide.csv\")
   flinch export run.flinch.csv --perfetto run.json \\
       --from infer_start --to first_token

@@ -41,7 +41,7 @@ pub fn run(a: ExportArgs) -> Result<ExitCode, Failure> {
     for (i, x) in outs.iter().enumerate() {
         if outs[..i].contains(x) {
             return Err(Failure::new(format!(
-                "{} is named twice as an output; give each its own",
+                "two outputs name the same file {}; give each its own",
                 x.display()
             )));
         }

@@ -395,7 +395,7 @@ fn the_messages_a_new_user_met_say_what_is_wrong_in_one_wording() {
     let (o, _, err) = run(flinch().current_dir(d).args(["export", "ok.flinch.csv"]));
     assert_eq!(o.status.code(), Some(2));
     assert!(
-        err.contains("--perfetto <OUT.json>|--csv <OUT.csv>"),
+        err.contains("--perfetto <OUT.pftrace|OUT.json>|--csv <OUT.csv>|--parquet <DIR>"),
         "{err}"
     );
     // The helps of analyze and plot say the same about the idle level: one source, never
