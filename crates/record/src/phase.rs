@@ -294,6 +294,12 @@ impl PhaseLock {
         self.stats.acquisitions += 1;
         self.misses_in_row = 0;
         self.pinned = None;
+        // The lock was lost: the measured period may be why (a phase jump inside its
+        // baseline makes it wrong, and a wrong period loses the sensor again within a few
+        // dozen periods, before a new measurement could replace it). Start again from the
+        // declared one.
+        self.period = self.declared_ns as f64;
+        self.measured = false;
         self.state = State::Acquire {
             until: t_ns + ACQUIRE_PERIODS * self.declared_ns,
         };
@@ -315,6 +321,21 @@ impl PhaseLock {
                     // is spread n ways: the first pin since acquisition is the reference,
                     // and only a long baseline is trusted.
                     let n = ((mid - first) as f64 / self.period).round();
+                    // The sensor's phase can jump (an H200's moved 6-13 ms at once, now and
+                    // then): a pin further from where the reference and the period put it
+                    // than two brackets and the period's own uncertainty allow starts a
+                    // new baseline instead of bending the period.
+                    let expected = first as f64 + n * self.period;
+                    let per_period = if self.measured {
+                        self.declared_ns as f64 / 1_000.0
+                    } else {
+                        self.declared_ns as f64 / 200.0
+                    };
+                    let allowed = 2.0 * self.retry_ns as f64 + n * per_period;
+                    if (mid as f64 - expected).abs() > allowed {
+                        self.pinned = Some(mid);
+                        return;
+                    }
                     if n >= MEASURE_PERIODS {
                         let measured = (mid - first) as f64 / n;
                         let declared = self.declared_ns as f64;
@@ -391,13 +412,22 @@ mod tests {
         phase: u64,
         jitter: u64,
         repeat_every: u64,
+        /// (from update k on, the phase moves later by ns), cumulative: the sensor's
+        /// update phase jumps now and then (seen on an H200: +12 ms at once).
+        jumps: Vec<(u64, u64)>,
     }
 
     impl Sensor {
         fn update_time(&self, k: u64) -> u64 {
             // a fixed pseudo-random jitter per update
             let j = (k.wrapping_mul(2_654_435_761) % 1000) * self.jitter / 1000;
-            self.phase + k * self.period + j
+            let moved: u64 = self
+                .jumps
+                .iter()
+                .filter(|&&(from, _)| k >= from)
+                .map(|&(_, ns)| ns)
+                .sum();
+            self.phase + k * self.period + j + moved
         }
         /// The number of the last update at or before t.
         fn index(&self, t: u64) -> Option<u64> {
@@ -466,6 +496,7 @@ mod tests {
             phase: 1_000_000_000 + 37 * MS,
             jitter: 0,
             repeat_every: 0,
+            jumps: vec![],
         };
         let (lock, mut lags, unseen) = run(&s, 60, 1_000_000_000, 2_000_000_000);
         let st = lock.stats();
@@ -492,6 +523,7 @@ mod tests {
                 phase: 1_000_000_000 + 61 * MS,
                 jitter: 400_000,
                 repeat_every: 0,
+                jumps: vec![],
             };
             let (lock, mut lags, unseen) = run(&s, 120, 1_000_000_000, 10_000_000_000);
             let st = lock.stats();
@@ -508,12 +540,42 @@ mod tests {
     }
 
     #[test]
+    fn a_sensor_whose_phase_jumps_does_not_corrupt_the_period() {
+        // What an H200 did (issue 15, side1): a period a little over 100 ms, and the phase
+        // of the updates jumping later now and then. A jump inside the baseline of a period
+        // measurement once made the lock take 100.28 ms as the period and lose the sensor
+        // every two seconds from then on (18 acquisitions in 50 s). Jumps the retries
+        // reach (under 7.5 ms) keep the lock, so nothing else resets the baseline.
+        let s = Sensor {
+            period: 100_040_000,
+            phase: 1_000_000_000 + 21 * MS,
+            jitter: 300_000,
+            repeat_every: 0,
+            jumps: vec![(60, 6 * MS), (185, 7 * MS), (420, 6 * MS)],
+        };
+        let (lock, mut lags, unseen) = run(&s, 120, 1_000_000_000, 50_000_000_000);
+        let st = lock.stats();
+        assert_eq!(unseen, 0, "{st:?}");
+        // at most one acquisition per jump, not one every few seconds
+        assert!(st.acquisitions <= 4, "{st:?}");
+        assert!(
+            st.period_ns.abs_diff(s.period) < 30_000,
+            "period {} measured as {}: {st:?}",
+            s.period,
+            st.period_ns
+        );
+        assert!(st.polls * 100 < st.updates * 125, "{st:?}");
+        assert!(p99(&mut lags) < 6 * MS, "{st:?}");
+    }
+
+    #[test]
     fn a_repeated_value_costs_a_few_retries_not_the_lock() {
         let s = Sensor {
             period: 100 * MS,
             phase: 1_000_000_000 + 5 * MS,
             jitter: 0,
             repeat_every: 7,
+            jumps: vec![],
         };
         let (lock, _lags, _unseen) = run(&s, 60, 1_000_000_000, 2_000_000_000);
         let st = lock.stats();
@@ -548,12 +610,14 @@ mod tests {
             phase: 20 * MS,
             jitter: 0,
             repeat_every: 0,
+            jumps: vec![],
         };
         let b = Sensor {
             period: 100 * MS,
             phase: 70 * MS,
             jitter: 0,
             repeat_every: 0,
+            jumps: vec![],
         };
         let mut lock = PhaseLock::new(100 * MS);
         let mut t = 0;
@@ -587,6 +651,7 @@ mod tests {
             phase: 30 * MS,
             jitter: 0,
             repeat_every: 0,
+            jumps: vec![],
         };
         let mut lock = PhaseLock::new(100 * MS);
         let mut t = 0;

@@ -25,7 +25,7 @@ use crate::queue::{ByteBoundedReceiver, ByteBoundedSender, TrySendError, byte_bo
 use crate::sampler::{GroupStats, SamplerGroup, Sink, ThreadPlan, plan_threads};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 use flinch_core::channel::SourceInfo;
-use flinch_core::clock::Clock;
+use flinch_core::clock::{Clock, WakeFlag};
 use flinch_core::counter::{CounterStep, CounterTracker};
 use flinch_core::error::{Error, Result, SourceError};
 use flinch_core::marks::{
@@ -332,7 +332,7 @@ impl MarkSender {
 pub struct Recorder {
     tx: ByteBoundedSender<Msg>,
     clock: Arc<dyn Clock>,
-    stop: Arc<AtomicBool>,
+    stop: Arc<WakeFlag>,
     stop_timeout: Duration,
     /// Each sampler thread with the names of the sources it polls.
     samplers: Vec<(JoinHandle<GroupStats>, Vec<String>)>,
@@ -520,7 +520,7 @@ impl Recorder {
         let plan = plan_threads(&setup.sources, config.interval);
         let mut sources: Vec<Option<Box<dyn Source>>> =
             setup.sources.into_iter().map(Some).collect();
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(WakeFlag::new());
         let mut samplers = Vec::new();
         for ThreadPlan {
             name,
@@ -636,7 +636,7 @@ impl Recorder {
 
     fn shutdown(&mut self, ended_by: &str, command_exit: Option<i32>) -> Result<Footer> {
         self.stopped = true;
-        self.stop.store(true, Ordering::SeqCst);
+        self.stop.set();
         let mut cadences = Vec::new();
         let mut threads = Vec::new();
         // Each sampler gets until the deadline for its last poll; one stuck inside a source

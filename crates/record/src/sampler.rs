@@ -24,11 +24,11 @@
 
 use crate::phase::PhaseLock;
 use flinch_core::clock::Clock;
+use flinch_core::clock::WakeFlag;
 use flinch_core::error::{ErrorKind, SourceError};
 use flinch_core::source::{DataGap, Reading, Readings, Source};
 use flinch_core::trace::{CadenceStats, ThreadStats};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Where a sampler group delivers what it reads.
@@ -194,8 +194,6 @@ struct Lane {
     lag: LagHistogram,
     cpu_ns: u64,
     poll_ns: u64,
-    /// Wall time of the poll in the current wake-up (for sharing its CPU time).
-    wake_poll_ns: u64,
 }
 
 impl Lane {
@@ -215,6 +213,8 @@ pub struct SamplerGroup<S: Sink> {
     wakeups: u64,
     precise: bool,
     name: String,
+    /// The thread's CPU time when the last poll ended (or the wake-up began).
+    cpu_mark: u64,
 }
 
 /// What [`SamplerGroup::run`] measured.
@@ -242,6 +242,7 @@ impl<S: Sink> SamplerGroup<S> {
             wakeups: 0,
             precise: false,
             name: "flinch-sample".into(),
+            cpu_mark: 0,
         }
     }
 
@@ -296,7 +297,6 @@ impl<S: Sink> SamplerGroup<S> {
             lag: LagHistogram::default(),
             cpu_ns: 0,
             poll_ns: 0,
-            wake_poll_ns: 0,
         });
     }
 
@@ -369,7 +369,11 @@ impl<S: Sink> SamplerGroup<S> {
         let t0 = clock.now_ns();
         poll_slot(&mut lane.slot, clock, &mut self.sink, false, t0);
         let t1 = clock.now_ns();
-        lane.wake_poll_ns = t1 - t0;
+        // The thread's own CPU clock, read once per poll: what this source cost, whatever
+        // it waited for (a wall-time share would charge it for a wait in the driver).
+        let cpu = thread_cpu_ns();
+        lane.cpu_ns += cpu.saturating_sub(self.cpu_mark);
+        self.cpu_mark = cpu;
         lane.poll_ns += t1 - t0;
         lane.ticks += 1;
         lane.lag.record(woke.abs_diff(target));
@@ -400,8 +404,10 @@ impl<S: Sink> SamplerGroup<S> {
     }
 
     /// Runs the schedule until `stop` is set, then polls once more with
-    /// [`Source::finish`]. Every source is first due at the start.
-    pub fn run(mut self, stop: &AtomicBool) -> (GroupStats, S) {
+    /// [`Source::finish`]. Every source is first due at the start. The thread sleeps until
+    /// its next deadline in one sleep, however far off (the energy counter's thread: 30 s);
+    /// setting `stop` wakes it.
+    pub fn run(mut self, stop: &WakeFlag) -> (GroupStats, S) {
         // The kernel may defer a timer by the thread's "timer slack" (50 µs by default) to
         // batch wake-ups; a sampler wants its deadline, so ask for 1 ns.
         let _ = rustix::thread::set_current_timer_slack(std::num::NonZeroU64::new(1));
@@ -419,8 +425,8 @@ impl<S: Sink> SamplerGroup<S> {
         'schedule: loop {
             let Some(target) = self.next_wake() else {
                 // Every source retired: wait for the stop.
-                while !stop.load(Ordering::Relaxed) {
-                    clock.sleep_until(clock.now_ns() + 50_000_000);
+                while !stop.is_set() {
+                    clock.sleep_until_or(clock.now_ns().saturating_add(3_600_000_000_000), stop);
                 }
                 break;
             };
@@ -437,26 +443,21 @@ impl<S: Sink> SamplerGroup<S> {
             } else {
                 aim
             };
-            loop {
-                if stop.load(Ordering::Relaxed) {
-                    break 'schedule;
-                }
-                let now = clock.now_ns();
-                if now >= coarse {
-                    break;
-                }
-                // Sleep in slices of at most 50 ms so a stop is noticed promptly.
-                clock.sleep_until(coarse.min(now + 50_000_000));
+            // One sleep to the deadline: a stop wakes it (no slices to look at the flag,
+            // which cost a wake-up each: 20 a second on the 30-s energy thread).
+            clock.sleep_until_or(coarse, stop);
+            if stop.is_set() {
+                break 'schedule;
             }
             if self.precise && clock.now_ns() < aim {
-                clock.sleep_until(aim);
+                clock.sleep_until_or(aim, stop);
             }
             let woke = clock.now_ns();
             self.wakeups += 1;
             let late = woke.saturating_sub(aim) as i64;
             lead_ns =
                 (lead_ns as i64 + (late - lead_ns as i64) / 16).clamp(0, max_lead as i64) as u64;
-            let cpu0 = thread_cpu_ns();
+            self.cpu_mark = thread_cpu_ns();
             // Due now: phase-locked sources first (their timing is the point), then the
             // grid sources at or before the target.
             due.clear();
@@ -475,7 +476,11 @@ impl<S: Sink> SamplerGroup<S> {
             }
             // A grid source due within half its interval joins this wake-up instead of
             // needing one of its own, when its deadline is nearer to it than to the next
-            // other deadline (else it waits for that one).
+            // other deadline (else it waits for that one). Grid sources not yet polled in
+            // this wake-up and due at the same instant as it (activity and GPM, both every
+            // 100 ms) are not that other deadline: they decide alike and go together.
+            // (Counting each other as the next deadline, they once never joined, and woke
+            // the thread on their own 10 times a second.)
             loop {
                 let mut joined = false;
                 for i in 0..self.lanes.len() {
@@ -493,12 +498,17 @@ impl<S: Sink> SamplerGroup<S> {
                         .lanes
                         .iter()
                         .enumerate()
-                        .filter(|&(j, o)| j != i && !o.slot.retired)
+                        .filter(|&(j, o)| {
+                            j != i
+                                && !o.slot.retired
+                                && (o.next_ns != l.next_ns
+                                    || o.locked()
+                                    || o.last_ns.is_some_and(|p| p >= woke))
+                        })
                         .map(|(_, o)| o.next_ns)
                         .min()
                         .unwrap_or(u64::MAX);
                     if l.next_ns - target < others.saturating_sub(l.next_ns) {
-                        due.push(i);
                         self.poll_lane(i, target, woke);
                         joined = true;
                     }
@@ -506,18 +516,6 @@ impl<S: Sink> SamplerGroup<S> {
                 if !joined {
                     break;
                 }
-            }
-            // Share the wake-up's CPU time between the sources polled, by their time in
-            // the poll.
-            let cpu = thread_cpu_ns().saturating_sub(cpu0);
-            let wall: u64 = due.iter().map(|&i| self.lanes[i].wake_poll_ns).sum();
-            for &i in &due {
-                let l = &mut self.lanes[i];
-                l.cpu_ns += if wall > 0 {
-                    (cpu as u128 * l.wake_poll_ns as u128 / wall as u128) as u64
-                } else {
-                    cpu / due.len() as u64
-                };
             }
         }
         self.finish();
@@ -707,6 +705,7 @@ mod tests {
     use flinch_core::channel::{ChannelSpec, PowerMethod, SourceInfo};
     use flinch_core::clock::{ManualClock, MonotonicClock};
     use flinch_core::error::ErrorKind;
+    use std::sync::atomic::Ordering;
 
     struct Counter {
         info: SourceInfo,
@@ -807,7 +806,8 @@ mod tests {
         for _ in 0..5 {
             g.tick();
         }
-        let stop = AtomicBool::new(true);
+        let stop = WakeFlag::new();
+        stop.set();
         let (_, sink) = g.run(&stop); // finish() polls once more and reports pending drops
         assert_eq!(sink.readings.len(), 2);
         assert_eq!(sink.dropped.iter().map(|d| d.2).sum::<u64>(), 4);
@@ -873,7 +873,7 @@ mod tests {
         clock: Arc<ManualClock>,
         work_ns: Vec<u64>,
         polls: usize,
-        stop: Arc<AtomicBool>,
+        stop: Arc<WakeFlag>,
     }
     impl Source for Busy {
         fn info(&self) -> &SourceInfo {
@@ -886,7 +886,7 @@ mod tests {
             }
             self.polls += 1;
             if self.polls >= self.work_ns.len() {
-                self.stop.store(true, Ordering::SeqCst);
+                self.stop.set();
             }
             Ok(())
         }
@@ -895,7 +895,7 @@ mod tests {
     #[test]
     fn the_schedule_keeps_absolute_deadlines_and_skips_overrun_ticks() {
         let clock = Arc::new(ManualClock::new(1_000_000_000, 0));
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(WakeFlag::new());
         let ms = 1_000_000;
         // Polls take 3 ms, except the 4th, which takes 25 ms: deadlines at +40 and +50 ms
         // are missed, and the schedule resumes at +60 ms, not at 28+10.
@@ -928,11 +928,11 @@ mod tests {
         let clock: Arc<dyn Clock> = Arc::new(MonotonicClock);
         let mut g = SamplerGroup::new(Duration::from_secs(3600), clock.clone(), VecSink::default());
         g.add(Box::new(Counter::new("a", vec![], None)), 0, 0);
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(WakeFlag::new());
         let stop2 = stop.clone();
         let h = std::thread::spawn(move || g.run(&stop2));
         std::thread::sleep(Duration::from_millis(20));
-        stop.store(true, Ordering::SeqCst);
+        stop.set();
         // An hour-long interval must not hold the stop back: join returns.
         let (stats, sink) = h.join().unwrap();
         assert_eq!(stats.cadences[0].ticks, 1);
@@ -981,7 +981,8 @@ mod tests {
             g.tick();
             clock.advance(10_000_000);
         }
-        let stop = AtomicBool::new(true);
+        let stop = WakeFlag::new();
+        stop.set();
         let (stats, sink) = g.run(&stop);
         // Polled until it panicked, never again (not even by finish).
         assert_eq!(polls.load(Ordering::SeqCst), 3);
@@ -1044,7 +1045,7 @@ mod tests {
         lock: bool,
         interval: Option<Duration>,
         end: u64,
-        stop: Arc<AtomicBool>,
+        stop: Arc<WakeFlag>,
     }
     impl Source for Sensor {
         fn info(&self) -> &SourceInfo {
@@ -1055,7 +1056,7 @@ mod tests {
             let v = (t + self.period - self.phase) / self.period;
             out.push(0, t, v as f64);
             if t >= self.end {
-                self.stop.store(true, Ordering::SeqCst);
+                self.stop.set();
             }
             Ok(())
         }
@@ -1073,7 +1074,7 @@ mod tests {
     fn sensor(
         name: &str,
         clock: &Arc<ManualClock>,
-        stop: &Arc<AtomicBool>,
+        stop: &Arc<WakeFlag>,
         interval_ms: u64,
         lock: bool,
     ) -> Box<Sensor> {
@@ -1092,7 +1093,7 @@ mod tests {
     #[test]
     fn grid_sources_keep_their_own_rates_and_share_wakeups() {
         let clock = Arc::new(ManualClock::new(1_000_000_000, 0));
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(WakeFlag::new());
         let mut g = SamplerGroup::new(Duration::from_millis(10), clock.clone(), VecSink::default());
         g.add(sensor("a10", &clock, &stop, 10, false), 0, 0);
         g.add(sensor("b20", &clock, &stop, 20, false), 1, 1);
@@ -1110,7 +1111,7 @@ mod tests {
     #[test]
     fn a_phase_locked_source_reads_each_update_and_grid_sources_join_its_wakeups() {
         let clock = Arc::new(ManualClock::new(1_000_000_000, 0));
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(WakeFlag::new());
         let mut g = SamplerGroup::new(Duration::from_millis(10), clock.clone(), VecSink::default());
         g.add(sensor("locked", &clock, &stop, 100, true), 0, 0);
         g.add(sensor("grid100", &clock, &stop, 100, false), 1, 1);
@@ -1154,6 +1155,38 @@ mod tests {
         assert!(stats.cadences[1].ticks.abs_diff(600) <= 3, "{stats:?}");
         assert!(stats.cadences[2].ticks.abs_diff(60) <= 2, "{stats:?}");
         assert!(stats.thread.wakeups < 700, "{stats:?}");
+    }
+
+    #[test]
+    fn grid_sources_due_together_ride_the_locked_wakeups() {
+        // NVML's layout: instant power phase-locked to its updates, activity and GPM every
+        // 100 ms (due at the same instants), the driver buffer every second. Activity and
+        // GPM once counted each other as the next deadline, never joined the lock's
+        // wake-ups, and woke the thread on their own: 26 wake-ups a second, not 11.
+        for phase_ms in [1_037, 1_062, 1_088] {
+            let clock = Arc::new(ManualClock::new(1_000_000_000, 0));
+            let stop = Arc::new(WakeFlag::new());
+            let mut g =
+                SamplerGroup::new(Duration::from_millis(10), clock.clone(), VecSink::default());
+            let mut locked = sensor("instant", &clock, &stop, 100, true);
+            locked.phase = phase_ms * 1_000_000;
+            g.add(locked, 0, 0);
+            g.add(sensor("activity", &clock, &stop, 100, false), 1, 1);
+            g.add(sensor("gpm", &clock, &stop, 100, false), 2, 2);
+            g.add(sensor("samples", &clock, &stop, 1000, false), 3, 3);
+            let (stats, _) = g.run(&stop);
+            let c = &stats.cadences;
+            assert!(c[1].ticks.abs_diff(600) <= 3, "{phase_ms}: {stats:?}");
+            assert!(c[2].ticks.abs_diff(600) <= 3, "{phase_ms}: {stats:?}");
+            assert!(c[3].ticks.abs_diff(60) <= 2, "{phase_ms}: {stats:?}");
+            // every wake-up is one the lock asked for (or the start)
+            assert!(
+                stats.thread.wakeups <= c[0].ticks + 2,
+                "{phase_ms}: {} wake-ups for {} lock polls",
+                stats.thread.wakeups,
+                c[0].ticks
+            );
+        }
     }
 
     #[test]

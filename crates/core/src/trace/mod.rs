@@ -176,9 +176,9 @@ pub struct CadenceStats {
     /// Largest deviation, ns.
     #[serde(alias = "lag_max_ns")]
     pub deviation_max_ns: u64,
-    /// CPU time of its polls, ns: the thread's CPU during each wake-up's polls, shared
-    /// between the sources polled by the time each spent in its poll (the cost of the
-    /// wake-ups themselves is in [`ThreadStats::cpu_ns`]).
+    /// CPU time of its polls, ns, from the thread's CPU clock read after each poll (the
+    /// cost of the wake-ups themselves is in [`ThreadStats::cpu_ns`]). Traces written
+    /// before 2026-12 shared each wake-up's CPU between the sources polled by wall time.
     pub cpu_ns: u64,
     /// Wall time spent inside its polls, ns.
     #[serde(default)]
