@@ -10,6 +10,7 @@ pub mod error;
 pub mod idle;
 pub mod integrate;
 pub mod marks;
+pub mod observe;
 pub mod recorder;
 pub mod sampler;
 pub mod source;

@@ -27,13 +27,15 @@ use crate::marks::fifo::FifoReceiver;
 use crate::marks::file::FileReceiver;
 use crate::marks::queue::{ByteBoundedReceiver, ByteBoundedSender, TrySendError, byte_bounded};
 use crate::marks::{Mark, MarkEvent, MarkParseError, MarkSink, MarkVia, format_mark, parse_mark};
+use crate::observe::{LiveCadence, Observed, Observer, Observers};
 use crate::sampler::{SamplerGroup, Sink, plan_groups};
 use crate::source::{Reading, Source};
 use crate::trace::{CadenceStats, Footer, Header, MarksInfo, TraceWriter, create_trace_file};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
@@ -77,8 +79,8 @@ impl Default for RecorderConfig {
 
 /// What to record and where.
 pub struct RecordingSetup {
-    /// The trace file to create.
-    pub out: PathBuf,
+    /// The trace file to create; `None`: no trace (only observers see the recording).
+    pub out: Option<PathBuf>,
     /// Replace an existing file.
     pub force: bool,
     /// The sources.
@@ -95,13 +97,15 @@ pub struct RecordingSetup {
     pub meta: BTreeMap<String, String>,
     /// An idle profile to embed.
     pub idle: Option<serde_json::Value>,
+    /// Observers fed on the writer's thread ([`crate::observe`]).
+    pub observers: Vec<Box<dyn Observer>>,
 }
 
 impl RecordingSetup {
     /// A setup with only an output path and sources.
     pub fn new(out: PathBuf, sources: Vec<Box<dyn Source>>) -> Self {
         RecordingSetup {
-            out,
+            out: Some(out),
             force: false,
             sources,
             marks_fifo: None,
@@ -110,6 +114,38 @@ impl RecordingSetup {
             command: Vec::new(),
             meta: BTreeMap::new(),
             idle: None,
+            observers: Vec::new(),
+        }
+    }
+
+    /// A setup that writes no trace: observers (an exporter) are the only output.
+    pub fn without_trace(sources: Vec<Box<dyn Source>>) -> Self {
+        RecordingSetup {
+            out: None,
+            ..Self::new(PathBuf::new(), sources)
+        }
+    }
+}
+
+/// Where the trace goes: a file, or nowhere (a recording watched only by observers).
+pub enum TraceOut {
+    /// The trace file.
+    File(File),
+    /// No trace.
+    Discard,
+}
+
+impl Write for TraceOut {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            TraceOut::File(f) => f.write(buf),
+            TraceOut::Discard => Ok(buf.len()),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            TraceOut::File(f) => f.flush(),
+            TraceOut::Discard => Ok(()),
         }
     }
 }
@@ -297,13 +333,19 @@ pub struct Recorder {
     file: Option<FileReceiver>,
     stats: Arc<LiveStats>,
     start_ns: u64,
-    out: PathBuf,
+    out: Option<PathBuf>,
     stopped: bool,
 }
 
 struct WriterOutcome {
-    writer: TraceWriter<File>,
+    writer: TraceWriter<TraceOut>,
     error: Option<std::io::Error>,
+    observers: Observers,
+}
+
+/// The path errors name: the trace, or a note that there is none.
+fn shown(out: &Option<PathBuf>) -> &Path {
+    out.as_deref().unwrap_or(Path::new("(no trace)"))
 }
 
 fn check_channels(sources: &[Box<dyn Source>]) -> Result<()> {
@@ -404,7 +446,11 @@ impl Recorder {
             )?),
             None => None,
         };
-        let out_file = create_trace_file(&setup.out, setup.force)?;
+        let out_file = match &setup.out {
+            Some(p) => TraceOut::File(create_trace_file(p, setup.force)?),
+            None => TraceOut::Discard,
+        };
+        let out_path = shown(&setup.out).to_path_buf();
 
         let infos: Vec<SourceInfo> = setup.sources.iter().map(|s| s.info().clone()).collect();
         let mut header = Header::new(
@@ -426,10 +472,26 @@ impl Recorder {
             clock.clone(),
             config.flush_interval.as_nanos() as u64,
         )
-        .map_err(|e| Error::io("cannot write trace", &setup.out, e))?;
+        .map_err(|e| Error::io("cannot write trace", &out_path, e))?;
         writer
             .anchor(header.start_anchor)
-            .map_err(|e| Error::io("cannot write trace", &setup.out, e))?;
+            .map_err(|e| Error::io("cannot write trace", &out_path, e))?;
+
+        let plan = plan_groups(&setup.sources, config.interval);
+        let cadences: Vec<Arc<LiveCadence>> = plan
+            .iter()
+            .map(|(interval, members)| {
+                Arc::new(LiveCadence::new(
+                    interval.as_nanos() as u64,
+                    members
+                        .iter()
+                        .map(|&i| setup.sources[i].info().name.clone())
+                        .collect(),
+                ))
+            })
+            .collect();
+        let mut observers = Observers::new(setup.observers);
+        observers.each(|o| o.start(&header, &cadences));
 
         let start_ns = clock.now_ns();
         let writer_thread = {
@@ -444,8 +506,10 @@ impl Recorder {
             };
             std::thread::Builder::new()
                 .name("flinch-writer".into())
-                .spawn(move || writer_loop(writer, queues, clock, stats, infos, anchor_ns))
-                .map_err(|e| Error::io("cannot start the writer thread for", &setup.out, e))?
+                .spawn(move || {
+                    writer_loop(writer, queues, clock, stats, infos, anchor_ns, observers)
+                })
+                .map_err(|e| Error::io("cannot start the writer thread for", &out_path, e))?
         };
 
         // Channel bases in source order.
@@ -455,12 +519,11 @@ impl Recorder {
             bases.push(next);
             next += s.info().channels.len() as u32;
         }
-        let plan = plan_groups(&setup.sources, config.interval);
         let mut sources: Vec<Option<Box<dyn Source>>> =
             setup.sources.into_iter().map(Some).collect();
         let stop = Arc::new(AtomicBool::new(false));
         let mut samplers = Vec::new();
-        for (interval, members) in plan {
+        for ((interval, members), cadence) in plan.into_iter().zip(cadences) {
             let sink = ChannelSink {
                 data: data_tx.clone(),
                 tx: tx.clone(),
@@ -483,13 +546,14 @@ impl Recorder {
             let h = std::thread::Builder::new()
                 .name(format!("flinch-sample-{}ms", interval.as_millis()))
                 .spawn(move || {
+                    cadence.set_current_thread();
                     let (cs, _) = group.run(&stop);
                     stats
                         .dropped
                         .fetch_add(dropped.load(Ordering::Relaxed), Ordering::Relaxed);
                     cs
                 })
-                .map_err(|e| Error::io("cannot start a sampler thread for", &setup.out, e))?;
+                .map_err(|e| Error::io("cannot start a sampler thread for", &out_path, e))?;
             samplers.push((h, names));
         }
         Ok(Recorder {
@@ -538,9 +602,9 @@ impl Recorder {
         self.clock.now_ns().saturating_sub(self.start_ns)
     }
 
-    /// The trace path.
-    pub fn out(&self) -> &std::path::Path {
-        &self.out
+    /// The trace path (`None`: no trace is written).
+    pub fn out(&self) -> Option<&Path> {
+        self.out.as_deref()
     }
 
     /// The FIFO marks are read from, if any.
@@ -602,7 +666,7 @@ impl Recorder {
             .and_then(|h| h.join().ok())
             .ok_or_else(|| Error::Invalid("the trace writer thread panicked".into()))?;
         if let Some(e) = outcome.error {
-            return Err(Error::io("writing failed for", &self.out, e));
+            return Err(Error::io("writing failed for", shown(&self.out), e));
         }
         let footer = Footer {
             complete: true,
@@ -615,22 +679,27 @@ impl Recorder {
         };
         let mut w = outcome.writer;
         w.anchor(footer.end_anchor)
-            .map_err(|e| Error::io("cannot write trace", &self.out, e))?;
+            .map_err(|e| Error::io("cannot write trace", shown(&self.out), e))?;
         let samples = w.samples();
         let marks = w.marks();
         let bad = w.bad_marks();
         let gaps = w.gaps();
         let file = w
             .finish(footer.clone())
-            .map_err(|e| Error::io("cannot finish trace", &self.out, e))?;
-        let _ = file.sync_all();
-        Ok(Footer {
+            .map_err(|e| Error::io("cannot finish trace", shown(&self.out), e))?;
+        if let TraceOut::File(f) = file {
+            let _ = f.sync_all();
+        }
+        let footer = Footer {
             samples,
             marks,
             bad_marks: bad,
             gaps,
             ..footer
-        })
+        };
+        let mut observers = outcome.observers;
+        observers.each(|o| o.finish(&footer));
+        Ok(footer)
     }
 }
 
@@ -650,12 +719,13 @@ struct WriterQueues {
 }
 
 fn writer_loop(
-    mut w: TraceWriter<File>,
+    mut w: TraceWriter<TraceOut>,
     q: WriterQueues,
     clock: Arc<dyn Clock>,
     stats: Arc<LiveStats>,
     infos: Vec<SourceInfo>,
     anchor_interval_ns: u64,
+    mut observers: Observers,
 ) -> WriterOutcome {
     let WriterQueues {
         data,
@@ -673,6 +743,8 @@ fn writer_loop(
     let mut next_anchor = clock.now_ns() + anchor_interval_ns;
     let mut error: Option<std::io::Error> = None;
     let mut stopping = false;
+    // Readings as the observers get them, one batch per drain (reused).
+    let mut observed: Vec<Observed> = Vec::new();
     loop {
         let now = clock.now_ns();
         let wait = w
@@ -702,6 +774,9 @@ fn writer_loop(
             } else if matches!(msg, Msg::Drain) {
                 drain = true;
             } else if error.is_none() {
+                if !observers.is_empty() {
+                    observe(&mut observers, &msg, &infos);
+                }
                 let r = handle(&mut w, msg, &infos, &mut wrote_mark);
                 if let Err(e) = r {
                     error = Some(e);
@@ -720,8 +795,29 @@ fn writer_loop(
             // queue filled a quarter, and at the end.
             drain_asked.store(false, Ordering::Release);
             while let Ok(r) = data.try_recv() {
+                if error.is_none() {
+                    match write_sample(&mut w, &r, &mut counters) {
+                        Ok(counter) if !observers.is_empty() => observed.push(Observed {
+                            reading: r,
+                            counter,
+                        }),
+                        Ok(_) => {}
+                        Err(e) => error = Some(e),
+                    }
+                }
+            }
+            if !observers.is_empty() {
+                observers.each(|o| o.readings(&observed));
+                observers.each(|o| o.flushed(now));
+                observed.clear();
+            }
+            for (name, why) in std::mem::take(&mut observers.panicked) {
                 if error.is_none()
-                    && let Err(e) = write_sample(&mut w, &r, &mut counters)
+                    && let Err(e) = w.event(
+                        now,
+                        "observer_panicked",
+                        &format!("{name} panicked and was dropped: {why}"),
+                    )
                 {
                     error = Some(e);
                 }
@@ -760,17 +856,44 @@ fn writer_loop(
     {
         error = Some(e);
     }
-    WriterOutcome { writer: w, error }
+    WriterOutcome {
+        writer: w,
+        error,
+        observers,
+    }
 }
 
+/// Hands a control message to the observers (before the writer consumes it).
+fn observe(observers: &mut Observers, msg: &Msg, infos: &[SourceInfo]) {
+    match msg {
+        Msg::Mark(m) => observers.each(|o| o.mark(m)),
+        Msg::BadMark(b) => observers.each(|o| o.bad_mark(b.0, b.1, &b.3)),
+        Msg::Gap(g) => {
+            let name = source_name(infos, g.1);
+            observers.each(|o| o.gap(g.0, name, g.2.as_deref()));
+        }
+        Msg::Dropped(t, src, n) => {
+            let name = source_name(infos, *src);
+            observers.each(|o| o.dropped(*t, name, *n));
+        }
+        Msg::Event(e) => observers.each(|o| o.event(e.0, &e.1, &e.2)),
+        Msg::Drain | Msg::Stop => {}
+    }
+}
+
+/// Writes a sample (and, for a counter, its reset or flag row); returns what the step
+/// meant for a counter channel.
 fn write_sample(
-    w: &mut TraceWriter<File>,
+    w: &mut TraceWriter<TraceOut>,
     r: &Reading,
     counters: &mut [Option<CounterTracker>],
-) -> std::io::Result<()> {
+) -> std::io::Result<Option<CounterStep>> {
     w.sample(r)?;
+    let mut step = None;
     if let Some(Some(tracker)) = counters.get_mut(r.channel as usize) {
-        match tracker.update(r.t_ns, r.value) {
+        let s = tracker.update(r.t_ns, r.value);
+        step = Some(s);
+        match s {
             CounterStep::Reset { from, to } => w.reset(r.t_ns, r.channel, from, to)?,
             CounterStep::Implausible { delta, limit } => w.flag(
                 r.t_ns,
@@ -789,7 +912,7 @@ fn write_sample(
             CounterStep::First | CounterStep::Delta { .. } => {}
         }
     }
-    Ok(())
+    Ok(step)
 }
 
 fn source_name(infos: &[SourceInfo], i: u32) -> &str {
@@ -800,7 +923,7 @@ fn source_name(infos: &[SourceInfo], i: u32) -> &str {
 }
 
 fn handle(
-    w: &mut TraceWriter<File>,
+    w: &mut TraceWriter<TraceOut>,
     msg: Msg,
     infos: &[SourceInfo],
     wrote_mark: &mut bool,

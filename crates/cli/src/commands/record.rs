@@ -207,7 +207,7 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
 
     let clock: Arc<dyn Clock> = Arc::new(MonotonicClock);
     let setup = RecordingSetup {
-        out: a.out.clone(),
+        out: Some(a.out.clone()),
         force: a.force,
         sources,
         marks_fifo: fifo.clone(),
@@ -216,6 +216,7 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
         command: a.command.clone(),
         meta: a.meta.iter().cloned().collect(),
         idle,
+        observers: Vec::new(),
     };
     let config = RecorderConfig {
         interval: a.interval,
