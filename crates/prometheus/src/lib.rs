@@ -1,0 +1,12 @@
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
+
+pub mod metrics;
+pub mod push;
+pub mod server;
+pub mod spans;
+
+pub use metrics::{Exporter, ExporterConfig};
+pub use push::{PushConfig, PushConfigError};
+pub use server::{MetricsServer, ServeError, ServerConfig};
+pub use spans::{SpanConfig, SpanSpec};
