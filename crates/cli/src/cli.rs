@@ -122,6 +122,8 @@ Examples:
   flinch record --out run.flinch.csv --source nvml --interval 10ms -- python serve.py
   flinch record --out demo.flinch.csv --source synthetic --synthetic '50W/1s,250W/1s' --duration 5s
   flinch record --out run.flinch.csv --marks-file /shared/marks.txt --meta batch=8 --meta model=llama
+  flinch record --prometheus [::]:9464 --span infer_start..first_token --idle idle.json -- python serve.py
+  flinch record --out run.flinch.csv --pushgateway http://pushgw:9091 --job train -- python train.py
 
 Marks: the recorder creates a FIFO (default $XDG_RUNTIME_DIR/flinch/marks.fifo, else
 /tmp/flinch-$UID/marks.fifo) and passes its path to a wrapped command as $FLINCH_MARKS.
@@ -197,9 +199,10 @@ pub struct SourcesArgs {
 
 #[derive(Debug, Args)]
 pub struct RecordArgs {
-    /// The trace file to write (refused if it exists, unless --force)
-    #[arg(long, short, value_name = "TRACE")]
-    pub out: PathBuf,
+    /// The trace file to write (refused if it exists, unless --force); optional with
+    /// --prometheus or --pushgateway
+    #[arg(long, short, value_name = "TRACE", required_unless_present_any = ["prometheus", "pushgateway"])]
+    pub out: Option<PathBuf>,
     /// Replace an existing trace file
     #[arg(long)]
     pub force: bool,
@@ -232,9 +235,34 @@ pub struct RecordArgs {
     pub quiet: bool,
     #[command(flatten)]
     pub backends: BackendArgs,
+    #[command(flatten)]
+    pub export: ExportLiveArgs,
     /// The command to run while recording (after --)
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
+}
+
+/// Live export while recording (docs/fleet.md).
+#[derive(Debug, Args, Clone)]
+pub struct ExportLiveArgs {
+    /// Serve live metrics at http://ADDR/metrics for Prometheus (e.g. 127.0.0.1:9464, [::]:9464)
+    #[arg(long, value_name = "ADDR", help_heading = "Live export")]
+    pub prometheus: Option<String>,
+    /// After the recording ends, keep serving until the endpoint is scraped once more (at most this long)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "prometheus", help_heading = "Live export")]
+    pub prometheus_linger: Option<Duration>,
+    /// Push the metrics to this Pushgateway (http://HOST:PORT) when the recording ends
+    #[arg(long, value_name = "URL", requires = "job", help_heading = "Live export")]
+    pub pushgateway: Option<String>,
+    /// The Pushgateway job name (grouped with instance=<host name>)
+    #[arg(long, value_name = "NAME", requires = "pushgateway", help_heading = "Live export")]
+    pub job: Option<String>,
+    /// Also push this often while recording
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "pushgateway", help_heading = "Live export")]
+    pub push_interval: Option<Duration>,
+    /// Measure spans FROM..TO live: duration and energy histograms, verdict counts (repeatable)
+    #[arg(long = "span", value_name = "FROM..TO", help_heading = "Live export")]
+    pub spans: Vec<String>,
 }
 
 #[derive(Debug, Args)]

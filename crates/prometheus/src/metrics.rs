@@ -205,7 +205,7 @@ impl Collector for CadenceCpu {
         let mut m = encoder.encode_descriptor(
             "flinch_sampler_cpu_seconds",
             "CPU time used by each of flinch's sampler threads (polls, clock reads, queueing), \
-             by cadence: flinch's own cost, live",
+             by cadence: flinch's own cost, live.",
             None,
             prometheus_client::metrics::MetricType::Counter,
         )?;
@@ -258,13 +258,14 @@ impl Shared {
         r.register(
             "flinch_energy_joules",
             "Energy from each counter channel since the recording started, wrap-corrected; a \
-             counter reset on the device adds nothing (see flinch_counter_resets_total)",
+             counter reset on the device adds nothing (see flinch_channel_resets_total)",
             f.energy.clone(),
         );
         r.register(
-            "flinch_counter_resets",
-            "Times a counter channel restarted from zero (driver reload, suspend): the energy \
-             between the two readings around it is unknown and not counted",
+            "flinch_channel_resets",
+            "Times a cumulative channel (energy, CPU time) restarted from zero (driver reload, \
+             suspend): what it counted between the two readings around it is unknown and not \
+             counted",
             f.resets.clone(),
         );
         r.register(

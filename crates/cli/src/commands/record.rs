@@ -10,6 +10,9 @@ use flinch_core::marks::fifo::{MARKS_ENV, default_dir, default_fifo_path, ensure
 use flinch_core::recorder::{Recorder, RecorderConfig, RecordingSetup};
 use flinch_core::trace::Footer;
 use flinch_core::{Source, SourceError};
+use flinch_prometheus::{
+    Exporter, ExporterConfig, MetricsServer, PushConfig, ServerConfig, SpanSpec,
+};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::SignalsInfo;
 use signal_hook::iterator::exfiltrator::origin::WithOrigin;
@@ -129,10 +132,13 @@ fn fmt_ms(ns: u64) -> String {
     format!("{:.3} ms", ns as f64 / 1e6)
 }
 
-fn summary(out: &std::path::Path, f: &Footer) -> String {
+fn summary(out: Option<&std::path::Path>, f: &Footer) -> String {
     let mut s = format!(
-        "flinch: wrote {}: {} samples, {} marks ({} malformed), {} readings dropped, {} source gaps; ended by {}",
-        out.display(),
+        "flinch: {}: {} samples, {} marks ({} malformed), {} readings dropped, {} source gaps; ended by {}",
+        match out {
+            Some(p) => format!("wrote {}", p.display()),
+            None => "recorded (no trace file)".to_owned(),
+        },
         f.samples,
         f.marks,
         f.bad_marks,
@@ -160,6 +166,60 @@ fn summary(out: &std::path::Path, f: &Footer) -> String {
     s
 }
 
+/// The exporter and its endpoint, when --prometheus or --pushgateway is given.
+struct Live {
+    exporter: Exporter,
+    server: Option<MetricsServer>,
+}
+
+fn live_export(a: &RecordArgs, idle: Option<&IdleProfile>) -> Result<Option<Live>, Failure> {
+    let x = &a.export;
+    if x.prometheus.is_none() && x.pushgateway.is_none() {
+        if !x.spans.is_empty() {
+            return Err(Failure::new(
+                "--span measures spans for live export: add --prometheus ADDR or --pushgateway URL \
+                 (after the fact, use `flinch analyze TRACE --from A --to B`)",
+            ));
+        }
+        return Ok(None);
+    }
+    let mut spans: Vec<SpanSpec> = Vec::new();
+    for s in &x.spans {
+        let spec: SpanSpec = s.parse().map_err(|e| Failure::new(format!("--span {e}")))?;
+        if !spans.contains(&spec) {
+            spans.push(spec);
+        }
+    }
+    let push = match (&x.pushgateway, &x.job) {
+        (Some(url), Some(job)) => {
+            let host = rustix::system::uname()
+                .nodename()
+                .to_string_lossy()
+                .into_owned();
+            Some(
+                PushConfig::new(url, job, &host, x.push_interval)
+                    .map_err(|e| Failure::new(e.to_string()))?,
+            )
+        }
+        _ => None,
+    };
+    let exporter = Exporter::new(ExporterConfig {
+        spans,
+        idle: idle.cloned(),
+        push,
+        ..Default::default()
+    });
+    let server = match &x.prometheus {
+        Some(addr) => Some(
+            exporter
+                .serve(addr, ServerConfig::default())
+                .map_err(|e| Failure::new(e.to_string()))?,
+        ),
+        None => None,
+    };
+    Ok(Some(Live { exporter, server }))
+}
+
 pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
     let mut opts = super::backend_options(&a.backends, a.interval, false)?;
     opts.wraps_command = !a.command.is_empty();
@@ -181,6 +241,8 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
         .as_ref()
         .map(serde_json::to_value)
         .transpose()?;
+    // The endpoint binds before anything is created, so a busy address fails early.
+    let live = live_export(&a, idle_profile.as_ref())?;
     let (sources, used) = open_sources(&a.sources, &opts)?;
     if let Some(p) = &idle_profile {
         let infos: Vec<_> = sources.iter().map(|s| s.info().clone()).collect();
@@ -207,7 +269,7 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
 
     let clock: Arc<dyn Clock> = Arc::new(MonotonicClock);
     let setup = RecordingSetup {
-        out: Some(a.out.clone()),
+        out: a.out.clone(),
         force: a.force,
         sources,
         marks_fifo: fifo.clone(),
@@ -216,7 +278,7 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
         command: a.command.clone(),
         meta: a.meta.iter().cloned().collect(),
         idle,
-        observers: Vec::new(),
+        observers: live.iter().map(|l| l.exporter.observer()).collect(),
     };
     let config = RecorderConfig {
         interval: a.interval,
@@ -230,10 +292,17 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
             (None, Some(m)) => format!("file {}", m.display()),
             (None, None) => "none".into(),
         };
+        let mut to: Vec<String> = a.out.iter().map(|p| p.display().to_string()).collect();
+        if let Some(s) = live.as_ref().and_then(|l| l.server.as_ref()) {
+            to.push(format!("http://{}/metrics", s.local_addr()));
+        }
+        if let Some(u) = &a.export.pushgateway {
+            to.push(format!("Pushgateway {u}"));
+        }
         say!(
             "flinch: recording {} to {} every {}; marks: {marks}",
             used.join(", "),
-            a.out.display(),
+            to.join(" and "),
             humantime::format_duration(a.interval)
         );
     }
@@ -251,9 +320,10 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
                 child = Some(c);
             }
             Err(e) => {
-                let out = a.out.clone();
                 let _ = rec.stop("command-failed", None);
-                let _ = std::fs::remove_file(&out);
+                if let Some(out) = &a.out {
+                    let _ = std::fs::remove_file(out);
+                }
                 return Err(Failure {
                     message: format!("cannot run {:?}: {e}", a.command[0]),
                     code: 127,
@@ -352,10 +422,28 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
     if show_status {
         let _ = write!(std::io::stderr(), "\r\x1b[2K");
     }
-    let out = a.out.clone();
+    let scrapes_before = live
+        .as_ref()
+        .and_then(|l| l.server.as_ref())
+        .map_or(0, |s| s.scrapes());
     let footer = rec.stop(ended_by, command_exit)?;
     if !a.quiet {
-        say!("{}", summary(&out, &footer));
+        say!("{}", summary(a.out.as_deref(), &footer));
+    }
+    if let Some(l) = live {
+        for e in l.exporter.push_errors() {
+            say!("flinch: warning: {e}");
+        }
+        if let (Some(s), Some(linger)) = (&l.server, a.export.prometheus_linger) {
+            // The final values are in: let the scraper take them before the endpoint goes.
+            let scraped = s.wait_for_scrape(s.scrapes().max(scrapes_before), linger);
+            if !scraped && !a.quiet {
+                say!(
+                    "flinch: note: /metrics was not scraped within --prometheus-linger {} after the end",
+                    humantime::format_duration(linger)
+                );
+            }
+        }
     }
     Ok(match command_exit {
         Some(code) => ExitCode::from(code.clamp(0, 255) as u8),
