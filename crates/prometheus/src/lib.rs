@@ -5,6 +5,8 @@ pub mod metrics;
 pub mod push;
 pub mod server;
 pub mod spans;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use metrics::{Exporter, ExporterConfig};
 pub use push::{PushConfig, PushConfigError};
