@@ -468,3 +468,89 @@ impl LiveSpans {
         self.trace.events.retain(|e| e.t_ns >= cut);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flinch_core::analysis::pair_marks;
+    use flinch_core::marks::MarkVia;
+    use proptest::prelude::*;
+
+    fn mark(i: usize, label: &str, req: Option<u8>) -> Mark {
+        Mark {
+            t_ns: i as u64 * 1000,
+            recv_ns: i as u64 * 1000,
+            t_from_client: true,
+            label: label.to_owned(),
+            fields: req
+                .map(|r| vec![("req".to_owned(), r.to_string())])
+                .unwrap_or_default(),
+            via: MarkVia::Api,
+        }
+    }
+
+    /// The live pairer's spans and unmatched ends, as indices into `marks`.
+    fn live(marks: &[Mark], spec: &SpanSpec) -> (Vec<(usize, usize)>, usize) {
+        let mut p = Pairer::default();
+        let mut pairs = Vec::new();
+        let mut un = Vec::new();
+        for m in marks {
+            if let Some((a, b)) = p.take(spec, m, usize::MAX, &mut un) {
+                let ia = marks.iter().position(|x| x.t_ns == a.t_ns).unwrap();
+                let ib = marks.iter().position(|x| x.t_ns == b.t_ns).unwrap();
+                pairs.push((ia, ib));
+            }
+        }
+        pairs.sort_unstable();
+        (pairs, un.iter().filter(|e| **e == "end").count())
+    }
+
+    proptest! {
+        /// Live pairing gives exactly `flinch analyze`'s pairs, for distinct labels and for
+        /// `step..step`, with and without request ids.
+        #[test]
+        fn live_pairing_is_analyze_pairing(
+            seq in proptest::collection::vec((0usize..4, proptest::option::of(0u8..3)), 0..80)
+        ) {
+            let labels = ["a", "b", "c", "a"];
+            let marks: Vec<Mark> = seq
+                .iter()
+                .enumerate()
+                .map(|(i, (l, r))| mark(i, labels[*l], *r))
+                .collect();
+            for (from, to) in [("a", "b"), ("a", "a"), ("b", "c")] {
+                let spec = SpanSpec { from: from.into(), to: to.into() };
+                let want = pair_marks(&marks, from, to);
+                let (pairs, ends) = live(&marks, &spec);
+                prop_assert_eq!(&pairs, &want.pairs);
+                prop_assert_eq!(ends, want.unmatched_ends.len());
+            }
+        }
+    }
+
+    #[test]
+    fn past_the_open_bound_the_oldest_start_is_given_up_and_counted() {
+        let spec: SpanSpec = "a..b".parse().unwrap();
+        let mut p = Pairer::default();
+        let mut un = Vec::new();
+        for i in 0..5 {
+            assert!(p.take(&spec, &mark(i, "a", Some(i as u8)), 3, &mut un).is_none());
+        }
+        assert_eq!(un, vec!["start", "start"]);
+        assert_eq!(p.n_open, 3);
+        // req 0 was given up: its end finds nothing; req 4's pairs.
+        assert!(p.take(&spec, &mark(10, "b", Some(0)), 3, &mut un).is_none());
+        assert_eq!(un.last(), Some(&"end"));
+        let (a, _) = p.take(&spec, &mark(11, "b", Some(4)), 3, &mut un).unwrap();
+        assert_eq!(a.t_ns, 4000);
+    }
+
+    #[test]
+    fn span_specs_parse_or_say_why() {
+        let s: SpanSpec = "infer_start..first_token".parse().unwrap();
+        assert_eq!(s.name(), "infer_start..first_token");
+        for bad in ["a", "..b", "a..", "a b..c", "a..b..c"] {
+            assert!(bad.parse::<SpanSpec>().is_err(), "{bad}");
+        }
+    }
+}
