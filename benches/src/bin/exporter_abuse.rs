@@ -51,7 +51,9 @@ fn phase(abuse: bool, secs: u64) {
         let before = rec.stats().marks.load(Ordering::Relaxed);
         let t = clock.now_ns();
         let label = if i % 2 == 0 { "a" } else { "b" };
-        client.mark(label, &[("req", &(i / 2).to_string())]).unwrap();
+        client
+            .mark(label, &[("req", &(i / 2).to_string())])
+            .unwrap();
         while rec.stats().marks.load(Ordering::Relaxed) == before {
             std::thread::sleep(Duration::from_micros(20));
         }

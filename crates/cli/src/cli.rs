@@ -252,10 +252,20 @@ pub struct ExportLiveArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "prometheus", help_heading = "Live export")]
     pub prometheus_linger: Option<Duration>,
     /// Push the metrics to this Pushgateway (http://HOST:PORT) when the recording ends
-    #[arg(long, value_name = "URL", requires = "job", help_heading = "Live export")]
+    #[arg(
+        long,
+        value_name = "URL",
+        requires = "job",
+        help_heading = "Live export"
+    )]
     pub pushgateway: Option<String>,
     /// The Pushgateway job name (grouped with instance=<host name>)
-    #[arg(long, value_name = "NAME", requires = "pushgateway", help_heading = "Live export")]
+    #[arg(
+        long,
+        value_name = "NAME",
+        requires = "pushgateway",
+        help_heading = "Live export"
+    )]
     pub job: Option<String>,
     /// Also push this often while recording
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "pushgateway", help_heading = "Live export")]

@@ -100,7 +100,11 @@ fn wait_ready(s: &mut Server, url: &str) {
             return;
         }
         if let Ok(Some(st)) = s.child.try_wait() {
-            panic!("{} exited with {st} before it was ready:\n{}", s.name, s.log());
+            panic!(
+                "{} exited with {st} before it was ready:\n{}",
+                s.name,
+                s.log()
+            );
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -224,7 +228,14 @@ fn prometheus_and_pushgateway_see_the_exact_energies_and_the_spans_analyze_sees(
     let schedule = "60W/300ms,240W/200ms;wrap=50J;class=gpu";
     let idle = d.join("idle.json");
     let o = flinch()
-        .args(["calibrate", "--quiet", "--source", "synthetic", "--seconds", "1"])
+        .args([
+            "calibrate",
+            "--quiet",
+            "--source",
+            "synthetic",
+            "--seconds",
+            "1",
+        ])
         .args(["--synthetic", "60W;class=gpu", "--allow-busy", "--out"])
         .arg(&idle)
         .output()
@@ -270,7 +281,14 @@ fn prometheus_and_pushgateway_see_the_exact_energies_and_the_spans_analyze_sees(
     let trace = d.join("run.flinch.csv");
     let fifo = d.join("marks.fifo");
     let rec = flinch()
-        .args(["record", "--quiet", "--source", "synthetic", "--source", "rapl"])
+        .args([
+            "record",
+            "--quiet",
+            "--source",
+            "synthetic",
+            "--source",
+            "rapl",
+        ])
         .args(["--synthetic", schedule, "--rapl-root"])
         .arg(fake.root())
         .arg("--marks-fifo")
@@ -365,11 +383,23 @@ fn prometheus_and_pushgateway_see_the_exact_energies_and_the_spans_analyze_sees(
     let t = read_trace(&trace).unwrap();
     let foot = t.footer.as_ref().expect("a complete trace");
     let an = flinch()
-        .args(["analyze", "--json", "--quiet", "--from", "infer_start", "--to", "first_token"])
+        .args([
+            "analyze",
+            "--json",
+            "--quiet",
+            "--from",
+            "infer_start",
+            "--to",
+            "first_token",
+        ])
         .arg(&trace)
         .output()
         .unwrap();
-    assert!(an.status.success(), "{}", String::from_utf8_lossy(&an.stderr));
+    assert!(
+        an.status.success(),
+        "{}",
+        String::from_utf8_lossy(&an.stderr)
+    );
     let report: serde_json::Value = serde_json::from_slice(&an.stdout).unwrap();
     let count = report["summary"]["count"].as_u64().unwrap();
     assert_eq!(count, sent_spans, "analyze pairs every span sent");
@@ -443,7 +473,11 @@ fn prometheus_and_pushgateway_see_the_exact_energies_and_the_spans_analyze_sees(
         tr.update(tt, v);
     }
     assert_eq!(tr.resets(), 1, "the trace shows the one reset");
-    assert!(rel(rapl_got, tr.total()) < 1e-9, "{rapl_got} vs {}", tr.total());
+    assert!(
+        rel(rapl_got, tr.total()) < 1e-9,
+        "{rapl_got} vs {}",
+        tr.total()
+    );
     assert_eq!(
         must(
             prom_port,
@@ -458,10 +492,19 @@ fn prometheus_and_pushgateway_see_the_exact_energies_and_the_spans_analyze_sees(
 
     // 2. Spans: the histogram's count equals analyze's, its sums within 1 %.
     let span = "span=\"infer_start..first_token\"";
-    let n = must(prom_port, &format!("flinch_span_duration_seconds_count{{{span}}}"));
+    let n = must(
+        prom_port,
+        &format!("flinch_span_duration_seconds_count{{{span}}}"),
+    );
     assert_eq!(n as u64, count, "span count");
-    let s = must(prom_port, &format!("flinch_span_duration_seconds_sum{{{span}}}"));
-    assert!(rel(s, dur_sum) <= 0.01, "durations: {s} vs analyze {dur_sum}");
+    let s = must(
+        prom_port,
+        &format!("flinch_span_duration_seconds_sum{{{span}}}"),
+    );
+    assert!(
+        rel(s, dur_sum) <= 0.01,
+        "durations: {s} vs analyze {dur_sum}"
+    );
     let ae = must(
         prom_port,
         &format!("flinch_span_active_energy_joules_sum{{{span},device=\"synthetic\"}}"),
@@ -474,7 +517,10 @@ fn prometheus_and_pushgateway_see_the_exact_energies_and_the_spans_analyze_sees(
         prom_port,
         &format!("flinch_span_energy_joules_sum{{{span},device=\"synthetic\"}}"),
     );
-    assert!(rel(en, energy_sum) <= 0.01, "energy: {en} J vs analyze {energy_sum} J");
+    assert!(
+        rel(en, energy_sum) <= 0.01,
+        "energy: {en} J vs analyze {energy_sum} J"
+    );
     let verdicts = must(
         prom_port,
         &format!("sum(last_over_time(flinch_spans_total{{{span}}}[10m]))"),
@@ -515,7 +561,11 @@ fn prometheus_and_pushgateway_see_the_exact_energies_and_the_spans_analyze_sees(
     let pushed_sum = sample(
         &pushed,
         "flinch_span_active_energy_joules_sum",
-        &[job[0], ("span", "infer_start..first_token"), ("device", "synthetic")],
+        &[
+            job[0],
+            ("span", "infer_start..first_token"),
+            ("device", "synthetic"),
+        ],
     )
     .unwrap();
     assert!(rel(pushed_sum, active_sum) <= 0.01);

@@ -68,8 +68,10 @@ impl LiveCadence {
 
     /// Called on the sampler thread itself when it starts.
     pub fn set_current_thread(&self) {
-        self.tid
-            .store(rustix::thread::gettid().as_raw_nonzero().get(), Ordering::Release);
+        self.tid.store(
+            rustix::thread::gettid().as_raw_nonzero().get(),
+            Ordering::Release,
+        );
     }
 
     /// CPU time the thread has used so far, ns (the kernel's `sum_exec_runtime`, the clock

@@ -635,12 +635,17 @@ impl Observer for ExportObserver {
             }
         }
         for l in labels {
-            let c = f.marks.get_or_create(&MarkLabel { label: l.clone() }).clone();
+            let c = f
+                .marks
+                .get_or_create(&MarkLabel { label: l.clone() })
+                .clone();
             self.marks.insert(l, c);
         }
         self.span_names = self.cfg.spans.iter().map(SpanSpec::name).collect();
         for span in &self.span_names {
-            let _ = f.span_duration.get_or_create(&SpanLabel { span: span.clone() });
+            let _ = f
+                .span_duration
+                .get_or_create(&SpanLabel { span: span.clone() });
             for v in flinch_core::analysis::Verdict::ALL {
                 let _ = f.spans.get_or_create(&SpanVerdict {
                     span: span.clone(),

@@ -324,7 +324,11 @@ impl LiveSpans {
 
     /// A source stopped answering (`reason` is `Some`) or answered again.
     pub fn gap(&mut self, t_ns: u64, source: &str, reason: Option<&str>) {
-        let chans = self.source_channels.get(source).cloned().unwrap_or_default();
+        let chans = self
+            .source_channels
+            .get(source)
+            .cloned()
+            .unwrap_or_default();
         for &c in &chans {
             self.answering[c] = reason.is_none();
         }
@@ -393,8 +397,7 @@ impl LiveSpans {
             let m = entry.remove();
             for (i, spec) in self.specs.iter().enumerate() {
                 let mut un = Vec::new();
-                if let Some((a, b)) = self.pairers[i].take(spec, &m, self.cfg.max_open, &mut un)
-                {
+                if let Some((a, b)) = self.pairers[i].take(spec, &m, self.cfg.max_open, &mut un) {
                     ready.push((i, a, b));
                 }
                 out.unmatched.extend(un.into_iter().map(|e| (i, e)));
@@ -534,7 +537,10 @@ mod tests {
         let mut p = Pairer::default();
         let mut un = Vec::new();
         for i in 0..5 {
-            assert!(p.take(&spec, &mark(i, "a", Some(i as u8)), 3, &mut un).is_none());
+            assert!(
+                p.take(&spec, &mark(i, "a", Some(i as u8)), 3, &mut un)
+                    .is_none()
+            );
         }
         assert_eq!(un, vec!["start", "start"]);
         assert_eq!(p.n_open, 3);

@@ -135,7 +135,8 @@ impl Abuse {
             let (stop, c, n) = (stop.clone(), counts.clone(), cfg.slowloris);
             threads.push(spawn(Box::new(move || {
                 let head = b"GET /metrics HTTP/1.1\r\nHost: flinch\r\nX-Slow: ";
-                let mut conns: Vec<(Option<TcpStream>, usize)> = (0..n).map(|_| (None, 0)).collect();
+                let mut conns: Vec<(Option<TcpStream>, usize)> =
+                    (0..n).map(|_| (None, 0)).collect();
                 while !stop.load(Ordering::Relaxed) {
                     for (slot, sent) in conns.iter_mut() {
                         if slot.is_none() {

@@ -28,7 +28,13 @@ fn slowloris_floods_and_huge_requests_cost_bounded_threads_and_memory_and_lose_n
     let addr = server.local_addr();
     let out = dir.path().join("t.flinch.csv");
     let fifo = dir.path().join("marks.fifo");
-    let rec = record("50W/100ms,150W/100ms;wrap=30J", &out, Some(&fifo), None, &exporter);
+    let rec = record(
+        "50W/100ms,150W/100ms;wrap=30J",
+        &out,
+        Some(&fifo),
+        None,
+        &exporter,
+    );
     assert_eq!(scrape(addr, Duration::from_secs(5)), Some(200));
     std::thread::sleep(Duration::from_millis(300));
     let threads_before = thread_count();
@@ -67,10 +73,19 @@ fn slowloris_floods_and_huge_requests_cost_bounded_threads_and_memory_and_lose_n
 
     // The hostile clients were there, and the bounds engaged.
     assert!(stats.connections > 1000, "{stats:?}");
-    assert!(stats.closed_by_server > 0, "idle and slow heads are closed: {stats:?}");
-    assert!(stats.huge_refused > 0, "a huge head is refused, not buffered: {stats:?}");
+    assert!(
+        stats.closed_by_server > 0,
+        "idle and slow heads are closed: {stats:?}"
+    );
+    assert!(
+        stats.huge_refused > 0,
+        "a huge head is refused, not buffered: {stats:?}"
+    );
     let rejected = sample(&text, "flinch_exporter_rejected_connections_total", &[]).unwrap();
-    assert!(rejected > 0.0, "past the connection limit, connections are closed at once");
+    assert!(
+        rejected > 0.0,
+        "past the connection limit, connections are closed at once"
+    );
     // Threads: the abusers' own (7) and nothing per connection on the server side.
     assert!(
         max_threads <= threads_before + 8,
@@ -85,7 +100,11 @@ fn slowloris_floods_and_huge_requests_cost_bounded_threads_and_memory_and_lose_n
     assert_eq!(foot.marks, 2 * sent);
     assert_eq!(foot.dropped_readings, 0);
     assert_eq!(
-        sample(&text, "flinch_span_duration_seconds_count", &[("span", "a..b")]),
+        sample(
+            &text,
+            "flinch_span_duration_seconds_count",
+            &[("span", "a..b")]
+        ),
         Some(sent as f64)
     );
 }

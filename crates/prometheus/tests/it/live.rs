@@ -86,10 +86,18 @@ fn live_spans_counters_and_marks_equal_what_analyze_finds_in_the_trace() {
         let sd = [("span", span.as_str()), ("device", "synthetic")];
         let e = &report.summary.energy_j["synthetic"];
         let got = sample(&text, "flinch_span_energy_joules_sum", &sd).unwrap();
-        assert!(rel(got, e.total) < 1e-9, "{span} energy: {got} vs {}", e.total);
+        assert!(
+            rel(got, e.total) < 1e-9,
+            "{span} energy: {got} vs {}",
+            e.total
+        );
         let ae = &report.summary.active_energy_j["synthetic"];
         let got = sample(&text, "flinch_span_active_energy_joules_sum", &sd).unwrap();
-        assert!(rel(got, ae.total) < 1e-9, "{span} active: {got} vs {}", ae.total);
+        assert!(
+            rel(got, ae.total) < 1e-9,
+            "{span} active: {got} vs {}",
+            ae.total
+        );
         for v in Verdict::ALL {
             let want = report.spans.iter().filter(|x| x.verdict == v).count() as f64;
             let got = sample(
@@ -110,7 +118,15 @@ fn live_spans_counters_and_marks_equal_what_analyze_finds_in_the_trace() {
         assert_eq!(got, unmatched_ends, "{span} unmatched ends");
     }
     // Some spans of a..b are gpu-compute (240 W), some idle-wait: the verdicts are live.
-    assert!(sample(&text, "flinch_spans_total", &[("span", "a..b"), ("verdict", "gpu-compute")]).unwrap() > 0.0);
+    assert!(
+        sample(
+            &text,
+            "flinch_spans_total",
+            &[("span", "a..b"), ("verdict", "gpu-compute")]
+        )
+        .unwrap()
+            > 0.0
+    );
 
     // The counter: the writer's one tracker, never decreasing across the wraps.
     let ch = trace.channel("synthetic.energy").unwrap();
@@ -119,7 +135,12 @@ fn live_spans_counters_and_marks_equal_what_analyze_finds_in_the_trace() {
         tr.update(t, v);
     }
     assert!(tr.total() > 60.0, "several wraps of 20 J");
-    let got = sample(&text, "flinch_energy_joules_total", &[("channel", "synthetic.energy")]).unwrap();
+    let got = sample(
+        &text,
+        "flinch_energy_joules_total",
+        &[("channel", "synthetic.energy")],
+    )
+    .unwrap();
     assert!(rel(got, tr.total()) < 1e-9, "{got} vs {}", tr.total());
 
     // Marks: by label up to the bound, the rest as _other; none lost.
@@ -137,7 +158,10 @@ fn live_spans_counters_and_marks_equal_what_analyze_finds_in_the_trace() {
         sample(&text, "flinch_marks_total", &[("label", OTHER_LABEL)]),
         Some(53.0)
     );
-    assert_eq!(sample(&text, "flinch_marks_total", &[("label", "step")]), Some(24.0));
+    assert_eq!(
+        sample(&text, "flinch_marks_total", &[("label", "step")]),
+        Some(24.0)
+    );
 }
 
 #[test]
@@ -152,13 +176,9 @@ fn a_panicking_observer_is_dropped_and_the_recording_goes_on() {
     let out = dir.path().join("t.flinch.csv");
     let clock: std::sync::Arc<dyn flinch_core::Clock> =
         std::sync::Arc::new(flinch_core::MonotonicClock);
-    let src = flinch_core::synthetic::SyntheticSource::new(
-        "10W".parse().unwrap(),
-        clock.as_ref(),
-    );
+    let src = flinch_core::synthetic::SyntheticSource::new("10W".parse().unwrap(), clock.as_ref());
     let exporter = Exporter::new(ExporterConfig::default());
-    let mut setup =
-        flinch_core::recorder::RecordingSetup::new(out.clone(), vec![Box::new(src)]);
+    let mut setup = flinch_core::recorder::RecordingSetup::new(out.clone(), vec![Box::new(src)]);
     setup.observers.push(Box::new(Bomb));
     setup.observers.push(exporter.observer());
     let rec = flinch_core::recorder::Recorder::start(
@@ -176,11 +196,16 @@ fn a_panicking_observer_is_dropped_and_the_recording_goes_on() {
     assert_eq!(foot.marks, 2);
     let t = read_trace(&out).unwrap();
     assert!(
-        t.events.iter().any(|e| e.label == "observer_panicked" && e.text.contains("boom")),
+        t.events
+            .iter()
+            .any(|e| e.label == "observer_panicked" && e.text.contains("boom")),
         "{:?}",
         t.events
     );
     let text = exporter.encode_text();
-    assert_eq!(sample(&text, "flinch_marks_total", &[("label", "two")]), Some(1.0));
+    assert_eq!(
+        sample(&text, "flinch_marks_total", &[("label", "two")]),
+        Some(1.0)
+    );
     assert!(sample(&text, "flinch_energy_joules_total", &[]).unwrap() > 0.0);
 }
