@@ -9,10 +9,10 @@
 //! threads and memory. Figures: docs/reliability.md.
 use flinch_core::clock::{Clock, MonotonicClock};
 use flinch_core::marks::client::MarkClient;
-use flinch_core::recorder::{Recorder, RecorderConfig, RecordingSetup};
-use flinch_core::synthetic::{SyntheticConfig, SyntheticSource};
 use flinch_prometheus::testing::{Abuse, AbuseConfig, rss_kib, scrape, thread_count};
 use flinch_prometheus::{Exporter, ExporterConfig, ServerConfig};
+use flinch_record::recorder::{Recorder, RecorderConfig, RecordingSetup};
+use flinch_record::synthetic::{SyntheticConfig, SyntheticSource};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};

@@ -12,9 +12,9 @@
 //! on the trace recorded at the same time, and the Pushgateway the same final values.
 
 use flinch_core::counter::CounterTracker;
-use flinch_core::synthetic::{SyntheticConfig, SyntheticSource};
 use flinch_core::trace::read_trace;
 use flinch_rapl::testing::FakePowercap;
+use flinch_record::synthetic::{SyntheticConfig, SyntheticSource};
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

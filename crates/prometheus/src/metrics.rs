@@ -3,12 +3,12 @@
 
 use crate::push::{PushConfig, Pusher};
 use crate::spans::{LiveSpans, SpanConfig, SpanSpec};
+use flinch_analysis::idle::IdleProfile;
 use flinch_core::channel::{ChannelKind, ChannelSpec, Quantity};
 use flinch_core::counter::CounterStep;
-use flinch_core::idle::IdleProfile;
 use flinch_core::marks::{Mark, MarkParseError, MarkVia};
-use flinch_core::observe::{LiveCadence, Observed, Observer};
 use flinch_core::trace::{Footer, Header};
+use flinch_record::observe::{LiveCadence, Observed, Observer};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
@@ -646,7 +646,7 @@ impl Observer for ExportObserver {
             let _ = f
                 .span_duration
                 .get_or_create(&SpanLabel { span: span.clone() });
-            for v in flinch_core::analysis::Verdict::ALL {
+            for v in flinch_analysis::Verdict::ALL {
                 let _ = f.spans.get_or_create(&SpanVerdict {
                     span: span.clone(),
                     verdict: v.name().to_owned(),

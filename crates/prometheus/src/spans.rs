@@ -17,12 +17,12 @@
 //! them: `unresolved`), and at most [`SpanConfig::max_open`] spans wait for their end per
 //! span name (past that the oldest start is given up and counted as unmatched).
 
-use flinch_core::analysis::{Analyzer, SpanReport, Thresholds};
+use flinch_analysis::idle::IdleProfile;
+use flinch_analysis::{Analyzer, SpanReport, Thresholds};
 use flinch_core::counter::CounterStep;
-use flinch_core::idle::IdleProfile;
 use flinch_core::marks::Mark;
-use flinch_core::observe::Observed;
 use flinch_core::trace::{ChannelData, Gap, Header, RowKind, Trace, TraceEvent};
+use flinch_record::observe::Observed;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::path::PathBuf;
@@ -475,7 +475,7 @@ impl LiveSpans {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use flinch_core::analysis::pair_marks;
+    use flinch_analysis::pair_marks;
     use flinch_core::marks::MarkVia;
     use proptest::prelude::*;
 

@@ -1,9 +1,9 @@
 //! Shared helpers.
 
 use flinch_core::clock::{Clock, MonotonicClock};
-use flinch_core::recorder::{Recorder, RecorderConfig, RecordingSetup};
-use flinch_core::synthetic::{SyntheticConfig, SyntheticSource};
 use flinch_prometheus::Exporter;
+use flinch_record::recorder::{Recorder, RecorderConfig, RecordingSetup};
+use flinch_record::synthetic::{SyntheticConfig, SyntheticSource};
 use std::path::Path;
 use std::sync::Arc;
 

@@ -1,9 +1,9 @@
 //! Live spans and counters against `analyze` on the trace recorded at the same time.
 
 use crate::common::{record, sample};
-use flinch_core::analysis::{Analyzer, Thresholds, Verdict};
+use flinch_analysis::idle::IdleProfile;
+use flinch_analysis::{Analyzer, Thresholds, Verdict};
 use flinch_core::counter::CounterTracker;
-use flinch_core::idle::IdleProfile;
 use flinch_core::marks::client::MarkClient;
 use flinch_core::trace::read_trace;
 use flinch_prometheus::metrics::OTHER_LABEL;
@@ -167,7 +167,7 @@ fn live_spans_counters_and_marks_equal_what_analyze_finds_in_the_trace() {
 #[test]
 fn a_panicking_observer_is_dropped_and_the_recording_goes_on() {
     struct Bomb;
-    impl flinch_core::observe::Observer for Bomb {
+    impl flinch_record::observe::Observer for Bomb {
         fn mark(&mut self, _m: &flinch_core::marks::Mark) {
             panic!("boom");
         }
@@ -176,14 +176,15 @@ fn a_panicking_observer_is_dropped_and_the_recording_goes_on() {
     let out = dir.path().join("t.flinch.csv");
     let clock: std::sync::Arc<dyn flinch_core::Clock> =
         std::sync::Arc::new(flinch_core::MonotonicClock);
-    let src = flinch_core::synthetic::SyntheticSource::new("10W".parse().unwrap(), clock.as_ref());
+    let src =
+        flinch_record::synthetic::SyntheticSource::new("10W".parse().unwrap(), clock.as_ref());
     let exporter = Exporter::new(ExporterConfig::default());
-    let mut setup = flinch_core::recorder::RecordingSetup::new(out.clone(), vec![Box::new(src)]);
+    let mut setup = flinch_record::recorder::RecordingSetup::new(out.clone(), vec![Box::new(src)]);
     setup.observers.push(Box::new(Bomb));
     setup.observers.push(exporter.observer());
-    let rec = flinch_core::recorder::Recorder::start(
+    let rec = flinch_record::recorder::Recorder::start(
         setup,
-        flinch_core::recorder::RecorderConfig::default(),
+        flinch_record::recorder::RecorderConfig::default(),
         clock,
     )
     .unwrap();

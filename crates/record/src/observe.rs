@@ -15,7 +15,7 @@
 //! implements only what it needs and new methods can be added without breaking it.
 //!
 //! ```
-//! use flinch_core::observe::{Observed, Observer};
+//! use flinch_record::observe::{Observed, Observer};
 //! use std::sync::Arc;
 //! use std::sync::atomic::{AtomicU64, Ordering};
 //!
@@ -28,10 +28,10 @@
 //! }
 //! ```
 
-use crate::counter::CounterStep;
-use crate::marks::{Mark, MarkParseError, MarkVia};
-use crate::source::Reading;
-use crate::trace::{Footer, Header};
+use flinch_core::counter::CounterStep;
+use flinch_core::marks::{Mark, MarkParseError, MarkVia};
+use flinch_core::source::Reading;
+use flinch_core::trace::{Footer, Header};
 use std::sync::atomic::{AtomicI32, Ordering};
 
 /// One reading as the writer took it.
@@ -41,7 +41,7 @@ pub struct Observed {
     pub reading: Reading,
     /// For a counter channel, what the step from the previous reading meant (wrap-corrected
     /// increase, reset, implausible or out-of-range), from the recording's one
-    /// [`CounterTracker`](crate::counter::CounterTracker) per channel; `None` for gauges.
+    /// [`CounterTracker`](flinch_core::counter::CounterTracker) per channel; `None` for gauges.
     pub counter: Option<CounterStep>,
 }
 
