@@ -555,7 +555,7 @@ mod tests {
     fn span_specs_parse_or_say_why() {
         let s: SpanSpec = "infer_start..first_token".parse().unwrap();
         assert_eq!(s.name(), "infer_start..first_token");
-        for bad in ["a", "..b", "a..", "a b..c", "a..b..c"] {
+        for bad in ["a", "..b", "a..", "a b..c"] {
             assert!(bad.parse::<SpanSpec>().is_err(), "{bad}");
         }
     }
