@@ -35,7 +35,7 @@ pub enum Command {
     Sources(SourcesArgs),
     /// Record sources and marks into a trace file.
     #[command(after_help = RECORD_EXAMPLES)]
-    Record(RecordArgs),
+    Record(Box<RecordArgs>),
     /// Send one mark to a running recorder (stamped with CLOCK_MONOTONIC now).
     #[command(after_help = MARK_EXAMPLES)]
     Mark(MarkArgs),
