@@ -25,9 +25,10 @@
 //! assert!(parse_mark(b"bad label!").is_err());
 //! ```
 //!
-//! Marks reach a recording through a FIFO the recorder creates ([`fifo`]), a plain file
-//! clients append to ([`file`]), the `flinch mark` command, or in process through
-//! [`crate::recorder::MarkSender`]. Clients never block: see [`client`].
+//! Marks reach a recording through a FIFO the recorder creates, a plain file clients
+//! append to (both received by `flinch_record::marks`), the `flinch mark` command, or in
+//! process through `flinch_record::MarkSender`. Clients never block: see [`client`]; where
+//! they send: [`paths`].
 
 pub mod client;
 pub mod paths;

@@ -5,6 +5,7 @@
 //! Tests run as root here, so ownership checks are exercised with files chowned to another
 //! uid (65534, `nobody`) rather than skipped.
 
+use flinch_core::DeviceClass;
 use flinch_core::channel::{ChannelSpec, PowerMethod, SourceInfo};
 use flinch_core::clock::{Clock, MonotonicClock, monotonic_ns};
 use flinch_core::marks::client::{MarkClient, SendOutcome};
@@ -34,12 +35,11 @@ fn clock() -> Arc<dyn Clock> {
 }
 
 fn power_source_info(name: &str) -> SourceInfo {
-    SourceInfo {
-        name: name.into(),
-        backend: "test".into(),
-        channels: vec![ChannelSpec::power(name, "power", PowerMethod::Instant)],
-        attributes: Default::default(),
-    }
+    SourceInfo::new(name, "test", DeviceClass::Other).with_channels(vec![ChannelSpec::power(
+        name,
+        "power",
+        PowerMethod::Instant,
+    )])
 }
 
 /// Runs `f` on a thread and fails the test if it has not returned within `limit` (a hang
@@ -138,7 +138,19 @@ fn a_source_that_panics_in_poll_is_a_gap_with_the_panic_message_and_the_recordin
     )
     .unwrap();
     let api = rec.mark_sender();
-    std::thread::sleep(Duration::from_millis(500));
+    // Wait (on a loaded machine, as long as it takes) for the panic, then for the other
+    // source's samples to keep arriving after it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while polls.load(Ordering::SeqCst) < 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let written_at_panic = rec.stats().samples.load(Ordering::SeqCst);
+    while rec.stats().samples.load(Ordering::SeqCst) < written_at_panic + 20
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(50));
     api.mark("after_the_panic", &[]).unwrap();
     let footer = rec.stop("stopped", None).unwrap();
     assert_eq!(

@@ -11,6 +11,7 @@
 //! energies, the counters never decreasing, the span histograms equal to `flinch analyze`
 //! on the trace recorded at the same time, and the Pushgateway the same final values.
 
+use crate::common::flinch;
 use flinch_core::counter::CounterTracker;
 use flinch_core::trace::read_trace;
 use flinch_rapl::testing::FakePowercap;
@@ -24,10 +25,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 const SKIP_ENV: &str = "FLINCH_SKIP_REAL_PROMETHEUS";
-
-fn flinch() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_flinch"))
-}
 
 /// The path of a server binary, or `None` when the test is knowingly skipped; panics with
 /// the way to install it otherwise.
