@@ -20,7 +20,9 @@ LOG="$OUT/prometheus-gpu.log"
 export PYTHONUNBUFFERED=1
 PROM=""
 if [[ -f "$BIN/prometheus.xz" ]]; then
-    xz -dc "$BIN/prometheus.xz" > "$OUT/prometheus.bin" && chmod +x "$OUT/prometheus.bin" && PROM="$OUT/prometheus.bin"
+    # Unpacked outside OUT_DIR: only results travel back.
+    PROM="$(mktemp -d)/prometheus"
+    xz -dc "$BIN/prometheus.xz" > "$PROM" && chmod +x "$PROM" || PROM=""
 fi
 python3 - "$BIN/flinch" "$OUT" "$PROM" 2>&1 <<'PY' | tee "$LOG"
 import json, os, re, socket, subprocess, sys, tempfile, textwrap, time, urllib.parse, urllib.request
