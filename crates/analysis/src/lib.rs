@@ -41,6 +41,7 @@
 mod analyzer;
 pub mod class;
 pub mod idle;
+pub mod live;
 mod measure;
 mod pairing;
 mod report;

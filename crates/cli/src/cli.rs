@@ -123,6 +123,8 @@ Examples:
   flinch record --out run.flinch.csv --source nvml --interval 10ms -- python serve.py
   flinch record --out demo.flinch.csv --source synthetic --synthetic '50W/1s,250W/1s' --duration 5s
   flinch record --out run.flinch.csv --marks-file /shared/marks.txt --meta batch=8 --meta model=llama
+  flinch record --out run.flinch.csv --print 1s -- python serve.py     a row per device each second
+  flinch record --out - --source nvml | python reader.py                the trace through a pipe
   flinch record --prometheus [::]:9464 --span infer_start..first_token --idle idle.json -- python serve.py
   flinch record --out run.flinch.csv --pushgateway http://pushgw:9091 --job train -- python train.py
 
@@ -154,9 +156,9 @@ pub struct SourcesArgs {
 
 #[derive(Debug, Args)]
 pub struct RecordArgs {
-    /// The trace file to write (refused if it exists, unless --force); optional with
-    /// --prometheus or --pushgateway
-    #[arg(long, short, value_name = "TRACE", required_unless_present_any = ["prometheus", "pushgateway"])]
+    /// The trace file to write (refused if it exists, unless --force), or `-` for standard
+    /// output; optional with --print, --prometheus or --pushgateway
+    #[arg(long, short, value_name = "TRACE", required_unless_present_any = ["print", "prometheus", "pushgateway"])]
     pub out: Option<PathBuf>,
     /// Replace an existing trace file
     #[arg(long)]
@@ -190,6 +192,20 @@ pub struct RecordArgs {
     pub quiet: bool,
     #[command(flatten)]
     pub backends: BackendArgs,
+    /// Print one summary row per device every INTERVAL on standard output: mean power,
+    /// energy in the interval, activity (docs/trace-format.md)
+    #[arg(long, value_name = "INTERVAL", value_parser = parse_duration, help_heading = "Live output")]
+    pub print: Option<Duration>,
+    /// The format of --print's rows
+    #[arg(
+        long,
+        value_name = "FORMAT",
+        value_enum,
+        default_value = "csv",
+        requires = "print",
+        help_heading = "Live output"
+    )]
+    pub print_format: crate::commands::print::PrintFormat,
     #[command(flatten)]
     pub export: ExportLiveArgs,
     /// The command to run while recording (after --)

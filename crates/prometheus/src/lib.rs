@@ -4,11 +4,10 @@
 pub mod metrics;
 pub mod push;
 pub mod server;
-pub mod spans;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use flinch_analysis::live::{SpanConfig, SpanSpec};
 pub use metrics::{Exporter, ExporterConfig};
 pub use push::{PushConfig, PushConfigError};
 pub use server::{MetricsServer, ServeError, ServerConfig};
-pub use spans::{SpanConfig, SpanSpec};

@@ -2,8 +2,8 @@
 //! thread.
 
 use crate::push::{PushConfig, Pusher};
-use crate::spans::{LiveSpans, SpanConfig, SpanSpec};
 use flinch_analysis::idle::IdleProfile;
+use flinch_analysis::live::{LiveSpans, SpanConfig, SpanSpec};
 use flinch_core::channel::{ChannelKind, ChannelSpec, Quantity};
 use flinch_core::counter::CounterStep;
 use flinch_core::marks::{Mark, MarkParseError, MarkVia};
@@ -685,7 +685,9 @@ impl Observer for ExportObserver {
             }
         }
         if let Some(s) = self.spans.as_mut() {
-            s.readings(batch);
+            for o in batch {
+                s.reading(&o.reading, o.counter);
+            }
         }
     }
 

@@ -79,10 +79,59 @@ impl Default for RecorderConfig {
     }
 }
 
+/// Where the trace goes.
+#[derive(Debug)]
+pub enum TraceTarget {
+    /// A file to create (refused if it exists, unless [`RecordingSetup::force`]).
+    File(PathBuf),
+    /// An open stream: standard output, a pipe, a socket. `name` is what messages call it
+    /// (`standard output`). When its reader goes away (`EPIPE`), the trace stops there and
+    /// the recording goes on: [`Recorder::output_closed`] says so, and the caller decides
+    /// whether to end it.
+    Stream {
+        /// What messages call it.
+        name: String,
+        /// The stream (written with plain blocking writes).
+        out: File,
+    },
+    /// No trace: only observers see the recording.
+    None,
+}
+
+impl TraceTarget {
+    /// The trace on standard output (a duplicate of file descriptor 1, so nothing else
+    /// written through `std::io::stdout()` shares a buffer with it).
+    pub fn stdout() -> std::io::Result<Self> {
+        use std::os::fd::AsFd;
+        let fd = std::io::stdout().as_fd().try_clone_to_owned()?;
+        Ok(TraceTarget::Stream {
+            name: "standard output".into(),
+            out: File::from(fd),
+        })
+    }
+
+    /// The file path, when the trace goes to a file.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            TraceTarget::File(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// What errors and messages call it.
+    fn shown(&self) -> PathBuf {
+        match self {
+            TraceTarget::File(p) => p.clone(),
+            TraceTarget::Stream { name, .. } => PathBuf::from(name),
+            TraceTarget::None => PathBuf::from("(no trace)"),
+        }
+    }
+}
+
 /// What to record and where.
 pub struct RecordingSetup {
-    /// The trace file to create; `None`: no trace (only observers see the recording).
-    pub out: Option<PathBuf>,
+    /// Where the trace goes.
+    pub out: TraceTarget,
     /// Replace an existing file.
     pub force: bool,
     /// The sources.
@@ -107,7 +156,7 @@ impl RecordingSetup {
     /// A setup with only an output path and sources.
     pub fn new(out: PathBuf, sources: Vec<Box<dyn Source>>) -> Self {
         RecordingSetup {
-            out: Some(out),
+            out: TraceTarget::File(out),
             force: false,
             sources,
             marks_fifo: None,
@@ -123,16 +172,25 @@ impl RecordingSetup {
     /// A setup that writes no trace: observers (an exporter) are the only output.
     pub fn without_trace(sources: Vec<Box<dyn Source>>) -> Self {
         RecordingSetup {
-            out: None,
+            out: TraceTarget::None,
             ..Self::new(PathBuf::new(), sources)
         }
     }
 }
 
-/// Where the trace goes: a file, or nowhere (a recording watched only by observers).
+/// Where the trace writer writes: a file, a stream, or nowhere (a recording watched only
+/// by observers).
 pub enum TraceOut {
     /// The trace file.
     File(File),
+    /// A stream whose reader may go away: past `EPIPE` everything is discarded and
+    /// `closed` is set (a closed pipe ends the trace, it is not a write error).
+    Stream {
+        /// The stream.
+        out: File,
+        /// Set once its reader has gone.
+        closed: Arc<AtomicBool>,
+    },
     /// No trace.
     Discard,
 }
@@ -141,13 +199,25 @@ impl Write for TraceOut {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         match self {
             TraceOut::File(f) => f.write(buf),
+            TraceOut::Stream { out, closed } => {
+                if closed.load(Ordering::Relaxed) {
+                    return Ok(buf.len());
+                }
+                match out.write(buf) {
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                        closed.store(true, Ordering::Release);
+                        Ok(buf.len())
+                    }
+                    r => r,
+                }
+            }
             TraceOut::Discard => Ok(buf.len()),
         }
     }
     fn flush(&mut self) -> std::io::Result<()> {
         match self {
             TraceOut::File(f) => f.flush(),
-            TraceOut::Discard => Ok(()),
+            TraceOut::Stream { .. } | TraceOut::Discard => Ok(()),
         }
     }
 }
@@ -336,6 +406,10 @@ pub struct Recorder {
     stats: Arc<LiveStats>,
     start_ns: u64,
     out: Option<PathBuf>,
+    /// What messages call the trace.
+    shown: PathBuf,
+    /// Set when a streamed trace's reader went away.
+    output_closed: Arc<AtomicBool>,
     stopped: bool,
 }
 
@@ -343,11 +417,6 @@ struct WriterOutcome {
     writer: TraceWriter<TraceOut>,
     error: Option<std::io::Error>,
     observers: Observers,
-}
-
-/// The path errors name: the trace, or a note that there is none.
-fn shown(out: &Option<PathBuf>) -> &Path {
-    out.as_deref().unwrap_or(Path::new("(no trace)"))
 }
 
 fn check_channels(sources: &[Box<dyn Source>]) -> Result<()> {
@@ -448,11 +517,17 @@ impl Recorder {
             )?),
             None => None,
         };
-        let out_file = match &setup.out {
-            Some(p) => TraceOut::File(create_trace_file(p, setup.force)?),
-            None => TraceOut::Discard,
+        let out_path = setup.out.shown();
+        let out_file_path = setup.out.path().map(Path::to_path_buf);
+        let output_closed = Arc::new(AtomicBool::new(false));
+        let out_file = match setup.out {
+            TraceTarget::File(p) => TraceOut::File(create_trace_file(&p, setup.force)?),
+            TraceTarget::Stream { out, .. } => TraceOut::Stream {
+                out,
+                closed: output_closed.clone(),
+            },
+            TraceTarget::None => TraceOut::Discard,
         };
-        let out_path = shown(&setup.out).to_path_buf();
 
         let infos: Vec<SourceInfo> = setup.sources.iter().map(|s| s.info().clone()).collect();
         let mut header = Header::new(
@@ -569,7 +644,9 @@ impl Recorder {
             file,
             stats,
             start_ns,
-            out: setup.out,
+            out: out_file_path,
+            shown: out_path,
+            output_closed,
             stopped: false,
         })
     }
@@ -604,9 +681,15 @@ impl Recorder {
         self.clock.now_ns().saturating_sub(self.start_ns)
     }
 
-    /// The trace path (`None`: no trace is written).
+    /// The trace path (`None`: no trace file is written).
     pub fn out(&self) -> Option<&Path> {
         self.out.as_deref()
+    }
+
+    /// Whether the reader of a streamed trace ([`TraceTarget::Stream`]) went away: the
+    /// trace ended there (without its footer) while the recording goes on.
+    pub fn output_closed(&self) -> bool {
+        self.output_closed.load(Ordering::Acquire)
     }
 
     /// The FIFO marks are read from, if any.
@@ -668,7 +751,7 @@ impl Recorder {
             .and_then(|h| h.join().ok())
             .ok_or_else(|| Error::Invalid("the trace writer thread panicked".into()))?;
         if let Some(e) = outcome.error {
-            return Err(Error::io("writing failed for", shown(&self.out), e));
+            return Err(Error::io("writing failed for", &self.shown, e));
         }
         let footer = Footer {
             complete: true,
@@ -681,14 +764,14 @@ impl Recorder {
         };
         let mut w = outcome.writer;
         w.anchor(footer.end_anchor)
-            .map_err(|e| Error::io("cannot write trace", shown(&self.out), e))?;
+            .map_err(|e| Error::io("cannot write trace", &self.shown, e))?;
         let samples = w.samples();
         let marks = w.marks();
         let bad = w.bad_marks();
         let gaps = w.gaps();
         let file = w
             .finish(footer.clone())
-            .map_err(|e| Error::io("cannot finish trace", shown(&self.out), e))?;
+            .map_err(|e| Error::io("cannot finish trace", &self.shown, e))?;
         if let TraceOut::File(f) = file {
             let _ = f.sync_all();
         }

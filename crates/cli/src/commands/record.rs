@@ -14,13 +14,14 @@ use flinch_prometheus::{
     Exporter, ExporterConfig, MetricsServer, PushConfig, ServerConfig, SpanSpec,
 };
 use flinch_record::marks::fifo::ensure_private_dir;
-use flinch_record::recorder::{Recorder, RecorderConfig, RecordingSetup};
+use flinch_record::observe::Observer;
+use flinch_record::recorder::{Recorder, RecorderConfig, RecordingSetup, TraceTarget};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::SignalsInfo;
 use signal_hook::iterator::exfiltrator::origin::WithOrigin;
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
-use std::process::{Child, ExitCode};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitCode, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -106,9 +107,16 @@ fn spawn_command(
     cmd: &[String],
     marks_path: Option<&PathBuf>,
     marks_file: Option<&PathBuf>,
+    stdout_taken: bool,
 ) -> std::io::Result<Child> {
     let mut c = std::process::Command::new(&cmd[0]);
     c.args(&cmd[1..]);
+    if stdout_taken {
+        // flinch's standard output carries the trace or the rows: the command's output
+        // goes to standard error instead of into them.
+        use std::os::fd::AsFd;
+        c.stdout(Stdio::from(std::io::stderr().as_fd().try_clone_to_owned()?));
+    }
     if let Some(p) = marks_path {
         c.env(MARKS_ENV, p);
     }
@@ -139,12 +147,23 @@ fn fmt_ms(ns: u64) -> String {
     format!("{:.3} ms", ns as f64 / 1e6)
 }
 
-fn summary(out: Option<&std::path::Path>, f: &Footer) -> String {
+/// Where the trace went, for the summary line.
+enum Wrote<'a> {
+    File(&'a Path),
+    Stdout { closed: bool },
+    Nothing,
+}
+
+fn summary(out: Wrote<'_>, f: &Footer) -> String {
     let mut s = format!(
         "flinch: {}: {} samples, {} marks ({} malformed), {} readings dropped, {} source gaps; ended by {}",
         match out {
-            Some(p) => format!("wrote {}", p.display()),
-            None => "recorded (no trace file)".to_owned(),
+            Wrote::File(p) => format!("wrote {}", p.display()),
+            Wrote::Stdout { closed: false } => "wrote standard output".to_owned(),
+            Wrote::Stdout { closed: true } => {
+                "wrote standard output until its reader closed it (no footer there)".to_owned()
+            }
+            Wrote::Nothing => "recorded (no trace file)".to_owned(),
         },
         f.samples,
         f.marks,
@@ -227,7 +246,40 @@ fn live_export(a: &RecordArgs, idle: Option<&IdleProfile>) -> Result<Option<Live
     Ok(Some(Live { exporter, server }))
 }
 
+/// Whether standard output's reader has gone (a pipe whose reading end is closed). Polled,
+/// so the recording ends at once rather than at its next write.
+fn stdout_gone() -> bool {
+    use rustix::event::{PollFd, PollFlags, poll};
+    let out = std::io::stdout();
+    let mut fds = [PollFd::new(&out, PollFlags::OUT)];
+    match poll(&mut fds, Some(&rustix::time::Timespec::default())) {
+        Ok(n) if n > 0 => fds[0].revents().intersects(PollFlags::ERR | PollFlags::HUP),
+        _ => false,
+    }
+}
+
+/// The least --print interval.
+const MIN_PRINT_INTERVAL: Duration = Duration::from_millis(100);
+
 pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
+    let trace_to_stdout = a.out.as_deref() == Some(Path::new("-"));
+    if let Some(p) = a.print {
+        if trace_to_stdout {
+            return Err(Failure::new(
+                "--print writes its rows to standard output, which --out - already takes for \
+                 the trace: give --out a file (or drop --print)",
+            ));
+        }
+        let least = MIN_PRINT_INTERVAL.max(a.interval);
+        if p < least {
+            return Err(Failure::new(format!(
+                "--print {}: the interval must be at least {} (100 ms, and no shorter than --interval)",
+                humantime::format_duration(p),
+                humantime::format_duration(least)
+            )));
+        }
+    }
+    let stdout_taken = trace_to_stdout || a.print.is_some();
     let backends = Backends::build(&a.backends, !a.command.is_empty())?;
     let idle_profile = match &a.idle {
         Some(p) => {
@@ -273,9 +325,33 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
     let mut signals = SignalsInfo::<WithOrigin>::new([SIGINT, SIGTERM])
         .map_err(|e| Failure::new(format!("cannot install signal handlers: {e}")))?;
 
+    let stdout_dup = || {
+        use std::os::fd::AsFd;
+        std::io::stdout()
+            .as_fd()
+            .try_clone_to_owned()
+            .map(std::fs::File::from)
+            .map_err(|e| Failure::new(format!("cannot use standard output: {e}")))
+    };
+    let trace_target = match &a.out {
+        _ if trace_to_stdout => TraceTarget::stdout()
+            .map_err(|e| Failure::new(format!("cannot use standard output: {e}")))?,
+        Some(p) => TraceTarget::File(p.clone()),
+        None => TraceTarget::None,
+    };
+    let mut observers: Vec<Box<dyn Observer>> =
+        live.iter().map(|l| l.exporter.observer()).collect();
+    let mut print_status = None;
+    if let Some(interval) = a.print {
+        let printer = super::print::Printer::new(interval, a.print_format, stdout_dup()?)
+            .map_err(|e| Failure::new(format!("cannot start the --print thread: {e}")))?;
+        print_status = Some(printer.status());
+        observers.push(Box::new(printer));
+    }
+
     let clock: Arc<dyn Clock> = Arc::new(MonotonicClock);
     let setup = RecordingSetup {
-        out: a.out.clone(),
+        out: trace_target,
         force: a.force,
         sources,
         marks_fifo: fifo.clone(),
@@ -284,11 +360,16 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
         command: a.command.clone(),
         meta: a.meta.iter().cloned().collect(),
         idle,
-        observers: live.iter().map(|l| l.exporter.observer()).collect(),
+        observers,
     };
+    let defaults = RecorderConfig::default();
     let config = RecorderConfig {
         interval: a.interval,
-        ..Default::default()
+        // Rows are measured when the writer hands readings over: at least once per row.
+        flush_interval: a
+            .print
+            .map_or(defaults.flush_interval, |p| p.min(defaults.flush_interval)),
+        ..defaults
     };
     let rec = Recorder::start(setup, config, clock)?;
     if !a.quiet {
@@ -298,7 +379,17 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
             (None, Some(m)) => format!("file {}", m.display()),
             (None, None) => "none".into(),
         };
-        let mut to: Vec<String> = a.out.iter().map(|p| p.display().to_string()).collect();
+        let mut to: Vec<String> = match &a.out {
+            _ if trace_to_stdout => vec!["standard output".to_owned()],
+            Some(p) => vec![p.display().to_string()],
+            None => Vec::new(),
+        };
+        if let Some(p) = a.print {
+            to.push(format!(
+                "a row per device every {} on standard output",
+                humantime::format_duration(p)
+            ));
+        }
         if let Some(s) = live.as_ref().and_then(|l| l.server.as_ref()) {
             to.push(format!("http://{}/metrics", s.local_addr()));
         }
@@ -306,17 +397,17 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
             to.push(format!("Pushgateway {u}"));
         }
         say!(
-            "flinch: recording {} to {} every {}; marks: {marks}",
+            "flinch: recording {} every {} to {}; marks: {marks}",
             used.join(", "),
-            to.join(" and "),
-            humantime::format_duration(a.interval)
+            humantime::format_duration(a.interval),
+            to.join(" and ")
         );
     }
 
     let mut child = None;
     if !a.command.is_empty() {
         let marks_path = fifo.as_ref().or(a.marks_file.as_ref());
-        match spawn_command(&a.command, marks_path, a.marks_file.as_ref()) {
+        match spawn_command(&a.command, marks_path, a.marks_file.as_ref(), stdout_taken) {
             Ok(c) => {
                 backends.follow(c.id());
                 rec.event(
@@ -327,7 +418,7 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
             }
             Err(e) => {
                 let _ = rec.stop("command-failed", None);
-                if let Some(out) = &a.out {
+                if let Some(out) = a.out.as_ref().filter(|_| !trace_to_stdout) {
                     let _ = std::fs::remove_file(out);
                 }
                 return Err(Failure {
@@ -338,7 +429,16 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
         }
     }
 
-    let show_status = !a.quiet && std::io::stderr().is_terminal();
+    // The status line redraws itself with \r: not over rows printed to the same terminal.
+    let show_status = !a.quiet
+        && std::io::stderr().is_terminal()
+        && !(stdout_taken && std::io::stdout().is_terminal());
+    let output_closed = || {
+        stdout_taken
+            && (rec.output_closed()
+                || print_status.as_ref().is_some_and(|p| p.closed())
+                || stdout_gone())
+    };
     let started = Instant::now();
     let mut signal_count = 0u32;
     let mut ended_by = "stopped";
@@ -394,10 +494,16 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
         } else if signal_count > 0 {
             break;
         }
-        if let Some(d) = a.duration
-            && started.elapsed() >= d
-        {
-            ended_by = "duration";
+        let end = if a.duration.is_some_and(|d| started.elapsed() >= d) {
+            Some(("duration", "at the end of --duration"))
+        } else if output_closed() {
+            // `| head`: the reader has what it wanted; end like --duration does.
+            Some(("output-closed", "when standard output was closed"))
+        } else {
+            None
+        };
+        if let Some((why, when)) = end {
+            ended_by = why;
             if let Some(mut c) = child.take() {
                 send_signal(&c, rustix::process::Signal::TERM);
                 if let Ok(status) = c.wait() {
@@ -405,7 +511,7 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
                     command_exit = Some(code);
                     rec.event(
                         "command_exit",
-                        &format!("status={code} (terminated at the end of --duration)"),
+                        &format!("status={code} (terminated {when})"),
                     );
                 }
             }
@@ -433,8 +539,26 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
         .and_then(|l| l.server.as_ref())
         .map_or(0, |s| s.scrapes());
     let footer = rec.stop(ended_by, command_exit)?;
+    let wrote = match &a.out {
+        _ if trace_to_stdout => Wrote::Stdout {
+            closed: ended_by == "output-closed" || stdout_gone(),
+        },
+        Some(p) => Wrote::File(p),
+        None => Wrote::Nothing,
+    };
     if !a.quiet {
-        say!("{}", summary(a.out.as_deref(), &footer));
+        say!("{}", summary(wrote, &footer));
+    }
+    if let Some(p) = &print_status {
+        if let Some(e) = p.error() {
+            say!("flinch: error: --print: {e}");
+        }
+        if p.dropped_rows() > 0 {
+            say!(
+                "flinch: warning: --print: {} rows dropped because standard output's reader did not keep up",
+                p.dropped_rows()
+            );
+        }
     }
     if let Some(l) = live {
         for e in l.exporter.push_errors() {

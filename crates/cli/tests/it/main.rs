@@ -9,4 +9,5 @@ mod readme;
 mod record;
 mod reliability;
 mod soak;
+mod stream;
 mod viz;

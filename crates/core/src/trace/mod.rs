@@ -140,7 +140,8 @@ pub struct CadenceStats {
 pub struct Footer {
     /// Always true when present.
     pub complete: bool,
-    /// What ended the recording: `duration`, `signal`, `command`, `stopped`.
+    /// What ended the recording: `duration`, `signal`, `command`, `stopped`,
+    /// `output-closed`, `error`.
     pub ended_by: String,
     /// The (monotonic, realtime) pair taken at the end.
     pub end_anchor: ClockAnchor,

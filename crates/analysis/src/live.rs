@@ -16,13 +16,17 @@
 //! readings (past that the oldest go, and a span reaching back there is measured without
 //! them: `unresolved`), and at most [`SpanConfig::max_open`] spans wait for their end per
 //! span name (past that the oldest start is given up and counted as unmatched).
+//!
+//! Two users: `flinch-prometheus` (the span histograms of `flinch record --span`) and
+//! `flinch record --print` (each print interval is a span between two consecutive
+//! boundary marks, `X..X`).
 
-use flinch_analysis::idle::IdleProfile;
-use flinch_analysis::{Analyzer, SpanReport, Thresholds};
+use crate::idle::IdleProfile;
+use crate::{Analyzer, SpanReport, Thresholds};
 use flinch_core::counter::CounterStep;
 use flinch_core::marks::Mark;
+use flinch_core::source::Reading;
 use flinch_core::trace::{ChannelData, Gap, Header, RowKind, Trace, TraceEvent};
-use flinch_record::observe::Observed;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::path::PathBuf;
@@ -273,39 +277,37 @@ impl LiveSpans {
         self.specs.iter().any(|s| s.from == label || s.to == label)
     }
 
-    /// Takes readings (in write order).
-    pub fn readings(&mut self, batch: &[Observed]) {
-        for o in batch {
-            let r = o.reading;
-            let Some(ch) = self.trace.channels.get_mut(r.channel as usize) else {
-                continue;
-            };
-            // The trace writer writes readings in arrival order; analysis expects each
-            // channel's times non-decreasing, which every source guarantees.
-            ch.t_ns.push(r.t_ns);
-            ch.values.push(r.value);
-            self.samples += 1;
-            let l = &mut self.latest[r.channel as usize];
-            *l = Some(l.map_or(r.t_ns, |x| x.max(r.t_ns)));
-            let kind = match o.counter {
-                Some(CounterStep::Reset { .. }) => Some(RowKind::Reset),
-                Some(CounterStep::Implausible { .. } | CounterStep::OutOfRange { .. }) => {
-                    Some(RowKind::Flag)
-                }
-                _ => None,
-            };
-            if let Some(kind) = kind {
-                let name = ch.spec.name.clone();
-                self.trace.events.push(TraceEvent {
-                    t_ns: r.t_ns,
-                    kind,
-                    channel: name,
-                    value: Some(r.value),
-                    label: String::new(),
-                    text: String::new(),
-                    line: 0,
-                });
+    /// Takes one reading (in write order) with what its step meant for a counter channel
+    /// (the recorder's observers get both: `flinch_record::observe::Observed`).
+    pub fn reading(&mut self, r: &Reading, counter: Option<CounterStep>) {
+        let Some(ch) = self.trace.channels.get_mut(r.channel as usize) else {
+            return;
+        };
+        // The trace writer writes readings in arrival order; analysis expects each
+        // channel's times non-decreasing, which every source guarantees.
+        ch.t_ns.push(r.t_ns);
+        ch.values.push(r.value);
+        self.samples += 1;
+        let l = &mut self.latest[r.channel as usize];
+        *l = Some(l.map_or(r.t_ns, |x| x.max(r.t_ns)));
+        let kind = match counter {
+            Some(CounterStep::Reset { .. }) => Some(RowKind::Reset),
+            Some(CounterStep::Implausible { .. } | CounterStep::OutOfRange { .. }) => {
+                Some(RowKind::Flag)
             }
+            _ => None,
+        };
+        if let Some(kind) = kind {
+            let name = ch.spec.name.clone();
+            self.trace.events.push(TraceEvent {
+                t_ns: r.t_ns,
+                kind,
+                channel: name,
+                value: Some(r.value),
+                label: String::new(),
+                text: String::new(),
+                line: 0,
+            });
         }
     }
 
@@ -475,7 +477,7 @@ impl LiveSpans {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use flinch_analysis::pair_marks;
+    use crate::pair_marks;
     use flinch_core::marks::MarkVia;
     use proptest::prelude::*;
 
