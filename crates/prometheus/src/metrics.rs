@@ -526,8 +526,9 @@ fn channel_sink(f: &Families, c: &ChannelSpec) -> Sink {
         (ChannelKind::Gauge, Quantity::Other) => {
             Sink::Gauge(f.other.get_or_create(&l).clone(), 1.0)
         }
-        // Energy and CPU time are always counters.
-        (ChannelKind::Gauge, Quantity::Energy | Quantity::CpuTime) => Sink::None,
+        // Energy and CPU time are always counters; a quantity added later waits for a
+        // metric of its own (with its unit in the name) rather than passing as another.
+        (ChannelKind::Gauge, _) => Sink::None,
     }
 }
 

@@ -81,6 +81,7 @@ impl Default for RecorderConfig {
 
 /// Where the trace goes.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum TraceTarget {
     /// A file to create (refused if it exists, unless [`RecordingSetup::force`]).
     File(PathBuf),
@@ -180,6 +181,7 @@ impl RecordingSetup {
 
 /// Where the trace writer writes: a file, a stream, or nowhere (a recording watched only
 /// by observers).
+#[non_exhaustive]
 pub enum TraceOut {
     /// The trace file.
     File(File),
@@ -354,6 +356,7 @@ pub struct MarkSender {
 
 /// Why an in-process mark was not taken.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum MarkSendError {
     /// The label or a field is malformed.
     #[error("invalid mark: {0}")]

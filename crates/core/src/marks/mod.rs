@@ -66,6 +66,7 @@ fn field<'a>(fields: &'a [(String, String)], key: &str) -> Option<&'a str> {
 
 /// Why a line is not a mark.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum MarkParseError {
     /// Blank line.
     #[error("empty mark line")]
@@ -189,6 +190,7 @@ pub fn format_mark(
 
 /// How a mark reached the recorder.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum MarkVia {
     /// The recorder's FIFO.
     Fifo,

@@ -164,6 +164,7 @@ pub struct Footer {
 
 /// The `kind` column.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum RowKind {
     /// A channel value.
     Sample,
