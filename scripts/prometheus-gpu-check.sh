@@ -11,7 +11,9 @@
 # idle pauses, ~40 s), while a Python scraper reads /metrics every second and, at the same
 # moment, each GPU's NVML total-energy counter through nvidia-ml-py. When
 # BIN_DIR/prometheus.xz is there, a real Prometheus scrapes flinch too and is queried at
-# the end. Results: OUT_DIR/prometheus-gpu.json and the log (with the trace).
+# the end. The same recording prints a JSON row per GPU each second (--print): their
+# energy vs the NVML counter, and how late they arrive. Results:
+# OUT_DIR/prometheus-gpu.json and the log (with the trace).
 set -u
 BIN=${1:-.device-carry}
 OUT=${2:-gpu-results}
@@ -25,7 +27,7 @@ if [[ -f "$BIN/prometheus.xz" ]]; then
     xz -dc "$BIN/prometheus.xz" > "$PROM" && chmod +x "$PROM" || PROM=""
 fi
 python3 - "$BIN/flinch" "$OUT" "$PROM" 2>&1 <<'PY' | tee "$LOG"
-import json, os, re, socket, subprocess, sys, tempfile, textwrap, time, urllib.parse, urllib.request
+import json, os, re, socket, subprocess, sys, tempfile, textwrap, threading, time, urllib.parse, urllib.request
 import pynvml
 
 flinch, out, prom_bin = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -76,10 +78,26 @@ if prom_bin:
                             stdout=open(f"{out}/prometheus-server.log", "w"), stderr=subprocess.STDOUT)
 
 trace = os.path.join(out, "prom-gpu.flinch.csv")
+# The same recording also prints a JSON row per GPU each second (--print): each row is
+# stamped with when it arrived, to see how far rows trail the GPU, and the rows' energy
+# is compared with the NVML counter too.
 rec = subprocess.Popen([flinch, "record", "--quiet", "--source", "nvml", "--force", "--out", trace,
                         "--nvml-energy-interval", "100ms", "--prometheus", f"127.0.0.1:{port}",
                         "--prometheus-linger", "5s", "--span", "busy_start..busy_end",
-                        "--", "python3", wl], stderr=subprocess.PIPE, text=True)
+                        "--print", "1s", "--print-format", "jsonl",
+                        "--", "python3", wl], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+print_rows = []   # (arrival CLOCK_MONOTONIC ns, row)
+def read_rows(f):
+    for line in f:
+        try:
+            print_rows.append((time.monotonic_ns(), json.loads(line)))
+        except ValueError:
+            print("not a JSON row:", line.rstrip())
+err_parts = []
+readers = [threading.Thread(target=read_rows, args=(rec.stdout,), daemon=True),
+           threading.Thread(target=lambda: err_parts.append(rec.stderr.read()), daemon=True)]
+for th in readers:
+    th.start()
 
 pat = re.compile(r'^flinch_energy_joules_total\{device="(gpu\d+)",channel="(gpu\d+\.energy)"\} (\S+)$', re.M)
 rows = []   # (t_mono_ns, {gpu: scraped J}, [nvml J])
@@ -91,7 +109,10 @@ while rec.poll() is None:
     except Exception as e:
         pass
     time.sleep(1)
-err = rec.stderr.read()
+rec.wait()
+for th in readers:
+    th.join(timeout=10)
+err = "".join(err_parts)
 print(err)
 print("flinch exit", rec.returncode, "scrapes", len(rows))
 
@@ -143,5 +164,32 @@ if prom:
     except Exception as e:
         print("Prometheus query failed:", e)
     prom.terminate()
+# --print rows: per GPU, their energy vs the NVML counter over the rows' span; how late
+# rows arrived after their interval ended.
+lags = sorted((arr - r["end_ns"]) / 1e9 for arr, r in print_rows)
+result["print"] = {"rows": len(print_rows), "gpus": {}}
+if lags:
+    q = lambda p: lags[min(len(lags) - 1, int(p * len(lags)))]
+    result["print"]["lag_s"] = {"p50": q(0.5), "p90": q(0.9), "max": lags[-1]}
+    print(f"--print rows: {len(print_rows)}, arrived after their interval ended by "
+          f"p50 {q(0.5):.2f} s, p90 {q(0.9):.2f} s, max {lags[-1]:.2f} s")
+for i in range(n):
+    g = f"gpu{i}"
+    # Only rows inside the stretch where the scraper read the NVML counter (each second).
+    lo, hi = (rows[0][0], rows[-1][0]) if rows else (0, -1)
+    rs = [r for _, r in print_rows
+          if r.get("device") == g and r["start_ns"] >= lo and r["end_ns"] <= hi]
+    if not rs:
+        continue
+    e = sum(r["energy_j"] or 0.0 for r in rs)
+    missing = sum(1 for r in rs if r["energy_j"] is None)
+    a, b = nvml_at(i, rs[0]["start_ns"]), nvml_at(i, rs[-1]["end_ns"])
+    ref = (b - a) if a is not None and b is not None else None
+    r = {"rows": len(rs), "rows_without_energy": missing, "energy_j": e, "nvml_increase_j": ref}
+    if ref:
+        r["diff_pct"] = 100 * (e - ref) / ref
+    result["print"]["gpus"][g] = r
+    print(f"{g} --print: {len(rs)} rows ({missing} without energy), {e:.1f} J; NVML counter "
+          f"over the same span {ref} J ({r.get('diff_pct', float('nan')):+.3f} %)")
 json.dump(result, open(os.path.join(out, "prometheus-gpu.json"), "w"), indent=1)
 PY
