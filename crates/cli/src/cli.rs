@@ -216,7 +216,7 @@ pub struct RecordArgs {
 /// Live export while recording (docs/fleet.md).
 #[derive(Debug, Args, Clone)]
 pub struct ExportLiveArgs {
-    /// Serve live metrics at http://ADDR/metrics for Prometheus (e.g. 127.0.0.1:9464, [::]:9464)
+    /// Serve live metrics at http://ADDR/metrics for Prometheus (e.g. `127.0.0.1:9464`, `[::]:9464`)
     #[arg(long, value_name = "ADDR", help_heading = "Live export")]
     pub prometheus: Option<String>,
     /// After the recording ends, keep serving until the endpoint is scraped once more (at most this long)
@@ -230,7 +230,7 @@ pub struct ExportLiveArgs {
         help_heading = "Live export"
     )]
     pub pushgateway: Option<String>,
-    /// The Pushgateway job name (grouped with instance=<host name>)
+    /// The Pushgateway job name (grouped with instance=HOSTNAME)
     #[arg(
         long,
         value_name = "NAME",
