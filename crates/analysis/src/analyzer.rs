@@ -1,7 +1,7 @@
 //! The analyzer: a trace prepared once (channels by device, idle levels, holes), then spans
 //! measured one by one.
 
-use crate::class::{class_of, is_process_scoped};
+use crate::class::{class_of, is_modelled, is_process_scoped};
 use crate::idle::{ChannelIdle, IdleProfile};
 use crate::pairing::pair_marks;
 use crate::report::{IdleUsed, Report, UnmatchedMark};
@@ -18,6 +18,8 @@ use std::collections::{BTreeMap, HashMap};
 pub(crate) struct Chan {
     pub(crate) class: DeviceClass,
     pub(crate) process_scoped: bool,
+    /// From a model (the synthetic source), not a measurement.
+    pub(crate) modelled: bool,
     pub(crate) method: Option<Method>,
     /// Stretches with no data for this channel's source: (start, end, why).
     pub(crate) holes: Vec<(u64, u64, String)>,
@@ -35,6 +37,10 @@ pub struct Analyzer<'t> {
     pub(crate) devices: BTreeMap<String, (DeviceClass, Vec<usize>)>,
     pub(crate) thresholds: Thresholds,
     pub(crate) has_idle: bool,
+    /// Whether modelled sources take part in verdicts: only when nothing in the trace was
+    /// measured (a demonstration, a test of flinch itself). Next to a measured source a
+    /// model would decide what the real workload did from a schedule.
+    pub(crate) models_vote: bool,
     pub(crate) idle_used: Option<IdleUsed>,
     pub(crate) idle_warnings: Vec<String>,
 }
@@ -83,6 +89,7 @@ impl<'t> Analyzer<'t> {
                 .map(|s| class_of(s, &ch.spec.device))
                 .unwrap_or(DeviceClass::Other);
             let process_scoped = source.is_some_and(|s| is_process_scoped(s));
+            let modelled = source.is_some_and(|s| is_modelled(s));
             let mut holes: Vec<(u64, u64, String)> = trace
                 .gaps
                 .iter()
@@ -128,6 +135,7 @@ impl<'t> Analyzer<'t> {
             chans.push(Chan {
                 class,
                 process_scoped,
+                modelled,
                 method,
                 holes,
                 marks,
@@ -137,12 +145,19 @@ impl<'t> Analyzer<'t> {
         for (_, idx) in devices.values_mut() {
             idx.sort_by_key(|&i| chans[i].method);
         }
+        let models_vote = trace
+            .header
+            .sources
+            .iter()
+            .filter(|s| !s.channels.is_empty())
+            .all(is_modelled);
         Analyzer {
             trace,
             chans,
             devices,
             thresholds,
             has_idle: idle.is_some(),
+            models_vote,
             idle_used,
             idle_warnings,
         }

@@ -139,6 +139,10 @@ pub struct DeviceSpan {
     /// How far the preferred power channel's energy is from the energy counter's, % of the
     /// counter's, when both measured the span.
     pub counter_disagreement_pct: Option<f64>,
+    /// A model (the synthetic source), not a measurement: next to measured devices it takes
+    /// no part in the verdict. Written only when true.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub modelled: bool,
 }
 
 /// One activity channel (utilisation, activity, CPU time, clock, temperature, ...) over one
@@ -173,8 +177,12 @@ pub struct ActivitySpan {
     pub scope: &'static str,
     /// Whether it took part in the verdict: a process-scoped channel supersedes the
     /// device-scoped ones of its class, and a device's fine-grained activity channels
-    /// (SM activity) supersede its utilisation gauges.
+    /// (SM activity) supersede its utilisation gauges; a modelled channel next to measured
+    /// ones never does.
     pub used: bool,
+    /// A model (the synthetic source), not a measurement. Written only when true.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub modelled: bool,
 }
 
 /// One span.
@@ -186,6 +194,10 @@ pub struct SpanReport {
     pub to: String,
     /// The request id that paired them, if any.
     pub req: Option<String>,
+    /// The start mark's fields (`kind=cpu`, `batch=8`, ...; `req` included), as sent.
+    pub from_fields: BTreeMap<String, String>,
+    /// The end mark's fields, as sent.
+    pub to_fields: BTreeMap<String, String>,
     /// Start, `CLOCK_MONOTONIC` ns.
     pub start_ns: u64,
     /// End, `CLOCK_MONOTONIC` ns.

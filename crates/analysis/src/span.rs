@@ -190,10 +190,11 @@ impl Analyzer<'_> {
                         "device"
                     },
                     used: false,
+                    modelled: c.modelled,
                 },
             );
         }
-        let superseded = mark_used_activity(&mut activity);
+        let superseded = mark_used_activity(&mut activity, self.models_vote);
 
         // Devices: the best method that measured the span.
         let mut devices = BTreeMap::new();
@@ -233,6 +234,7 @@ impl Analyzer<'_> {
                         threshold_w: None,
                         state: State::Unknown,
                         counter_disagreement_pct: None,
+                        modelled: idx.iter().any(|&i| self.chans[i].modelled),
                     },
                 );
                 continue;
@@ -329,6 +331,7 @@ impl Analyzer<'_> {
                     threshold_w: threshold,
                     state,
                     counter_disagreement_pct,
+                    modelled: idx.iter().any(|&i| self.chans[i].modelled),
                 },
             );
         }
@@ -369,6 +372,8 @@ impl Analyzer<'_> {
             from: from.label.clone(),
             to: to.label.clone(),
             req: from.req().or(to.req()).map(str::to_owned),
+            from_fields: from.fields.iter().cloned().collect(),
+            to_fields: to.fields.iter().cloned().collect(),
             start_ns: start,
             end_ns: end,
             duration_s: dur_s,

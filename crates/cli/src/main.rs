@@ -34,6 +34,19 @@ impl<E: std::error::Error + 'static> From<E> for Failure {
 }
 
 fn main() -> ExitCode {
+    // Under a file-size limit (`ulimit -f`) a write past it raises SIGXFSZ, whose default
+    // action kills the process (and dumps core): with a handler installed the write fails
+    // with EFBIG instead, which the recorder reports, holds and retries like a full disk.
+    // Handlers are reset at exec, so a wrapped command keeps the default.
+    let _ = signal_hook::flag::register(
+        signal_hook::consts::SIGXFSZ,
+        std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    );
+    if let [_, sub, pgid] = &std::env::args().collect::<Vec<_>>()[..]
+        && sub == commands::child::GUARD_SUBCOMMAND
+    {
+        commands::child::run_guard(pgid);
+    }
     let cli = cli::Cli::parse();
     let result = match cli.command {
         cli::Command::Sources(a) => commands::sources::run(a),

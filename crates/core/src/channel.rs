@@ -215,6 +215,10 @@ pub struct SourceInfo {
     /// Whether its channels describe whole devices or one process tree.
     #[serde(default, skip_serializing_if = "Scope::is_device")]
     pub scope: Scope,
+    /// Whether it is a model (the synthetic source), not a measurement: next to measured
+    /// sources it never decides what the workload did.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub modelled: bool,
     /// The channels it fills.
     pub channels: Vec<ChannelSpec>,
     /// Free-form facts about the device.
@@ -231,6 +235,7 @@ impl SourceInfo {
             backend: backend.into(),
             class: Some(class),
             scope: Scope::Device,
+            modelled: false,
             channels: Vec::new(),
             attributes: BTreeMap::new(),
         }
@@ -243,6 +248,11 @@ impl SourceInfo {
     /// Sets the scope.
     pub fn with_scope(mut self, scope: Scope) -> Self {
         self.scope = scope;
+        self
+    }
+    /// Marks it as a model, not a measurement (see [`SourceInfo::modelled`]).
+    pub fn modelled(mut self) -> Self {
+        self.modelled = true;
         self
     }
     /// Adds one attribute.

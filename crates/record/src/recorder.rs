@@ -33,7 +33,9 @@ use flinch_core::marks::{
     Mark, MarkEvent, MarkParseError, MarkSink, MarkVia, format_mark, parse_mark,
 };
 use flinch_core::source::{Reading, Source};
-use flinch_core::trace::{CadenceStats, Footer, Header, MarksInfo, TraceWriter, create_trace_file};
+use flinch_core::trace::{
+    CadenceStats, CutBack, Footer, Header, MarksInfo, TraceWriter, create_trace_file,
+};
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
 use std::io::Write;
@@ -42,6 +44,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+/// The finest sampling interval a recording takes. A tick of the sampler costs some 20 µs
+/// of CPU (the synthetic source on the development VM, `docs/performance.md`) and the
+/// fastest sensors update about every millisecond (RAPL; NVML's power buffer every 20 ms),
+/// so polling faster measures nothing new and cannot keep its schedule: at 1 µs the
+/// sampler missed 915 827 of its 1 000 000 ticks in a second.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(1);
 
 /// Timing and sizing of a recording.
 #[derive(Clone, Debug)]
@@ -64,6 +73,15 @@ pub struct RecorderConfig {
     /// poll (a hung driver call) would otherwise hold the end of the recording forever; past
     /// this the recording ends without it and says so in an `event` row.
     pub stop_timeout: Duration,
+    /// When the trace cannot be written (a full disk, a file-size limit), how long samples
+    /// and marks are held in memory while the write is retried. Past this (or
+    /// [`RecorderConfig::write_hold_bytes`]) the recording gives up
+    /// ([`WriteTrouble::gave_up`]): the file then holds every whole row written before.
+    pub write_hold: Duration,
+    /// How much a failing trace may hold in memory.
+    pub write_hold_bytes: usize,
+    /// How often a failing write is retried.
+    pub write_retry_interval: Duration,
 }
 
 impl Default for RecorderConfig {
@@ -75,6 +93,9 @@ impl Default for RecorderConfig {
             queue_capacity: 1 << 16,
             marks_queue_bytes: 2 << 20,
             stop_timeout: Duration::from_secs(5),
+            write_hold: Duration::from_secs(30),
+            write_hold_bytes: 64 << 20,
+            write_retry_interval: Duration::from_secs(1),
         }
     }
 }
@@ -224,6 +245,24 @@ impl Write for TraceOut {
     }
 }
 
+impl CutBack for TraceOut {
+    fn cut_back(&mut self, len: u64) -> std::io::Result<bool> {
+        match self {
+            TraceOut::File(f) => f.cut_back(len),
+            TraceOut::Stream { .. } | TraceOut::Discard => Ok(false),
+        }
+    }
+}
+
+impl TraceOut {
+    /// Pushes a file's data to its disk (nothing for the others).
+    fn sync(self) {
+        if let TraceOut::File(f) = self {
+            let _ = f.sync_all();
+        }
+    }
+}
+
 /// Everything but samples: marks, gaps, drops, events. The writer sleeps on this channel,
 /// so a mark is written and flushed as soon as it arrives, while samples (on their own
 /// channel) never wake it: they are written when a flush is due (at least every flush
@@ -344,6 +383,24 @@ pub struct LiveStats {
     /// The most memory the marks queue ever held while waiting for the writer (bounded by
     /// [`RecorderConfig::marks_queue_bytes`], give or take one mark).
     pub marks_queue_peak_bytes: AtomicU64,
+    /// While the trace cannot be written: what went wrong (see [`Recorder::write_trouble`]).
+    pub write_trouble: std::sync::Mutex<Option<WriteTrouble>>,
+}
+
+/// The trace cannot be written at the moment (or could not, and the recording gave up).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteTrouble {
+    /// The first error of this stretch, e.g. "No space left on device (os error 28)".
+    pub error: String,
+    /// When it began (monotonic ns).
+    pub since_ns: u64,
+    /// Bytes of rows held in memory, waiting for the file.
+    pub held_bytes: u64,
+    /// Retries that failed so far.
+    pub retries: u64,
+    /// The recording gave up: the hold time or memory ran out. It should be stopped; the
+    /// file holds every whole row written before the failure.
+    pub gave_up: bool,
 }
 
 /// Sends marks into a running recording from the same process. Never blocks: a full queue
@@ -469,6 +526,13 @@ impl Recorder {
         clock: Arc<dyn Clock>,
     ) -> Result<Self> {
         check_channels(&setup.sources)?;
+        if config.interval < MIN_INTERVAL {
+            return Err(Error::Invalid(format!(
+                "a sampling interval of {:?} is below the finest a recording takes ({:?}): \
+                 no sensor updates that often, and the sampler cannot keep that schedule",
+                config.interval, MIN_INTERVAL
+            )));
+        }
         let (tx, rx) = byte_bounded::<Msg>(config.marks_queue_bytes);
         let (data_tx, data_rx) = bounded::<Reading>(config.queue_capacity.max(16));
         let drain_asked = Arc::new(AtomicBool::new(false));
@@ -491,7 +555,7 @@ impl Recorder {
                 send(&tx, msg);
             })
         };
-        let fifo = match &setup.marks_fifo {
+        let mut fifo = match &setup.marks_fifo {
             Some(p) => Some(FifoReceiver::start(
                 p,
                 clock.clone(),
@@ -524,7 +588,15 @@ impl Recorder {
         let out_file_path = setup.out.path().map(Path::to_path_buf);
         let output_closed = Arc::new(AtomicBool::new(false));
         let out_file = match setup.out {
-            TraceTarget::File(p) => TraceOut::File(create_trace_file(&p, setup.force)?),
+            TraceTarget::File(p) => {
+                let f = create_trace_file(&p, setup.force)?;
+                if let Some(Err(e)) = fifo.as_mut().map(|fifo| fifo.publish_trace(&p)) {
+                    drop(f);
+                    let _ = std::fs::remove_file(&p);
+                    return Err(e);
+                }
+                TraceOut::File(f)
+            }
             TraceTarget::Stream { out, .. } => TraceOut::Stream {
                 out,
                 closed: output_closed.clone(),
@@ -584,10 +656,22 @@ impl Recorder {
                 ctl: rx,
                 drain_asked: drain_asked.clone(),
             };
+            let hold = HoldPolicy {
+                hold_ns: config.write_hold.as_nanos() as u64,
+                hold_bytes: config.write_hold_bytes,
+                retry_ns: (config.write_retry_interval.as_nanos() as u64).max(1_000_000),
+            };
             std::thread::Builder::new()
                 .name("flinch-writer".into())
                 .spawn(move || {
-                    writer_loop(writer, queues, clock, stats, infos, anchor_ns, observers)
+                    let env = WriterEnv {
+                        clock,
+                        stats,
+                        infos,
+                        anchor_interval_ns: anchor_ns,
+                        hold,
+                    };
+                    writer_loop(writer, queues, env, observers)
                 })
                 .map_err(|e| Error::io("cannot start the writer thread for", &out_path, e))?
         };
@@ -679,6 +763,16 @@ impl Recorder {
         &self.stats
     }
 
+    /// `Some` while the trace cannot be written (rows are held in memory and the write
+    /// retried), or after the recording gave up on it; `None` while all is well.
+    pub fn write_trouble(&self) -> Option<WriteTrouble> {
+        self.stats
+            .write_trouble
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Nanoseconds since the recording started.
     pub fn elapsed_ns(&self) -> u64 {
         self.clock.now_ns().saturating_sub(self.start_ns)
@@ -753,9 +847,7 @@ impl Recorder {
             .take()
             .and_then(|h| h.join().ok())
             .ok_or_else(|| Error::Invalid("the trace writer thread panicked".into()))?;
-        if let Some(e) = outcome.error {
-            return Err(Error::io("writing failed for", &self.shown, e));
-        }
+        let mut w = outcome.writer;
         let footer = Footer {
             complete: true,
             ended_by: ended_by.to_owned(),
@@ -765,28 +857,35 @@ impl Recorder {
             command_exit,
             ..Default::default()
         };
-        let mut w = outcome.writer;
-        w.anchor(footer.end_anchor)
-            .map_err(|e| Error::io("cannot write trace", &self.shown, e))?;
-        let samples = w.samples();
-        let marks = w.marks();
-        let bad = w.bad_marks();
-        let gaps = w.gaps();
-        let file = w
-            .finish(footer.clone())
-            .map_err(|e| Error::io("cannot finish trace", &self.shown, e))?;
-        if let TraceOut::File(f) = file {
-            let _ = f.sync_all();
-        }
+        let finished = match outcome.error {
+            Some(e) => Err(e),
+            None => w
+                .anchor(footer.end_anchor)
+                .and_then(|()| w.write_footer(footer.clone())),
+        };
         let footer = Footer {
-            samples,
-            marks,
-            bad_marks: bad,
-            gaps,
+            samples: w.samples(),
+            marks: w.marks(),
+            bad_marks: w.bad_marks(),
+            gaps: w.gaps(),
             ..footer
         };
+        // Observers (an exporter's last push) see the end whatever became of the file.
         let mut observers = outcome.observers;
         observers.each(|o| o.finish(&footer));
+        if let Err(e) = finished {
+            // Whatever could not be written is lost now: say how much, and leave a file
+            // that reads cleanly up to its last whole row.
+            let lost = w.pending_bytes();
+            let kept = w.cut_to_last_row().unwrap_or(w.written_bytes());
+            w.into_inner().sync();
+            return Err(Error::Invalid(format!(
+                "writing {} failed: {e}; {lost} bytes of rows held in memory are lost, and the \
+                 file keeps the {kept} bytes written before, readable up to there",
+                self.shown.display()
+            )));
+        }
+        w.into_inner().sync();
         Ok(footer)
     }
 }
@@ -806,13 +905,42 @@ struct WriterQueues {
     drain_asked: Arc<AtomicBool>,
 }
 
-fn writer_loop(
-    mut w: TraceWriter<TraceOut>,
-    q: WriterQueues,
+/// How long the writer holds rows in memory when the trace cannot be written.
+struct HoldPolicy {
+    hold_ns: u64,
+    hold_bytes: usize,
+    retry_ns: u64,
+}
+
+/// The writer's state when writes fail: the first error, held until a retry succeeds or the
+/// hold runs out.
+struct Failing {
+    error: std::io::Error,
+    since_ns: u64,
+    next_retry_ns: u64,
+    retries: u64,
+}
+
+fn publish_trouble(stats: &LiveStats, t: Option<WriteTrouble>) {
+    *stats
+        .write_trouble
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = t;
+}
+
+/// What the writer thread works with besides the trace and its queues.
+struct WriterEnv {
     clock: Arc<dyn Clock>,
     stats: Arc<LiveStats>,
     infos: Vec<SourceInfo>,
     anchor_interval_ns: u64,
+    hold: HoldPolicy,
+}
+
+fn writer_loop(
+    mut w: TraceWriter<TraceOut>,
+    q: WriterQueues,
+    env: WriterEnv,
     mut observers: Observers,
 ) -> WriterOutcome {
     let WriterQueues {
@@ -820,6 +948,13 @@ fn writer_loop(
         ctl,
         drain_asked,
     } = q;
+    let WriterEnv {
+        clock,
+        stats,
+        infos,
+        anchor_interval_ns,
+        hold,
+    } = env;
     let mut counters: Vec<Option<CounterTracker>> = infos
         .iter()
         .flat_map(|s| s.channels.iter())
@@ -829,17 +964,21 @@ fn writer_loop(
         })
         .collect();
     let mut next_anchor = clock.now_ns() + anchor_interval_ns;
-    let mut error: Option<std::io::Error> = None;
+    // Writes failing: rows are held in memory (`w` holding) and retried.
+    let mut failing: Option<Failing> = None;
+    // Given up: nothing more is written; the queues are still emptied so that nobody
+    // waits on them.
+    let mut gave_up: Option<std::io::Error> = None;
     let mut stopping = false;
     // Readings as the observers get them, one batch per drain (reused).
     let mut observed: Vec<Observed> = Vec::new();
     loop {
         let now = clock.now_ns();
-        let wait = w
-            .next_flush_ns()
-            .min(next_anchor)
-            .saturating_sub(now)
-            .max(1_000_000);
+        let mut due = w.next_flush_ns().min(next_anchor);
+        if let Some(f) = &failing {
+            due = f.next_retry_ns;
+        }
+        let wait = due.saturating_sub(now).max(1_000_000);
         let first = if stopping {
             ctl.try_recv()
         } else {
@@ -852,6 +991,8 @@ fn writer_loop(
                 }
             }
         };
+        // The first error of a write; later ones of the same stretch only count.
+        let mut errors: Option<std::io::Error> = None;
         let mut wrote_mark = false;
         let mut drain = false;
         let mut batch = 0;
@@ -861,13 +1002,15 @@ fn writer_loop(
                 stopping = true;
             } else if matches!(msg, Msg::Drain) {
                 drain = true;
-            } else if error.is_none() {
+            } else {
+                // Observers see everything, whatever becomes of the file.
                 if !observers.is_empty() {
                     observe(&mut observers, &msg, &infos);
                 }
-                let r = handle(&mut w, msg, &infos, &mut wrote_mark);
-                if let Err(e) = r {
-                    error = Some(e);
+                if gave_up.is_none()
+                    && let Err(e) = handle(&mut w, msg, &infos, &mut wrote_mark)
+                {
+                    errors.get_or_insert(e);
                 }
             }
             batch += 1;
@@ -878,20 +1021,22 @@ fn writer_loop(
             };
         }
         let now = clock.now_ns();
-        if stopping || drain || wrote_mark || now >= w.next_flush_ns() {
+        if stopping || drain || wrote_mark || now >= w.next_flush_ns() || failing.is_some() {
             // Samples reach the file here: when a flush is due, with a mark, when the
-            // queue filled a quarter, and at the end.
+            // queue filled a quarter, and at the end (and into memory while failing).
             drain_asked.store(false, Ordering::Release);
             while let Ok(r) = data.try_recv() {
-                if error.is_none() {
-                    match write_sample(&mut w, &r, &mut counters) {
-                        Ok(counter) if !observers.is_empty() => observed.push(Observed {
-                            reading: r,
-                            counter,
-                        }),
-                        Ok(_) => {}
-                        Err(e) => error = Some(e),
-                    }
+                let counter = step_of(&r, &mut counters);
+                if gave_up.is_none()
+                    && let Err(e) = write_sample(&mut w, &r, counter)
+                {
+                    errors.get_or_insert(e);
+                }
+                if !observers.is_empty() {
+                    observed.push(Observed {
+                        reading: r,
+                        counter,
+                    });
                 }
             }
             if !observers.is_empty() {
@@ -900,32 +1045,95 @@ fn writer_loop(
                 observed.clear();
             }
             for (name, why) in std::mem::take(&mut observers.panicked) {
-                if error.is_none()
+                if gave_up.is_none()
                     && let Err(e) = w.event(
                         now,
                         "observer_panicked",
                         &format!("{name} panicked and was dropped: {why}"),
                     )
                 {
-                    error = Some(e);
+                    errors.get_or_insert(e);
                 }
             }
         }
-        if error.is_none() {
+        if gave_up.is_none() {
             let r = (|| -> std::io::Result<()> {
                 if now >= next_anchor {
                     w.anchor(clock.anchor())?;
                     next_anchor = now + anchor_interval_ns;
                 }
-                if wrote_mark {
-                    w.flush()?;
-                } else {
-                    w.maybe_flush()?;
+                match &failing {
+                    // A retry (or the last try, when stopping).
+                    Some(f) if stopping || now >= f.next_retry_ns => w.flush(),
+                    Some(_) => Ok(()),
+                    None if wrote_mark => w.flush(),
+                    None => w.maybe_flush().map(|_| ()),
                 }
-                Ok(())
             })();
-            if let Err(e) = r {
-                error = Some(e);
+            match (r, errors.take()) {
+                (Ok(()), None) => {
+                    if failing.is_some() && w.pending_bytes() == 0 {
+                        let f = failing.take().expect("failing");
+                        w.set_holding(false);
+                        publish_trouble(&stats, None);
+                        let text = format!(
+                            "the trace could not be written for {:.1} s ({}); the rows held in \
+                             memory meanwhile are all written",
+                            now.saturating_sub(f.since_ns) as f64 / 1e9,
+                            f.error
+                        );
+                        if let Err(e) = w
+                            .event(now, "write_recovered", &text)
+                            .and_then(|()| w.flush())
+                        {
+                            // Failing again at once.
+                            w.set_holding(true);
+                            failing = Some(Failing {
+                                error: e,
+                                since_ns: now,
+                                next_retry_ns: now + hold.retry_ns,
+                                retries: 0,
+                            });
+                        }
+                    }
+                }
+                (r, e) => {
+                    let e = e.or(r.err()).expect("one of them failed");
+                    match &mut failing {
+                        Some(f) => {
+                            f.retries += 1;
+                            f.next_retry_ns = now + hold.retry_ns;
+                        }
+                        None => {
+                            w.set_holding(true);
+                            failing = Some(Failing {
+                                error: e,
+                                since_ns: now,
+                                next_retry_ns: now + hold.retry_ns,
+                                retries: 0,
+                            });
+                        }
+                    }
+                }
+            }
+            if let Some(f) = &failing {
+                let out_of_time = now.saturating_sub(f.since_ns) >= hold.hold_ns;
+                let out_of_room = w.pending_bytes() > hold.hold_bytes;
+                let give_up = out_of_time || out_of_room || stopping;
+                publish_trouble(
+                    &stats,
+                    Some(WriteTrouble {
+                        error: f.error.to_string(),
+                        since_ns: f.since_ns,
+                        held_bytes: w.pending_bytes() as u64,
+                        retries: f.retries,
+                        gave_up: give_up,
+                    }),
+                );
+                if give_up {
+                    let f = failing.take().expect("failing");
+                    gave_up = Some(f.error);
+                }
             }
         }
         stats.samples.store(w.samples(), Ordering::Relaxed);
@@ -939,11 +1147,10 @@ fn writer_loop(
             break;
         }
     }
-    if error.is_none()
-        && let Err(e) = w.flush()
-    {
-        error = Some(e);
-    }
+    let error = match gave_up {
+        Some(e) => Some(e),
+        None => w.flush().err(),
+    };
     WriterOutcome {
         writer: w,
         error,
@@ -969,38 +1176,42 @@ fn observe(observers: &mut Observers, msg: &Msg, infos: &[SourceInfo]) {
     }
 }
 
-/// Writes a sample (and, for a counter, its reset or flag row); returns what the step
-/// meant for a counter channel.
+/// What a reading's step meant for its counter channel (`None` for a gauge), from the
+/// recording's one tracker per channel: taken for every reading, written or not.
+fn step_of(r: &Reading, counters: &mut [Option<CounterTracker>]) -> Option<CounterStep> {
+    match counters.get_mut(r.channel as usize) {
+        Some(Some(tracker)) => Some(tracker.update(r.t_ns, r.value)),
+        _ => None,
+    }
+}
+
+/// Writes a sample and, for a counter step that needs one, its reset or flag row. A write
+/// error (the rows stay buffered, whole) does not keep the second row out.
 fn write_sample(
     w: &mut TraceWriter<TraceOut>,
     r: &Reading,
-    counters: &mut [Option<CounterTracker>],
-) -> std::io::Result<Option<CounterStep>> {
-    w.sample(r)?;
-    let mut step = None;
-    if let Some(Some(tracker)) = counters.get_mut(r.channel as usize) {
-        let s = tracker.update(r.t_ns, r.value);
-        step = Some(s);
-        match s {
-            CounterStep::Reset { from, to } => w.reset(r.t_ns, r.channel, from, to)?,
-            CounterStep::Implausible { delta, limit } => w.flag(
-                r.t_ns,
-                r.channel,
-                r.value,
-                "implausible",
-                &format!("step {delta} exceeds the plausible maximum {limit}"),
-            )?,
-            CounterStep::OutOfRange { value } => w.flag(
-                r.t_ns,
-                r.channel,
-                value,
-                "out-of-range",
-                "below zero or above the wrap range",
-            )?,
-            CounterStep::First | CounterStep::Delta { .. } => {}
-        }
-    }
-    Ok(step)
+    step: Option<CounterStep>,
+) -> std::io::Result<()> {
+    let first = w.sample(r);
+    let second = match step {
+        Some(CounterStep::Reset { from, to }) => w.reset(r.t_ns, r.channel, from, to),
+        Some(CounterStep::Implausible { delta, limit }) => w.flag(
+            r.t_ns,
+            r.channel,
+            r.value,
+            "implausible",
+            &format!("step {delta} exceeds the plausible maximum {limit}"),
+        ),
+        Some(CounterStep::OutOfRange { value }) => w.flag(
+            r.t_ns,
+            r.channel,
+            value,
+            "out-of-range",
+            "below zero or above the wrap range",
+        ),
+        Some(CounterStep::First | CounterStep::Delta { .. }) | None => Ok(()),
+    };
+    first.and(second)
 }
 
 fn source_name(infos: &[SourceInfo], i: u32) -> &str {

@@ -174,6 +174,7 @@ impl SyntheticSource {
             "synthetic",
             cfg.device_class.unwrap_or(DeviceClass::Other),
         )
+        .modelled()
         .with_channels(vec![
             ChannelSpec::power(d, "power", PowerMethod::Modelled)
                 .with_description("modelled power following the synthetic schedule"),
@@ -285,9 +286,10 @@ impl Backend for Synthetic {
     fn summary(&self) -> &'static str {
         "modelled power with an exactly known integral (demo and tests)"
     }
-    fn status(&self, _: &BackendContext) -> BackendStatus {
-        let src = SyntheticSource::new(self.config.clone(), &MonotonicClock);
-        BackendStatus::available(self, vec![src.info().clone()]).with_notes([
+    fn status(&self, ctx: &BackendContext) -> BackendStatus {
+        let src: Box<dyn Source> =
+            Box::new(SyntheticSource::new(self.config.clone(), &MonotonicClock));
+        BackendStatus::opened(self, &[src], ctx).with_notes([
             "used only when asked for with --source synthetic, or when no real source is available"
                 .to_owned(),
         ])

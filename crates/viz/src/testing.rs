@@ -177,6 +177,107 @@ pub fn write_demo_trace(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Writes a 6-second trace of the `cpu` backend only (no power channel at all), as
+/// `flinch record --source cpu -- python3 prog.py` makes: host utilisation and busy time,
+/// and the process tree's CPU time, polled every 20 ms and counted in 10 ms ticks. Six
+/// `task_start`/`task_end` spans (req 0..5, `kind=cpu` or `kind=sleep`) start every 0.9 s
+/// from 0.5 s and last [`CPU_TASK_MS`]; during the `cpu` ones (even req) the process tree
+/// keeps one core busy, otherwise it uses none.
+pub fn write_cpu_trace(path: &Path) -> std::io::Result<()> {
+    let t0 = DEMO_T0;
+    let counter = CounterSpec {
+        wrap_range: None,
+        max_rate: Some(8.0),
+    };
+    let sources = vec![
+        SourceInfo::new("cpu.host", "cpu", DeviceClass::Cpu)
+            .with_channels(vec![
+                ChannelSpec::gauge("host", "cpu_util", Quantity::Utilization)
+                    .with_update_period_ns(10_000_000),
+                ChannelSpec::counter("host", "cpu_busy_s", Quantity::CpuTime, counter)
+                    .with_update_period_ns(10_000_000),
+            ])
+            .with_attribute("cpus", "8"),
+        SourceInfo::new("cpu.proc", "cpu", DeviceClass::Cpu)
+            .with_channels(vec![
+                ChannelSpec::counter("proc", "cpu_time", Quantity::CpuTime, counter)
+                    .with_update_period_ns(10_000_000),
+            ])
+            .with_scope(flinch_core::Scope::ProcessTree)
+            .with_attribute("root", "4242"),
+    ];
+    let anchor = ClockAnchor {
+        mono_ns: t0,
+        real_ns: 1_795_000_000_000_000_000,
+    };
+    let mut header = Header::new(20_000_000, anchor, sources);
+    header.host = "cpu-host".into();
+    let clock = Arc::new(ManualClock::new(t0, anchor.offset_ns()));
+    let file = std::fs::File::create(path)?;
+    let mut w = TraceWriter::new(file, &header, clock, 1_000_000_000)?;
+    let task = |i: u64| {
+        (
+            t0 + 500_000_000 + i * 900_000_000,
+            CPU_TASK_MS[i as usize] * 1_000_000,
+        )
+    };
+    let busy_at = |t: u64| {
+        (0..6).step_by(2).any(|i| {
+            let (s, d) = task(i);
+            t >= s && t < s + d
+        })
+    };
+    let mut marks = Vec::new();
+    for i in 0..6u64 {
+        let (s, d) = task(i);
+        let req = i.to_string();
+        let kind = if i % 2 == 0 { "cpu" } else { "sleep" };
+        marks.push(mark(s, "task_start", &[("req", &req), ("kind", kind)]));
+        marks.push(mark(s + d, "task_end", &[("req", &req), ("kind", kind)]));
+    }
+    let mut mi = 0;
+    let (mut host_ticks, mut proc_ticks) = (0u64, 0u64);
+    let mut t = t0;
+    while t <= t0 + 6_000_000_000 {
+        while mi < marks.len() && marks[mi].t_ns <= t {
+            w.mark(&marks[mi])?;
+            mi += 1;
+        }
+        // Two 10 ms ticks per 20 ms poll: the host has a background of 1 tick in 4 busy.
+        let busy = busy_at(t);
+        if busy {
+            proc_ticks += 2;
+        }
+        host_ticks += if busy { 2 } else { 0 } + u64::from((t - t0) % 40_000_000 == 0);
+        let util = if busy { 100.0 / 8.0 + 3.0 } else { 3.0 };
+        for (ch, v) in [
+            (0, util),
+            (1, host_ticks as f64 / 100.0),
+            (2, proc_ticks as f64 / 100.0),
+        ] {
+            w.sample(&Reading {
+                channel: ch,
+                t_ns: t,
+                value: v,
+            })?;
+        }
+        t += 20_000_000;
+    }
+    w.finish(Footer {
+        complete: true,
+        ended_by: "command".into(),
+        end_anchor: ClockAnchor {
+            mono_ns: t0 + 6_000_000_000,
+            real_ns: anchor.real_ns + 6_000_000_000,
+        },
+        ..Default::default()
+    })?;
+    Ok(())
+}
+
+/// How long the tasks of [`write_cpu_trace`] last, in ms (two share a histogram bin).
+pub const CPU_TASK_MS: [u64; 6] = [600, 610, 600, 605, 640, 601];
+
 /// What a trace-event file holds, as seen by [`check_trace_events`].
 #[derive(Clone, Debug, Default)]
 pub struct TraceEventsSummary {

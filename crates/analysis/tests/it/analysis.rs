@@ -922,3 +922,130 @@ fn the_sensors_tail_after_a_burst_does_not_make_the_next_pause_busy() {
         r.spans[0].evidence
     );
 }
+
+/// The synthetic source as `flinch record --source synthetic` makes it: a model whose power
+/// is a 2 s square wave (60 W, then 300 W over every odd second), its exact energy, and
+/// utilisation 100 % while high.
+fn with_synthetic(b: Build, class: DeviceClass) -> Build {
+    let high = |t: f64| (t as u64) % 2 == 1;
+    let mut b = b.source(
+        "synthetic",
+        "synthetic",
+        vec![
+            ChannelSpec::power("synthetic", "power", PowerMethod::Modelled),
+            ChannelSpec::energy_counter(
+                "synthetic",
+                "energy",
+                CounterSpec {
+                    wrap_range: Some(500.0),
+                    max_rate: Some(451.0),
+                },
+            ),
+            ChannelSpec::gauge("synthetic", "util", Quantity::Utilization),
+        ],
+        vec![
+            (
+                10 * MS,
+                Box::new(move |t| if high(t) { 300.0 } else { 60.0 }) as Curve,
+            ),
+            (
+                10 * MS,
+                Box::new(move |t: f64| {
+                    let whole = t.floor();
+                    let done = 180.0 * (whole / 2.0).floor() * 2.0
+                        + if (whole as u64) % 2 == 1 { 60.0 } else { 0.0 };
+                    (done + if high(t) { 300.0 } else { 60.0 } * (t - whole)) % 500.0
+                }),
+            ),
+            (
+                10 * MS,
+                Box::new(move |t| if high(t) { 100.0 } else { 0.0 }),
+            ),
+        ],
+        10.0,
+    );
+    let s = b.sources.last_mut().unwrap();
+    *s = SourceInfo::new("synthetic", "synthetic", class)
+        .modelled()
+        .with_channels(s.channels.clone());
+    b
+}
+
+#[test]
+fn a_modelled_source_never_votes_next_to_measured_ones() {
+    // The traced process computes on one core in "cpu" tasks and sleeps in "sleep" tasks,
+    // whatever the synthetic square wave next to it does (it is high over odd seconds).
+    let spec = CounterSpec {
+        wrap_range: None,
+        max_rate: Some(8.0),
+    };
+    let cpu_tasks = [(2.2, 2.8), (5.2, 5.8)]; // the model low, then high
+    let sleeps = [(3.2, 3.8), (4.2, 4.8)]; // the model high, then low
+    let proc_time = move |t: f64| {
+        cpu_tasks
+            .iter()
+            .map(|&(a, b): &(f64, f64)| (t.min(b) - a).max(0.0))
+            .sum::<f64>()
+    };
+    let mut b = with_synthetic(Build::new(), DeviceClass::Other).source(
+        "cpu.proc",
+        "cpu",
+        vec![
+            ChannelSpec::counter("proc", "cpu_time", Quantity::CpuTime, spec)
+                .with_update_period_ns(10 * MS),
+        ],
+        vec![(20 * MS, Box::new(proc_time))],
+        10.0,
+    );
+    b = b.process_scoped();
+    for (a, e) in cpu_tasks.iter().chain(&sleeps) {
+        b = b.span("task_start", "task_end", *a, *e);
+    }
+    let trace = b.build();
+    // Idle as `--idle-window` over 6..8 s (the model's mean, 180 W, is no idle at all) and
+    // as a profile taken while the model sat low (like `--idle idle.json`).
+    for idle in [
+        idle_profile_of(&trace, 6.0, 8.0),
+        idle_profile_of(&trace, 0.1, 0.9),
+    ] {
+        let r = Analyzer::new(&trace, Some((&idle, "test")), Thresholds::default())
+            .run("task_start", "task_end", &mut |_, _| {})
+            .unwrap();
+        let verdicts: Vec<Verdict> = r.spans.iter().map(|s| s.verdict).collect();
+        // In time order: cpu 2.2, sleep 3.2, sleep 4.2, cpu 5.2.
+        assert_eq!(
+            verdicts,
+            [
+                Verdict::CpuCompute,
+                Verdict::IdleWait,
+                Verdict::IdleWait,
+                Verdict::CpuCompute
+            ],
+            "{:#?}",
+            r.spans.iter().map(|s| &s.evidence).collect::<Vec<_>>()
+        );
+        for s in &r.spans {
+            assert!(s.devices["synthetic"].modelled);
+            assert!(s.activity["synthetic.util"].modelled && !s.activity["synthetic.util"].used);
+            assert!(
+                s.evidence
+                    .iter()
+                    .any(|e| e
+                        .contains("synthetic: a model (the synthetic source), not a measurement")),
+                "{:?}",
+                s.evidence
+            );
+        }
+    }
+    // On its own (a demonstration, flinch's own tests) the model still decides.
+    let alone = with_synthetic(Build::new(), DeviceClass::Gpu)
+        .span("s", "e", 3.2, 3.8)
+        .span("s", "e", 4.2, 4.8)
+        .build();
+    let idle = idle_profile_of(&alone, 0.1, 0.9);
+    let r = Analyzer::new(&alone, Some((&idle, "test")), Thresholds::default())
+        .run("s", "e", &mut |_, _| {})
+        .unwrap();
+    let verdicts: Vec<Verdict> = r.spans.iter().map(|s| s.verdict).collect();
+    assert_eq!(verdicts, [Verdict::GpuCompute, Verdict::IdleWait]);
+}

@@ -40,6 +40,7 @@ pub struct BackendArgs {
         long,
         value_name = "PROFILE",
         default_value = "60W/1s,300W/1s;wrap=500J",
+        allow_hyphen_values = true,
         help_heading = "Sources"
     )]
     pub synthetic: String,
@@ -98,7 +99,7 @@ pub struct NvmlArgs {
     pub nvml_average_power: bool,
     /// How often NVML's total-energy counter is read (each read costs ~3-10 ms of a CPU);
     /// 100ms, its update period, lets spans of a second or more be measured by the counter
-    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = crate::cli::parse_duration, help_heading = "Sources")]
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = crate::cli::parse_duration, allow_hyphen_values = true, help_heading = "Sources")]
     pub nvml_energy_interval: Duration,
 }
 

@@ -35,6 +35,7 @@ fn bar(len: u64, what: &str, show: bool) -> ProgressBar {
 }
 
 fn load(a: &AnalyzeArgs, show: bool) -> Result<Trace, Failure> {
+    super::load::check_trace_path(&a.trace)?;
     let f = std::fs::File::open(&a.trace)
         .map_err(|e| Failure::new(format!("cannot open trace {}: {e}", a.trace.display())))?;
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
@@ -91,6 +92,7 @@ pub fn run(a: AnalyzeArgs) -> Result<ExitCode, Failure> {
             let v = serde_json::json!({
                 "trace": a.trace.display().to_string(),
                 "labels": labels,
+                "warnings": trace.warnings,
             });
             println!("{}", serde_json::to_string_pretty(&v)?);
         } else if labels.is_empty() {
@@ -109,16 +111,26 @@ pub fn run(a: AnalyzeArgs) -> Result<ExitCode, Failure> {
                 println!("  {l:<w$}  {n}");
             }
         }
+        if !a.json {
+            // What the reader found wrong (a trace cut short explains missing marks).
+            for w in &trace.warnings {
+                println!("warning: {w}");
+            }
+        }
         return Ok(ExitCode::SUCCESS);
     };
     let labels = trace.labels();
     for l in [from, to] {
         if !labels.contains_key(l) {
-            return Err(Failure::new(format!(
+            let mut msg = format!(
                 "no mark labelled {l:?} in {}; labels present: {}",
                 a.trace.display(),
                 describe_labels(&trace)
-            )));
+            );
+            for w in &trace.warnings {
+                msg.push_str(&format!("\n  warning: {w}"));
+            }
+            return Err(Failure::new(msg));
         }
     }
     let idle = idle_for(&a, &trace)?;
@@ -143,7 +155,12 @@ pub fn run(a: AnalyzeArgs) -> Result<ExitCode, Failure> {
     } else {
         print!(
             "{}",
-            render(&report, trace.header.start_anchor.mono_ns, a.all)
+            render(
+                &report,
+                trace.header.start_anchor.mono_ns,
+                a.all,
+                a.evidence
+            )
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -154,8 +171,27 @@ fn opt(x: Option<f64>, prec: usize) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
-/// The human report.
-pub fn render(r: &Report, origin_ns: u64, all: bool) -> String {
+/// How to print histogram edges (seconds): the unit (ms below a second) and as many
+/// decimals as the bin width needs, so that no two bins print the same range.
+fn bin_format(edges: &[f64]) -> (f64, &'static str, usize) {
+    let top = edges.iter().copied().fold(0.0, f64::max);
+    let (scale, unit) = if top < 1.0 { (1e3, "ms") } else { (1.0, "s") };
+    let width = edges
+        .windows(2)
+        .map(|w| (w[1] - w[0]) * scale)
+        .filter(|w| *w > 0.0)
+        .fold(f64::INFINITY, f64::min);
+    let dec = if width.is_finite() {
+        (1.0 - width.log10()).ceil().clamp(1.0, 9.0) as usize
+    } else {
+        1
+    };
+    (scale, unit, dec)
+}
+
+/// The human report: one line per span (with `evidence`, the evidence of its verdict under
+/// it), then the distribution and the warnings.
+pub fn render(r: &Report, origin_ns: u64, all: bool, evidence: bool) -> String {
     let mut s = String::new();
     let idle = match &r.idle {
         Some(i) => format!(
@@ -218,9 +254,17 @@ pub fn render(r: &Report, origin_ns: u64, all: bool) -> String {
             let _ = write!(s, " {cell:>16}");
         }
         let _ = writeln!(s);
-        for e in &sp.evidence {
-            let _ = writeln!(s, "{:>18}{e}", "");
+        if evidence {
+            for e in &sp.evidence {
+                let _ = writeln!(s, "{:>18}{e}", "");
+            }
         }
+    }
+    if shown > 0 && !evidence {
+        let _ = writeln!(
+            s,
+            "  (-v shows the evidence of each verdict; --json gives everything)"
+        );
     }
     if shown < r.spans.len() {
         let _ = writeln!(
@@ -240,13 +284,14 @@ pub fn render(r: &Report, origin_ns: u64, all: bool) -> String {
     }
     let h = &sm.histogram;
     let peak = h.counts.iter().copied().max().unwrap_or(0).max(1);
+    let (scale, unit, dec) = bin_format(&h.edges);
     for (i, c) in h.counts.iter().enumerate() {
         let w = (*c as f64 / peak as f64 * 40.0).round() as usize;
+        let hi = format!("{:.dec$} {unit}", h.edges[i + 1] * scale);
         let _ = writeln!(
             s,
-            "  {:>9.4} – {:<9.4} s {:<40} {c}",
-            h.edges[i],
-            h.edges[i + 1],
+            "  {:>10.dec$} – {hi:<13} {:<40} {c}",
+            h.edges[i] * scale,
             "█".repeat(w)
         );
     }

@@ -1,6 +1,6 @@
 //! `flinch export`: Perfetto trace-event JSON and one wide CSV.
 
-use super::load::{load_trace, spans, write_progress};
+use super::load::{check_trace_path, load_trace, spans, write_progress};
 use crate::Failure;
 use crate::cli::ExportArgs;
 use flinch_viz::output::{check_destination, write_atomically};
@@ -8,12 +8,7 @@ use flinch_viz::{perfetto, table};
 use std::process::ExitCode;
 
 pub fn run(a: ExportArgs) -> Result<ExitCode, Failure> {
-    if !a.trace.is_file() {
-        return Err(Failure::new(format!(
-            "{} is not a file: give the trace written by `flinch record`",
-            a.trace.display()
-        )));
-    }
+    check_trace_path(&a.trace)?;
     if let (Some(p), Some(c)) = (&a.perfetto, &a.csv)
         && p == c
     {
@@ -22,14 +17,14 @@ pub fn run(a: ExportArgs) -> Result<ExitCode, Failure> {
         ));
     }
     for out in a.perfetto.iter().chain(&a.csv) {
-        check_destination(out, &a.trace)?;
+        check_destination(out, &a.trace, a.force)?;
     }
     let trace = load_trace(&a.trace, a.quiet)?;
     let total = (trace.sample_count() + trace.marks.len()) as u64;
     if let Some(out) = &a.perfetto {
         let set = spans(&trace, &a.spans, a.quiet, true)?;
         let pb = write_progress(total, a.quiet, "Perfetto JSON");
-        let stats = write_atomically(out, |w| {
+        let stats = write_atomically(out, a.force, |w| {
             perfetto::write_perfetto(&trace, &set, w, &mut |done, _| pb.set_position(done))
         });
         pb.finish_and_clear();
@@ -46,7 +41,7 @@ pub fn run(a: ExportArgs) -> Result<ExitCode, Failure> {
     }
     if let Some(out) = &a.csv {
         let pb = write_progress(total, a.quiet, "CSV");
-        let stats = write_atomically(out, |w| {
+        let stats = write_atomically(out, a.force, |w| {
             table::write_wide_csv(&trace, w, &mut |done, _| pb.set_position(done))
         });
         pb.finish_and_clear();

@@ -1,6 +1,6 @@
 //! `flinch plot`: one picture of a trace (see `flinch_viz::plot`).
 
-use super::load::{load_trace, spans};
+use super::load::{check_trace_path, load_trace, spans};
 use crate::Failure;
 use crate::cli::{HistogramArg, PlotArgs};
 use flinch_viz::idle::{Idle, parse_window, resolve_window};
@@ -49,13 +49,8 @@ pub fn run(a: PlotArgs) -> Result<ExitCode, Failure> {
         ));
     }
 
-    if !a.trace.is_file() {
-        return Err(Failure::new(format!(
-            "{} is not a file: give the trace written by `flinch record`",
-            a.trace.display()
-        )));
-    }
-    check_destination(&out, &a.trace)?;
+    check_trace_path(&a.trace)?;
+    check_destination(&out, &a.trace, a.force)?;
     let trace = load_trace(&a.trace, a.quiet)?;
     let set = spans(&trace, &a.spans, a.quiet, false)?;
     let power = power_series(&trace);
@@ -95,8 +90,13 @@ pub fn run(a: PlotArgs) -> Result<ExitCode, Failure> {
     };
     if power.is_empty() && !a.quiet {
         eprintln!(
-            "flinch: note: {} has no power channel and no energy counter: the power panel is empty",
-            a.trace.display()
+            "flinch: note: {} has no power channel and no energy counter: {}",
+            a.trace.display(),
+            if activity.is_empty() {
+                "the power panel is empty"
+            } else {
+                "no power panel, the activity and CPU time panel is on top"
+            }
         );
     }
     let data = PlotData::new(
@@ -108,7 +108,7 @@ pub fn run(a: PlotArgs) -> Result<ExitCode, Failure> {
         idle.as_ref(),
         &opts,
     );
-    let s = render(&data, &opts, &out)?;
+    let s = render(&data, &opts, &out, a.force)?;
     let mut parts = vec![format!("{} power line(s)", s.power_lines)];
     if s.activity_lines > 0 {
         parts.push(format!("{} activity line(s)", s.activity_lines));

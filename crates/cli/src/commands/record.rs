@@ -1,13 +1,17 @@
 //! `flinch record`: sample sources and take marks until the duration ends, a signal
 //! arrives, or the wrapped command exits.
 
+use super::child::Wrapped;
 use crate::Failure;
 use crate::backends::Backends;
 use crate::cli::RecordArgs;
 use flinch_analysis::idle::IdleProfile;
 use flinch_core::backend::BackendContext;
 use flinch_core::clock::{Clock, MonotonicClock};
-use flinch_core::marks::paths::{MARKS_ENV, default_dir, default_fifo_path};
+use flinch_core::marks::owner::read_recorder_info;
+use flinch_core::marks::paths::{
+    MARKS_ENV, default_dir, default_fifo_candidates, default_fifo_path,
+};
 use flinch_core::trace::Footer;
 use flinch_core::{Source, SourceError};
 use flinch_prometheus::{
@@ -16,12 +20,13 @@ use flinch_prometheus::{
 use flinch_record::marks::fifo::ensure_private_dir;
 use flinch_record::observe::Observer;
 use flinch_record::recorder::{Recorder, RecorderConfig, RecordingSetup, TraceTarget};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use rustix::process::Signal;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGWINCH};
 use signal_hook::iterator::SignalsInfo;
 use signal_hook::iterator::exfiltrator::origin::WithOrigin;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ExitCode, Stdio};
+use std::process::{ExitCode, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -108,7 +113,7 @@ fn spawn_command(
     marks_path: Option<&PathBuf>,
     marks_file: Option<&PathBuf>,
     stdout_taken: bool,
-) -> std::io::Result<Child> {
+) -> std::io::Result<(Wrapped, Option<String>)> {
     let mut c = std::process::Command::new(&cmd[0]);
     c.args(&cmd[1..]);
     if stdout_taken {
@@ -123,9 +128,10 @@ fn spawn_command(
     if let Some(p) = marks_file {
         c.env(MARKS_FILE_ENV, p);
     }
-    // Killed by the kernel if the recorder dies without ending it (SIGKILL, crash). The
-    // death signal follows the thread that forks, so this must run on the main thread.
-    super::child::spawn_tied_to_us(&mut c)
+    // Killed by the kernel if the recorder dies without ending it (SIGKILL, crash), and its
+    // process group by the guard. The death signal follows the thread that forks, so this
+    // must run on the main thread.
+    super::child::spawn_wrapped(&mut c)
 }
 
 fn exit_code_of(status: std::process::ExitStatus) -> i32 {
@@ -137,9 +143,62 @@ fn exit_code_of(status: std::process::ExitStatus) -> i32 {
     }
 }
 
-fn send_signal(child: &Child, sig: rustix::process::Signal) {
-    if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
-        let _ = rustix::process::kill_process(pid, sig);
+/// Ends the command (SIGTERM to it and its own process group, SIGKILL after 10 s) and
+/// records its exit.
+fn end_command(mut c: Wrapped, rec: &Recorder, why: &str) -> Option<i32> {
+    c.signal_group(Signal::TERM);
+    let t = Instant::now();
+    let status = loop {
+        match c.child.try_wait() {
+            Ok(Some(st)) => break Some(st),
+            Ok(None) if t.elapsed() > Duration::from_secs(10) => {
+                c.signal_group(Signal::KILL);
+                break c.child.wait().ok();
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            Err(_) => break None,
+        }
+    };
+    let code = status.map(exit_code_of);
+    if let Some(code) = code {
+        rec.event(
+            "command_exit",
+            &format!("status={code} (terminated: {why})"),
+        );
+    }
+    if let Some(n) = c.finish() {
+        rec.event("command_leftovers", &n);
+        say!("flinch: note: {n}");
+    }
+    code
+}
+
+/// The signals `record` catches: those ending a recording and those only passed on.
+const CAUGHT: [i32; 7] = [SIGINT, SIGTERM, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2, SIGWINCH];
+
+fn signal_of(raw: i32) -> Option<Signal> {
+    Some(match raw {
+        SIGINT => Signal::INT,
+        SIGTERM => Signal::TERM,
+        SIGQUIT => Signal::QUIT,
+        SIGHUP => Signal::HUP,
+        SIGUSR1 => Signal::USR1,
+        SIGUSR2 => Signal::USR2,
+        SIGWINCH => Signal::WINCH,
+        _ => return None,
+    })
+}
+
+fn signal_name(raw: i32) -> &'static str {
+    match raw {
+        SIGINT => "SIGINT",
+        SIGTERM => "SIGTERM",
+        SIGQUIT => "SIGQUIT",
+        SIGHUP => "SIGHUP",
+        SIGUSR1 => "SIGUSR1",
+        SIGUSR2 => "SIGUSR2",
+        SIGWINCH => "SIGWINCH",
+        _ => "a signal",
     }
 }
 
@@ -262,6 +321,7 @@ fn stdout_gone() -> bool {
 const MIN_PRINT_INTERVAL: Duration = Duration::from_millis(100);
 
 pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
+    super::check_interval(a.interval)?;
     let trace_to_stdout = a.out.as_deref() == Some(Path::new("-"));
     if let Some(p) = a.print {
         if trace_to_stdout {
@@ -280,6 +340,12 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
         }
     }
     let stdout_taken = trace_to_stdout || a.print.is_some();
+    // What messages call the trace.
+    let trace_name = match &a.out {
+        _ if trace_to_stdout => "standard output".to_owned(),
+        Some(p) => p.display().to_string(),
+        None => "(no trace)".to_owned(),
+    };
     let backends = Backends::build(&a.backends, !a.command.is_empty())?;
     let idle_profile = match &a.idle {
         Some(p) => {
@@ -301,7 +367,21 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
         .transpose()?;
     // The endpoint binds before anything is created, so a busy address fails early.
     let live = live_export(&a, idle_profile.as_ref())?;
-    let (sources, used) = open_sources(&backends, &a.sources, a.interval)?;
+    let (sources, _) = open_sources(&backends, &a.sources, a.interval)?;
+    let cadence = super::cadences(&sources, a.interval);
+    let models: Vec<&str> = sources
+        .iter()
+        .filter(|s| s.info().modelled)
+        .map(|s| s.info().name.as_str())
+        .collect();
+    if !models.is_empty() && models.len() < sources.len() && !a.quiet {
+        say!(
+            "flinch: note: {} is a model, not a measurement: it is recorded next to the \
+             measured sources, but `flinch analyze` and `flinch plot` will not let it decide \
+             any verdict",
+            models.join(", ")
+        );
+    }
     if let Some(p) = &idle_profile {
         let infos: Vec<_> = sources.iter().map(|s| s.info().clone()).collect();
         let host = rustix::system::uname()
@@ -322,7 +402,7 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
         Some(default_fifo_path())
     };
     // Catch signals before anything is created, so an early Ctrl-C still ends cleanly.
-    let mut signals = SignalsInfo::<WithOrigin>::new([SIGINT, SIGTERM])
+    let mut signals = SignalsInfo::<WithOrigin>::new(CAUGHT)
         .map_err(|e| Failure::new(format!("cannot install signal handlers: {e}")))?;
 
     let stdout_dup = || {
@@ -365,6 +445,7 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
     let defaults = RecorderConfig::default();
     let config = RecorderConfig {
         interval: a.interval,
+        write_hold: a.write_retry,
         // Rows are measured when the writer hands readings over: at least once per row.
         flush_interval: a
             .print
@@ -380,8 +461,7 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
             (None, None) => "none".into(),
         };
         let mut to: Vec<String> = match &a.out {
-            _ if trace_to_stdout => vec!["standard output".to_owned()],
-            Some(p) => vec![p.display().to_string()],
+            Some(_) => vec![trace_name.clone()],
             None => Vec::new(),
         };
         if let Some(p) = a.print {
@@ -397,23 +477,53 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
             to.push(format!("Pushgateway {u}"));
         }
         say!(
-            "flinch: recording {} every {} to {}; marks: {marks}",
-            used.join(", "),
-            humantime::format_duration(a.interval),
+            "flinch: recording {cadence} to {}; marks: {marks}",
             to.join(" and ")
         );
     }
+    if fifo.is_some() && a.marks_fifo.is_none() {
+        // Another recorder of this user on the other default (started with or without
+        // XDG_RUNTIME_DIR): a client that sees the other environment sends its marks there.
+        for other in default_fifo_candidates()
+            .iter()
+            .filter(|p| Some(*p) != fifo.as_ref())
+        {
+            if let Some(r) = read_recorder_info(other, None) {
+                say!(
+                    "flinch: note: another recorder of yours (pid {}, writing {}) reads the other \
+                     default FIFO {}: clients whose XDG_RUNTIME_DIR differs from yours send their \
+                     marks there, not here (`flinch mark` says which recorder took a mark)",
+                    r.pid,
+                    r.trace.as_deref().unwrap_or("?"),
+                    other.display()
+                );
+            }
+        }
+    }
 
-    let mut child = None;
+    let mut child: Option<Wrapped> = None;
     if !a.command.is_empty() {
         let marks_path = fifo.as_ref().or(a.marks_file.as_ref());
         match spawn_command(&a.command, marks_path, a.marks_file.as_ref(), stdout_taken) {
-            Ok(c) => {
+            Ok((c, note)) => {
                 backends.follow(c.id());
                 rec.event(
                     "command_start",
-                    &format!("pid={} {}", c.id(), a.command.join(" ")),
+                    &format!(
+                        "pid={} {}{}",
+                        c.id(),
+                        a.command.join(" "),
+                        if c.own_group() {
+                            " (in a process group of its own)"
+                        } else {
+                            ""
+                        }
+                    ),
                 );
+                if let Some(n) = note {
+                    say!("flinch: warning: {n}");
+                    rec.event("command_guard", &n);
+                }
                 child = Some(c);
             }
             Err(e) => {
@@ -440,30 +550,56 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
                 || stdout_gone())
     };
     let started = Instant::now();
-    let mut signal_count = 0u32;
+    // Signals that end a recording (INT, TERM, QUIT; HUP without a command) seen so far.
+    let mut ending_signals = 0u32;
     let mut ended_by = "stopped";
     let mut command_exit = None;
     let mut last_status = Instant::now() - Duration::from_secs(1);
+    // The write trouble last reported (so that each change is said once).
+    let mut trouble_said: Option<(u64, bool)> = None;
+    let mut write_failed = false;
     loop {
         for origin in signals.pending() {
-            signal_count += 1;
+            let raw = origin.signal;
+            // From the terminal (the kernel), a signal reaches the whole foreground process
+            // group: a command sharing ours has it already.
             let from_process = origin.process.is_some();
+            let ends = matches!(raw, SIGINT | SIGTERM | SIGQUIT);
             match &child {
-                None => ended_by = "signal",
-                Some(c) => {
-                    use rustix::process::Signal;
-                    let sig = if origin.signal == SIGTERM {
-                        Signal::TERM
-                    } else {
-                        Signal::INT
-                    };
-                    match signal_count {
-                        1 if from_process => send_signal(c, sig),
-                        1 => {} // from the terminal: the command got it too
-                        2 => send_signal(c, Signal::TERM),
-                        _ => send_signal(c, Signal::KILL),
+                None if ends || raw == SIGHUP => {
+                    ending_signals += 1;
+                    ended_by = "signal";
+                }
+                None => {
+                    if raw != SIGWINCH {
+                        say!(
+                            "flinch: {} ignored: there is no command to pass it to (SIGINT, \
+                             SIGTERM or SIGHUP end the recording)",
+                            signal_name(raw)
+                        );
                     }
-                    if signal_count == 1 {
+                }
+                Some(c) => {
+                    let reaches_it_anyway = !from_process && !c.own_group();
+                    if !ends {
+                        // HUP, USR1, USR2, WINCH: passed on; the recording goes on.
+                        if !reaches_it_anyway && let Some(sig) = signal_of(raw) {
+                            c.signal(sig);
+                        }
+                        continue;
+                    }
+                    ending_signals += 1;
+                    match ending_signals {
+                        1 if reaches_it_anyway => {}
+                        1 => {
+                            if let Some(sig) = signal_of(raw) {
+                                c.signal(sig);
+                            }
+                        }
+                        2 => c.signal_group(Signal::TERM),
+                        _ => c.signal_group(Signal::KILL),
+                    }
+                    if ending_signals == 1 {
                         say!(
                             "\nflinch: waiting for the command to exit (signal again to terminate it)"
                         );
@@ -471,17 +607,62 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
                 }
             }
         }
+        match rec.write_trouble() {
+            Some(t) if trouble_said != Some((t.since_ns, t.gave_up)) => {
+                if show_status {
+                    let _ = write!(std::io::stderr(), "\r\x1b[2K");
+                }
+                if t.gave_up {
+                    say!(
+                        "flinch: error: {} still cannot be written ({}) after {:.0} s: stopping \
+                         the recording; the file keeps everything written before the failure",
+                        trace_name,
+                        t.error,
+                        flinch_core::clock::monotonic_ns().saturating_sub(t.since_ns) as f64 / 1e9
+                    );
+                } else {
+                    say!(
+                        "flinch: error: cannot write {}: {}; holding samples and marks in memory \
+                         and retrying every second for up to {} (--write-retry) before stopping",
+                        trace_name,
+                        t.error,
+                        humantime::format_duration(a.write_retry)
+                    );
+                }
+                trouble_said = Some((t.since_ns, t.gave_up));
+                if t.gave_up {
+                    write_failed = true;
+                    ended_by = "write-error";
+                    if let Some(c) = child.take() {
+                        command_exit = end_command(c, &rec, "the trace could not be written");
+                    }
+                    break;
+                }
+            }
+            None if trouble_said.is_some() => {
+                say!(
+                    "flinch: writing {} again: the samples and marks held in memory are written",
+                    trace_name
+                );
+                trouble_said = None;
+            }
+            _ => {}
+        }
         if let Some(c) = child.as_mut() {
-            match c.try_wait() {
+            match c.child.try_wait() {
                 Ok(Some(status)) => {
                     let code = exit_code_of(status);
                     command_exit = Some(code);
                     rec.event("command_exit", &format!("status={code}"));
-                    ended_by = if signal_count > 0 {
+                    ended_by = if ending_signals > 0 {
                         "signal"
                     } else {
                         "command"
                     };
+                    if let Some(n) = child.take().and_then(Wrapped::finish) {
+                        rec.event("command_leftovers", &n);
+                        say!("flinch: note: {n}");
+                    }
                     break;
                 }
                 Ok(None) => {}
@@ -491,38 +672,37 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
                     break;
                 }
             }
-        } else if signal_count > 0 {
+        } else if ending_signals > 0 {
             break;
         }
         let end = if a.duration.is_some_and(|d| started.elapsed() >= d) {
             Some(("duration", "at the end of --duration"))
         } else if output_closed() {
             // `| head`: the reader has what it wanted; end like --duration does.
-            Some(("output-closed", "when standard output was closed"))
+            Some(("output-closed", "standard output was closed"))
         } else {
             None
         };
         if let Some((why, when)) = end {
             ended_by = why;
-            if let Some(mut c) = child.take() {
-                send_signal(&c, rustix::process::Signal::TERM);
-                if let Ok(status) = c.wait() {
-                    let code = exit_code_of(status);
-                    command_exit = Some(code);
-                    rec.event(
-                        "command_exit",
-                        &format!("status={code} (terminated {when})"),
-                    );
-                }
+            if let Some(c) = child.take() {
+                command_exit = end_command(c, &rec, when);
             }
             break;
         }
         if show_status && last_status.elapsed() >= Duration::from_millis(200) {
             last_status = Instant::now();
             let st = rec.stats();
+            let trouble = match rec.write_trouble() {
+                Some(t) => format!(
+                    " · WRITE FAILING: {} KiB held in memory, retrying",
+                    t.held_bytes.div_ceil(1024)
+                ),
+                None => String::new(),
+            };
             let _ = write!(
                 std::io::stderr(),
-                "\r\x1b[2Krecording {:.1} s · {} samples · {} marks · {} dropped",
+                "\r\x1b[2Krecording {:.1} s · {} samples · {} marks · {} dropped{trouble}",
                 rec.elapsed_ns() as f64 / 1e9,
                 st.samples.load(Ordering::Relaxed),
                 st.marks.load(Ordering::Relaxed),
@@ -538,7 +718,14 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
         .as_ref()
         .and_then(|l| l.server.as_ref())
         .map_or(0, |s| s.scrapes());
-    let footer = rec.stop(ended_by, command_exit)?;
+    let footer = rec.stop(ended_by, command_exit);
+    let footer = match footer {
+        Ok(f) => f,
+        Err(e) if write_failed => {
+            return Err(Failure::new(format!("the recording stopped early: {e}")));
+        }
+        Err(e) => return Err(e.into()),
+    };
     let wrote = match &a.out {
         _ if trace_to_stdout => Wrote::Stdout {
             closed: ended_by == "output-closed" || stdout_gone(),

@@ -123,12 +123,12 @@ fn sources_lists_every_zone_with_its_wrap_bound() {
         "{out}"
     );
     for needle in [
-        "source rapl.package-0\n",
+        "source rapl.package-0  polled every 10ms (--interval)\n",
         "package-0.energy",
-        "source rapl.package-0.core\n",
+        "source rapl.package-0.core  polled every 10ms (--interval)\n",
         "package-0.core.energy",
         "package-0.uncore.energy",
-        "source rapl.psys\n",
+        "source rapl.psys  polled every 10ms (--interval)\n",
         "psys.energy",
         "counter, wraps at 262143.32885 J",
         // Intel's range at 2 kW: 65.5 s; psys at 10 kW: 13.1 s.

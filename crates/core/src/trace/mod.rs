@@ -24,7 +24,7 @@ mod reader;
 mod writer;
 
 pub use reader::{ChannelData, Gap, Trace, TraceEvent, read_trace, read_trace_from};
-pub use writer::{TraceWriter, create_trace_file};
+pub use writer::{CutBack, TraceWriter, create_trace_file};
 
 use crate::channel::SourceInfo;
 use crate::clock::ClockAnchor;

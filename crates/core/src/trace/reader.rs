@@ -250,9 +250,19 @@ pub fn read_trace_from<R: BufRead>(mut r: R, path: &Path) -> Result<Trace> {
                  created, or it is not a flinch trace",
             ));
         }
-        _ => {
+        Some(LineEnd::Eof) if buf.starts_with(HEADER_PREFIX.as_bytes()) => {
             return Err(p.err(format!(
-                "expected the header line starting with {HEADER_PREFIX:?}"
+                "the header line is cut short ({} bytes and no end of line): the file was cut \
+                 (a full disk, a copy made while recording started) before its header was \
+                 complete, so nothing in it can be read",
+                buf.len()
+            )));
+        }
+        _ => {
+            let shown = String::from_utf8_lossy(&buf[..buf.len().min(40)]).into_owned();
+            return Err(p.err(format!(
+                "expected the header line starting with {HEADER_PREFIX:?}, found {shown:?}: \
+                 not a flinch trace, or a damaged one"
             )));
         }
     };
@@ -543,6 +553,26 @@ mod tests {
     use crate::source::Reading;
     use crate::trace::{Footer, TraceWriter};
     use std::sync::Arc;
+
+    #[test]
+    fn a_header_cut_short_is_called_cut_not_missing() {
+        let whole = format!("{MAGIC_LINE}\n{HEADER_PREFIX}{{\"format\":\"flinch-trace\",\"vers");
+        let e = read_trace_from(whole.as_bytes(), Path::new("t.csv"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("t.csv:2: the header line is cut short"), "{e}");
+        assert!(!e.contains("expected the header line"), "{e}");
+        let other = format!("{MAGIC_LINE}\nsomething else\n");
+        let e = read_trace_from(other.as_bytes(), Path::new("t.csv"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(
+                "expected the header line starting with \"# header \", found \"something else\""
+            ),
+            "{e}"
+        );
+    }
 
     #[test]
     fn parse_u64_agrees_with_str_parse() {

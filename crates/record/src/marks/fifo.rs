@@ -5,7 +5,9 @@
 //! if it is a FIFO owned by the user, not a symlink, accessible to nobody else, and nobody
 //! is reading it (a FIFO left behind by a recorder that was killed is reused that way). The
 //! checks are made again on what was actually opened, so a path swapped in between is
-//! refused too. The recorder
+//! refused too. A recorder claims the FIFO's path before it touches it and says who it is
+//! next to it ([`flinch_core::marks::owner`]), so that two recorders never read one FIFO and a client can
+//! tell which recorder takes its marks. The recorder
 //! holds a write end open itself, so reads never see end-of-file when clients come and go,
 //! and raises the pipe buffer to 1 MiB so that bursts of marks from non-blocking clients fit
 //! while the reader catches up.
@@ -145,6 +147,7 @@ fn prepare_fifo(path: &Path) -> Result<bool> {
 /// The receiving end of a marks FIFO, read by a thread of its own.
 pub struct FifoReceiver {
     path: PathBuf,
+    claim: Option<flinch_core::marks::owner::FifoClaim>,
     created: bool,
     stale: Option<(u64, u64)>,
     stop: Arc<AtomicBool>,
@@ -155,6 +158,7 @@ impl FifoReceiver {
     /// Creates or validates the FIFO at `path` (see the module docs), then reads marks from
     /// it on a thread, passing each line to `sink` stamped with `clock`.
     pub fn start(path: &Path, clock: Arc<dyn Clock>, sink: MarkSink) -> Result<Self> {
+        let mut claim = flinch_core::marks::owner::FifoClaim::acquire(path)?;
         let created = prepare_fifo(path)?;
         let cleanup = |e: Error| {
             if created {
@@ -197,6 +201,7 @@ impl FifoReceiver {
             }
         }
         let stale = discard_stale(&read, stale_bytes);
+        claim.publish(path, None).map_err(cleanup)?;
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
         let thread = std::thread::Builder::new()
@@ -205,6 +210,7 @@ impl FifoReceiver {
             .map_err(|e| cleanup(Error::io("cannot start the marks reader for", path, e)))?;
         Ok(FifoReceiver {
             path: path.to_owned(),
+            claim: Some(claim),
             created,
             stale,
             stop,
@@ -215,6 +221,14 @@ impl FifoReceiver {
     /// The FIFO's path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Says, next to the FIFO, that this recorder writes `trace` (see [`flinch_core::marks::owner`]).
+    pub fn publish_trace(&mut self, trace: &Path) -> Result<()> {
+        match &mut self.claim {
+            Some(c) => c.publish(&self.path, Some(trace)),
+            None => Ok(()),
+        }
     }
 
     /// `(bytes, lines)` found in the FIFO when this receiver opened it, and discarded.
@@ -242,6 +256,7 @@ impl FifoReceiver {
             let _ = std::fs::remove_file(&self.path);
             self.created = false;
         }
+        self.claim = None;
     }
 }
 

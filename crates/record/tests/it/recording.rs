@@ -184,7 +184,7 @@ fn a_client_with_no_recorder_is_neither_blocked_nor_crashed() {
         .err()
         .unwrap()
         .to_string();
-    assert!(e.contains("already listening"), "{e}");
+    assert!(e.contains("is already reading marks from"), "{e}");
     assert!(
         !dir.path().join("t2.csv").exists(),
         "no trace file is created when start fails"
@@ -270,6 +270,23 @@ fn bad_setups_are_refused_before_any_file_exists() {
     .err()
     .unwrap();
     assert!(e.to_string().contains("no sources"), "{e}");
+    // an interval finer than the sampler can keep
+    let e = Recorder::start(
+        RecordingSetup::new(out.clone(), vec![synthetic("1W")]),
+        RecorderConfig {
+            interval: std::time::Duration::from_micros(1),
+            ..Default::default()
+        },
+        Arc::new(MonotonicClock),
+    )
+    .err()
+    .unwrap();
+    assert!(
+        e.to_string()
+            .contains("below the finest a recording takes (1ms)"),
+        "{e}"
+    );
+    assert!(!out.exists());
     // a symlink planted where the FIFO should go
     let fifo = dir.path().join("m.fifo");
     std::os::unix::fs::symlink("/etc/passwd", &fifo).unwrap();
