@@ -456,3 +456,67 @@ fn print_refuses_what_it_cannot_do_before_recording() {
     assert!(stderr(&o).contains("at least 100ms"), "{}", stderr(&o));
     assert!(!Path::new(&out).exists());
 }
+
+#[test]
+fn print_rows_go_on_while_the_trace_file_cannot_be_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = flinch()
+        .args([
+            "record",
+            "--source",
+            "synthetic",
+            "--no-fifo",
+            "--interval",
+            "1ms",
+        ])
+        .args(["--print", "200ms", "--write-retry", "60s", "--out"])
+        .arg(dir.path().join("t.csv"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A file-size limit (`ulimit -f`) the header fits in and the rows soon do not.
+    rustix::process::prlimit(
+        rustix::process::Pid::from_raw(child.id() as i32),
+        rustix::process::Resource::Fsize,
+        rustix::process::Rlimit {
+            current: Some(40_000),
+            maximum: None,
+        },
+    )
+    .unwrap();
+    let rows = arrivals(child.stdout.take().unwrap());
+    let err = arrivals(child.stderr.take().unwrap());
+    let failed_at = loop {
+        let (t, l) = err
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the write error is reported");
+        if l.contains("cannot write") {
+            break t;
+        }
+    };
+    // Rows measured from readings the file could not take keep coming.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut after = 0;
+    while after < 5 && Instant::now() < deadline {
+        if let Ok((t, l)) = rows.recv_timeout(Duration::from_millis(100))
+            && t > failed_at
+            && l.contains(",synthetic,")
+        {
+            after += 1;
+        }
+    }
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the recording ended with its file"
+    );
+    let _ = rustix::process::kill_process(
+        rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
+        rustix::process::Signal::TERM,
+    );
+    wait_or_kill(&mut child, Duration::from_secs(30), "flinch record");
+    assert!(
+        after >= 5,
+        "{after} rows after the trace stopped being written"
+    );
+}
