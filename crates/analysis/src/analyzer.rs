@@ -1,12 +1,14 @@
 //! The analyzer: a trace prepared once (channels by device, idle levels, holes), then spans
 //! measured one by one.
 
+use crate::aggregate::Aggregator;
 use crate::class::{class_of, is_modelled, is_process_scoped};
 use crate::idle::{ChannelIdle, IdleProfile};
 use crate::pairing::pair_marks;
 use crate::report::{IdleUsed, Report, UnmatchedMark};
 use crate::summary::summarize;
 use crate::thresholds::Thresholds;
+use crate::timeline::Signal;
 use crate::window::describe_labels;
 use flinch_core::channel::SourceInfo;
 use flinch_core::device::DeviceClass;
@@ -41,7 +43,11 @@ pub struct Analyzer<'t> {
     /// measured (a demonstration, a test of flinch itself). Next to a measured source a
     /// model would decide what the real workload did from a schedule.
     pub(crate) models_vote: bool,
+    /// Length of the idle profile's stretch, s.
+    pub(crate) idle_duration_s: f64,
     pub(crate) idle_used: Option<IdleUsed>,
+    /// The deciding signals of the state timeline.
+    pub(crate) signals: Vec<Signal>,
     pub(crate) idle_warnings: Vec<String>,
 }
 
@@ -151,16 +157,20 @@ impl<'t> Analyzer<'t> {
             .iter()
             .filter(|s| !s.channels.is_empty())
             .all(is_modelled);
-        Analyzer {
+        let mut an = Analyzer {
             trace,
             chans,
             devices,
             thresholds,
             has_idle: idle.is_some(),
             models_vote,
+            idle_duration_s: idle.map(|p| p.duration_s).unwrap_or(0.0),
             idle_used,
+            signals: Vec::new(),
             idle_warnings,
-        }
+        };
+        an.signals = an.build_signals();
+        an
     }
 
     /// Pairs the marks and measures every span, calling `progress(done, total)` now and
@@ -185,8 +195,11 @@ impl<'t> Analyzer<'t> {
         let pairing = pair_marks(marks, from, to);
         let total = pairing.pairs.len();
         let mut spans = Vec::with_capacity(total);
+        let mut agg = Aggregator::new(self);
         for (k, &(a, b)) in pairing.pairs.iter().enumerate() {
-            spans.push(self.span(&marks[a], &marks[b]));
+            let s = self.span(&marks[a], &marks[b]);
+            agg.add(s.start_ns, s.end_ns);
+            spans.push(s);
             if k % 64 == 63 {
                 progress(k + 1, total);
             }
@@ -207,6 +220,7 @@ impl<'t> Analyzer<'t> {
         unmatched.sort_by_key(|u| u.t_ns);
         let summary = summarize(
             &spans,
+            Some(agg.finish()),
             pairing.unmatched_starts.len(),
             pairing.unmatched_ends.len(),
         );

@@ -1,7 +1,10 @@
 //! What an analysis says: per span, per device, per channel, and over all spans.
 
+use crate::aggregate::Aggregate;
+use crate::bound::{Bound, BoundTerms};
 use crate::stats::{Distribution, Histogram};
 use crate::thresholds::Thresholds;
+use crate::timeline::Composition;
 use flinch_core::channel::Quantity;
 use flinch_core::device::DeviceClass;
 use flinch_core::integrate::Method;
@@ -21,23 +24,28 @@ pub enum Verdict {
     IdleWait,
     /// The sensors cannot tell, or the signals disagree; the evidence says which.
     Unresolved,
+    /// A span long enough to be seen in parts, no state of which dominates (see its
+    /// `composition`).
+    Mixed,
 }
 
 impl Verdict {
     /// Every verdict, in output order.
-    pub const ALL: [Verdict; 4] = [
+    pub const ALL: [Verdict; 5] = [
         Verdict::GpuCompute,
         Verdict::CpuCompute,
         Verdict::IdleWait,
         Verdict::Unresolved,
+        Verdict::Mixed,
     ];
-    /// As written: `gpu-compute`, `cpu-compute`, `idle-wait`, `unresolved`.
+    /// As written: `gpu-compute`, `cpu-compute`, `idle-wait`, `unresolved`, `mixed`.
     pub fn name(self) -> &'static str {
         match self {
             Verdict::GpuCompute => "gpu-compute",
             Verdict::CpuCompute => "cpu-compute",
             Verdict::IdleWait => "idle-wait",
             Verdict::Unresolved => "unresolved",
+            Verdict::Mixed => "mixed",
         }
     }
 }
@@ -143,6 +151,12 @@ pub struct DeviceSpan {
     /// no part in the verdict. Written only when true.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub modelled: bool,
+    /// `[lo, hi]` that the energy lies in, J (see `docs/analysis.md`, *Bounds*).
+    pub energy_bound_j: Option<Bound>,
+    /// `[lo, hi]` that the active energy lies in, J.
+    pub active_energy_bound_j: Option<Bound>,
+    /// What the bound's half-width is made of.
+    pub bound_terms: Option<BoundTerms>,
 }
 
 /// One activity channel (utilisation, activity, CPU time, clock, temperature, ...) over one
@@ -163,6 +177,9 @@ pub struct ActivitySpan {
     pub mean: Option<f64>,
     /// The idle profile's mean for this channel.
     pub idle_mean: Option<f64>,
+    /// How far above `idle_mean` the channel counts as busy (utilisation and activity: from
+    /// the idle profile's noise; CPU time: cores); `null` for channels that do not decide.
+    pub threshold: Option<f64>,
     /// Samples inside the span.
     pub samples_in_span: u32,
     /// Distinct sensor updates inside the span.
@@ -206,6 +223,11 @@ pub struct SpanReport {
     pub duration_s: f64,
     /// What the span was doing.
     pub verdict: Verdict,
+    /// `span` when the span as a whole decided the verdict, `composition` when a span the
+    /// whole could not decide was judged by its parts.
+    pub verdict_from: &'static str,
+    /// Its time by state, from the state timeline.
+    pub composition: Composition,
     /// The numbers that decided it, one line each.
     pub evidence: Vec<String>,
     /// Per energy-bearing channel.
@@ -234,8 +256,11 @@ pub struct UnmatchedMark {
 pub struct EnergyStats {
     /// Spans with a value.
     pub count: usize,
-    /// Sum, J.
+    /// Over the union of span time, J: spans that overlap are counted once (see
+    /// `summary.aggregate`).
     pub total: f64,
+    /// The plain sum over spans, J (more than `total` when spans overlap).
+    pub sum_of_spans: f64,
     /// Distribution, J.
     #[serde(flatten)]
     pub dist: Distribution,
@@ -260,6 +285,8 @@ pub struct Summary {
     pub unmatched_starts: usize,
     /// `to` marks with nothing open.
     pub unmatched_ends: usize,
+    /// Energy over the union of span time: totals and means per span with their bounds.
+    pub aggregate: Option<Aggregate>,
 }
 
 /// Which idle profile was used.

@@ -88,6 +88,16 @@ impl Analyzer<'_> {
             return Verdict::GpuCompute;
         }
         if get(DeviceClass::Cpu) == Some(Class::Busy) {
+            if get(DeviceClass::Gpu) == Some(Class::Unresolved) {
+                // `cpu-compute` says the CPUs computed and the GPUs did not; a GPU the
+                // sensors cannot see over this span may have computed too.
+                evidence.push(
+                    "the CPUs are busy, but the GPU cannot be seen over this span: it may be \
+                     computing too"
+                        .into(),
+                );
+                return Verdict::Unresolved;
+            }
             return Verdict::CpuCompute;
         }
         if get(DeviceClass::Other) == Some(Class::Busy) {

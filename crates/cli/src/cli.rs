@@ -454,6 +454,11 @@ pub struct ExportArgs {
     pub force: bool,
     #[command(flatten)]
     pub spans: SpanArgs,
+    /// Judge the spans against the idle level over this window of the trace (A..B, mark
+    /// labels or seconds; default: the profile embedded in the trace): each span slice then
+    /// carries its verdict and composition, and a `machine state` thread the state timeline
+    #[arg(long, value_name = "A..B")]
+    pub idle_window: Option<String>,
     /// No progress bar, no notes
     #[arg(long, short)]
     pub quiet: bool,

@@ -7,7 +7,9 @@
 //!   per channel**: `"ph":"C"` events named after the channel with a single argument named
 //!   after the unit, so Perfetto names the track `gpu0.power_samples W`; source gaps are
 //!   slices on a `gaps: <source>` thread of that process;
-//! - a **spans** process: spans as complete slices (`"ph":"X"`), one thread per request id
+//! - a **spans** process: spans as complete slices (`"ph":"X"`; with `flinch analyze`'s
+//!   judgement, each with its verdict and composition as arguments, and a `machine state`
+//!   thread holding the state timeline), one thread per request id
 //!   (`req 7`; spans without one on `spans`); for requests with marks that no span uses,
 //!   a `req 7` slice from its first to its last mark with one slice per stage
 //!   (`enqueue → dequeue`) nested inside; slices that would overlap without nesting go to
@@ -24,7 +26,7 @@
 //! only changes the legacy viewer's display, and some importers have read it as the unit
 //! of `ts`. Events of each track are written in time order.
 
-use crate::spans::SpanSet;
+use crate::spans::{Judgement, SpanSet};
 use flinch_core::trace::{RowKind, Trace};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
@@ -154,6 +156,21 @@ pub fn write_perfetto<W: Write>(
     w: &mut W,
     progress: &mut dyn FnMut(u64, u64),
 ) -> io::Result<PerfettoStats> {
+    write_perfetto_judged(trace, spans, None, w, progress)
+}
+
+/// [`write_perfetto`] with `flinch analyze`'s judgement of the spans ([`judge`]): each span
+/// slice carries its verdict and composition as arguments, and a `machine state` thread of
+/// the spans process holds the state timeline as slices (`gpu-compute`, `idle-wait`, …).
+///
+/// [`judge`]: crate::spans::judge
+pub fn write_perfetto_judged<W: Write>(
+    trace: &Trace,
+    spans: &SpanSet,
+    judged: Option<&Judgement>,
+    w: &mut W,
+    progress: &mut dyn FnMut(u64, u64),
+) -> io::Result<PerfettoStats> {
     let origin = origin_ns(trace);
     let total = (trace.sample_count() + trace.marks.len()) as u64;
     let mut done = 0u64;
@@ -267,7 +284,7 @@ pub fn write_perfetto<W: Write>(
     out.meta("process_sort_index", spans_pid, None, json!(spans_pid))?;
     let mut groups: BTreeMap<Option<String>, Vec<Slice>> = BTreeMap::new();
     let mut used = vec![false; trace.marks.len()];
-    for s in &spans.spans {
+    for (k, s) in spans.spans.iter().enumerate() {
         used[s.marks.0] = true;
         used[s.marks.1] = true;
         let mut args = Map::new();
@@ -277,6 +294,14 @@ pub fn write_perfetto<W: Write>(
             args.insert("req".into(), json!(r));
         }
         args.insert("duration_ms".into(), json!(s.duration_s() * 1e3));
+        if let Some(j) = judged {
+            if let Some(v) = j.verdicts.get(k) {
+                args.insert("verdict".into(), json!(v.name()));
+            }
+            if let Some(c) = j.compositions.get(k) {
+                args.insert("composition".into(), json!(c));
+            }
+        }
         groups.entry(s.req.clone()).or_default().push(Slice {
             name: s.name.clone(),
             start: s.start_ns,
@@ -344,6 +369,26 @@ pub fn write_perfetto<W: Write>(
                 out.slice(spans_pid, tid, s)?;
                 stats.slices += 1;
             }
+        }
+    }
+
+    // The state timeline: one more thread of the spans process.
+    if let Some(j) = judged.filter(|j| !j.states.is_empty()) {
+        tid += 1;
+        out.meta("thread_name", spans_pid, Some(tid), json!("machine state"))?;
+        out.meta("thread_sort_index", spans_pid, Some(tid), json!(0))?;
+        for &(a, b, v) in &j.states {
+            out.slice(
+                spans_pid,
+                tid,
+                &Slice {
+                    name: v.name().to_owned(),
+                    start: a,
+                    end: b,
+                    args: json!({"state": v.name()}),
+                },
+            )?;
+            stats.slices += 1;
         }
     }
 

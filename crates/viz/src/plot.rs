@@ -141,6 +141,9 @@ pub struct PlotData {
     pub idle_w: Vec<Option<f64>>,
     /// Spans with their verdicts.
     pub spans: Vec<(Span, Verdict)>,
+    /// The state timeline (`flinch analyze`'s, see [`crate::spans::judge`]): drawn as a
+    /// strip along the bottom of the power panel when not empty.
+    pub states: Vec<(u64, u64, Verdict)>,
     /// Mark times.
     pub marks_ns: Vec<u64>,
     /// The span description for the histogram's title (`infer_start→first_token`).
@@ -297,6 +300,7 @@ impl PlotData {
             power,
             activity,
             spans: in_window,
+            states: Vec::new(),
             marks_ns: trace
                 .marks
                 .iter()
@@ -326,6 +330,7 @@ pub fn verdict_color(v: Verdict) -> RGBColor {
         Verdict::GpuCompute => RGBColor(214, 39, 40),
         Verdict::CpuCompute => RGBColor(148, 103, 189),
         Verdict::IdleWait => RGBColor(31, 119, 180),
+        Verdict::Mixed => RGBColor(230, 159, 0),
         // unresolved, and any verdict a later flinch adds
         _ => RGBColor(140, 140, 140),
     }
@@ -638,6 +643,28 @@ fn draw_time_panel<DB: DrawingBackend>(
         }
     }
     if primary {
+        // The state timeline: a strip along the bottom, in the verdicts' colours.
+        if !data.states.is_empty() {
+            let strip = ymax * 0.025;
+            let text = "machine state (bottom strip)";
+            legend_texts.push(text.into());
+            chart
+                .draw_series(data.states.iter().filter_map(|&(p, q, v)| {
+                    let a = data.x(p).max(x0);
+                    let b = data.x(q).min(x1);
+                    (b > a).then(|| {
+                        Rectangle::new([(a, 0.0), (b, strip)], verdict_color(v).filled())
+                    })
+                }))
+                .map_err(pe)?
+                .label(text)
+                .legend(|(x, y)| {
+                    Rectangle::new(
+                        [(x, y - 3), (x + 18, y + 3)],
+                        verdict_color(Verdict::GpuCompute).filled(),
+                    )
+                });
+        }
         // Verdict legend entries (only verdicts present).
         for v in Verdict::ALL {
             let n = data.spans.iter().filter(|(_, x)| *x == v).count();
@@ -854,7 +881,7 @@ fn draw_histogram<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, data: &Plot
         (if log { lo - pad } else { (lo - pad).max(0.0) }, hi + pad)
     };
     let width = (hi - lo) / n_bins as f64;
-    let mut counts = vec![[0usize; 4]; n_bins];
+    let mut counts = vec![[0usize; Verdict::ALL.len()]; n_bins];
     for (s, v) in &spans {
         let x = to_axis(s.duration_s());
         let b = (((x - lo) / width).max(0.0) as usize).min(n_bins - 1);

@@ -14,24 +14,24 @@ use flinch_core::marks::{Mark, MarkVia};
 use flinch_core::trace::{ChannelData, Gap, Header, RowKind, Trace, TraceEvent};
 use std::path::PathBuf;
 
-const MS: u64 = 1_000_000;
-const T0: u64 = 1_000_000_000_000; // traces start at 1000 s of uptime
+pub(crate) const MS: u64 = 1_000_000;
+pub(crate) const T0: u64 = 1_000_000_000_000; // traces start at 1000 s of uptime
 
 /// A channel's values as a function of seconds since T0.
-type Curve = Box<dyn Fn(f64) -> f64>;
+pub(crate) type Curve = Box<dyn Fn(f64) -> f64>;
 
 /// A trace under construction: sources, then one function of time per channel, sampled on
 /// a grid.
-struct Build {
-    sources: Vec<SourceInfo>,
+pub(crate) struct Build {
+    pub(crate) sources: Vec<SourceInfo>,
     channels: Vec<ChannelData>,
-    marks: Vec<Mark>,
+    pub(crate) marks: Vec<Mark>,
     gaps: Vec<Gap>,
     events: Vec<TraceEvent>,
 }
 
 impl Build {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Build {
             sources: vec![],
             channels: vec![],
@@ -43,7 +43,7 @@ impl Build {
 
     /// Adds a source; `data[i]` gives (sample period, value at t seconds after T0) for
     /// channel i; samples run over [T0, T0 + len_s].
-    fn source(
+    pub(crate) fn source(
         mut self,
         name: &str,
         backend: &str,
@@ -79,14 +79,14 @@ impl Build {
     }
 
     /// Makes the last source added measure one process tree.
-    fn process_scoped(mut self) -> Self {
+    pub(crate) fn process_scoped(mut self) -> Self {
         if let Some(s) = self.sources.last_mut() {
             s.scope = flinch_core::Scope::ProcessTree;
         }
         self
     }
 
-    fn mark(mut self, label: &str, at_s: f64, req: Option<&str>) -> Self {
+    pub(crate) fn mark(mut self, label: &str, at_s: f64, req: Option<&str>) -> Self {
         self.marks.push(Mark {
             t_ns: T0 + (at_s * 1e9).round() as u64,
             recv_ns: T0 + (at_s * 1e9).round() as u64,
@@ -100,11 +100,11 @@ impl Build {
         self
     }
 
-    fn span(self, from: &str, to: &str, a_s: f64, b_s: f64) -> Self {
+    pub(crate) fn span(self, from: &str, to: &str, a_s: f64, b_s: f64) -> Self {
         self.mark(from, a_s, None).mark(to, b_s, None)
     }
 
-    fn build(mut self) -> Trace {
+    pub(crate) fn build(mut self) -> Trace {
         self.marks.sort_by_key(|m| m.t_ns);
         Trace {
             path: PathBuf::from("mem.flinch.csv"),
@@ -131,16 +131,16 @@ impl Build {
 }
 
 /// A square pulse: `hi` on [a, b) seconds, `lo` elsewhere.
-fn pulse(lo: f64, hi: f64, a: f64, b: f64) -> impl Fn(f64) -> f64 {
+pub(crate) fn pulse(lo: f64, hi: f64, a: f64, b: f64) -> impl Fn(f64) -> f64 {
     move |t| if t >= a && t < b { hi } else { lo }
 }
 
 /// The integral of a pulse function from 0 to t (for counters).
-fn pulse_energy(lo: f64, hi: f64, a: f64, b: f64) -> impl Fn(f64) -> f64 {
+pub(crate) fn pulse_energy(lo: f64, hi: f64, a: f64, b: f64) -> impl Fn(f64) -> f64 {
     move |t| lo * t + (hi - lo) * (t.min(b) - a).max(0.0)
 }
 
-fn gpu_channels() -> Vec<ChannelSpec> {
+pub(crate) fn gpu_channels() -> Vec<ChannelSpec> {
     vec![
         ChannelSpec::power("gpu0", "power_samples", PowerMethod::DriverSamples)
             .with_update_period_ns(20 * MS),
@@ -161,7 +161,7 @@ fn gpu_channels() -> Vec<ChannelSpec> {
 
 /// A GPU at 119 W idle that runs at 700 W over [busy_a, busy_b) s, with utilisation 100 %
 /// there (or `util_busy` as given).
-fn gpu_trace(busy_a: f64, busy_b: f64, util_busy: f64) -> Build {
+pub(crate) fn gpu_trace(busy_a: f64, busy_b: f64, util_busy: f64) -> Build {
     let p = move || Box::new(pulse(119.0, 700.0, busy_a, busy_b)) as Curve;
     Build::new().source(
         "nvml.gpu0",
@@ -180,7 +180,7 @@ fn gpu_trace(busy_a: f64, busy_b: f64, util_busy: f64) -> Build {
     )
 }
 
-fn idle_profile_of(trace: &Trace, a_s: f64, b_s: f64) -> IdleProfile {
+pub(crate) fn idle_profile_of(trace: &Trace, a_s: f64, b_s: f64) -> IdleProfile {
     let mut p = IdleProfile::from_trace(
         trace,
         T0 + (a_s * 1e9) as u64,
@@ -350,12 +350,18 @@ fn a_gap_makes_the_channel_unavailable_and_the_next_method_takes_over() {
                 .contains("buffer overran")
         );
     }
-    // ...and so is its utilisation: nothing is left to decide with
+    // ...and so is its utilisation: nothing is left to decide the span as a whole with
     assert_eq!(s.activity["gpu0.util_gpu"].status, ChannelStatus::Gap);
     assert_eq!(s.devices["gpu0"].state, State::Unknown);
     assert_eq!(s.devices["gpu0"].energy_j, None);
-    assert_eq!(s.verdict, Verdict::Unresolved, "{:?}", s.evidence);
     assert!(s.evidence.iter().any(|e| e.contains("no channel measured")));
+    // but outside the 100 ms hole the power samples show a busy GPU: by its parts (the
+    // hole and the 20 ms cells that touch it unresolved) the span computed on the GPU
+    assert_eq!(s.verdict, Verdict::GpuCompute, "{:?}", s.evidence);
+    assert_eq!(s.verdict_from, "composition");
+    let c = &s.composition;
+    assert!(c.unresolved > 0.1 && c.unresolved < 0.2, "{c:?}");
+    assert!((c.gpu_compute + c.unresolved - 1.0).abs() < 1e-9, "{c:?}");
 }
 
 #[test]

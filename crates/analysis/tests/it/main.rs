@@ -1,3 +1,4 @@
 //! Integration tests of `flinch-analysis`: one binary, a module per area.
 
 mod analysis;
+mod fidelity;

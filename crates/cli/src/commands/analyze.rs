@@ -166,6 +166,16 @@ pub fn run(a: AnalyzeArgs) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn bound_cell(b: Option<flinch_analysis::Bound>) -> String {
+    match b {
+        Some(b) => {
+            let prec = if b.width().abs() < 0.1 { 4 } else { 2 };
+            format!("[{:.prec$}, {:.prec$}]", b.lo, b.hi)
+        }
+        None => "-".into(),
+    }
+}
+
 fn opt(x: Option<f64>, prec: usize) -> String {
     x.map(|v| format!("{v:.prec$}"))
         .unwrap_or_else(|| "-".into())
@@ -222,36 +232,44 @@ pub fn render(r: &Report, origin_ns: u64, all: bool, evidence: bool) -> String {
     if shown > 0 {
         let _ = write!(
             s,
-            "\n{:>5} {:>10} {:>10} {:<12} {:>6}",
-            "#", "start_s", "dur_s", "verdict", "req"
+            "\n{:>5} {:>10} {:>10} {:<12} {:>6} {:>15}",
+            "#", "start_s", "dur_s", "verdict", "req", "gpu/cpu/idle/?%"
         );
         for d in &devices {
-            let _ = write!(s, " {:>16}", format!("{d} active_J"));
+            let _ = write!(s, " {:>16} {:>19}", format!("{d} active_J"), "bound_J");
         }
         let _ = writeln!(s);
     }
     for (i, sp) in r.spans.iter().take(shown).enumerate() {
+        let c = &sp.composition;
         let _ = write!(
             s,
-            "{:>5} {:>10.3} {:>10.4} {:<12} {:>6}",
+            "{:>5} {:>10.3} {:>10.4} {:<12} {:>6} {:>15}",
             i + 1,
             sp.start_ns.saturating_sub(origin_ns) as f64 / 1e9,
             sp.duration_s,
             sp.verdict.name(),
-            sp.req.as_deref().unwrap_or("-")
+            sp.req.as_deref().unwrap_or("-"),
+            format!(
+                "{:.0}/{:.0}/{:.0}/{:.0}",
+                c.gpu_compute * 100.0,
+                c.cpu_compute * 100.0,
+                c.idle_wait * 100.0,
+                c.unresolved * 100.0
+            )
         );
         for d in &devices {
-            let cell = match sp.devices.get(*d) {
+            let (cell, bound) = match sp.devices.get(*d) {
                 Some(dv) => {
                     let mut c = opt(dv.active_energy_j, 2);
                     if dv.state == State::Unresolved {
                         c.push('?');
                     }
-                    c
+                    (c, bound_cell(dv.active_energy_bound_j))
                 }
-                None => "-".into(),
+                None => ("-".into(), "-".into()),
             };
-            let _ = write!(s, " {cell:>16}");
+            let _ = write!(s, " {cell:>16} {bound:>19}");
         }
         let _ = writeln!(s);
         if evidence {
@@ -304,7 +322,7 @@ pub fn render(r: &Report, origin_ns: u64, all: bool, evidence: bool) -> String {
     for (dev, e) in &sm.active_energy_j {
         let _ = writeln!(
             s,
-            "  {dev} active J: total {:.2}  mean {:.3}  p50 {:.3}  p90 {:.3}  p99 {:.3}  min {:.3}  max {:.3}  std {:.3} ({} spans)",
+            "  {dev} active J per span: total {:.2}  mean {:.3}  p50 {:.3}  p90 {:.3}  p99 {:.3}  min {:.3}  max {:.3}  std {:.3} ({} spans)",
             e.total,
             e.dist.mean,
             e.dist.p50,
@@ -315,6 +333,37 @@ pub fn render(r: &Report, origin_ns: u64, all: bool, evidence: bool) -> String {
             e.dist.std,
             e.count
         );
+    }
+    if let Some(a) = &sm.aggregate {
+        let _ = writeln!(
+            s,
+            "  over the union of span time ({:.3} s; spans add up to {:.3} s): totals count overlapping spans once",
+            a.union_s, a.span_time_s
+        );
+        for (dev, d) in &a.devices {
+            let (what, t) = match &d.active_energy_j {
+                Some(t) => ("active J", t),
+                None => ("energy J (no idle level)", &d.energy_j),
+            };
+            let _ = write!(
+                s,
+                "  {dev} {what}: total {:.2} {}",
+                t.total,
+                bound_cell(Some(t.total_bound))
+            );
+            match (t.mean, t.mean_bound) {
+                (Some(m), b) => {
+                    let _ = writeln!(s, ", per span {m:.4} {} ({} spans)", bound_cell(b), a.count);
+                }
+                _ => {
+                    let _ = writeln!(
+                        s,
+                        " ({:.3} s of the union not measured: no mean per span)",
+                        d.unmeasured_s
+                    );
+                }
+            }
+        }
     }
     if sm.active_energy_j.is_empty() {
         for (dev, e) in &sm.energy_j {

@@ -7,7 +7,7 @@ use flinch_viz::idle::{Idle, parse_window, resolve_window};
 use flinch_viz::output::check_destination;
 use flinch_viz::plot::{Format, HistogramMode, PlotData, PlotOptions, render};
 use flinch_viz::series::{activity_series, power_series};
-use flinch_viz::spans::verdicts;
+use flinch_viz::spans::judge;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -76,7 +76,8 @@ pub fn run(a: PlotArgs) -> Result<ExitCode, Failure> {
     } else {
         Idle::from_header(&trace).map_err(Failure::new)?
     };
-    let verdicts = verdicts(&trace, &set, idle.as_ref());
+    let range = window.or_else(|| trace.time_range_ns());
+    let judged = judge(&trace, &set, idle.as_ref(), range);
     let opts = PlotOptions {
         width: a.width,
         height: a.height,
@@ -99,15 +100,16 @@ pub fn run(a: PlotArgs) -> Result<ExitCode, Failure> {
             }
         );
     }
-    let data = PlotData::new(
+    let mut data = PlotData::new(
         &trace,
         &set,
-        &verdicts,
+        &judged.verdicts,
         power,
         activity,
         idle.as_ref(),
         &opts,
     );
+    data.states = judged.states;
     let s = render(&data, &opts, &out, a.force)?;
     let mut parts = vec![format!("{} power line(s)", s.power_lines)];
     if s.activity_lines > 0 {

@@ -3,6 +3,7 @@
 mod analyze;
 mod common;
 mod dcgm;
+mod fidelity;
 mod prometheus;
 mod rapl;
 mod readme;
