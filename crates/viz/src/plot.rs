@@ -652,9 +652,8 @@ fn draw_time_panel<DB: DrawingBackend>(
                 .draw_series(data.states.iter().filter_map(|&(p, q, v)| {
                     let a = data.x(p).max(x0);
                     let b = data.x(q).min(x1);
-                    (b > a).then(|| {
-                        Rectangle::new([(a, 0.0), (b, strip)], verdict_color(v).filled())
-                    })
+                    (b > a)
+                        .then(|| Rectangle::new([(a, 0.0), (b, strip)], verdict_color(v).filled()))
                 }))
                 .map_err(pe)?
                 .label(text)
