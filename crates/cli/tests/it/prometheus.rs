@@ -406,10 +406,12 @@ fn prometheus_and_pushgateway_see_the_exact_energies_and_the_spans_analyze_sees(
         .iter()
         .map(|s| s["duration_s"].as_f64().unwrap())
         .sum();
-    let active_sum = report["summary"]["active_energy_j"]["synthetic"]["total"]
+    // A histogram's _sum adds every span: analyze's `sum_of_spans` (its `total` counts the
+    // time of overlapping spans once).
+    let active_sum = report["summary"]["active_energy_j"]["synthetic"]["sum_of_spans"]
         .as_f64()
         .expect("analyze has the synthetic device's active energy");
-    let energy_sum = report["summary"]["energy_j"]["synthetic"]["total"]
+    let energy_sum = report["summary"]["energy_j"]["synthetic"]["sum_of_spans"]
         .as_f64()
         .unwrap();
 
