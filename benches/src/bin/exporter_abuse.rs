@@ -50,7 +50,7 @@ fn phase(abuse: bool, secs: u64) {
     while Instant::now() < end {
         let before = rec.stats().marks.load(Ordering::Relaxed);
         let t = clock.now_ns();
-        let label = if i % 2 == 0 { "a" } else { "b" };
+        let label = if i.is_multiple_of(2) { "a" } else { "b" };
         client
             .mark(label, &[("req", &(i / 2).to_string())])
             .unwrap();

@@ -74,3 +74,9 @@ pub use window::{
     WindowEdge, describe_labels, parse_open_window, parse_window, resolve_open_window,
     resolve_window,
 };
+
+/// The README's example, compiled and run as a doctest (the crate docs above are the
+/// method; the README is the package's page on crates.io).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctest;

@@ -495,29 +495,21 @@ fn parse_length(s: &str, bare_is_seconds: bool) -> Result<Duration, String> {
             "{s:?} has no unit: give {t}ms or {t}s (a number alone could mean either)"
         ));
     }
-    let d = humantime::parse_duration(t).or_else(|_| {
-        // humantime does not take fractions like "1.5s"
-        let split = t
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(t.len());
-        let (n, unit) = t.split_at(split);
-        let n: f64 = n.parse().map_err(|_| ())?;
-        let mult = match unit.trim() {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "" if bare_is_seconds => 1.0,
-            "m" | "min" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(()),
-        };
-        Duration::try_from_secs_f64(n * mult).map_err(|_| ())
-    });
+    // humantime 2.4 parses fractions (`1.5s`, `3.1us`); a bare number is only seconds here.
+    let d = if bare {
+        t.parse::<f64>()
+            .ok()
+            .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+            .ok_or_else(|| "not a number".to_owned())
+    } else {
+        humantime::parse_duration(t).map_err(|e| e.to_string())
+    };
     match d {
         Ok(d) if !d.is_zero() => Ok(d),
         Ok(_) => Err(format!("{s:?}: must be longer than zero")),
-        Err(_) => Err(format!("{s:?} is not a duration like 10ms, 1.5s or 2m")),
+        Err(e) => Err(format!(
+            "{s:?} is not a duration like 10ms, 1.5s or 2m ({e})"
+        )),
     }
 }
 
@@ -545,6 +537,18 @@ mod tests {
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
         assert_eq!(parse_duration("250us"), Ok(Duration::from_micros(250)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        // fractions, through humantime
+        assert_eq!(parse_duration("3.1us"), Ok(Duration::from_nanos(3_100)));
+        assert_eq!(parse_duration("0.25 ms"), Ok(Duration::from_micros(250)));
+        assert_eq!(
+            parse_duration("1m 30.5s"),
+            Ok(Duration::from_millis(90_500))
+        );
+        assert!(
+            parse_duration("5 parsecs")
+                .unwrap_err()
+                .contains("unknown time unit")
+        );
         assert!(
             parse_duration("0s")
                 .unwrap_err()
@@ -562,6 +566,9 @@ mod tests {
         assert_eq!(parse_seconds("30"), Ok(Duration::from_secs(30)));
         assert_eq!(parse_seconds("0.5"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_seconds("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_seconds(" 1.5 "), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_seconds("1.5s"), Ok(Duration::from_millis(1500)));
+        assert!(parse_seconds("1.2.3").unwrap_err().contains("not a number"));
         assert_eq!(parse_key_value("batch=8"), Ok(("batch".into(), "8".into())));
         assert!(parse_key_value("novalue").is_err());
         assert!(parse_key_value("bad key=1").is_err());

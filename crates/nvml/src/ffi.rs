@@ -11,7 +11,16 @@
 use nvml_wrapper::Device;
 use nvml_wrapper::error::{NvmlError, nvml_try};
 use nvml_wrapper_sys::bindings::{
-    nvmlDevice_t, nvmlFieldValue_t, nvmlReturn_t, nvmlSample_t, nvmlValue_t,
+    nvmlDevice_t, nvmlFieldValue_t, nvmlReturn_enum_NVML_ERROR_INSUFFICIENT_SIZE,
+    nvmlReturn_enum_NVML_ERROR_NOT_FOUND, nvmlReturn_enum_NVML_SUCCESS, nvmlReturn_t, nvmlSample_t,
+    nvmlSamplingType_enum_NVML_TOTAL_POWER_SAMPLES, nvmlValue_t,
+    nvmlValueType_enum_NVML_VALUE_TYPE_DOUBLE as NVML_VALUE_TYPE_DOUBLE,
+    nvmlValueType_enum_NVML_VALUE_TYPE_SIGNED_INT as NVML_VALUE_TYPE_SIGNED_INT,
+    nvmlValueType_enum_NVML_VALUE_TYPE_SIGNED_LONG_LONG as NVML_VALUE_TYPE_SIGNED_LONG_LONG,
+    nvmlValueType_enum_NVML_VALUE_TYPE_UNSIGNED_INT as NVML_VALUE_TYPE_UNSIGNED_INT,
+    nvmlValueType_enum_NVML_VALUE_TYPE_UNSIGNED_LONG as NVML_VALUE_TYPE_UNSIGNED_LONG,
+    nvmlValueType_enum_NVML_VALUE_TYPE_UNSIGNED_LONG_LONG as NVML_VALUE_TYPE_UNSIGNED_LONG_LONG,
+    nvmlValueType_enum_NVML_VALUE_TYPE_UNSIGNED_SHORT as NVML_VALUE_TYPE_UNSIGNED_SHORT,
 };
 use std::os::raw::{c_int, c_uint, c_ulonglong};
 
@@ -27,13 +36,13 @@ type SamplesFn = unsafe extern "C" fn(
 ) -> nvmlReturn_t;
 
 /// `NVML_SUCCESS`.
-const SUCCESS: nvmlReturn_t = 0;
+const SUCCESS: nvmlReturn_t = nvmlReturn_enum_NVML_SUCCESS;
 /// `NVML_ERROR_NOT_FOUND`: no samples newer than the given timestamp.
-const NOT_FOUND: nvmlReturn_t = 6;
+const NOT_FOUND: nvmlReturn_t = nvmlReturn_enum_NVML_ERROR_NOT_FOUND;
 /// `NVML_ERROR_INSUFFICIENT_SIZE`.
-const INSUFFICIENT_SIZE: nvmlReturn_t = 7;
+const INSUFFICIENT_SIZE: nvmlReturn_t = nvmlReturn_enum_NVML_ERROR_INSUFFICIENT_SIZE;
 /// `NVML_TOTAL_POWER_SAMPLES`.
-pub const TOTAL_POWER_SAMPLES: u32 = 0;
+pub const TOTAL_POWER_SAMPLES: u32 = nvmlSamplingType_enum_NVML_TOTAL_POWER_SAMPLES;
 
 /// A device handle plus the raw entry points, resolved once.
 pub struct RawDevice {
@@ -103,9 +112,9 @@ impl RawDevice {
                     unsafe { buf.set_len(n) };
                     return Ok(val_type);
                 }
-                NOT_FOUND => return Ok(1),
+                NOT_FOUND => return Ok(NVML_VALUE_TYPE_UNSIGNED_INT),
                 INSUFFICIENT_SIZE => buf.reserve(cap * 2),
-                other => return nvml_try(other).map(|_| 1),
+                other => return nvml_try(other).map(|_| NVML_VALUE_TYPE_UNSIGNED_INT),
             }
         }
     }
@@ -133,19 +142,19 @@ pub fn field_number(v: &nvmlFieldValue_t) -> Option<f64> {
     value_number(v.valueType, &v.value)
 }
 
-/// Reads an `nvmlValue_t` union by its type tag (0 double, 1 uint, 2 ulong, 3 ull, 4 sll,
-/// 5 sint, 6 ushort).
+/// Reads an `nvmlValue_t` union by its type tag (`nvmlValueType_t`: double, uint, ulong,
+/// ull, sll, sint, ushort).
 pub fn value_number(tag: u32, v: &nvmlValue_t) -> Option<f64> {
     // SAFETY: the tag says which member NVML wrote; every member is plain data.
     unsafe {
         Some(match tag {
-            0 => v.dVal,
-            1 => v.uiVal as f64,
-            2 => v.ulVal as f64,
-            3 => v.ullVal as f64,
-            4 => v.sllVal as f64,
-            5 => v.siVal as f64,
-            6 => v.usVal as f64,
+            NVML_VALUE_TYPE_DOUBLE => v.dVal,
+            NVML_VALUE_TYPE_UNSIGNED_INT => v.uiVal as f64,
+            NVML_VALUE_TYPE_UNSIGNED_LONG => v.ulVal as f64,
+            NVML_VALUE_TYPE_UNSIGNED_LONG_LONG => v.ullVal as f64,
+            NVML_VALUE_TYPE_SIGNED_LONG_LONG => v.sllVal as f64,
+            NVML_VALUE_TYPE_SIGNED_INT => v.siVal as f64,
+            NVML_VALUE_TYPE_UNSIGNED_SHORT => v.usVal as f64,
             _ => return None,
         })
     }

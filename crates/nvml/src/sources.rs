@@ -11,13 +11,17 @@ use nvml_wrapper::enum_wrappers::device::{Clock, TemperatureSensor};
 use nvml_wrapper::enums::gpm::GpmMetricId;
 use nvml_wrapper::error::NvmlError;
 use nvml_wrapper::{Device, GpmSample, Nvml};
-use nvml_wrapper_sys::bindings::{nvmlFieldValue_t, nvmlSample_t};
+use nvml_wrapper_sys::bindings::field_id::NVML_FI_DEV_POWER_INSTANT;
+use nvml_wrapper_sys::bindings::{
+    nvmlFieldValue_t, nvmlReturn_enum_NVML_ERROR_GPU_IS_LOST, nvmlSample_t,
+};
 use std::time::Duration;
 
 /// `NVML_FI_DEV_POWER_INSTANT`.
-pub const FI_POWER_INSTANT: u32 = 186;
-/// NVML's return code for a lost GPU, as found in a field's `nvmlReturn`.
-const GPU_IS_LOST: u32 = 15;
+pub const FI_POWER_INSTANT: u32 = NVML_FI_DEV_POWER_INSTANT;
+/// NVML's return code for a lost GPU (`NVML_ERROR_GPU_IS_LOST`), as found in a field's
+/// `nvmlReturn`.
+const GPU_IS_LOST: u32 = nvmlReturn_enum_NVML_ERROR_GPU_IS_LOST;
 
 /// Instant power (field 186), and the 1-s average power when asked for, every fast tick.
 pub struct FastSource {
@@ -50,7 +54,7 @@ impl Source for FastSource {
                     ErrorKind::Transient,
                     "nvml",
                     format!(
-                        "instant power: NVML returned code {} for field 186",
+                        "instant power: NVML returned code {} for field {FI_POWER_INSTANT}",
                         f.nvmlReturn
                     ),
                 ));

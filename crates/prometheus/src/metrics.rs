@@ -169,11 +169,11 @@ struct CadenceCpu {
 
 /// `10ms`, `1s`, `250us`: a cadence as a label value.
 pub fn cadence_name(interval_ns: u64) -> String {
-    if interval_ns % 1_000_000_000 == 0 {
+    if interval_ns.is_multiple_of(1_000_000_000) {
         format!("{}s", interval_ns / 1_000_000_000)
-    } else if interval_ns % 1_000_000 == 0 {
+    } else if interval_ns.is_multiple_of(1_000_000) {
         format!("{}ms", interval_ns / 1_000_000)
-    } else if interval_ns % 1_000 == 0 {
+    } else if interval_ns.is_multiple_of(1_000) {
         format!("{}us", interval_ns / 1_000)
     } else {
         format!("{interval_ns}ns")

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
+pub mod host;
 pub mod marks;
 pub mod observe;
 pub mod queue;

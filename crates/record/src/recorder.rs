@@ -610,6 +610,7 @@ impl Recorder {
             clock.anchor(),
             infos.clone(),
         );
+        header.machine = Some(crate::host::describe_machine());
         header.argv = setup.argv;
         header.command = setup.command;
         header.meta = setup.meta;

@@ -82,9 +82,13 @@ impl FromStr for SyntheticConfig {
             if !(w.is_finite() && w >= 0.0) {
                 return Err(format!("synthetic step {part:?}: power must be ≥ 0 W"));
             }
-            let d = humantime_ns(d.trim()).ok_or_else(|| {
-                format!("synthetic step {part:?}: duration {d:?} is not like 500ms or 1s")
-            })?;
+            let d = humantime::parse_duration(d.trim())
+                .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+                .map_err(|e| {
+                    format!(
+                        "synthetic step {part:?}: duration {d:?} is not like 500ms or 1.5s ({e})"
+                    )
+                })?;
             if d == 0 {
                 return Err(format!("synthetic step {part:?}: duration must be > 0"));
             }
@@ -122,22 +126,6 @@ impl FromStr for SyntheticConfig {
         }
         Ok(cfg)
     }
-}
-
-fn humantime_ns(s: &str) -> Option<u64> {
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().ok()?;
-    let mult = match unit {
-        "ns" => 1.0,
-        "us" | "µs" => 1e3,
-        "ms" => 1e6,
-        "s" => 1e9,
-        "m" | "min" => 60e9,
-        _ => return None,
-    };
-    let v = n * mult;
-    (v.is_finite() && v >= 0.0).then_some(v.round() as u64)
 }
 
 /// The synthetic source. See the module docs.
@@ -319,6 +307,16 @@ mod tests {
             vec![(276_000_000, Watts(20.0)), (724_000_000, Watts(100.0))]
         );
         assert_eq!(c.wrap, Joules(1000.0));
+        // fractions of a unit, through humantime
+        let c: SyntheticConfig = "20W/1.5s,30W/3.1us,40W/1m 0.5s".parse().unwrap();
+        assert_eq!(
+            c.steps,
+            vec![
+                (1_500_000_000, Watts(20.0)),
+                (3_100, Watts(30.0)),
+                (60_500_000_000, Watts(40.0))
+            ]
+        );
         assert_eq!(c.device_class, None);
         let c: SyntheticConfig = "20W;class=cpu;wrap=5J".parse().unwrap();
         assert_eq!(c.device_class, Some(DeviceClass::Cpu));
@@ -331,6 +329,8 @@ mod tests {
             "-5W",
             "5W/0s",
             "5W/3parsecs",
+            "5W/5",
+            "5W/0.5ns",
             "5W;wrap=0",
             "5W;colour=red",
             "5W;class=tpu",

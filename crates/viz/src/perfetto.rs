@@ -233,7 +233,7 @@ pub fn write_perfetto_judged<W: Write>(
             out.raw(&ev)?;
             stats.counters += 1;
             done += 1;
-            if done % 8192 == 0 {
+            if done.is_multiple_of(8192) {
                 progress(done, total);
             }
         }
@@ -426,7 +426,7 @@ pub fn write_perfetto_judged<W: Write>(
         out.raw(&ev)?;
         stats.instants += 1;
         done += 1;
-        if done % 8192 == 0 {
+        if done.is_multiple_of(8192) {
             progress(done, total);
         }
     }

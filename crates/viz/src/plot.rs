@@ -25,6 +25,7 @@ use crate::idle::Idle;
 use crate::output::{self, OutputError};
 use crate::series::{CORES, Series, decimate};
 use crate::spans::{Span, SpanSet, Verdict};
+use flinch_analysis::stats::quantile_sorted;
 use flinch_core::trace::Trace;
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -822,17 +823,6 @@ fn draw_legend<'a, DB: DrawingBackend + 'a>(
     Ok(())
 }
 
-/// `q`-quantile (0..1) of sorted values, linear between ranks.
-fn quantile(sorted: &[f64], q: f64) -> f64 {
-    let pos = q * (sorted.len() - 1) as f64;
-    let (i, f) = (pos.floor() as usize, pos.fract());
-    if i + 1 < sorted.len() {
-        sorted[i] * (1.0 - f) + sorted[i + 1] * f
-    } else {
-        sorted[i]
-    }
-}
-
 /// The spans the histogram counts: those of the most numerous span name (durations of
 /// different spans do not belong in one distribution).
 pub fn histogram_spans(spans: &[(Span, Verdict)]) -> (String, Vec<&(Span, Verdict)>) {
@@ -894,7 +884,7 @@ fn draw_histogram<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, data: &Plot
         .unwrap_or(1) as f64;
     // Head room for the legend above the tallest bar.
     let ymax = tallest * 1.6 + 0.5;
-    let (p50s, p90s) = (quantile(&d, 0.5), quantile(&d, 0.9));
+    let (p50s, p90s) = (quantile_sorted(&d, 0.5), quantile_sorted(&d, 0.9));
     let (p50, p90) = (to_axis(p50s), to_axis(p90s));
     let caption = format!(
         "Durations of {name} spans — n={}, median {:.1} {unit}, p90 {:.1} {unit}{}",

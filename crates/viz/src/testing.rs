@@ -96,10 +96,10 @@ pub fn write_demo_trace(path: &Path) -> std::io::Result<()> {
     while t <= t0 + 12_000_000_000 {
         let in_gap = t >= gap.0 && t < gap.1;
         if !in_gap {
-            if (t - t0) % 20_000_000 == 0 {
+            if (t - t0).is_multiple_of(20_000_000) {
                 rows.push((t, 2, power_at(t)));
             }
-            if (t - t0) % 100_000_000 == 0 {
+            if (t - t0).is_multiple_of(100_000_000) {
                 rows.push((t, 0, power_at(t) + 5.0));
                 rows.push((t, 1, 150.0));
                 rows.push((t, 3, energy));
@@ -248,7 +248,7 @@ pub fn write_cpu_trace(path: &Path) -> std::io::Result<()> {
         if busy {
             proc_ticks += 2;
         }
-        host_ticks += if busy { 2 } else { 0 } + u64::from((t - t0) % 40_000_000 == 0);
+        host_ticks += if busy { 2 } else { 0 } + u64::from((t - t0).is_multiple_of(40_000_000));
         let util = if busy { 100.0 / 8.0 + 3.0 } else { 3.0 };
         for (ch, v) in [
             (0, util),

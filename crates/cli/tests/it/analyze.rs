@@ -687,6 +687,74 @@ fn a_724_ms_burst_through_a_fake_rapl_tree_is_57_9_j_and_cpu_compute() {
     assert!(active.abs() <= 1.5, "idle active {active} J");
 }
 
+/// An unusable output is refused before calibrating; the profile is written through a
+/// temporary file of its own in the output's folder, so a file that happens to carry the old
+/// fixed temporary name (`idle.json.tmp`) is neither used nor removed, and nothing else is
+/// left behind. (A write that fails at the end: flinch-viz's `output` tests.)
+#[test]
+fn calibrate_refuses_a_folder_at_once_and_leaves_no_temporary_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let calibrate = |out: &std::path::Path| {
+        run(flinch()
+            .args([
+                "calibrate",
+                "--force",
+                "--source",
+                "synthetic",
+                "--synthetic",
+                "20W;class=cpu",
+                "--seconds",
+                "1.2",
+                "--out",
+            ])
+            .arg(out))
+    };
+    let listing = || {
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+
+    let folder = dir.path().join("idle");
+    std::fs::create_dir(&folder).unwrap();
+    let o = calibrate(&folder);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains(&format!("{} is a directory", folder.display())),
+        "{e}"
+    );
+    assert!(
+        !e.contains("calibrating"),
+        "refused only after calibrating: {e}"
+    );
+    let o = calibrate(&dir.path().join("missing/idle.json"));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("does not exist; create it first"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(listing(), ["idle"]);
+    assert_eq!(std::fs::read_dir(&folder).unwrap().count(), 0);
+
+    let out = dir.path().join("idle.json");
+    let bystander = dir.path().join("idle.json.tmp");
+    std::fs::write(&bystander, "someone else's file").unwrap();
+    let o = calibrate(&out);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let p: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(p["format"], "flinch-idle");
+    assert_eq!(
+        std::fs::read_to_string(&bystander).unwrap(),
+        "someone else's file"
+    );
+    assert_eq!(listing(), ["idle", "idle.json", "idle.json.tmp"]);
+}
+
 #[test]
 fn text_histogram_bins_never_print_the_same_range_twice() {
     // Ten spans of 20.100 ms + 4 µs steps: bins 3.6 µs wide.

@@ -166,7 +166,7 @@ fn soak(duration: Duration, dir: &Path) -> Soak {
             while !done.load(Ordering::SeqCst) {
                 let ns = n.to_string();
                 let fields = [("n", ns.as_str()), ("req", "soak")];
-                let r = if n % 2 == 0 {
+                let r = if n.is_multiple_of(2) {
                     long_lived.mark("tick", &fields)
                 } else {
                     MarkClient::open(&fifo).and_then(|mut c| c.mark("tick", &fields))

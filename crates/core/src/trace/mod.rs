@@ -58,6 +58,10 @@ pub struct Header {
     /// Kernel release.
     #[serde(default)]
     pub kernel: String,
+    /// What the machine is (CPU model, cores, memory, OS, kernel), as the recorder found it;
+    /// `None` in traces written before it was recorded, and where nothing could be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine: Option<MachineInfo>,
     /// flinch's own command line.
     #[serde(default)]
     pub argv: Vec<String>,
@@ -98,6 +102,42 @@ impl Header {
             ..Default::default()
         }
     }
+}
+
+/// The machine a recording was made on. Every field is optional: a reader must accept any of
+/// them missing (an OS that does not say, a trace written before the field existed), and
+/// newer writers may add fields.
+///
+/// `flinch-record` fills it at the start of a recording (through the `sysinfo` crate); the
+/// host name and the bare kernel release stay in [`Header::host`] and [`Header::kernel`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct MachineInfo {
+    /// The CPU model as the OS names it (`model name` in `/proc/cpuinfo`), e.g.
+    /// `AMD EPYC 9654 96-Core Processor`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_model: Option<String>,
+    /// Logical CPUs (hardware threads) the OS lists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logical_cpus: Option<u32>,
+    /// Physical cores, over all sockets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub physical_cores: Option<u32>,
+    /// Total memory (RAM), bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+    /// The operating system's name (`NAME` in `/etc/os-release`), e.g. `Debian GNU/Linux`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os: Option<String>,
+    /// The operating system's version (`VERSION_ID`), e.g. `13`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os_version: Option<String>,
+    /// The kernel's name and release, e.g. `Linux 6.12.13-200.fc41.x86_64`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<String>,
+    /// The CPU architecture, e.g. `x86_64`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arch: Option<String>,
 }
 
 /// Where a recording took its marks from.

@@ -3,7 +3,8 @@
 use flinch_core::clock::{ClockAnchor, ManualClock};
 use flinch_core::marks::{Mark, MarkVia};
 use flinch_core::trace::{
-    Footer, Header, RowKind, TraceWriter, create_trace_file, read_trace, read_trace_from,
+    Footer, Header, MachineInfo, RowKind, TraceWriter, create_trace_file, read_trace,
+    read_trace_from,
 };
 use flinch_core::{Error, Reading};
 use std::io::Write;
@@ -16,6 +17,16 @@ fn header() -> Header {
         .attributes
         .insert("driver".to_owned(), "1.2.3".to_owned());
     h.meta.insert("batch".into(), "8".into());
+    let mut m = MachineInfo::default();
+    m.cpu_model = Some("AMD EPYC 9654 96-Core Processor".into());
+    m.logical_cpus = Some(192);
+    m.physical_cores = Some(96);
+    m.memory_bytes = Some(1_622_000_000_000);
+    m.os = Some("Debian GNU/Linux".into());
+    m.os_version = Some("13".into());
+    m.kernel = Some("Linux 6.12.13".into());
+    m.arch = Some("x86_64".into());
+    h.machine = Some(m);
     h
 }
 
@@ -294,4 +305,44 @@ fn an_existing_trace_is_never_overwritten_or_written_through_a_symlink() {
             .file_type()
             .is_symlink()
     );
+}
+
+/// Traces written before the header described the machine read as they did (the shipped
+/// examples are such recordings), and a newer writer's additions to `machine` are ignored.
+#[test]
+fn headers_without_a_machine_or_with_more_in_it_still_read() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    for name in [
+        "examples/llm/llm.flinch.csv",
+        "examples/workloads/busy-idle.flinch.csv",
+    ] {
+        let path = repo.join(name);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            !text.contains("\"machine\""),
+            "{name} is no longer an old trace"
+        );
+        let t = read_trace(&path).unwrap();
+        assert_eq!(t.header.machine, None, "{name}");
+        assert!(
+            !t.header.host.is_empty() && !t.header.kernel.is_empty(),
+            "{name}"
+        );
+        assert!(t.sample_count() > 0, "{name}");
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = serde_json::to_value(header()).unwrap();
+    h["machine"]["gpu_topology"] = serde_json::json!("NV18");
+    h["machine"].as_object_mut().unwrap().remove("os_version");
+    let p = dir.path().join("newer.csv");
+    std::fs::write(
+        &p,
+        format!("# flinch-trace v1\n# header {h}\nt_ns,kind,channel,value,label,fields\n"),
+    )
+    .unwrap();
+    let m = read_trace(&p).unwrap().header.machine.unwrap();
+    assert_eq!(m.logical_cpus, Some(192));
+    assert_eq!(m.os_version, None);
+    assert_eq!(m.memory_bytes, Some(1_622_000_000_000));
 }

@@ -325,3 +325,68 @@ fn a_filling_sample_queue_is_drained_before_the_flush_is_due() {
     assert_eq!(footer.dropped_readings, 0, "{footer:?}");
     assert!(footer.samples > 4096 * 2, "{}", footer.samples);
 }
+
+/// The header's `machine` says what the OS says, read here by hand from the files sysinfo
+/// reads (so a wrong field, a unit slip in the memory or a missing fill shows).
+#[cfg(target_os = "linux")]
+#[test]
+fn the_header_describes_the_machine_as_the_os_reports_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run.csv");
+    let clock: Arc<dyn Clock> = Arc::new(MonotonicClock);
+    let rec = Recorder::start(
+        RecordingSetup::new(out.clone(), vec![synthetic("100W")]),
+        RecorderConfig::default(),
+        clock,
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(30));
+    rec.stop("stopped", None).unwrap();
+    let m = read_trace(&out)
+        .unwrap()
+        .header
+        .machine
+        .expect("no machine in the header");
+
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap();
+    let processors = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("processor"))
+        .count();
+    assert_eq!(m.logical_cpus, Some(processors as u32));
+    let cores = m.physical_cores.expect("no physical core count");
+    assert!((1..=processors as u32).contains(&cores), "{cores} cores");
+    // x86 names its model on `model name` lines (other architectures differ).
+    if cfg!(target_arch = "x86_64") {
+        let model = cpuinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("model name"))
+            .map(|v| v.trim_start_matches([' ', '\t', ':']).trim());
+        assert_eq!(m.cpu_model.as_deref(), model);
+    }
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let total_kib: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    assert_eq!(m.memory_bytes, Some(total_kib * 1024));
+    let release = rustix::system::uname()
+        .release()
+        .to_string_lossy()
+        .into_owned();
+    assert_eq!(m.kernel, Some(format!("Linux {release}")));
+    assert_eq!(m.arch.as_deref(), Some(std::env::consts::ARCH));
+    // Every mainstream distribution (and systemd) ships /etc/os-release; a machine without it
+    // fails here rather than passing unchecked.
+    let os_release = std::fs::read_to_string("/etc/os-release").unwrap();
+    let field = |k: &str| {
+        os_release.lines().find_map(|l| {
+            l.strip_prefix(k)
+                .and_then(|v| v.strip_prefix('='))
+                .map(|v| v.trim_matches('"').to_owned())
+        })
+    };
+    assert_eq!(m.os, field("NAME"));
+    assert_eq!(m.os_version, field("VERSION_ID"));
+}
