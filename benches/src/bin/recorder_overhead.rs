@@ -115,6 +115,9 @@ fn main() {
         let cfg = flinch_nvml::NvmlConfig {
             lib_path: args.nvml_lib.clone(),
             gpus: args.gpus.clone(),
+            // The instant power on the fixed fast grid this bench is about (a default
+            // recording follows the field's updates instead: scripts/gpu-sampling.sh).
+            instant_interval: Some(args.nvml_interval),
             ..Default::default()
         };
         match flinch_nvml::NvmlBackend::open(cfg) {

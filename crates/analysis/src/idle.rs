@@ -473,12 +473,24 @@ fn gauge_stats(spec: &ChannelSpec, t: &[u64], v: &[f64]) -> Option<ChannelIdle> 
             .ok()
             .and_then(|w| w.mean((y - x) as f64 / 1e9))
     });
+    // A held channel's rows stand for the polls between them: its mean is over time (the
+    // quantiles stay those of the rows).
+    let mean = if spec.held() {
+        match (t.first(), t.last()) {
+            (Some(&a), Some(&b)) if b > a => integrate_gauge(t, v, a, b)
+                .ok()
+                .and_then(|w| w.mean((b - a) as f64 / 1e9)),
+            _ => None,
+        }
+    } else {
+        None
+    };
     summarize(
         spec,
         spec.unit.symbol().into(),
         StatOf::Samples,
         v.to_vec(),
-        None,
+        mean,
         drift,
     )
 }

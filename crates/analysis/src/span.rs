@@ -3,7 +3,7 @@
 
 use crate::analyzer::Analyzer;
 use crate::bound::{Bound, BoundTerms, idle_uncertainty_w};
-use crate::measure::{samples_inside, settle_ns};
+use crate::measure::{gauge_inside, settle_ns};
 use crate::report::{
     ActivitySpan, ChannelEnergy, ChannelStatus, DeviceSpan, SpanReport, State, Verdict,
 };
@@ -51,20 +51,22 @@ impl Analyzer<'_> {
                         // settled window: each describes the interval before its stamp, so
                         // none of them reaches past the span's end into the next phase the
                         // way the edge interpolation of the energy does.
-                        ChannelKind::Gauge => match samples_inside(&ch.t_ns, &ch.values, a, end) {
-                            Some((m, n, changes)) => {
-                                let u = if method.samples_are_updates() {
-                                    n
-                                } else {
-                                    changes
-                                };
-                                (
-                                    ok.then_some(m),
-                                    ok && resolves(u, d, ch.spec.update_period_ns),
-                                )
+                        ChannelKind::Gauge => {
+                            match gauge_inside(ch.spec.held(), &ch.t_ns, &ch.values, a, end) {
+                                Some((m, n, changes)) => {
+                                    let u = if method.samples_are_updates() {
+                                        n
+                                    } else {
+                                        changes
+                                    };
+                                    (
+                                        ok.then_some(m),
+                                        ok && resolves(u, d, ch.spec.update_period_ns),
+                                    )
+                                }
+                                None => (None, false),
                             }
-                            None => (None, false),
-                        },
+                        }
                         ChannelKind::Counter(_) => {
                             let u = if method.samples_are_updates() {
                                 sm.samples
@@ -118,7 +120,7 @@ impl Analyzer<'_> {
                 (a, self.measure(i, a, end))
             };
             if settle > 0 && ch.spec.kind == ChannelKind::Gauge {
-                match samples_inside(&ch.t_ns, &ch.values, astart, end) {
+                match gauge_inside(ch.spec.held(), &ch.t_ns, &ch.values, astart, end) {
                     Some((mean, n, changes)) => {
                         m.value = mean * ((end - astart) as f64 / 1e9);
                         m.samples = n;
@@ -140,15 +142,19 @@ impl Analyzer<'_> {
                         format!("{}/s", ch.spec.unit.symbol())
                     };
                     let rate = (ok && dur_s > 0.0).then(|| m.value / dur_s);
-                    (rate, unit, ok && long_enough && m.samples >= 1)
+                    // A held channel's value is known between its rows: the bracket
+                    // found by the integrator is coverage enough.
+                    let covered = m.samples >= 1 || ch.spec.held();
+                    (rate, unit, ok && long_enough && covered)
                 }
                 (ChannelKind::Gauge, _) => {
                     let mean = (ok && dur_s > 0.0).then(|| m.value / dur_s);
                     let long_enough = ch.spec.update_period_ns.is_none_or(|p| dur_ns >= p);
+                    let covered = m.samples >= 1 || ch.spec.held();
                     (
                         mean,
                         ch.spec.unit.symbol().to_owned(),
-                        ok && long_enough && m.samples >= 1,
+                        ok && long_enough && covered,
                     )
                 }
             };

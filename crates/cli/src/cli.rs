@@ -178,9 +178,10 @@ pub struct SourcesArgs {
     /// Measure each channel's read cost and how often its value changes (takes a few seconds)
     #[arg(long)]
     pub probe: bool,
-    /// The --interval of the recording to show the cadences for
-    #[arg(long, short, value_name = "DURATION", default_value = "10ms", value_parser = parse_duration, allow_hyphen_values = true)]
-    pub interval: Duration,
+    /// The --interval of the recording to show the cadences for (default: none, each
+    /// source at its own cadence)
+    #[arg(long, short, value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true)]
+    pub interval: Option<Duration>,
     #[command(flatten)]
     pub backends: BackendArgs,
 }
@@ -197,9 +198,11 @@ pub struct RecordArgs {
     /// Sources to record: synthetic, nvml, dcgm, rapl, cpu (repeatable; default: every available one)
     #[arg(long = "source", short = 's', value_name = "NAME")]
     pub sources: Vec<String>,
-    /// The fast sampling interval
-    #[arg(long, short, value_name = "DURATION", default_value = "10ms", value_parser = parse_duration, allow_hyphen_values = true)]
-    pub interval: Duration,
+    /// The finest cadence: poll every source at least this often (default: each at its
+    /// own, from its sensor: instant power once per update, 10 a second; activity every
+    /// 100 ms; the driver's power buffer every 1 s; CPU time every 100 ms)
+    #[arg(long, short, value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true)]
+    pub interval: Option<Duration>,
     /// Stop after this long (default: until Ctrl-C, SIGTERM, or the wrapped command exits)
     #[arg(long, short, value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true)]
     pub duration: Option<Duration>,
@@ -225,6 +228,10 @@ pub struct RecordArgs {
     /// No live status line
     #[arg(long, short)]
     pub quiet: bool,
+    /// Sleep to each deadline in two stages, a long sleep and then a short one: closer to
+    /// the deadline in a VM, at the cost of a second wake-up per poll
+    #[arg(long)]
+    pub precise_sleep: bool,
     #[command(flatten)]
     pub backends: BackendArgs,
     /// Print one summary row per device every INTERVAL on standard output: mean power,

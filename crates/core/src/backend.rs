@@ -49,12 +49,28 @@ pub struct BackendContext {
     /// The recording's finest cadence (`--interval`): sources with no cadence of their own
     /// are polled this often.
     pub interval: Duration,
+    /// Whether the user asked for `interval` (`--interval`). When not, a source may choose
+    /// its cadence from its sensor (NVML's instant power: once per update of the field,
+    /// just after it), and `interval` is only the default of sources that have none.
+    pub interval_given: bool,
 }
 
 impl BackendContext {
-    /// A context for a recording polled every `interval`.
+    /// A context for a recording polled every `interval`, as asked for.
     pub fn new(interval: Duration) -> Self {
-        BackendContext { interval }
+        BackendContext {
+            interval,
+            interval_given: true,
+        }
+    }
+
+    /// A context in which sources choose their own cadence; `default` for those that
+    /// have none.
+    pub fn auto(default: Duration) -> Self {
+        BackendContext {
+            interval: default,
+            interval_given: false,
+        }
     }
 }
 

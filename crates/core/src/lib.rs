@@ -21,5 +21,5 @@ pub use channel::{ChannelKind, ChannelSpec, CounterSpec, PowerMethod, Quantity, 
 pub use clock::{Clock, ClockAnchor, ManualClock, MonotonicClock};
 pub use device::{DeviceClass, Scope};
 pub use error::{Error, ErrorKind, Result, SourceError};
-pub use source::{DataGap, Reading, Readings, Source};
+pub use source::{DataGap, PhaseLockSpec, Reading, Readings, Source};
 pub use units::{Joules, Unit, Watts};

@@ -8,7 +8,7 @@ use flinch_core::channel::{ChannelKind, ChannelSpec, Quantity};
 use flinch_core::counter::CounterStep;
 use flinch_core::marks::{Mark, MarkParseError, MarkVia};
 use flinch_core::trace::{Footer, Header};
-use flinch_record::observe::{LiveCadence, Observed, Observer};
+use flinch_record::observe::{LiveThread, Observed, Observer};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
@@ -163,54 +163,38 @@ fn hist_energy() -> Histogram {
 
 /// The sampler threads' CPU time, read when scraped.
 #[derive(Debug, Default)]
-struct CadenceCpu {
-    cadences: Mutex<Vec<(Arc<LiveCadence>, AtomicU64)>>,
+struct ThreadCpu {
+    threads: Mutex<Vec<(Arc<LiveThread>, AtomicU64)>>,
 }
 
-/// `10ms`, `1s`, `250us`: a cadence as a label value.
-pub fn cadence_name(interval_ns: u64) -> String {
-    if interval_ns.is_multiple_of(1_000_000_000) {
-        format!("{}s", interval_ns / 1_000_000_000)
-    } else if interval_ns.is_multiple_of(1_000_000) {
-        format!("{}ms", interval_ns / 1_000_000)
-    } else if interval_ns.is_multiple_of(1_000) {
-        format!("{}us", interval_ns / 1_000)
-    } else {
-        format!("{interval_ns}ns")
-    }
-}
-
-impl CadenceCpu {
-    /// Each cadence's CPU time so far; never less than what was shown before (a thread that
-    /// ended keeps its last value, or the footer's).
+impl ThreadCpu {
+    /// Each sampler thread's CPU time so far; never less than what was shown before (a
+    /// thread that ended keeps its last value, or the footer's).
     fn values(&self) -> Vec<(String, f64)> {
-        let c = self.cadences.lock().unwrap_or_else(|e| e.into_inner());
+        let c = self.threads.lock().unwrap_or_else(|e| e.into_inner());
         c.iter()
-            .map(|(cad, seen)| {
-                if let Some(ns) = cad.cpu_ns() {
+            .map(|(th, seen)| {
+                if let Some(ns) = th.cpu_ns() {
                     seen.fetch_max(ns, Ordering::Relaxed);
                 }
-                (
-                    cadence_name(cad.interval_ns),
-                    seen.load(Ordering::Relaxed) as f64 / 1e9,
-                )
+                (th.name.clone(), seen.load(Ordering::Relaxed) as f64 / 1e9)
             })
             .collect()
     }
 }
 
-impl Collector for CadenceCpu {
+impl Collector for ThreadCpu {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let values = self.values();
         let mut m = encoder.encode_descriptor(
             "flinch_sampler_cpu_seconds",
             "CPU time used by each of flinch's sampler threads (polls, clock reads, queueing), \
-             by cadence: flinch's own cost, live.",
+             by thread (flinch-<backend>, flinch-slow-<interval>): flinch's own cost, live.",
             None,
             prometheus_client::metrics::MetricType::Counter,
         )?;
-        for (cadence, v) in values {
-            let labels = [("cadence", cadence)];
+        for (thread, v) in values {
+            let labels = [("thread", thread)];
             let f = m.encode_family(&labels)?;
             ConstCounter::new(v).encode(f)?;
         }
@@ -222,7 +206,7 @@ impl Collector for CadenceCpu {
 pub(crate) struct Shared {
     pub(crate) registry: Registry,
     pub(crate) f: Families,
-    cpu: Arc<CadenceCpu>,
+    cpu: Arc<ThreadCpu>,
     /// Messages about pushes that failed (bounded), for the command line to show.
     pub(crate) push_errors: Mutex<Vec<String>>,
 }
@@ -374,7 +358,7 @@ impl Shared {
             "Pushes to the Pushgateway, by result (ok, failed)",
             f.pushes.clone(),
         );
-        let cpu = Arc::new(CadenceCpu::default());
+        let cpu = Arc::new(ThreadCpu::default());
         r.register_collector(Box::new(cpu.clone()));
         f.build_info
             .get_or_create(&VersionLabel {
@@ -599,7 +583,7 @@ impl ExportObserver {
 }
 
 impl Observer for ExportObserver {
-    fn start(&mut self, header: &Header, cadences: &[Arc<LiveCadence>]) {
+    fn start(&mut self, header: &Header, threads: &[Arc<LiveThread>]) {
         let f = &self.shared.f;
         for s in &header.sources {
             f.source_up
@@ -619,11 +603,11 @@ impl Observer for ExportObserver {
         *self
             .shared
             .cpu
-            .cadences
+            .threads
             .lock()
-            .unwrap_or_else(|e| e.into_inner()) = cadences
+            .unwrap_or_else(|e| e.into_inner()) = threads
             .iter()
-            .map(|c| (c.clone(), AtomicU64::new(0)))
+            .map(|t| (t.clone(), AtomicU64::new(0)))
             .collect();
         // Labels named by the spans are always counted by name, and every series of a span
         // exists (at zero) from the start, so `increase()` sees its first spans.
@@ -741,16 +725,12 @@ impl Observer for ExportObserver {
             let c = self
                 .shared
                 .cpu
-                .cadences
+                .threads
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            for (cad, seen) in c.iter() {
-                if let Some(fc) = footer
-                    .cadences
-                    .iter()
-                    .find(|f| f.interval_ns == cad.interval_ns && f.sources == cad.sources)
-                {
-                    seen.fetch_max(fc.cpu_ns, Ordering::Relaxed);
+            for (th, seen) in c.iter() {
+                if let Some(ft) = footer.threads.iter().find(|f| f.name == th.name) {
+                    seen.fetch_max(ft.cpu_ns, Ordering::Relaxed);
                 }
             }
         }

@@ -45,21 +45,25 @@ pub struct Observed {
     pub counter: Option<CounterStep>,
 }
 
-/// One sampler thread of a running recording: its cadence, its sources, and its CPU time
-/// read live.
+/// One sampler thread of a running recording: its name, the default interval of its
+/// sources, its sources, and its CPU time read live.
 #[derive(Debug)]
-pub struct LiveCadence {
-    /// How often it polls, ns.
+pub struct LiveThread {
+    /// The thread's name (`flinch-<backend>`, `flinch-slow-<interval>`), as in the footer's
+    /// `threads`.
+    pub name: String,
+    /// The default interval of its sources, ns.
     pub interval_ns: u64,
     /// The sources it polls.
     pub sources: Vec<String>,
     tid: AtomicI32,
 }
 
-impl LiveCadence {
-    /// A cadence whose thread has not started yet.
-    pub fn new(interval_ns: u64, sources: Vec<String>) -> Self {
-        LiveCadence {
+impl LiveThread {
+    /// A sampler thread that has not started yet.
+    pub fn new(name: String, interval_ns: u64, sources: Vec<String>) -> Self {
+        LiveThread {
+            name,
             interval_ns,
             sources,
             tid: AtomicI32::new(0),
@@ -92,7 +96,7 @@ impl LiveCadence {
 pub trait Observer: Send {
     /// The recording started: its header (sources and channels in reading-index order, the
     /// idle profile given with `--idle`) and its sampler threads.
-    fn start(&mut self, header: &Header, cadences: &[std::sync::Arc<LiveCadence>]) {}
+    fn start(&mut self, header: &Header, threads: &[std::sync::Arc<LiveThread>]) {}
     /// A batch of readings, in the order they were written.
     fn readings(&mut self, batch: &[Observed]) {}
     /// A mark (given before the readings drained with it, so a mark can arrive ahead of the
@@ -109,7 +113,7 @@ pub trait Observer: Send {
     fn event(&mut self, t_ns: u64, label: &str, text: &str) {}
     /// The writer finished a pass that took readings; `now_ns` is the time.
     fn flushed(&mut self, now_ns: u64) {}
-    /// The recording ended; the footer has the final counts and every cadence's timing.
+    /// The recording ended; the footer has the final counts and every sampler thread's timing and CPU.
     fn finish(&mut self, footer: &Footer) {}
 }
 

@@ -21,9 +21,9 @@
 
 use crate::marks::fifo::FifoReceiver;
 use crate::marks::file::FileReceiver;
-use crate::observe::{LiveCadence, Observed, Observer, Observers};
+use crate::observe::{LiveThread, Observed, Observer, Observers};
 use crate::queue::{ByteBoundedReceiver, ByteBoundedSender, TrySendError, byte_bounded};
-use crate::sampler::{SamplerGroup, Sink, plan_groups};
+use crate::sampler::{GroupStats, SamplerGroup, Sink, ThreadPlan, plan_threads};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 use flinch_core::channel::SourceInfo;
 use flinch_core::clock::Clock;
@@ -33,9 +33,7 @@ use flinch_core::marks::{
     Mark, MarkEvent, MarkParseError, MarkSink, MarkVia, format_mark, parse_mark,
 };
 use flinch_core::source::{Reading, Source};
-use flinch_core::trace::{
-    CadenceStats, CutBack, Footer, Header, MarksInfo, TraceWriter, create_trace_file,
-};
+use flinch_core::trace::{CutBack, Footer, Header, MarksInfo, TraceWriter, create_trace_file};
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
 use std::io::Write;
@@ -73,6 +71,9 @@ pub struct RecorderConfig {
     /// poll (a hung driver call) would otherwise hold the end of the recording forever; past
     /// this the recording ends without it and says so in an `event` row.
     pub stop_timeout: Duration,
+    /// Sleep in two stages to each deadline (closer to it in a VM, at the cost of a second
+    /// wake-up per poll).
+    pub precise_sleep: bool,
     /// When the trace cannot be written (a full disk, a file-size limit), how long samples
     /// and marks are held in memory while the write is retried. Past this (or
     /// [`RecorderConfig::write_hold_bytes`]) the recording gives up
@@ -93,6 +94,7 @@ impl Default for RecorderConfig {
             queue_capacity: 1 << 16,
             marks_queue_bytes: 2 << 20,
             stop_timeout: Duration::from_secs(5),
+            precise_sleep: false,
             write_hold: Duration::from_secs(30),
             write_hold_bytes: 64 << 20,
             write_retry_interval: Duration::from_secs(1),
@@ -459,7 +461,7 @@ pub struct Recorder {
     stop: Arc<AtomicBool>,
     stop_timeout: Duration,
     /// Each sampler thread with the names of the sources it polls.
-    samplers: Vec<(JoinHandle<CadenceStats>, Vec<String>)>,
+    samplers: Vec<(JoinHandle<GroupStats>, Vec<String>)>,
     writer: Option<JoinHandle<WriterOutcome>>,
     fifo: Option<FifoReceiver>,
     file: Option<FileReceiver>,
@@ -630,13 +632,14 @@ impl Recorder {
             .anchor(header.start_anchor)
             .map_err(|e| Error::io("cannot write trace", &out_path, e))?;
 
-        let plan = plan_groups(&setup.sources, config.interval);
-        let cadences: Vec<Arc<LiveCadence>> = plan
+        let plan = plan_threads(&setup.sources, config.interval);
+        let threads: Vec<Arc<LiveThread>> = plan
             .iter()
-            .map(|(interval, members)| {
-                Arc::new(LiveCadence::new(
-                    interval.as_nanos() as u64,
-                    members
+            .map(|t| {
+                Arc::new(LiveThread::new(
+                    t.name.clone(),
+                    t.interval.as_nanos() as u64,
+                    t.sources
                         .iter()
                         .map(|&i| setup.sources[i].info().name.clone())
                         .collect(),
@@ -644,7 +647,7 @@ impl Recorder {
             })
             .collect();
         let mut observers = Observers::new(setup.observers);
-        observers.each(|o| o.start(&header, &cadences));
+        observers.each(|o| o.start(&header, &threads));
 
         let start_ns = clock.now_ns();
         let writer_thread = {
@@ -688,7 +691,16 @@ impl Recorder {
             setup.sources.into_iter().map(Some).collect();
         let stop = Arc::new(AtomicBool::new(false));
         let mut samplers = Vec::new();
-        for ((interval, members), cadence) in plan.into_iter().zip(cadences) {
+        for (
+            ThreadPlan {
+                name,
+                slow,
+                sources: members,
+                ..
+            },
+            live,
+        ) in plan.into_iter().zip(threads)
+        {
             let sink = ChannelSink {
                 data: data_tx.clone(),
                 tx: tx.clone(),
@@ -697,7 +709,9 @@ impl Recorder {
                 drain_at: config.queue_capacity.max(16) / 4,
             };
             let dropped = sink.dropped.clone();
-            let mut group = SamplerGroup::new(interval, clock.clone(), sink);
+            let mut group = SamplerGroup::new(config.interval, clock.clone(), sink)
+                .with_name(&name)
+                .with_precise_sleep(config.precise_sleep && !slow);
             let names: Vec<String> = members
                 .iter()
                 .filter_map(|&i| sources[i].as_ref().map(|s| s.info().name.clone()))
@@ -709,14 +723,14 @@ impl Recorder {
             let stop = stop.clone();
             let stats = stats.clone();
             let h = std::thread::Builder::new()
-                .name(format!("flinch-sample-{}ms", interval.as_millis()))
+                .name(name)
                 .spawn(move || {
-                    cadence.set_current_thread();
-                    let (cs, _) = group.run(&stop);
+                    live.set_current_thread();
+                    let (gs, _) = group.run(&stop);
                     stats
                         .dropped
                         .fetch_add(dropped.load(Ordering::Relaxed), Ordering::Relaxed);
-                    cs
+                    gs
                 })
                 .map_err(|e| Error::io("cannot start a sampler thread for", &out_path, e))?;
             samplers.push((h, names));
@@ -805,6 +819,7 @@ impl Recorder {
         self.stopped = true;
         self.stop.store(true, Ordering::SeqCst);
         let mut cadences = Vec::new();
+        let mut threads = Vec::new();
         // Each sampler gets until the deadline for its last poll; one stuck inside a source
         // (a hung driver call) is left behind rather than holding the trace open forever.
         let deadline = Instant::now() + self.stop_timeout;
@@ -825,7 +840,10 @@ impl Recorder {
                 continue; // detached: it ends with the process
             }
             match h.join() {
-                Ok(cs) => cadences.push(cs),
+                Ok(gs) => {
+                    cadences.extend(gs.cadences);
+                    threads.push(gs.thread);
+                }
                 Err(payload) => self.event(
                     "sampler_panicked",
                     &format!(
@@ -855,6 +873,7 @@ impl Recorder {
             end_anchor: self.clock.anchor(),
             dropped_readings: self.stats.dropped.load(Ordering::Relaxed),
             cadences,
+            threads,
             command_exit,
             ..Default::default()
         };
@@ -956,14 +975,7 @@ fn writer_loop(
         anchor_interval_ns,
         hold,
     } = env;
-    let mut counters: Vec<Option<CounterTracker>> = infos
-        .iter()
-        .flat_map(|s| s.channels.iter())
-        .map(|c| {
-            c.counter_spec()
-                .map(|spec| CounterTracker::new(*spec, c.update_period_ns))
-        })
-        .collect();
+    let mut chans = ChannelState::new(&infos);
     let mut next_anchor = clock.now_ns() + anchor_interval_ns;
     // Writes failing: rows are held in memory (`w` holding) and retried.
     let mut failing: Option<Failing> = None;
@@ -1005,13 +1017,26 @@ fn writer_loop(
                 drain = true;
             } else {
                 // Observers see everything, whatever becomes of the file.
-                if !observers.is_empty() {
+                let keep = !observers.is_empty();
+                if keep {
                     observe(&mut observers, &msg, &infos);
                 }
-                if gave_up.is_none()
-                    && let Err(e) = handle(&mut w, msg, &infos, &mut wrote_mark)
-                {
-                    errors.get_or_insert(e);
+                if gave_up.is_none() {
+                    if let Msg::Gap(g) = &msg
+                        && g.2.is_some()
+                    {
+                        // A source stopped answering: what it read before is written first,
+                        // held readings included, so its data reaches the gap.
+                        if let Err(e) =
+                            drain_samples(&mut w, &data, &mut chans, true, keep, &mut observed)
+                                .and_then(|()| chans.flush_source(&mut w, g.1 as usize))
+                        {
+                            errors.get_or_insert(e);
+                        }
+                    }
+                    if let Err(e) = handle(&mut w, msg, &infos, &mut wrote_mark) {
+                        errors.get_or_insert(e);
+                    }
                 }
             }
             batch += 1;
@@ -1026,21 +1051,18 @@ fn writer_loop(
             // Samples reach the file here: when a flush is due, with a mark, when the
             // queue filled a quarter, and at the end (and into memory while failing).
             drain_asked.store(false, Ordering::Release);
-            while let Ok(r) = data.try_recv() {
-                let counter = step_of(&r, &mut counters);
-                if gave_up.is_none()
-                    && let Err(e) = write_sample(&mut w, &r, counter)
-                {
-                    errors.get_or_insert(e);
-                }
-                if !observers.is_empty() {
-                    observed.push(Observed {
-                        reading: r,
-                        counter,
-                    });
-                }
+            let keep = !observers.is_empty();
+            if let Err(e) = drain_samples(
+                &mut w,
+                &data,
+                &mut chans,
+                gave_up.is_none(),
+                keep,
+                &mut observed,
+            ) {
+                errors.get_or_insert(e);
             }
-            if !observers.is_empty() {
+            if keep {
                 observers.each(|o| o.readings(&observed));
                 observers.each(|o| o.flushed(now));
                 observed.clear();
@@ -1148,9 +1170,10 @@ fn writer_loop(
             break;
         }
     }
+    // The last held readings (the value each channel kept until the end), then the flush.
     let error = match gave_up {
         Some(e) => Some(e),
-        None => w.flush().err(),
+        None => chans.flush_all(&mut w).and_then(|()| w.flush()).err(),
     };
     WriterOutcome {
         writer: w,
@@ -1177,19 +1200,164 @@ fn observe(observers: &mut Observers, msg: &Msg, infos: &[SourceInfo]) {
     }
 }
 
-/// What a reading's step meant for its counter channel (`None` for a gauge), from the
-/// recording's one tracker per channel: taken for every reading, written or not.
-fn step_of(r: &Reading, counters: &mut [Option<CounterTracker>]) -> Option<CounterStep> {
-    match counters.get_mut(r.channel as usize) {
-        Some(Some(tracker)) => Some(tracker.update(r.t_ns, r.value)),
-        _ => None,
+/// What the writer keeps per channel: the counter arithmetic of counters, and for channels
+/// whose repeated readings are elided ([`flinch_core::channel::ChannelSpec::heartbeat_ns`]) the
+/// last row written and the last reading held back.
+struct ChannelState {
+    counters: Vec<Option<CounterTracker>>,
+    holds: Vec<Option<Hold>>,
+    /// Each source's first channel index, and one past its last.
+    sources: Vec<(usize, usize)>,
+}
+
+struct Hold {
+    heartbeat_ns: u64,
+    /// Time and value of the last row written.
+    written: Option<(u64, f64)>,
+    /// A reading equal to the last row, not written (yet), with its counter step.
+    pending: Option<(Reading, Option<CounterStep>)>,
+}
+
+impl ChannelState {
+    fn new(infos: &[SourceInfo]) -> Self {
+        let specs = || infos.iter().flat_map(|s| s.channels.iter());
+        let mut sources = Vec::with_capacity(infos.len());
+        let mut next = 0;
+        for s in infos {
+            sources.push((next, next + s.channels.len()));
+            next += s.channels.len();
+        }
+        ChannelState {
+            counters: specs()
+                .map(|c| {
+                    c.counter_spec()
+                        .map(|spec| CounterTracker::new(*spec, c.update_period_ns))
+                })
+                .collect(),
+            holds: specs()
+                .map(|c| {
+                    c.heartbeat_ns.map(|hb| Hold {
+                        heartbeat_ns: hb,
+                        written: None,
+                        pending: None,
+                    })
+                })
+                .collect(),
+            sources,
+        }
     }
+
+    /// What a reading's step meant for its counter channel (`None` for a gauge), from the
+    /// recording's one tracker per channel: taken for every reading, in arrival order,
+    /// whether it is written, held back, or not written at all.
+    fn step(&mut self, r: &Reading) -> Option<CounterStep> {
+        match self.counters.get_mut(r.channel as usize) {
+            Some(Some(tracker)) => Some(tracker.update(r.t_ns, r.value)),
+            _ => None,
+        }
+    }
+
+    /// Writes a reading, or holds it back when it repeats the last row of a channel that
+    /// elides repeats: the held reading is written when the value changes (so the change is
+    /// bracketed by two real readings), as a heartbeat, at a gap, or at the end.
+    fn sample<W: std::io::Write>(
+        &mut self,
+        w: &mut TraceWriter<W>,
+        r: &Reading,
+        step: Option<CounterStep>,
+    ) -> std::io::Result<()> {
+        let Some(Some(h)) = self.holds.get_mut(r.channel as usize) else {
+            return write_row(w, r, step);
+        };
+        match h.written {
+            Some((t, v)) if v == r.value && r.t_ns.saturating_sub(t) < h.heartbeat_ns => {
+                h.pending = Some((*r, step));
+                Ok(())
+            }
+            Some((_, v)) if v == r.value => {
+                // A heartbeat.
+                h.pending = None;
+                h.written = Some((r.t_ns, r.value));
+                write_row(w, r, step)
+            }
+            _ => {
+                let held = h.pending.take();
+                h.written = Some((r.t_ns, r.value));
+                let first = match held {
+                    Some((p, ps)) => write_row(w, &p, ps),
+                    None => Ok(()),
+                };
+                first.and(write_row(w, r, step))
+            }
+        }
+    }
+
+    fn flush_channel<W: std::io::Write>(
+        &mut self,
+        w: &mut TraceWriter<W>,
+        ch: usize,
+    ) -> std::io::Result<()> {
+        if let Some(Some(h)) = self.holds.get_mut(ch)
+            && let Some((p, ps)) = h.pending.take()
+        {
+            h.written = Some((p.t_ns, p.value));
+            write_row(w, &p, ps)?;
+        }
+        Ok(())
+    }
+
+    fn flush_source<W: std::io::Write>(
+        &mut self,
+        w: &mut TraceWriter<W>,
+        source: usize,
+    ) -> std::io::Result<()> {
+        if let Some(&(a, b)) = self.sources.get(source) {
+            for ch in a..b {
+                self.flush_channel(w, ch)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn flush_all<W: std::io::Write>(&mut self, w: &mut TraceWriter<W>) -> std::io::Result<()> {
+        for ch in 0..self.holds.len() {
+            self.flush_channel(w, ch)?;
+        }
+        Ok(())
+    }
+}
+
+/// Takes every queued reading: its counter step, its row (when `write`: not once the trace
+/// was given up), and, when `keep`, a copy with its step for the observers. Returns the
+/// first write error; the rows go on being appended (they stay buffered, whole).
+fn drain_samples(
+    w: &mut TraceWriter<TraceOut>,
+    data: &Receiver<Reading>,
+    chans: &mut ChannelState,
+    write: bool,
+    keep: bool,
+    observed: &mut Vec<Observed>,
+) -> std::io::Result<()> {
+    let mut first_error = None;
+    while let Ok(r) = data.try_recv() {
+        let counter = chans.step(&r);
+        if write && let Err(e) = chans.sample(w, &r, counter) {
+            first_error.get_or_insert(e);
+        }
+        if keep {
+            observed.push(Observed {
+                reading: r,
+                counter,
+            });
+        }
+    }
+    first_error.map_or(Ok(()), Err)
 }
 
 /// Writes a sample and, for a counter step that needs one, its reset or flag row. A write
 /// error (the rows stay buffered, whole) does not keep the second row out.
-fn write_sample(
-    w: &mut TraceWriter<TraceOut>,
+fn write_row<W: std::io::Write>(
+    w: &mut TraceWriter<W>,
     r: &Reading,
     step: Option<CounterStep>,
 ) -> std::io::Result<()> {
@@ -1256,4 +1424,124 @@ fn handle(
         Msg::Stop | Msg::Drain => {}
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flinch_core::channel::{ChannelSpec, PowerMethod};
+    use flinch_core::clock::ManualClock;
+    use flinch_core::integrate::integrate_gauge;
+    use flinch_core::trace::read_trace_from;
+    use proptest::prelude::*;
+
+    fn infos(heartbeat_ns: Option<u64>) -> Vec<SourceInfo> {
+        let mut c = ChannelSpec::power("gpu0", "p", PowerMethod::Instant);
+        c.heartbeat_ns = heartbeat_ns;
+        vec![SourceInfo::new("s", "test", flinch_core::DeviceClass::Gpu).with_channels(vec![c])]
+    }
+
+    /// Writes `(t, value)` readings of one channel (with a `gap` before reading `gap_at`
+    /// when given) and reads back what the trace holds.
+    fn write_and_read(
+        heartbeat_ns: Option<u64>,
+        readings: &[(u64, f64)],
+        gap_at: Option<usize>,
+    ) -> Vec<(u64, f64)> {
+        let infos = infos(heartbeat_ns);
+        let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(0, 0));
+        let header = Header::new(10_000_000, clock.anchor(), infos.clone());
+        let mut w = TraceWriter::new(Vec::new(), &header, clock, 1_000_000_000).unwrap();
+        let mut st = ChannelState::new(&infos);
+        for (i, &(t_ns, value)) in readings.iter().enumerate() {
+            if gap_at == Some(i) {
+                st.flush_source(&mut w, 0).unwrap();
+                w.gap(t_ns - 1, "s", true, "gone").unwrap();
+            }
+            let r = Reading {
+                channel: 0,
+                t_ns,
+                value,
+            };
+            let step = st.step(&r);
+            st.sample(&mut w, &r, step).unwrap();
+        }
+        st.flush_all(&mut w).unwrap();
+        let bytes = w.finish(Footer::default()).unwrap();
+        let t = read_trace_from(&bytes[..], std::path::Path::new("t")).unwrap();
+        let ch = t.channel("gpu0.p").unwrap();
+        ch.t_ns
+            .iter()
+            .copied()
+            .zip(ch.values.iter().copied())
+            .collect()
+    }
+
+    const MS: u64 = 1_000_000;
+
+    #[test]
+    fn repeats_are_written_at_a_change_as_a_heartbeat_and_at_the_end() {
+        // 10 ms polls: 5 W for 40 ms, 7 W for 1.5 s, then 9 W twice.
+        let mut r: Vec<(u64, f64)> = (0..4).map(|i| (i * 10 * MS, 5.0)).collect();
+        r.extend((4..154).map(|i| (i * 10 * MS, 7.0)));
+        r.extend([(1540 * MS, 9.0), (1550 * MS, 9.0)]);
+        let rows = write_and_read(Some(1000 * MS), &r, None);
+        assert_eq!(
+            rows,
+            vec![
+                (0, 5.0),
+                (30 * MS, 5.0),   // the last 5 W before the change
+                (40 * MS, 7.0),   // the change
+                (1040 * MS, 7.0), // a heartbeat, a second after the last row
+                (1530 * MS, 7.0), // the last 7 W before the change
+                (1540 * MS, 9.0), // the change
+                (1550 * MS, 9.0), // held to the end
+            ]
+        );
+        // Without a heartbeat every reading is written.
+        assert_eq!(write_and_read(None, &r, None).len(), r.len());
+    }
+
+    #[test]
+    fn a_gap_writes_the_held_reading_first() {
+        let r: Vec<(u64, f64)> = (0..10).map(|i| (i * 10 * MS, 5.0)).collect();
+        let rows = write_and_read(Some(1000 * MS), &r, Some(6));
+        // held 5 W up to the last reading before the gap, then again after it to the end
+        assert_eq!(rows, vec![(0, 5.0), (50 * MS, 5.0), (90 * MS, 5.0)]);
+    }
+
+    proptest! {
+        /// What analysis computes from a channel — the integral over any window, and the
+        /// distinct updates inside it — is the same whether repeats were elided or not.
+        #[test]
+        fn elided_repeats_change_no_integral_and_no_update_count(
+            steps in proptest::collection::vec((0u8..4, 1u64..40), 2..60),
+            windows in proptest::collection::vec((0.0f64..1.0, 0.0f64..1.0), 1..20),
+        ) {
+            // A polled gauge: runs of equal values, one reading every 10 ms.
+            let mut r = Vec::new();
+            let mut t = 0;
+            for (v, n) in steps {
+                for _ in 0..n {
+                    r.push((t, v as f64 * 10.0));
+                    t += 10 * MS;
+                }
+            }
+            let dense = write_and_read(None, &r, None);
+            let held = write_and_read(Some(250 * MS), &r, None);
+            prop_assert!(held.len() <= dense.len());
+            let split = |v: &[(u64, f64)]| -> (Vec<u64>, Vec<f64>) { v.iter().copied().unzip() };
+            let (td, vd) = split(&dense);
+            let (th, vh) = split(&held);
+            let end = *td.last().unwrap();
+            for (a, b) in windows {
+                let (a, b) = ((a.min(b) * end as f64) as u64, (a.max(b) * end as f64) as u64);
+                let d = integrate_gauge(&td, &vd, a, b).unwrap();
+                let h = integrate_gauge(&th, &vh, a, b).unwrap();
+                prop_assert!((d.integral - h.integral).abs() <= 1e-9 * d.integral.abs().max(1.0),
+                    "window {a}..{b}: {} vs {}", d.integral, h.integral);
+                prop_assert_eq!(d.changes_inside, h.changes_inside);
+            }
+        }
+    }
 }

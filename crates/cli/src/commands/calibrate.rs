@@ -113,7 +113,8 @@ pub fn run(a: CalibrateArgs) -> Result<ExitCode, Failure> {
     check_output(&a.out, a.force)?;
     super::check_interval(a.interval)?;
     let backends = crate::backends::Backends::build(&a.backends, false)?;
-    let (sources, used) = super::record::open_sources(&backends, &a.sources, a.interval)?;
+    let ctx = flinch_core::backend::BackendContext::new(a.interval);
+    let (sources, used) = super::record::open_sources(&backends, &a.sources, &ctx)?;
     if let Some((need, channel, per_value)) = shortest_calibration(&sources, a.interval)
         && a.seconds < need
     {

@@ -32,30 +32,44 @@ pub fn check_interval(interval: Duration) -> Result<(), Failure> {
 }
 
 /// How often each source will really be polled, in words: sources with a cadence of their
-/// own keep it whatever `--interval` asks (`cpu.host every 20ms (its own cadence)`).
+/// own keep it whatever `--interval` asks (`cpu.host every 20ms (its own cadence)`), and a
+/// source that follows its sensor says so (`nvml.gpu0.fast once per sensor update (every
+/// 100ms)`).
 pub fn cadences(sources: &[Box<dyn Source>], interval: Duration) -> String {
-    let mut groups: Vec<(Duration, Vec<&str>)> = Vec::new();
+    // (cadence, follows its sensor's updates, sources)
+    let mut groups: Vec<(Duration, bool, Vec<&str>)> = Vec::new();
     for s in sources {
-        let iv = s.interval().unwrap_or(interval);
-        match groups.iter_mut().find(|(d, _)| *d == iv) {
-            Some((_, v)) => v.push(&s.info().name),
-            None => groups.push((iv, vec![&s.info().name])),
+        let (iv, locked) = match s.phase_lock() {
+            Some(l) => (l.period, true),
+            None => (s.interval().unwrap_or(interval), false),
+        };
+        match groups.iter_mut().find(|(d, l, _)| *d == iv && *l == locked) {
+            Some((_, _, v)) => v.push(&s.info().name),
+            None => groups.push((iv, locked, vec![&s.info().name])),
         }
     }
-    groups.sort_by_key(|(d, _)| *d);
+    groups.sort_by_key(|(d, l, _)| (*d, !*l));
     groups
         .iter()
-        .map(|(d, names)| {
-            format!(
-                "{} every {}{}",
-                names.join(", "),
-                humantime::format_duration(*d),
-                if *d == interval {
-                    ""
-                } else {
-                    " (its own cadence)"
-                }
-            )
+        .map(|(d, locked, names)| {
+            if *locked {
+                format!(
+                    "{} once per sensor update (every {})",
+                    names.join(", "),
+                    humantime::format_duration(*d)
+                )
+            } else {
+                format!(
+                    "{} every {}{}",
+                    names.join(", "),
+                    humantime::format_duration(*d),
+                    if *d == interval {
+                        ""
+                    } else {
+                        " (its own cadence)"
+                    }
+                )
+            }
         })
         .collect::<Vec<_>>()
         .join("; ")

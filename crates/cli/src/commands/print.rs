@@ -18,7 +18,7 @@ use flinch_analysis::{ActivitySpan, SpanReport};
 use flinch_core::channel::Quantity;
 use flinch_core::marks::{Mark, MarkVia};
 use flinch_core::trace::{Footer, Header};
-use flinch_record::observe::{LiveCadence, Observed, Observer};
+use flinch_record::observe::{LiveThread, Observed, Observer};
 use std::fs::File;
 use std::io::Write;
 use std::sync::Arc;
@@ -286,7 +286,7 @@ fn print_loop(mut out: File, rx: Receiver<Batch>, status: &PrintStatus) {
 }
 
 impl Observer for Printer {
-    fn start(&mut self, header: &Header, _cadences: &[Arc<LiveCadence>]) {
+    fn start(&mut self, header: &Header, _threads: &[Arc<LiveThread>]) {
         let mut devices: Vec<(String, Vec<(String, String)>)> = Vec::new();
         let mut n = 0;
         for s in &header.sources {

@@ -21,7 +21,7 @@ use flinch_record::marks::fifo::ensure_private_dir;
 use flinch_record::observe::Observer;
 use flinch_record::recorder::{Recorder, RecorderConfig, RecordingSetup, TraceTarget};
 use rustix::process::Signal;
-use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGWINCH};
+use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGWINCH};
 use signal_hook::iterator::SignalsInfo;
 use signal_hook::iterator::exfiltrator::origin::WithOrigin;
 use std::io::{IsTerminal, Write};
@@ -40,6 +40,9 @@ macro_rules! say {
     }};
 }
 
+/// The cadence of sources without one of their own when `record` is given no `--interval`.
+pub const AUTO_INTERVAL: Duration = Duration::from_millis(100);
+
 /// The environment variable carrying a `--marks-file` path to the wrapped command.
 pub const MARKS_FILE_ENV: &str = "FLINCH_MARKS_FILE";
 
@@ -50,9 +53,8 @@ type Opened = (Vec<Box<dyn Source>>, Vec<String>);
 pub fn open_sources(
     backends: &Backends,
     requested: &[String],
-    interval: Duration,
+    ctx: &BackendContext,
 ) -> Result<Opened, Failure> {
-    let ctx = BackendContext::new(interval);
     for n in &backends.notes {
         eprintln!("flinch: note: {n}");
     }
@@ -66,11 +68,11 @@ pub fn open_sources(
     let mut used = Vec::new();
     if names.is_empty() {
         for b in backends.all().iter().filter(|b| b.default_on()) {
-            let st = b.status(&ctx);
+            let st = b.status(ctx);
             if !st.available {
                 continue;
             }
-            match b.open(&ctx) {
+            match b.open(ctx) {
                 Ok(s) => {
                     sources.extend(s);
                     used.push(b.name().to_owned());
@@ -91,7 +93,7 @@ pub fn open_sources(
     }
     for n in &names {
         let b = backends.get(n)?;
-        let opened = b.open(&ctx).map_err(|e: SourceError| {
+        let opened = b.open(ctx).map_err(|e: SourceError| {
             Failure::new(format!(
                 "source {n} is unavailable: {}",
                 flinch_core::error::display_chain(&e)
@@ -173,8 +175,11 @@ fn end_command(mut c: Wrapped, rec: &Recorder, why: &str) -> Option<i32> {
     code
 }
 
-/// The signals `record` catches: those ending a recording and those only passed on.
-const CAUGHT: [i32; 7] = [SIGINT, SIGTERM, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2, SIGWINCH];
+/// The signals `record` catches: those ending a recording and those only passed on; and
+/// SIGCHLD, so that the wrapped command's exit wakes the main loop, which otherwise sleeps.
+const CAUGHT: [i32; 8] = [
+    SIGINT, SIGTERM, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2, SIGWINCH, SIGCHLD,
+];
 
 fn signal_of(raw: i32) -> Option<Signal> {
     Some(match raw {
@@ -248,6 +253,19 @@ fn summary(out: Wrote<'_>, f: &Footer) -> String {
             c.sources.join(", ")
         ));
     }
+    for t in &f.threads {
+        s.push_str(&format!(
+            "\n  thread {}: {} wake-ups, {} CPU in all ({} per wake-up)",
+            t.name,
+            t.wakeups,
+            fmt_ms(t.cpu_ns),
+            if t.wakeups > 0 {
+                format!("{:.1} us", t.cpu_ns as f64 / t.wakeups as f64 / 1e3)
+            } else {
+                "-".into()
+            }
+        ));
+    }
     s
 }
 
@@ -317,11 +335,37 @@ fn stdout_gone() -> bool {
     }
 }
 
+/// Blocks until standard output's reader has gone (`true`): `poll` with no events asked for
+/// still reports `POLLERR` (a pipe without readers) and `POLLHUP` (a socket whose peer
+/// closed). On a terminal or a file it never returns; `false` if `poll` itself fails.
+fn wait_stdout_gone() -> bool {
+    use rustix::event::{PollFd, PollFlags, poll};
+    let out = std::io::stdout();
+    loop {
+        let mut fds = [PollFd::new(&out, PollFlags::empty())];
+        match poll(&mut fds, None) {
+            Ok(n) if n > 0 && fds[0].revents().intersects(PollFlags::ERR | PollFlags::HUP) => {
+                return true;
+            }
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(_) => return false,
+        }
+    }
+}
+
+/// What wakes the command loop.
+enum Wake {
+    Signal(signal_hook::iterator::exfiltrator::origin::Origin),
+    OutputClosed,
+}
+
 /// The least --print interval.
 const MIN_PRINT_INTERVAL: Duration = Duration::from_millis(100);
 
 pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
-    super::check_interval(a.interval)?;
+    if let Some(d) = a.interval {
+        super::check_interval(d)?;
+    }
     let trace_to_stdout = a.out.as_deref() == Some(Path::new("-"));
     if let Some(p) = a.print {
         if trace_to_stdout {
@@ -330,7 +374,7 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
                  the trace: give --out a file (or drop --print)",
             ));
         }
-        let least = MIN_PRINT_INTERVAL.max(a.interval);
+        let least = MIN_PRINT_INTERVAL.max(a.interval.unwrap_or_default());
         if p < least {
             return Err(Failure::new(format!(
                 "--print {}: the interval must be at least {} (100 ms, and no shorter than --interval)",
@@ -367,8 +411,14 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
         .transpose()?;
     // The endpoint binds before anything is created, so a busy address fails early.
     let live = live_export(&a, idle_profile.as_ref())?;
-    let (sources, _) = open_sources(&backends, &a.sources, a.interval)?;
-    let cadence = super::cadences(&sources, a.interval);
+    // Without --interval, each source picks its own cadence from its sensor, and the
+    // default cadence is for those that have none.
+    let ctx = match a.interval {
+        Some(d) => BackendContext::new(d),
+        None => BackendContext::auto(AUTO_INTERVAL),
+    };
+    let (sources, _) = open_sources(&backends, &a.sources, &ctx)?;
+    let cadence = super::cadences(&sources, ctx.interval);
     let models: Vec<&str> = sources
         .iter()
         .filter(|s| s.info().modelled)
@@ -404,6 +454,32 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
     // Catch signals before anything is created, so an early Ctrl-C still ends cleanly.
     let mut signals = SignalsInfo::<WithOrigin>::new(CAUGHT)
         .map_err(|e| Failure::new(format!("cannot install signal handlers: {e}")))?;
+    let signals_handle = signals.handle();
+    let (sig_tx, sig_rx) = std::sync::mpsc::channel();
+    let stdout_closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if stdout_taken {
+        // Wakes the loop below the moment standard output's reader goes away (`| head`).
+        let (tx, closed) = (sig_tx.clone(), stdout_closed.clone());
+        std::thread::Builder::new()
+            .name("flinch-stdout".into())
+            .spawn(move || {
+                if wait_stdout_gone() {
+                    closed.store(true, Ordering::Release);
+                    let _ = tx.send(Wake::OutputClosed);
+                }
+            })
+            .map_err(|e| Failure::new(format!("cannot start the output watcher: {e}")))?;
+    }
+    std::thread::Builder::new()
+        .name("flinch-signals".into())
+        .spawn(move || {
+            for origin in signals.forever() {
+                if sig_tx.send(Wake::Signal(origin)).is_err() {
+                    break;
+                }
+            }
+        })
+        .map_err(|e| Failure::new(format!("cannot start the signal thread: {e}")))?;
 
     let stdout_dup = || {
         use std::os::fd::AsFd;
@@ -444,8 +520,9 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
     };
     let defaults = RecorderConfig::default();
     let config = RecorderConfig {
-        interval: a.interval,
+        interval: ctx.interval,
         write_hold: a.write_retry,
+        precise_sleep: a.precise_sleep,
         // Rows are measured when the writer hands readings over: at least once per row.
         flush_interval: a
             .print
@@ -545,9 +622,9 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
         && !(stdout_taken && std::io::stdout().is_terminal());
     let output_closed = || {
         stdout_taken
-            && (rec.output_closed()
-                || print_status.as_ref().is_some_and(|p| p.closed())
-                || stdout_gone())
+            && (stdout_closed.load(Ordering::Acquire)
+                || rec.output_closed()
+                || print_status.as_ref().is_some_and(|p| p.closed()))
     };
     let started = Instant::now();
     // Signals that end a recording (INT, TERM, QUIT; HUP without a command) seen so far.
@@ -558,9 +635,17 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
     // The write trouble last reported (so that each change is said once).
     let mut trouble_said: Option<(u64, bool)> = None;
     let mut write_failed = false;
+    // Sleeps until something happens: a signal, the command's exit (SIGCHLD), the end of
+    // --duration, or the next refresh of the status line; no periodic wake-ups otherwise
+    // (each costs tens of µs of CPU in a VM). A second's timeout checks the rest (write
+    // trouble).
+    let mut pending: Vec<signal_hook::iterator::exfiltrator::origin::Origin> = Vec::new();
     loop {
-        for origin in signals.pending() {
+        for origin in pending.drain(..) {
             let raw = origin.signal;
+            if raw == SIGCHLD {
+                continue; // the command is looked at below
+            }
             // From the terminal (the kernel), a signal reaches the whole foreground process
             // group: a command sharing ours has it already.
             let from_process = origin.process.is_some();
@@ -675,20 +760,28 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
         } else if ending_signals > 0 {
             break;
         }
-        let end = if a.duration.is_some_and(|d| started.elapsed() >= d) {
-            Some(("duration", "at the end of --duration"))
-        } else if output_closed() {
-            // `| head`: the reader has what it wanted; end like --duration does.
-            Some(("output-closed", "standard output was closed"))
-        } else {
-            None
-        };
-        if let Some((why, when)) = end {
-            ended_by = why;
+        let mut wait = Duration::from_secs(1);
+        if output_closed() {
+            // `| head`: the reader has what it wanted; end as --duration does.
+            ended_by = "output-closed";
             if let Some(c) = child.take() {
-                command_exit = end_command(c, &rec, when);
+                command_exit = end_command(c, &rec, "standard output was closed");
             }
             break;
+        }
+        if let Some(d) = a.duration {
+            let left = d.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                ended_by = "duration";
+                if let Some(c) = child.take() {
+                    command_exit = end_command(c, &rec, "at the end of --duration");
+                }
+                break;
+            }
+            wait = wait.min(left);
+        }
+        if show_status {
+            wait = wait.min(Duration::from_millis(200));
         }
         if show_status && last_status.elapsed() >= Duration::from_millis(200) {
             last_status = Instant::now();
@@ -709,8 +802,19 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
                 st.dropped.load(Ordering::Relaxed)
             );
         }
-        std::thread::sleep(Duration::from_millis(20));
+        match sig_rx.recv_timeout(wait) {
+            Ok(first) => {
+                for w in std::iter::once(first).chain(sig_rx.try_iter()) {
+                    if let Wake::Signal(origin) = w {
+                        pending.push(origin);
+                    }
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => std::thread::sleep(wait),
+        }
     }
+    signals_handle.close();
     if show_status {
         let _ = write!(std::io::stderr(), "\r\x1b[2K");
     }

@@ -11,9 +11,15 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 pub fn run(a: SourcesArgs) -> Result<ExitCode, Failure> {
-    super::check_interval(a.interval)?;
+    if let Some(d) = a.interval {
+        super::check_interval(d)?;
+    }
     let backends = Backends::build(&a.backends, false)?;
-    let ctx = BackendContext::new(a.interval);
+    // As `record` would: an --interval given, or each source at its own cadence.
+    let ctx = match a.interval {
+        Some(d) => BackendContext::new(d),
+        None => BackendContext::auto(super::record::AUTO_INTERVAL),
+    };
     let mut statuses: Vec<BackendStatus> = backends.all().iter().map(|b| b.status(&ctx)).collect();
     for st in statuses.iter_mut().filter(|st| st.available) {
         st.notes.extend(backends.notes.iter().cloned());
@@ -25,7 +31,7 @@ pub fn run(a: SourcesArgs) -> Result<ExitCode, Failure> {
     if a.json {
         println!("{}", serde_json::to_string_pretty(&statuses)?);
     } else {
-        print!("{}", render(&statuses, a.interval));
+        print!("{}", render(&statuses, ctx.interval, ctx.interval_given));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -107,8 +113,10 @@ fn fmt_period(ns: Option<u64>) -> String {
     }
 }
 
-/// The human table; `interval` is the `--interval` the cadences were asked for.
-pub fn render(statuses: &[BackendStatus], interval: Duration) -> String {
+/// The human table; `interval` is the `--interval` the cadences were asked for
+/// (`given: false`: none was, and `interval` is the default cadence of sources without one
+/// of their own).
+pub fn render(statuses: &[BackendStatus], interval: Duration, given: bool) -> String {
     use std::fmt::Write;
     let mut s = String::new();
     for st in statuses {
@@ -129,7 +137,13 @@ pub fn render(statuses: &[BackendStatus], interval: Duration) -> String {
                     "  polled every {} (its own cadence, whatever --interval)",
                     fmt_period(Some(ns))
                 ),
-                Some(&ns) => format!("  polled every {} (--interval)", fmt_period(Some(ns))),
+                Some(&ns) if given => {
+                    format!("  polled every {} (--interval)", fmt_period(Some(ns)))
+                }
+                Some(&ns) => format!(
+                    "  polled every {} (the default cadence; --interval sets it)",
+                    fmt_period(Some(ns))
+                ),
                 None => String::new(),
             };
             let _ = writeln!(s, "  source {}{polled}", src.name);

@@ -559,13 +559,22 @@ fn intervals_need_a_unit_impossible_ones_are_refused_and_the_real_cadences_are_s
         text.contains("source synthetic  polled every 5ms (--interval)"),
         "{text}"
     );
-    let o = run(flinch().args(["sources", "--json"]));
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let cpu = v
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|b| b["name"] == "cpu")
-        .unwrap();
-    assert_eq!(cpu["poll_intervals_ns"]["cpu.host"], 20_000_000);
+    let cpu_poll_ns = |args: &[&str]| {
+        let o = run(flinch().args(args));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let cpu = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["name"] == "cpu")
+            .unwrap()
+            .clone();
+        cpu["poll_intervals_ns"]["cpu.host"].clone()
+    };
+    assert_eq!(
+        cpu_poll_ns(&["sources", "--json", "--interval", "10ms"]),
+        20_000_000
+    );
+    // Without --interval, as `record` without one: the default cadence.
+    assert_eq!(cpu_poll_ns(&["sources", "--json"]), 100_000_000);
 }

@@ -151,18 +151,22 @@ pub struct MarksInfo {
     pub file: Option<String>,
 }
 
-/// Timing of one sampler thread, written in the footer.
+/// Timing of one cadence (a source polled on its own schedule), written in the footer.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct CadenceStats {
-    /// The thread's interval, ns.
+    /// The cadence's interval, ns (for a phase-locked source: the sensor's period as
+    /// declared).
     pub interval_ns: u64,
-    /// Sources polled by it.
+    /// Sources polled on it.
     pub sources: Vec<String>,
-    /// Ticks run.
+    /// The sampler thread that polled them ([`ThreadStats::name`]).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub thread: String,
+    /// Polls made (for a phase-locked source: guards, probes and retries included).
     pub ticks: u64,
-    /// Ticks skipped because a tick ran past the next deadline.
+    /// Deadlines skipped because the thread was still busy past them.
     pub missed_ticks: u64,
-    /// Median |poll start − its deadline| on the absolute schedule, ns.
+    /// Median |wake-up − the deadline the thread woke for| over this cadence's polls, ns.
     #[serde(alias = "lag_p50_ns")]
     pub deviation_p50_ns: u64,
     /// 99th percentile of that deviation, ns.
@@ -171,7 +175,56 @@ pub struct CadenceStats {
     /// Largest deviation, ns.
     #[serde(alias = "lag_max_ns")]
     pub deviation_max_ns: u64,
-    /// CPU time the thread used, ns (polls, clock reads, channel sends).
+    /// CPU time of its polls, ns: the thread's CPU during each wake-up's polls, shared
+    /// between the sources polled by the time each spent in its poll (the cost of the
+    /// wake-ups themselves is in [`ThreadStats::cpu_ns`]).
+    pub cpu_ns: u64,
+    /// Wall time spent inside its polls, ns.
+    #[serde(default)]
+    pub poll_ns: u64,
+    /// What the phase lock did, for a source polled once per sensor update.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase_lock: Option<PhaseStats>,
+}
+
+/// What the phase lock of a source polled once per sensor update did over a recording
+/// (written in the footer).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PhaseStats {
+    /// The update period declared by the source, ns.
+    pub declared_period_ns: u64,
+    /// The period measured, ns.
+    pub period_ns: u64,
+    /// Polls made.
+    pub polls: u64,
+    /// Value changes seen (sensor updates).
+    pub updates: u64,
+    /// Guard polls (just before a predicted window: a change there means the phase was
+    /// lost).
+    pub guards: u64,
+    /// Probe polls (inside a predicted window, to narrow it).
+    pub probes: u64,
+    /// Retry polls (an update that came later than predicted).
+    pub retries: u64,
+    /// Periods in which no change was found (the update came much later, or the sensor
+    /// repeated its value).
+    pub misses: u64,
+    /// Times the lock started over, polling every `P/20` until a change (the first
+    /// included).
+    pub acquisitions: u64,
+    /// Width of the bracket around the last update when the recording ended, ns.
+    pub bracket_ns: u64,
+}
+
+/// One sampler thread, written in the footer.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ThreadStats {
+    /// The thread's name (`flinch-sample` for the one that polls every cheap source,
+    /// `flinch-slow-<interval>` for slow ones).
+    pub name: String,
+    /// Times it woke to poll.
+    pub wakeups: u64,
+    /// All the CPU time it used, ns: polls, sleeping and waking, sending readings.
     pub cpu_ns: u64,
 }
 
@@ -195,8 +248,11 @@ pub struct Footer {
     pub dropped_readings: u64,
     /// Gaps opened (source errors).
     pub gaps: u64,
-    /// Per sampler thread.
+    /// Per cadence.
     pub cadences: Vec<CadenceStats>,
+    /// Per sampler thread.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub threads: Vec<ThreadStats>,
     /// The wrapped command's exit code (128 + signal when killed), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command_exit: Option<i32>,

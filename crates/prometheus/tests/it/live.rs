@@ -69,6 +69,24 @@ fn live_spans_counters_and_marks_equal_what_analyze_finds_in_the_trace() {
     let foot = rec.stop("stopped", None).unwrap();
     assert_eq!(foot.marks, sent);
     let text = exporter.encode_text();
+    // flinch's own cost, per sampler thread: at least what the footer says it used.
+    let cpu = sample(
+        &text,
+        "flinch_sampler_cpu_seconds_total",
+        &[("thread", "flinch-synthetic")],
+    )
+    .expect("the synthetic source's sampler thread");
+    let footer_cpu = foot
+        .threads
+        .iter()
+        .find(|t| t.name == "flinch-synthetic")
+        .expect("the footer's thread")
+        .cpu_ns as f64
+        / 1e9;
+    assert!(
+        cpu > 0.0 && cpu >= footer_cpu,
+        "{cpu} s vs the footer's {footer_cpu} s"
+    );
 
     let trace = read_trace(&out).unwrap();
     let an = Analyzer::new(&trace, Some((&profile, "file")), Thresholds::default());

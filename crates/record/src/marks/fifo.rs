@@ -151,6 +151,8 @@ pub struct FifoReceiver {
     created: bool,
     stale: Option<(u64, u64)>,
     stop: Arc<AtomicBool>,
+    /// Written to on stop: wakes the reader, which otherwise sleeps until a mark comes.
+    wake: Option<std::os::fd::OwnedFd>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -204,9 +206,19 @@ impl FifoReceiver {
         claim.publish(path, None).map_err(cleanup)?;
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
+        let (wake_r, wake_w) = rustix::pipe::pipe_with(
+            rustix::pipe::PipeFlags::CLOEXEC | rustix::pipe::PipeFlags::NONBLOCK,
+        )
+        .map_err(|e| {
+            cleanup(Error::io(
+                "cannot create a wake-up pipe for",
+                path,
+                e.into(),
+            ))
+        })?;
         let thread = std::thread::Builder::new()
             .name("flinch-marks-fifo".into())
-            .spawn(move || read_loop(read, keepalive, stop2, clock, sink))
+            .spawn(move || read_loop(read, keepalive, wake_r, stop2, clock, sink))
             .map_err(|e| cleanup(Error::io("cannot start the marks reader for", path, e)))?;
         Ok(FifoReceiver {
             path: path.to_owned(),
@@ -214,6 +226,7 @@ impl FifoReceiver {
             created,
             stale,
             stop,
+            wake: Some(wake_w),
             thread: Some(thread),
         })
     }
@@ -249,6 +262,9 @@ impl FifoReceiver {
 
     fn shutdown(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+        if let Some(w) = self.wake.take() {
+            let _ = rustix::io::write(&w, &[1]);
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -294,21 +310,27 @@ fn discard_stale(read: &File, mut left: u64) -> Option<(u64, u64)> {
 fn read_loop(
     read: File,
     _keepalive: File,
+    wake: std::os::fd::OwnedFd,
     stop: Arc<AtomicBool>,
     clock: Arc<dyn Clock>,
     sink: MarkSink,
 ) {
     let mut buf = vec![0u8; 64 * 1024];
     let mut splitter = LineSplitter::default();
+    // Sleeps until a mark or the stop comes: no periodic wake-ups while the FIFO is quiet.
+    // A second's timeout only guards against a lost wake-up.
     let timeout = rustix::time::Timespec {
-        tv_sec: 0,
-        tv_nsec: 50_000_000,
+        tv_sec: 1,
+        tv_nsec: 0,
     };
     loop {
         // Read the flag before draining, so that everything written before stop() is read.
         let stopping = stop.load(Ordering::SeqCst);
         if !stopping {
-            let mut fds = [PollFd::new(&read, PollFlags::IN)];
+            let mut fds = [
+                PollFd::new(&read, PollFlags::IN),
+                PollFd::new(&wake, PollFlags::IN),
+            ];
             match poll(&mut fds, Some(&timeout)) {
                 Ok(_) | Err(Errno::INTR) => {}
                 Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
