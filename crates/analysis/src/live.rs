@@ -24,6 +24,7 @@
 use crate::idle::IdleProfile;
 use crate::{Analyzer, SpanReport, Thresholds};
 use flinch_core::counter::CounterStep;
+use flinch_core::integrate::Method;
 use flinch_core::marks::Mark;
 use flinch_core::source::Reading;
 use flinch_core::trace::{ChannelData, Gap, Header, RowKind, Trace, TraceEvent};
@@ -76,6 +77,9 @@ impl FromStr for SpanSpec {
         })
     }
 }
+
+/// Sources polled at least this far apart are slow (see [`LiveSpans::source_polled_every`]).
+pub const SLOW_POLL: Duration = Duration::from_secs(2);
 
 /// Limits of the live span measurement.
 #[derive(Clone, Debug)]
@@ -195,6 +199,9 @@ pub struct LiveSpans {
     answering: Vec<bool>,
     /// Channel indices per source name.
     source_channels: HashMap<String, Vec<usize>>,
+    /// Per channel: whether it may be left out of the watermark (see
+    /// [`LiveSpans::source_polled_every`]).
+    stand_in: Vec<bool>,
     pending: BTreeMap<(u64, u64), Mark>,
     seq: u64,
     pairers: Vec<Pairer>,
@@ -254,6 +261,7 @@ impl LiveSpans {
             latest: vec![None; n],
             answering: vec![true; n],
             source_channels,
+            stand_in: vec![false; n],
             pending: BTreeMap::new(),
             seq: 0,
             samples: 0,
@@ -266,6 +274,36 @@ impl LiveSpans {
     /// The span specs, in index order.
     pub fn specs(&self) -> &[SpanSpec] {
         &self.specs
+    }
+
+    /// Says how often `source` is polled. The energy channels of a source polled less
+    /// often than every [`SLOW_POLL`] (NVML's energy counter, read every 30 s by default)
+    /// do not hold spans back when their device has an energy channel polled faster (its
+    /// power): the device's energy comes from that one, so waiting up to a whole slow
+    /// period for the counter would only delay every span. A device measured by a slow
+    /// channel alone is still waited for.
+    pub fn source_polled_every(&mut self, source: &str, interval: Duration) {
+        let Some(chans) = self.source_channels.get(source).cloned() else {
+            return;
+        };
+        let slow = interval >= SLOW_POLL;
+        for &c in &chans {
+            self.stand_in[c] = slow && Method::of(&self.trace.channels[c].spec).is_some();
+        }
+        // A slow channel is a stand-in only beside a faster energy channel of its device.
+        let fast_devices: Vec<String> = self
+            .trace
+            .channels
+            .iter()
+            .enumerate()
+            .filter(|(i, c)| !self.stand_in[*i] && Method::of(&c.spec).is_some())
+            .map(|(_, c)| c.spec.device.clone())
+            .collect();
+        for (i, c) in self.trace.channels.iter().enumerate() {
+            if self.stand_in[i] && !fast_devices.contains(&c.spec.device) {
+                self.stand_in[i] = false;
+            }
+        }
     }
 
     /// Readings held now.
@@ -368,14 +406,15 @@ impl LiveSpans {
         });
     }
 
-    /// The time up to which every answering channel has data.
+    /// The time up to which every answering channel (slow stand-ins aside) has data.
     fn watermark(&self, now_ns: u64) -> u64 {
         let caught_up = self
             .latest
             .iter()
             .zip(&self.answering)
-            .filter(|(_, a)| **a)
-            .filter_map(|(l, _)| *l)
+            .zip(&self.stand_in)
+            .filter(|((_, a), s)| **a && !**s)
+            .filter_map(|((l, _), _)| *l)
             .min()
             .unwrap_or(0);
         caught_up.max(now_ns.saturating_sub(self.cfg.max_wait.as_nanos() as u64))
@@ -551,6 +590,82 @@ mod tests {
         assert_eq!(un.last(), Some(&"end"));
         let (a, _) = p.take(&spec, &mark(11, "b", Some(4)), 3, &mut un).unwrap();
         assert_eq!(a.t_ns, 4000);
+    }
+
+    /// A device with a power gauge read every 10 ms (source `fast`) and an energy counter
+    /// (source `slow`) read once, at the start; a span a..b from 1.0 to 1.5 s.
+    fn fast_and_slow(device_of_counter: &str) -> LiveSpans {
+        use flinch_core::channel::{ChannelSpec, CounterSpec, PowerMethod, Quantity, SourceInfo};
+        use flinch_core::clock::ClockAnchor;
+        use flinch_core::device::DeviceClass;
+        let mut p = ChannelSpec::gauge("gpu0", "power", Quantity::Power);
+        p.method = Some(PowerMethod::Instant);
+        let e = ChannelSpec::counter(
+            device_of_counter,
+            "energy",
+            Quantity::Energy,
+            CounterSpec::default(),
+        );
+        let header = Header::new(
+            10_000_000,
+            ClockAnchor {
+                mono_ns: 0,
+                real_ns: 0,
+            },
+            vec![
+                SourceInfo::new("fast", "test", DeviceClass::Gpu).with_channels(vec![p]),
+                SourceInfo::new("slow", "test", DeviceClass::Gpu).with_channels(vec![e]),
+            ],
+        );
+        let spec: SpanSpec = "a..b".parse().unwrap();
+        let mut live = LiveSpans::new(&header, vec![spec], None, SpanConfig::default());
+        live.reading(
+            &Reading {
+                channel: 1,
+                t_ns: 0,
+                value: 0.0,
+            },
+            Some(CounterStep::First),
+        );
+        for i in 0..300u64 {
+            let r = Reading {
+                channel: 0,
+                t_ns: i * 10_000_000,
+                value: 100.0,
+            };
+            live.reading(&r, None);
+        }
+        for (label, t) in [("a", 1_000_000_000), ("b", 1_500_000_000)] {
+            let mut m = mark(0, label, None);
+            m.t_ns = t;
+            m.recv_ns = t;
+            live.mark(&m);
+        }
+        live
+    }
+
+    #[test]
+    fn a_slow_counter_beside_a_faster_power_channel_holds_no_span_back() {
+        let now = 3_000_000_000; // the counter's next read is 30 s away; max_wait is 5 s
+        let mut waited = fast_and_slow("gpu0");
+        assert!(
+            waited.advance(now).spans.is_empty(),
+            "no hint: the counter holds"
+        );
+        let mut live = fast_and_slow("gpu0");
+        live.source_polled_every("slow", Duration::from_secs(30));
+        let out = live.advance(now);
+        assert_eq!(out.spans.len(), 1);
+        let dev = &out.spans[0].1.devices["gpu0"];
+        assert!((dev.energy_j.unwrap() - 50.0).abs() < 1e-9, "{dev:?}");
+        // A device measured by the slow counter alone is still waited for.
+        let mut alone = fast_and_slow("gpu1");
+        alone.source_polled_every("slow", Duration::from_secs(30));
+        assert!(alone.advance(now).spans.is_empty());
+        // A counter polled every second still holds spans back (at most a second).
+        let mut second = fast_and_slow("gpu0");
+        second.source_polled_every("slow", Duration::from_secs(1));
+        assert!(second.advance(now).spans.is_empty());
     }
 
     #[test]

@@ -582,6 +582,16 @@ impl ExportObserver {
     }
 }
 
+/// Tells the live measurement how often each source is polled (its sampler thread's
+/// interval), so that slow sources hold no span back needlessly.
+fn tell_poll_intervals(live: &mut LiveSpans, threads: &[Arc<LiveThread>]) {
+    for t in threads {
+        for src in &t.sources {
+            live.source_polled_every(src, std::time::Duration::from_nanos(t.interval_ns));
+        }
+    }
+}
+
 impl Observer for ExportObserver {
     fn start(&mut self, header: &Header, threads: &[Arc<LiveThread>]) {
         let f = &self.shared.f;
@@ -639,12 +649,14 @@ impl Observer for ExportObserver {
             }
         }
         if !self.cfg.spans.is_empty() {
-            self.spans = Some(LiveSpans::new(
+            let mut live = LiveSpans::new(
                 header,
                 self.cfg.spans.clone(),
                 self.cfg.idle.clone(),
                 self.cfg.span_limits.clone(),
-            ));
+            );
+            tell_poll_intervals(&mut live, threads);
+            self.spans = Some(live);
         }
         if let Some(p) = &self.cfg.push {
             self.pusher = Some(Pusher::start(p.clone(), self.shared.clone()));

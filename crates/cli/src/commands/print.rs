@@ -286,7 +286,7 @@ fn print_loop(mut out: File, rx: Receiver<Batch>, status: &PrintStatus) {
 }
 
 impl Observer for Printer {
-    fn start(&mut self, header: &Header, _threads: &[Arc<LiveThread>]) {
+    fn start(&mut self, header: &Header, threads: &[Arc<LiveThread>]) {
         let mut devices: Vec<(String, Vec<(String, String)>)> = Vec::new();
         let mut n = 0;
         for s in &header.sources {
@@ -316,12 +316,14 @@ impl Observer for Printer {
             from: BOUNDARY.to_owned(),
             to: BOUNDARY.to_owned(),
         };
-        self.live = Some(LiveSpans::new(
-            header,
-            vec![spec],
-            None,
-            SpanConfig::default(),
-        ));
+        let mut live = LiveSpans::new(header, vec![spec], None, SpanConfig::default());
+        // Slow sources (NVML's energy counter) hold no row back beside a faster one.
+        for t in threads {
+            for src in &t.sources {
+                live.source_polled_every(src, Duration::from_nanos(t.interval_ns));
+            }
+        }
+        self.live = Some(live);
         if self.format == PrintFormat::Csv {
             self.send(format!("{CSV_COLUMNS}\n"), 0);
         }
