@@ -45,6 +45,7 @@ mod analyzer;
 pub mod bound;
 pub mod class;
 pub mod idle;
+pub mod live;
 mod measure;
 pub mod output;
 mod pairing;

@@ -38,7 +38,7 @@ pub enum Command {
     Sources(SourcesArgs),
     /// Record sources and marks into a trace file.
     #[command(after_help = RECORD_EXAMPLES)]
-    Record(RecordArgs),
+    Record(Box<RecordArgs>),
     /// Send one mark to a running recorder (stamped with CLOCK_MONOTONIC now).
     #[command(after_help = MARK_EXAMPLES)]
     Mark(MarkArgs),
@@ -149,6 +149,14 @@ Examples:
       --synthetic '50W/1s,250W/1s' --duration 5s
   flinch record --out run.flinch.csv --marks-file /shared/marks.txt \\
       --meta batch=8 --meta model=llama
+  flinch record --out run.flinch.csv --print 1s -- python serve.py
+                                        a row per device each second
+  flinch record --out - --source nvml | python reader.py
+                                        the trace through a pipe
+  flinch record --prometheus [::]:9464 --span infer_start..first_token \\
+      --idle idle.json -- python serve.py
+  flinch record --out run.flinch.csv --pushgateway http://pushgw:9091 \\
+      --job train -- python train.py
 
 Marks: the recorder creates a FIFO (default
 $XDG_RUNTIME_DIR/flinch/marks.fifo, else /tmp/flinch-$UID/marks.fifo) and
@@ -187,9 +195,10 @@ pub struct SourcesArgs {
 
 #[derive(Debug, Args)]
 pub struct RecordArgs {
-    /// The trace file to write (refused if it exists, unless --force)
-    #[arg(long, short, value_name = "TRACE")]
-    pub out: PathBuf,
+    /// The trace file to write (refused if it exists, unless --force), or `-` for standard
+    /// output; optional with --print, --prometheus or --pushgateway
+    #[arg(long, short, value_name = "TRACE", required_unless_present_any = ["print", "prometheus", "pushgateway"])]
+    pub out: Option<PathBuf>,
     /// Replace an existing trace file
     #[arg(long)]
     pub force: bool,
@@ -232,9 +241,58 @@ pub struct RecordArgs {
     pub precise_sleep: bool,
     #[command(flatten)]
     pub backends: BackendArgs,
+    /// Print one summary row per device every INTERVAL on standard output: mean power,
+    /// energy in the interval, activity (docs/trace-format.md)
+    #[arg(long, value_name = "INTERVAL", value_parser = parse_duration, help_heading = "Live output")]
+    pub print: Option<Duration>,
+    /// The format of --print's rows
+    #[arg(
+        long,
+        value_name = "FORMAT",
+        value_enum,
+        default_value = "csv",
+        requires = "print",
+        help_heading = "Live output"
+    )]
+    pub print_format: crate::commands::print::PrintFormat,
+    #[command(flatten)]
+    pub export: ExportLiveArgs,
     /// The command to run while recording (after --)
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
+}
+
+/// Live export while recording (docs/fleet.md).
+#[derive(Debug, Args, Clone)]
+pub struct ExportLiveArgs {
+    /// Serve live metrics at http://ADDR/metrics for Prometheus (e.g. `127.0.0.1:9464`, `[::]:9464`)
+    #[arg(long, value_name = "ADDR", help_heading = "Live export")]
+    pub prometheus: Option<String>,
+    /// After the recording ends, keep serving until the endpoint is scraped once more (at most this long)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "prometheus", help_heading = "Live export")]
+    pub prometheus_linger: Option<Duration>,
+    /// Push the metrics to this Pushgateway (http://HOST:PORT) when the recording ends
+    #[arg(
+        long,
+        value_name = "URL",
+        requires = "job",
+        help_heading = "Live export"
+    )]
+    pub pushgateway: Option<String>,
+    /// The Pushgateway job name (grouped with instance=HOSTNAME)
+    #[arg(
+        long,
+        value_name = "NAME",
+        requires = "pushgateway",
+        help_heading = "Live export"
+    )]
+    pub job: Option<String>,
+    /// Also push this often while recording
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "pushgateway", help_heading = "Live export")]
+    pub push_interval: Option<Duration>,
+    /// Measure spans FROM..TO live: duration and energy histograms, verdict counts (repeatable)
+    #[arg(long = "span", value_name = "FROM..TO", help_heading = "Live export")]
+    pub spans: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -56,7 +56,7 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let result = match cli.command {
         cli::Command::Sources(a) => commands::sources::run(a),
-        cli::Command::Record(a) => commands::record::run(a),
+        cli::Command::Record(a) => commands::record::run(*a),
         cli::Command::Mark(a) => commands::mark::run(a),
         cli::Command::Calibrate(a) => commands::calibrate::run(a),
         cli::Command::Analyze(a) => commands::analyze::run(a),

@@ -3,6 +3,7 @@
 
 pub mod host;
 pub mod marks;
+pub mod observe;
 pub mod phase;
 pub mod queue;
 pub mod recorder;

@@ -21,6 +21,7 @@
 
 use crate::marks::fifo::FifoReceiver;
 use crate::marks::file::FileReceiver;
+use crate::observe::{LiveThread, Observed, Observer, Observers};
 use crate::queue::{ByteBoundedReceiver, ByteBoundedSender, TrySendError, byte_bounded};
 use crate::sampler::{GroupStats, SamplerGroup, Sink, ThreadPlan, plan_threads};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
@@ -32,10 +33,11 @@ use flinch_core::marks::{
     Mark, MarkEvent, MarkParseError, MarkSink, MarkVia, format_mark, parse_mark,
 };
 use flinch_core::source::{Reading, Source};
-use flinch_core::trace::{Footer, Header, MarksInfo, TraceWriter, create_trace_file};
+use flinch_core::trace::{CutBack, Footer, Header, MarksInfo, TraceWriter, create_trace_file};
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
@@ -100,10 +102,60 @@ impl Default for RecorderConfig {
     }
 }
 
+/// Where the trace goes.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum TraceTarget {
+    /// A file to create (refused if it exists, unless [`RecordingSetup::force`]).
+    File(PathBuf),
+    /// An open stream: standard output, a pipe, a socket. `name` is what messages call it
+    /// (`standard output`). When its reader goes away (`EPIPE`), the trace stops there and
+    /// the recording goes on: [`Recorder::output_closed`] says so, and the caller decides
+    /// whether to end it.
+    Stream {
+        /// What messages call it.
+        name: String,
+        /// The stream (written with plain blocking writes).
+        out: File,
+    },
+    /// No trace: only observers see the recording.
+    None,
+}
+
+impl TraceTarget {
+    /// The trace on standard output (a duplicate of file descriptor 1, so nothing else
+    /// written through `std::io::stdout()` shares a buffer with it).
+    pub fn stdout() -> std::io::Result<Self> {
+        use std::os::fd::AsFd;
+        let fd = std::io::stdout().as_fd().try_clone_to_owned()?;
+        Ok(TraceTarget::Stream {
+            name: "standard output".into(),
+            out: File::from(fd),
+        })
+    }
+
+    /// The file path, when the trace goes to a file.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            TraceTarget::File(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// What errors and messages call it.
+    fn shown(&self) -> PathBuf {
+        match self {
+            TraceTarget::File(p) => p.clone(),
+            TraceTarget::Stream { name, .. } => PathBuf::from(name),
+            TraceTarget::None => PathBuf::from("(no trace)"),
+        }
+    }
+}
+
 /// What to record and where.
 pub struct RecordingSetup {
-    /// The trace file to create.
-    pub out: PathBuf,
+    /// Where the trace goes.
+    pub out: TraceTarget,
     /// Replace an existing file.
     pub force: bool,
     /// The sources.
@@ -120,13 +172,15 @@ pub struct RecordingSetup {
     pub meta: BTreeMap<String, String>,
     /// An idle profile to embed.
     pub idle: Option<serde_json::Value>,
+    /// Observers fed on the writer's thread ([`crate::observe`]).
+    pub observers: Vec<Box<dyn Observer>>,
 }
 
 impl RecordingSetup {
     /// A setup with only an output path and sources.
     pub fn new(out: PathBuf, sources: Vec<Box<dyn Source>>) -> Self {
         RecordingSetup {
-            out,
+            out: TraceTarget::File(out),
             force: false,
             sources,
             marks_fifo: None,
@@ -135,6 +189,78 @@ impl RecordingSetup {
             command: Vec::new(),
             meta: BTreeMap::new(),
             idle: None,
+            observers: Vec::new(),
+        }
+    }
+
+    /// A setup that writes no trace: observers (an exporter) are the only output.
+    pub fn without_trace(sources: Vec<Box<dyn Source>>) -> Self {
+        RecordingSetup {
+            out: TraceTarget::None,
+            ..Self::new(PathBuf::new(), sources)
+        }
+    }
+}
+
+/// Where the trace writer writes: a file, a stream, or nowhere (a recording watched only
+/// by observers).
+#[non_exhaustive]
+pub enum TraceOut {
+    /// The trace file.
+    File(File),
+    /// A stream whose reader may go away: past `EPIPE` everything is discarded and
+    /// `closed` is set (a closed pipe ends the trace, it is not a write error).
+    Stream {
+        /// The stream.
+        out: File,
+        /// Set once its reader has gone.
+        closed: Arc<AtomicBool>,
+    },
+    /// No trace.
+    Discard,
+}
+
+impl Write for TraceOut {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            TraceOut::File(f) => f.write(buf),
+            TraceOut::Stream { out, closed } => {
+                if closed.load(Ordering::Relaxed) {
+                    return Ok(buf.len());
+                }
+                match out.write(buf) {
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                        closed.store(true, Ordering::Release);
+                        Ok(buf.len())
+                    }
+                    r => r,
+                }
+            }
+            TraceOut::Discard => Ok(buf.len()),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            TraceOut::File(f) => f.flush(),
+            TraceOut::Stream { .. } | TraceOut::Discard => Ok(()),
+        }
+    }
+}
+
+impl CutBack for TraceOut {
+    fn cut_back(&mut self, len: u64) -> std::io::Result<bool> {
+        match self {
+            TraceOut::File(f) => f.cut_back(len),
+            TraceOut::Stream { .. } | TraceOut::Discard => Ok(false),
+        }
+    }
+}
+
+impl TraceOut {
+    /// Pushes a file's data to its disk (nothing for the others).
+    fn sync(self) {
+        if let TraceOut::File(f) = self {
+            let _ = f.sync_all();
         }
     }
 }
@@ -341,13 +467,18 @@ pub struct Recorder {
     file: Option<FileReceiver>,
     stats: Arc<LiveStats>,
     start_ns: u64,
-    out: PathBuf,
+    out: Option<PathBuf>,
+    /// What messages call the trace.
+    shown: PathBuf,
+    /// Set when a streamed trace's reader went away.
+    output_closed: Arc<AtomicBool>,
     stopped: bool,
 }
 
 struct WriterOutcome {
-    writer: TraceWriter<File>,
+    writer: TraceWriter<TraceOut>,
     error: Option<std::io::Error>,
+    observers: Observers,
 }
 
 fn check_channels(sources: &[Box<dyn Source>]) -> Result<()> {
@@ -455,12 +586,25 @@ impl Recorder {
             )?),
             None => None,
         };
-        let out_file = create_trace_file(&setup.out, setup.force)?;
-        if let Some(Err(e)) = fifo.as_mut().map(|f| f.publish_trace(&setup.out)) {
-            drop(out_file);
-            let _ = std::fs::remove_file(&setup.out);
-            return Err(e);
-        }
+        let out_path = setup.out.shown();
+        let out_file_path = setup.out.path().map(Path::to_path_buf);
+        let output_closed = Arc::new(AtomicBool::new(false));
+        let out_file = match setup.out {
+            TraceTarget::File(p) => {
+                let f = create_trace_file(&p, setup.force)?;
+                if let Some(Err(e)) = fifo.as_mut().map(|fifo| fifo.publish_trace(&p)) {
+                    drop(f);
+                    let _ = std::fs::remove_file(&p);
+                    return Err(e);
+                }
+                TraceOut::File(f)
+            }
+            TraceTarget::Stream { out, .. } => TraceOut::Stream {
+                out,
+                closed: output_closed.clone(),
+            },
+            TraceTarget::None => TraceOut::Discard,
+        };
 
         let infos: Vec<SourceInfo> = setup.sources.iter().map(|s| s.info().clone()).collect();
         let mut header = Header::new(
@@ -483,10 +627,27 @@ impl Recorder {
             clock.clone(),
             config.flush_interval.as_nanos() as u64,
         )
-        .map_err(|e| Error::io("cannot write trace", &setup.out, e))?;
+        .map_err(|e| Error::io("cannot write trace", &out_path, e))?;
         writer
             .anchor(header.start_anchor)
-            .map_err(|e| Error::io("cannot write trace", &setup.out, e))?;
+            .map_err(|e| Error::io("cannot write trace", &out_path, e))?;
+
+        let plan = plan_threads(&setup.sources, config.interval);
+        let threads: Vec<Arc<LiveThread>> = plan
+            .iter()
+            .map(|t| {
+                Arc::new(LiveThread::new(
+                    t.name.clone(),
+                    t.interval.as_nanos() as u64,
+                    t.sources
+                        .iter()
+                        .map(|&i| setup.sources[i].info().name.clone())
+                        .collect(),
+                ))
+            })
+            .collect();
+        let mut observers = Observers::new(setup.observers);
+        observers.each(|o| o.start(&header, &threads));
 
         let start_ns = clock.now_ns();
         let writer_thread = {
@@ -506,8 +667,17 @@ impl Recorder {
             };
             std::thread::Builder::new()
                 .name("flinch-writer".into())
-                .spawn(move || writer_loop(writer, queues, clock, stats, infos, anchor_ns, hold))
-                .map_err(|e| Error::io("cannot start the writer thread for", &setup.out, e))?
+                .spawn(move || {
+                    let env = WriterEnv {
+                        clock,
+                        stats,
+                        infos,
+                        anchor_interval_ns: anchor_ns,
+                        hold,
+                    };
+                    writer_loop(writer, queues, env, observers)
+                })
+                .map_err(|e| Error::io("cannot start the writer thread for", &out_path, e))?
         };
 
         // Channel bases in source order.
@@ -517,17 +687,19 @@ impl Recorder {
             bases.push(next);
             next += s.info().channels.len() as u32;
         }
-        let plan = plan_threads(&setup.sources, config.interval);
         let mut sources: Vec<Option<Box<dyn Source>>> =
             setup.sources.into_iter().map(Some).collect();
         let stop = Arc::new(WakeFlag::new());
         let mut samplers = Vec::new();
-        for ThreadPlan {
-            name,
-            slow,
-            sources: members,
-            ..
-        } in plan
+        for (
+            ThreadPlan {
+                name,
+                slow,
+                sources: members,
+                ..
+            },
+            live,
+        ) in plan.into_iter().zip(threads)
         {
             let sink = ChannelSink {
                 data: data_tx.clone(),
@@ -553,13 +725,14 @@ impl Recorder {
             let h = std::thread::Builder::new()
                 .name(name)
                 .spawn(move || {
+                    live.set_current_thread();
                     let (gs, _) = group.run(&stop);
                     stats
                         .dropped
                         .fetch_add(dropped.load(Ordering::Relaxed), Ordering::Relaxed);
                     gs
                 })
-                .map_err(|e| Error::io("cannot start a sampler thread for", &setup.out, e))?;
+                .map_err(|e| Error::io("cannot start a sampler thread for", &out_path, e))?;
             samplers.push((h, names));
         }
         Ok(Recorder {
@@ -573,7 +746,9 @@ impl Recorder {
             file,
             stats,
             start_ns,
-            out: setup.out,
+            out: out_file_path,
+            shown: out_path,
+            output_closed,
             stopped: false,
         })
     }
@@ -618,9 +793,15 @@ impl Recorder {
         self.clock.now_ns().saturating_sub(self.start_ns)
     }
 
-    /// The trace path.
-    pub fn out(&self) -> &std::path::Path {
-        &self.out
+    /// The trace path (`None`: no trace file is written).
+    pub fn out(&self) -> Option<&Path> {
+        self.out.as_deref()
+    }
+
+    /// Whether the reader of a streamed trace ([`TraceTarget::Stream`]) went away: the
+    /// trace ended there (without its footer) while the recording goes on.
+    pub fn output_closed(&self) -> bool {
+        self.output_closed.load(Ordering::Acquire)
     }
 
     /// The FIFO marks are read from, if any.
@@ -702,30 +883,30 @@ impl Recorder {
                 .anchor(footer.end_anchor)
                 .and_then(|()| w.write_footer(footer.clone())),
         };
+        let footer = Footer {
+            samples: w.samples(),
+            marks: w.marks(),
+            bad_marks: w.bad_marks(),
+            gaps: w.gaps(),
+            ..footer
+        };
+        // Observers (an exporter's last push) see the end whatever became of the file.
+        let mut observers = outcome.observers;
+        observers.each(|o| o.finish(&footer));
         if let Err(e) = finished {
             // Whatever could not be written is lost now: say how much, and leave a file
             // that reads cleanly up to its last whole row.
             let lost = w.pending_bytes();
             let kept = w.cut_to_last_row().unwrap_or(w.written_bytes());
-            let _ = w.into_inner().sync_all();
+            w.into_inner().sync();
             return Err(Error::Invalid(format!(
                 "writing {} failed: {e}; {lost} bytes of rows held in memory are lost, and the \
                  file keeps the {kept} bytes written before, readable up to there",
-                self.out.display()
+                self.shown.display()
             )));
         }
-        let samples = w.samples();
-        let marks = w.marks();
-        let bad = w.bad_marks();
-        let gaps = w.gaps();
-        let _ = w.into_inner().sync_all();
-        Ok(Footer {
-            samples,
-            marks,
-            bad_marks: bad,
-            gaps,
-            ..footer
-        })
+        w.into_inner().sync();
+        Ok(footer)
     }
 }
 
@@ -767,20 +948,33 @@ fn publish_trouble(stats: &LiveStats, t: Option<WriteTrouble>) {
         .unwrap_or_else(|e| e.into_inner()) = t;
 }
 
-fn writer_loop(
-    mut w: TraceWriter<File>,
-    q: WriterQueues,
+/// What the writer thread works with besides the trace and its queues.
+struct WriterEnv {
     clock: Arc<dyn Clock>,
     stats: Arc<LiveStats>,
     infos: Vec<SourceInfo>,
     anchor_interval_ns: u64,
     hold: HoldPolicy,
+}
+
+fn writer_loop(
+    mut w: TraceWriter<TraceOut>,
+    q: WriterQueues,
+    env: WriterEnv,
+    mut observers: Observers,
 ) -> WriterOutcome {
     let WriterQueues {
         data,
         ctl,
         drain_asked,
     } = q;
+    let WriterEnv {
+        clock,
+        stats,
+        infos,
+        anchor_interval_ns,
+        hold,
+    } = env;
     let mut chans = ChannelState::new(&infos);
     let mut next_anchor = clock.now_ns() + anchor_interval_ns;
     // Writes failing: rows are held in memory (`w` holding) and retried.
@@ -789,6 +983,8 @@ fn writer_loop(
     // waits on them.
     let mut gave_up: Option<std::io::Error> = None;
     let mut stopping = false;
+    // Readings as the observers get them, one batch per drain (reused).
+    let mut observed: Vec<Observed> = Vec::new();
     loop {
         let now = clock.now_ns();
         let mut due = w.next_flush_ns().min(next_anchor);
@@ -819,20 +1015,28 @@ fn writer_loop(
                 stopping = true;
             } else if matches!(msg, Msg::Drain) {
                 drain = true;
-            } else if gave_up.is_none() {
-                if let Msg::Gap(g) = &msg
-                    && g.2.is_some()
-                {
-                    // A source stopped answering: what it read before is written first,
-                    // held readings included, so its data reaches the gap.
-                    if let Err(e) = drain_samples(&mut w, &data, &mut chans)
-                        .and_then(|()| chans.flush_source(&mut w, g.1 as usize))
+            } else {
+                // Observers see everything, whatever becomes of the file.
+                let keep = !observers.is_empty();
+                if keep {
+                    observe(&mut observers, &msg, &infos);
+                }
+                if gave_up.is_none() {
+                    if let Msg::Gap(g) = &msg
+                        && g.2.is_some()
                     {
+                        // A source stopped answering: what it read before is written first,
+                        // held readings included, so its data reaches the gap.
+                        if let Err(e) =
+                            drain_samples(&mut w, &data, &mut chans, true, keep, &mut observed)
+                                .and_then(|()| chans.flush_source(&mut w, g.1 as usize))
+                        {
+                            errors.get_or_insert(e);
+                        }
+                    }
+                    if let Err(e) = handle(&mut w, msg, &infos, &mut wrote_mark) {
                         errors.get_or_insert(e);
                     }
-                }
-                if let Err(e) = handle(&mut w, msg, &infos, &mut wrote_mark) {
-                    errors.get_or_insert(e);
                 }
             }
             batch += 1;
@@ -847,10 +1051,32 @@ fn writer_loop(
             // Samples reach the file here: when a flush is due, with a mark, when the
             // queue filled a quarter, and at the end (and into memory while failing).
             drain_asked.store(false, Ordering::Release);
-            if gave_up.is_some() {
-                while data.try_recv().is_ok() {}
-            } else if let Err(e) = drain_samples(&mut w, &data, &mut chans) {
+            let keep = !observers.is_empty();
+            if let Err(e) = drain_samples(
+                &mut w,
+                &data,
+                &mut chans,
+                gave_up.is_none(),
+                keep,
+                &mut observed,
+            ) {
                 errors.get_or_insert(e);
+            }
+            if keep {
+                observers.each(|o| o.readings(&observed));
+                observers.each(|o| o.flushed(now));
+                observed.clear();
+            }
+            for (name, why) in std::mem::take(&mut observers.panicked) {
+                if gave_up.is_none()
+                    && let Err(e) = w.event(
+                        now,
+                        "observer_panicked",
+                        &format!("{name} panicked and was dropped: {why}"),
+                    )
+                {
+                    errors.get_or_insert(e);
+                }
             }
         }
         if gave_up.is_none() {
@@ -949,7 +1175,29 @@ fn writer_loop(
         Some(e) => Some(e),
         None => chans.flush_all(&mut w).and_then(|()| w.flush()).err(),
     };
-    WriterOutcome { writer: w, error }
+    WriterOutcome {
+        writer: w,
+        error,
+        observers,
+    }
+}
+
+/// Hands a control message to the observers (before the writer consumes it).
+fn observe(observers: &mut Observers, msg: &Msg, infos: &[SourceInfo]) {
+    match msg {
+        Msg::Mark(m) => observers.each(|o| o.mark(m)),
+        Msg::BadMark(b) => observers.each(|o| o.bad_mark(b.0, b.1, &b.3)),
+        Msg::Gap(g) => {
+            let name = source_name(infos, g.1);
+            observers.each(|o| o.gap(g.0, name, g.2.as_deref()));
+        }
+        Msg::Dropped(t, src, n) => {
+            let name = source_name(infos, *src);
+            observers.each(|o| o.dropped(*t, name, *n));
+        }
+        Msg::Event(e) => observers.each(|o| o.event(e.0, &e.1, &e.2)),
+        Msg::Drain | Msg::Stop => {}
+    }
 }
 
 /// What the writer keeps per channel: the counter arithmetic of counters, and for channels
@@ -966,8 +1214,8 @@ struct Hold {
     heartbeat_ns: u64,
     /// Time and value of the last row written.
     written: Option<(u64, f64)>,
-    /// A reading equal to the last row, not written (yet).
-    pending: Option<Reading>,
+    /// A reading equal to the last row, not written (yet), with its counter step.
+    pending: Option<(Reading, Option<CounterStep>)>,
 }
 
 impl ChannelState {
@@ -999,6 +1247,16 @@ impl ChannelState {
         }
     }
 
+    /// What a reading's step meant for its counter channel (`None` for a gauge), from the
+    /// recording's one tracker per channel: taken for every reading, in arrival order,
+    /// whether it is written, held back, or not written at all.
+    fn step(&mut self, r: &Reading) -> Option<CounterStep> {
+        match self.counters.get_mut(r.channel as usize) {
+            Some(Some(tracker)) => Some(tracker.update(r.t_ns, r.value)),
+            _ => None,
+        }
+    }
+
     /// Writes a reading, or holds it back when it repeats the last row of a channel that
     /// elides repeats: the held reading is written when the value changes (so the change is
     /// bracketed by two real readings), as a heartbeat, at a gap, or at the end.
@@ -1006,27 +1264,30 @@ impl ChannelState {
         &mut self,
         w: &mut TraceWriter<W>,
         r: &Reading,
+        step: Option<CounterStep>,
     ) -> std::io::Result<()> {
         let Some(Some(h)) = self.holds.get_mut(r.channel as usize) else {
-            return write_row(w, r, &mut self.counters);
+            return write_row(w, r, step);
         };
         match h.written {
             Some((t, v)) if v == r.value && r.t_ns.saturating_sub(t) < h.heartbeat_ns => {
-                h.pending = Some(*r);
+                h.pending = Some((*r, step));
                 Ok(())
             }
             Some((_, v)) if v == r.value => {
                 // A heartbeat.
                 h.pending = None;
                 h.written = Some((r.t_ns, r.value));
-                write_row(w, r, &mut self.counters)
+                write_row(w, r, step)
             }
             _ => {
-                if let Some(p) = h.pending.take() {
-                    write_row(w, &p, &mut self.counters)?;
-                }
+                let held = h.pending.take();
                 h.written = Some((r.t_ns, r.value));
-                write_row(w, r, &mut self.counters)
+                let first = match held {
+                    Some((p, ps)) => write_row(w, &p, ps),
+                    None => Ok(()),
+                };
+                first.and(write_row(w, r, step))
             }
         }
     }
@@ -1037,10 +1298,10 @@ impl ChannelState {
         ch: usize,
     ) -> std::io::Result<()> {
         if let Some(Some(h)) = self.holds.get_mut(ch)
-            && let Some(p) = h.pending.take()
+            && let Some((p, ps)) = h.pending.take()
         {
             h.written = Some((p.t_ns, p.value));
-            write_row(w, &p, &mut self.counters)?;
+            write_row(w, &p, ps)?;
         }
         Ok(())
     }
@@ -1066,45 +1327,60 @@ impl ChannelState {
     }
 }
 
-/// Writes every reading queued.
+/// Takes every queued reading: its counter step, its row (when `write`: not once the trace
+/// was given up), and, when `keep`, a copy with its step for the observers. Returns the
+/// first write error; the rows go on being appended (they stay buffered, whole).
 fn drain_samples(
-    w: &mut TraceWriter<File>,
+    w: &mut TraceWriter<TraceOut>,
     data: &Receiver<Reading>,
     chans: &mut ChannelState,
+    write: bool,
+    keep: bool,
+    observed: &mut Vec<Observed>,
 ) -> std::io::Result<()> {
+    let mut first_error = None;
     while let Ok(r) = data.try_recv() {
-        chans.sample(w, &r)?;
+        let counter = chans.step(&r);
+        if write && let Err(e) = chans.sample(w, &r, counter) {
+            first_error.get_or_insert(e);
+        }
+        if keep {
+            observed.push(Observed {
+                reading: r,
+                counter,
+            });
+        }
     }
-    Ok(())
+    first_error.map_or(Ok(()), Err)
 }
 
+/// Writes a sample and, for a counter step that needs one, its reset or flag row. A write
+/// error (the rows stay buffered, whole) does not keep the second row out.
 fn write_row<W: std::io::Write>(
     w: &mut TraceWriter<W>,
     r: &Reading,
-    counters: &mut [Option<CounterTracker>],
+    step: Option<CounterStep>,
 ) -> std::io::Result<()> {
-    w.sample(r)?;
-    if let Some(Some(tracker)) = counters.get_mut(r.channel as usize) {
-        match tracker.update(r.t_ns, r.value) {
-            CounterStep::Reset { from, to } => w.reset(r.t_ns, r.channel, from, to)?,
-            CounterStep::Implausible { delta, limit } => w.flag(
-                r.t_ns,
-                r.channel,
-                r.value,
-                "implausible",
-                &format!("step {delta} exceeds the plausible maximum {limit}"),
-            )?,
-            CounterStep::OutOfRange { value } => w.flag(
-                r.t_ns,
-                r.channel,
-                value,
-                "out-of-range",
-                "below zero or above the wrap range",
-            )?,
-            CounterStep::First | CounterStep::Delta { .. } => {}
-        }
-    }
-    Ok(())
+    let first = w.sample(r);
+    let second = match step {
+        Some(CounterStep::Reset { from, to }) => w.reset(r.t_ns, r.channel, from, to),
+        Some(CounterStep::Implausible { delta, limit }) => w.flag(
+            r.t_ns,
+            r.channel,
+            r.value,
+            "implausible",
+            &format!("step {delta} exceeds the plausible maximum {limit}"),
+        ),
+        Some(CounterStep::OutOfRange { value }) => w.flag(
+            r.t_ns,
+            r.channel,
+            value,
+            "out-of-range",
+            "below zero or above the wrap range",
+        ),
+        Some(CounterStep::First | CounterStep::Delta { .. }) | None => Ok(()),
+    };
+    first.and(second)
 }
 
 fn source_name(infos: &[SourceInfo], i: u32) -> &str {
@@ -1115,7 +1391,7 @@ fn source_name(infos: &[SourceInfo], i: u32) -> &str {
 }
 
 fn handle(
-    w: &mut TraceWriter<File>,
+    w: &mut TraceWriter<TraceOut>,
     msg: Msg,
     infos: &[SourceInfo],
     wrote_mark: &mut bool,
@@ -1182,15 +1458,13 @@ mod tests {
                 st.flush_source(&mut w, 0).unwrap();
                 w.gap(t_ns - 1, "s", true, "gone").unwrap();
             }
-            st.sample(
-                &mut w,
-                &Reading {
-                    channel: 0,
-                    t_ns,
-                    value,
-                },
-            )
-            .unwrap();
+            let r = Reading {
+                channel: 0,
+                t_ns,
+                value,
+            };
+            let step = st.step(&r);
+            st.sample(&mut w, &r, step).unwrap();
         }
         st.flush_all(&mut w).unwrap();
         let bytes = w.finish(Footer::default()).unwrap();

@@ -7,6 +7,7 @@ pub mod export;
 pub mod load;
 pub mod mark;
 pub mod plot;
+pub mod print;
 pub mod record;
 pub mod sources;
 

@@ -14,15 +14,19 @@ use flinch_core::marks::paths::{
 };
 use flinch_core::trace::Footer;
 use flinch_core::{Source, SourceError};
+use flinch_prometheus::{
+    Exporter, ExporterConfig, MetricsServer, PushConfig, ServerConfig, SpanSpec,
+};
 use flinch_record::marks::fifo::ensure_private_dir;
-use flinch_record::recorder::{Recorder, RecorderConfig, RecordingSetup};
+use flinch_record::observe::Observer;
+use flinch_record::recorder::{Recorder, RecorderConfig, RecordingSetup, TraceTarget};
 use rustix::process::Signal;
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGWINCH};
 use signal_hook::iterator::SignalsInfo;
 use signal_hook::iterator::exfiltrator::origin::WithOrigin;
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
-use std::process::ExitCode;
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -110,9 +114,16 @@ fn spawn_command(
     cmd: &[String],
     marks_path: Option<&PathBuf>,
     marks_file: Option<&PathBuf>,
+    stdout_taken: bool,
 ) -> std::io::Result<(Wrapped, Option<String>)> {
     let mut c = std::process::Command::new(&cmd[0]);
     c.args(&cmd[1..]);
+    if stdout_taken {
+        // flinch's standard output carries the trace or the rows: the command's output
+        // goes to standard error instead of into them.
+        use std::os::fd::AsFd;
+        c.stdout(Stdio::from(std::io::stderr().as_fd().try_clone_to_owned()?));
+    }
     if let Some(p) = marks_path {
         c.env(MARKS_ENV, p);
     }
@@ -200,10 +211,24 @@ fn fmt_ms(ns: u64) -> String {
     format!("{:.3} ms", ns as f64 / 1e6)
 }
 
-fn summary(out: &std::path::Path, f: &Footer) -> String {
+/// Where the trace went, for the summary line.
+enum Wrote<'a> {
+    File(&'a Path),
+    Stdout { closed: bool },
+    Nothing,
+}
+
+fn summary(out: Wrote<'_>, f: &Footer) -> String {
     let mut s = format!(
-        "flinch: wrote {}: {} samples, {} marks ({} malformed), {} readings dropped, {} source gaps; ended by {}",
-        out.display(),
+        "flinch: {}: {} samples, {} marks ({} malformed), {} readings dropped, {} source gaps; ended by {}",
+        match out {
+            Wrote::File(p) => format!("wrote {}", p.display()),
+            Wrote::Stdout { closed: false } => "wrote standard output".to_owned(),
+            Wrote::Stdout { closed: true } => {
+                "wrote standard output until its reader closed it (no footer there)".to_owned()
+            }
+            Wrote::Nothing => "recorded (no trace file)".to_owned(),
+        },
         f.samples,
         f.marks,
         f.bad_marks,
@@ -244,10 +269,127 @@ fn summary(out: &std::path::Path, f: &Footer) -> String {
     s
 }
 
+/// The exporter and its endpoint, when --prometheus or --pushgateway is given.
+struct Live {
+    exporter: Exporter,
+    server: Option<MetricsServer>,
+}
+
+fn live_export(a: &RecordArgs, idle: Option<&IdleProfile>) -> Result<Option<Live>, Failure> {
+    let x = &a.export;
+    if x.prometheus.is_none() && x.pushgateway.is_none() {
+        if !x.spans.is_empty() {
+            return Err(Failure::new(
+                "--span measures spans for live export: add --prometheus ADDR or --pushgateway URL \
+                 (after the fact, use `flinch analyze TRACE --from A --to B`)",
+            ));
+        }
+        return Ok(None);
+    }
+    let mut spans: Vec<SpanSpec> = Vec::new();
+    for s in &x.spans {
+        let spec: SpanSpec = s.parse().map_err(|e| Failure::new(format!("--span {e}")))?;
+        if !spans.contains(&spec) {
+            spans.push(spec);
+        }
+    }
+    let push = match (&x.pushgateway, &x.job) {
+        (Some(url), Some(job)) => {
+            let host = rustix::system::uname()
+                .nodename()
+                .to_string_lossy()
+                .into_owned();
+            Some(
+                PushConfig::new(url, job, &host, x.push_interval)
+                    .map_err(|e| Failure::new(e.to_string()))?,
+            )
+        }
+        _ => None,
+    };
+    let exporter = Exporter::new(ExporterConfig {
+        spans,
+        idle: idle.cloned(),
+        push,
+        ..Default::default()
+    });
+    let server = match &x.prometheus {
+        Some(addr) => Some(
+            exporter
+                .serve(addr, ServerConfig::default())
+                .map_err(|e| Failure::new(e.to_string()))?,
+        ),
+        None => None,
+    };
+    Ok(Some(Live { exporter, server }))
+}
+
+/// Whether standard output's reader has gone (a pipe whose reading end is closed). Polled,
+/// so the recording ends at once rather than at its next write.
+fn stdout_gone() -> bool {
+    use rustix::event::{PollFd, PollFlags, poll};
+    let out = std::io::stdout();
+    let mut fds = [PollFd::new(&out, PollFlags::OUT)];
+    match poll(&mut fds, Some(&rustix::time::Timespec::default())) {
+        Ok(n) if n > 0 => fds[0].revents().intersects(PollFlags::ERR | PollFlags::HUP),
+        _ => false,
+    }
+}
+
+/// Blocks until standard output's reader has gone (`true`): `poll` with no events asked for
+/// still reports `POLLERR` (a pipe without readers) and `POLLHUP` (a socket whose peer
+/// closed). On a terminal or a file it never returns; `false` if `poll` itself fails.
+fn wait_stdout_gone() -> bool {
+    use rustix::event::{PollFd, PollFlags, poll};
+    let out = std::io::stdout();
+    loop {
+        let mut fds = [PollFd::new(&out, PollFlags::empty())];
+        match poll(&mut fds, None) {
+            Ok(n) if n > 0 && fds[0].revents().intersects(PollFlags::ERR | PollFlags::HUP) => {
+                return true;
+            }
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(_) => return false,
+        }
+    }
+}
+
+/// What wakes the command loop.
+enum Wake {
+    Signal(signal_hook::iterator::exfiltrator::origin::Origin),
+    OutputClosed,
+}
+
+/// The least --print interval.
+const MIN_PRINT_INTERVAL: Duration = Duration::from_millis(100);
+
 pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
     if let Some(d) = a.interval {
         super::check_interval(d)?;
     }
+    let trace_to_stdout = a.out.as_deref() == Some(Path::new("-"));
+    if let Some(p) = a.print {
+        if trace_to_stdout {
+            return Err(Failure::new(
+                "--print writes its rows to standard output, which --out - already takes for \
+                 the trace: give --out a file (or drop --print)",
+            ));
+        }
+        let least = MIN_PRINT_INTERVAL.max(a.interval.unwrap_or_default());
+        if p < least {
+            return Err(Failure::new(format!(
+                "--print {}: the interval must be at least {} (100 ms, and no shorter than --interval)",
+                humantime::format_duration(p),
+                humantime::format_duration(least)
+            )));
+        }
+    }
+    let stdout_taken = trace_to_stdout || a.print.is_some();
+    // What messages call the trace.
+    let trace_name = match &a.out {
+        _ if trace_to_stdout => "standard output".to_owned(),
+        Some(p) => p.display().to_string(),
+        None => "(no trace)".to_owned(),
+    };
     let backends = Backends::build(&a.backends, !a.command.is_empty())?;
     let idle_profile = match &a.idle {
         Some(p) => {
@@ -267,6 +409,8 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
         .as_ref()
         .map(serde_json::to_value)
         .transpose()?;
+    // The endpoint binds before anything is created, so a busy address fails early.
+    let live = live_export(&a, idle_profile.as_ref())?;
     // Without --interval, each source picks its own cadence from its sensor, and the
     // default cadence is for those that have none.
     let ctx = match a.interval {
@@ -312,20 +456,58 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
         .map_err(|e| Failure::new(format!("cannot install signal handlers: {e}")))?;
     let signals_handle = signals.handle();
     let (sig_tx, sig_rx) = std::sync::mpsc::channel();
+    let stdout_closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if stdout_taken {
+        // Wakes the loop below the moment standard output's reader goes away (`| head`).
+        let (tx, closed) = (sig_tx.clone(), stdout_closed.clone());
+        std::thread::Builder::new()
+            .name("flinch-stdout".into())
+            .spawn(move || {
+                if wait_stdout_gone() {
+                    closed.store(true, Ordering::Release);
+                    let _ = tx.send(Wake::OutputClosed);
+                }
+            })
+            .map_err(|e| Failure::new(format!("cannot start the output watcher: {e}")))?;
+    }
     std::thread::Builder::new()
         .name("flinch-signals".into())
         .spawn(move || {
             for origin in signals.forever() {
-                if sig_tx.send(origin).is_err() {
+                if sig_tx.send(Wake::Signal(origin)).is_err() {
                     break;
                 }
             }
         })
         .map_err(|e| Failure::new(format!("cannot start the signal thread: {e}")))?;
 
+    let stdout_dup = || {
+        use std::os::fd::AsFd;
+        std::io::stdout()
+            .as_fd()
+            .try_clone_to_owned()
+            .map(std::fs::File::from)
+            .map_err(|e| Failure::new(format!("cannot use standard output: {e}")))
+    };
+    let trace_target = match &a.out {
+        _ if trace_to_stdout => TraceTarget::stdout()
+            .map_err(|e| Failure::new(format!("cannot use standard output: {e}")))?,
+        Some(p) => TraceTarget::File(p.clone()),
+        None => TraceTarget::None,
+    };
+    let mut observers: Vec<Box<dyn Observer>> =
+        live.iter().map(|l| l.exporter.observer()).collect();
+    let mut print_status = None;
+    if let Some(interval) = a.print {
+        let printer = super::print::Printer::new(interval, a.print_format, stdout_dup()?)
+            .map_err(|e| Failure::new(format!("cannot start the --print thread: {e}")))?;
+        print_status = Some(printer.status());
+        observers.push(Box::new(printer));
+    }
+
     let clock: Arc<dyn Clock> = Arc::new(MonotonicClock);
     let setup = RecordingSetup {
-        out: a.out.clone(),
+        out: trace_target,
         force: a.force,
         sources,
         marks_fifo: fifo.clone(),
@@ -334,12 +516,18 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
         command: a.command.clone(),
         meta: a.meta.iter().cloned().collect(),
         idle,
+        observers,
     };
+    let defaults = RecorderConfig::default();
     let config = RecorderConfig {
         interval: ctx.interval,
         write_hold: a.write_retry,
         precise_sleep: a.precise_sleep,
-        ..Default::default()
+        // Rows are measured when the writer hands readings over: at least once per row.
+        flush_interval: a
+            .print
+            .map_or(defaults.flush_interval, |p| p.min(defaults.flush_interval)),
+        ..defaults
     };
     let rec = Recorder::start(setup, config, clock)?;
     if !a.quiet {
@@ -349,9 +537,25 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
             (None, Some(m)) => format!("file {}", m.display()),
             (None, None) => "none".into(),
         };
+        let mut to: Vec<String> = match &a.out {
+            Some(_) => vec![trace_name.clone()],
+            None => Vec::new(),
+        };
+        if let Some(p) = a.print {
+            to.push(format!(
+                "a row per device every {} on standard output",
+                humantime::format_duration(p)
+            ));
+        }
+        if let Some(s) = live.as_ref().and_then(|l| l.server.as_ref()) {
+            to.push(format!("http://{}/metrics", s.local_addr()));
+        }
+        if let Some(u) = &a.export.pushgateway {
+            to.push(format!("Pushgateway {u}"));
+        }
         say!(
             "flinch: recording {cadence} to {}; marks: {marks}",
-            a.out.display()
+            to.join(" and ")
         );
     }
     if fifo.is_some() && a.marks_fifo.is_none() {
@@ -377,7 +581,7 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
     let mut child: Option<Wrapped> = None;
     if !a.command.is_empty() {
         let marks_path = fifo.as_ref().or(a.marks_file.as_ref());
-        match spawn_command(&a.command, marks_path, a.marks_file.as_ref()) {
+        match spawn_command(&a.command, marks_path, a.marks_file.as_ref(), stdout_taken) {
             Ok((c, note)) => {
                 backends.follow(c.id());
                 rec.event(
@@ -400,9 +604,10 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
                 child = Some(c);
             }
             Err(e) => {
-                let out = a.out.clone();
                 let _ = rec.stop("command-failed", None);
-                let _ = std::fs::remove_file(&out);
+                if let Some(out) = a.out.as_ref().filter(|_| !trace_to_stdout) {
+                    let _ = std::fs::remove_file(out);
+                }
                 return Err(Failure {
                     message: format!("cannot run {:?}: {e}", a.command[0]),
                     code: 127,
@@ -411,7 +616,16 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
         }
     }
 
-    let show_status = !a.quiet && std::io::stderr().is_terminal();
+    // The status line redraws itself with \r: not over rows printed to the same terminal.
+    let show_status = !a.quiet
+        && std::io::stderr().is_terminal()
+        && !(stdout_taken && std::io::stdout().is_terminal());
+    let output_closed = || {
+        stdout_taken
+            && (stdout_closed.load(Ordering::Acquire)
+                || rec.output_closed()
+                || print_status.as_ref().is_some_and(|p| p.closed()))
+    };
     let started = Instant::now();
     // Signals that end a recording (INT, TERM, QUIT; HUP without a command) seen so far.
     let mut ending_signals = 0u32;
@@ -487,7 +701,7 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
                     say!(
                         "flinch: error: {} still cannot be written ({}) after {:.0} s: stopping \
                          the recording; the file keeps everything written before the failure",
-                        a.out.display(),
+                        trace_name,
                         t.error,
                         flinch_core::clock::monotonic_ns().saturating_sub(t.since_ns) as f64 / 1e9
                     );
@@ -495,7 +709,7 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
                     say!(
                         "flinch: error: cannot write {}: {}; holding samples and marks in memory \
                          and retrying every second for up to {} (--write-retry) before stopping",
-                        a.out.display(),
+                        trace_name,
                         t.error,
                         humantime::format_duration(a.write_retry)
                     );
@@ -513,7 +727,7 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
             None if trouble_said.is_some() => {
                 say!(
                     "flinch: writing {} again: the samples and marks held in memory are written",
-                    a.out.display()
+                    trace_name
                 );
                 trouble_said = None;
             }
@@ -547,6 +761,14 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
             break;
         }
         let mut wait = Duration::from_secs(1);
+        if output_closed() {
+            // `| head`: the reader has what it wanted; end as --duration does.
+            ended_by = "output-closed";
+            if let Some(c) = child.take() {
+                command_exit = end_command(c, &rec, "standard output was closed");
+            }
+            break;
+        }
         if let Some(d) = a.duration {
             let left = d.saturating_sub(started.elapsed());
             if left.is_zero() {
@@ -581,9 +803,12 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
             );
         }
         match sig_rx.recv_timeout(wait) {
-            Ok(origin) => {
-                pending.push(origin);
-                pending.extend(sig_rx.try_iter());
+            Ok(first) => {
+                for w in std::iter::once(first).chain(sig_rx.try_iter()) {
+                    if let Wake::Signal(origin) = w {
+                        pending.push(origin);
+                    }
+                }
             }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => std::thread::sleep(wait),
@@ -593,7 +818,10 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
     if show_status {
         let _ = write!(std::io::stderr(), "\r\x1b[2K");
     }
-    let out = a.out.clone();
+    let scrapes_before = live
+        .as_ref()
+        .and_then(|l| l.server.as_ref())
+        .map_or(0, |s| s.scrapes());
     let footer = rec.stop(ended_by, command_exit);
     let footer = match footer {
         Ok(f) => f,
@@ -602,8 +830,41 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
         }
         Err(e) => return Err(e.into()),
     };
+    let wrote = match &a.out {
+        _ if trace_to_stdout => Wrote::Stdout {
+            closed: ended_by == "output-closed" || stdout_gone(),
+        },
+        Some(p) => Wrote::File(p),
+        None => Wrote::Nothing,
+    };
     if !a.quiet {
-        say!("{}", summary(&out, &footer));
+        say!("{}", summary(wrote, &footer));
+    }
+    if let Some(p) = &print_status {
+        if let Some(e) = p.error() {
+            say!("flinch: error: --print: {e}");
+        }
+        if p.dropped_rows() > 0 {
+            say!(
+                "flinch: warning: --print: {} rows dropped because standard output's reader did not keep up",
+                p.dropped_rows()
+            );
+        }
+    }
+    if let Some(l) = live {
+        for e in l.exporter.push_errors() {
+            say!("flinch: warning: {e}");
+        }
+        if let (Some(s), Some(linger)) = (&l.server, a.export.prometheus_linger) {
+            // The final values are in: let the scraper take them before the endpoint goes.
+            let scraped = s.wait_for_scrape(s.scrapes().max(scrapes_before), linger);
+            if !scraped && !a.quiet {
+                say!(
+                    "flinch: note: /metrics was not scraped within --prometheus-linger {} after the end",
+                    humantime::format_duration(linger)
+                );
+            }
+        }
     }
     Ok(match command_exit {
         Some(code) => ExitCode::from(code.clamp(0, 255) as u8),

@@ -25,7 +25,7 @@ pub mod stream;
 mod writer;
 
 pub use reader::{ChannelData, Gap, Trace, TraceEvent, read_trace, read_trace_from};
-pub use writer::{TraceWriter, create_trace_file};
+pub use writer::{CutBack, TraceWriter, create_trace_file};
 
 use crate::channel::SourceInfo;
 use crate::clock::ClockAnchor;
@@ -234,7 +234,8 @@ pub struct ThreadStats {
 pub struct Footer {
     /// Always true when present.
     pub complete: bool,
-    /// What ended the recording: `duration`, `signal`, `command`, `stopped`.
+    /// What ended the recording: `duration`, `signal`, `command`, `stopped`,
+    /// `output-closed`, `error`.
     pub ended_by: String,
     /// The (monotonic, realtime) pair taken at the end.
     pub end_anchor: ClockAnchor,

@@ -404,14 +404,28 @@ impl<W: Write> TraceWriter<W> {
     }
 }
 
-impl TraceWriter<File> {
+/// A trace's destination that can be cut back to a length: a file can, a pipe cannot.
+pub trait CutBack: Write {
+    /// Cuts to `len` bytes and goes on writing there; `Ok(false)` when this destination
+    /// cannot be cut (nothing was done).
+    fn cut_back(&mut self, len: u64) -> io::Result<bool>;
+}
+
+impl CutBack for File {
+    fn cut_back(&mut self, len: u64) -> io::Result<bool> {
+        self.set_len(len)?;
+        io::Seek::seek(self, io::SeekFrom::Start(len))?;
+        Ok(true)
+    }
+}
+
+impl<W: CutBack> TraceWriter<W> {
     /// Cuts the file back to the end of its last whole row, when a failed write left part
     /// of a row in it (a file-size limit takes bytes up to the limit), so that it reads
-    /// cleanly up to there. Returns the file's new length.
+    /// cleanly up to there. Returns the file's new length (what was written, for a
+    /// destination that cannot be cut).
     pub fn cut_to_last_row(&mut self) -> io::Result<u64> {
-        if self.written_rows_end < self.written {
-            self.out.set_len(self.written_rows_end)?;
-            io::Seek::seek(&mut self.out, io::SeekFrom::Start(self.written_rows_end))?;
+        if self.written_rows_end < self.written && self.out.cut_back(self.written_rows_end)? {
             self.written = self.written_rows_end;
         }
         Ok(self.written)

@@ -3,3 +3,4 @@
 mod alloc;
 mod recording;
 mod reliability;
+mod stream;
