@@ -7,7 +7,9 @@ use crate::measure::{gauge_inside, settle_ns};
 use crate::report::{
     ActivitySpan, ChannelEnergy, ChannelStatus, DeviceSpan, SpanReport, State, Verdict,
 };
-use crate::verdict::{mark_used_activity, state_name};
+use crate::summary::SpanFigures;
+use crate::timeline::Composition;
+use crate::verdict::{Evidence, mark_used_activity, state_name};
 use flinch_core::channel::{ChannelKind, Quantity};
 use flinch_core::integrate::{Method, resolves};
 use flinch_core::marks::Mark;
@@ -17,12 +19,26 @@ use std::fmt::Write as _;
 impl Analyzer<'_> {
     /// Measures one span from mark `from` to mark `to`.
     pub fn span(&self, from: &Mark, to: &Mark) -> SpanReport {
+        self.span_with(from, to, true)
+    }
+
+    /// What the summary takes from the span from mark `from` to mark `to`: the same as
+    /// `SpanFigures::of(&self.span(from, to))`, to the bit, without writing the report
+    /// (evidence, bounds, composition, fields), which costs more than measuring.
+    pub fn span_figures(&self, from: &Mark, to: &Mark) -> SpanFigures {
+        SpanFigures::of(&self.span_with(from, to, false))
+    }
+
+    /// [`Analyzer::span`]; without `detail`, the report holds only what [`SpanFigures`]
+    /// takes from it (and what deciding the verdict needs): no evidence, no bounds, no
+    /// marks' labels and fields, and a composition only when the verdict comes from it.
+    fn span_with(&self, from: &Mark, to: &Mark, detail: bool) -> SpanReport {
         let (start, end) = (from.t_ns, to.t_ns.max(from.t_ns));
         let dur_ns = end - start;
         let dur_s = dur_ns as f64 / 1e9;
         let mut energy = BTreeMap::new();
         let mut activity = BTreeMap::new();
-        let mut evidence = Vec::new();
+        let mut evidence = Evidence::new(detail);
         let th = &self.thresholds;
 
         for (i, ch) in self.trace.channels.iter().enumerate() {
@@ -218,19 +234,18 @@ impl Analyzer<'_> {
                 .find(|n| energy[**n].status == ChannelStatus::Ok)
                 .copied();
             let Some(name) = chosen else {
-                let why: Vec<String> = names
-                    .iter()
-                    .map(|n| {
-                        format!(
-                            "{n}: {}",
-                            energy[*n].note.as_deref().unwrap_or("not measured")
-                        )
-                    })
-                    .collect();
-                evidence.push(format!(
-                    "{dev}: no channel measured the span ({})",
-                    why.join("; ")
-                ));
+                evidence.push(|| {
+                    let why: Vec<String> = names
+                        .iter()
+                        .map(|n| {
+                            format!(
+                                "{n}: {}",
+                                energy[*n].note.as_deref().unwrap_or("not measured")
+                            )
+                        })
+                        .collect();
+                    format!("{dev}: no channel measured the span ({})", why.join("; "))
+                });
                 devices.insert(
                     dev.clone(),
                     DeviceSpan {
@@ -271,68 +286,82 @@ impl Analyzer<'_> {
             } else {
                 None
             };
-            let (energy_bound_j, active_energy_bound_j, bound_terms) =
-                self.device_bound(ci, e, &names, idx, &energy, start, end);
-            let mut line = format!("{dev} ({class}): ");
+            let (energy_bound_j, active_energy_bound_j, bound_terms) = if detail {
+                self.device_bound(ci, e, &names, idx, &energy, start, end)
+            } else {
+                (None, None, None)
+            };
+            // The evidence line, written only when it is kept.
+            let mut line = evidence.wanted().then(|| format!("{dev} ({class}): "));
             let state = if e.lagging {
-                let _ = write!(
-                    line,
-                    "only a lagging {} reading ({name}) measured the span",
-                    e.method
-                );
+                if let Some(line) = &mut line {
+                    let _ = write!(
+                        line,
+                        "only a lagging {} reading ({name}) measured the span",
+                        e.method
+                    );
+                }
                 State::Unresolved
             } else if !e.settled_resolved {
-                let _ = write!(
-                    line,
-                    "{name} ({}) saw {} sensor update(s) inside a {:.3} s span{}{}",
-                    e.method,
-                    e.updates_in_span,
-                    dur_s,
-                    if e.settle_s > 0.0 {
-                        format!(
-                            ", too few past its {:.0} ms response time",
-                            e.settle_s * 1e3
-                        )
-                    } else {
-                        String::new()
-                    },
-                    self.trace.channels[ci]
-                        .spec
-                        .update_period_ns
-                        .map(|p| format!(" (updates every {:.0} ms)", p as f64 / 1e6))
-                        .unwrap_or_default()
-                );
+                if let Some(line) = &mut line {
+                    let _ = write!(
+                        line,
+                        "{name} ({}) saw {} sensor update(s) inside a {:.3} s span{}{}",
+                        e.method,
+                        e.updates_in_span,
+                        dur_s,
+                        if e.settle_s > 0.0 {
+                            format!(
+                                ", too few past its {:.0} ms response time",
+                                e.settle_s * 1e3
+                            )
+                        } else {
+                            String::new()
+                        },
+                        self.trace.channels[ci]
+                            .spec
+                            .update_period_ns
+                            .map(|p| format!(" (updates every {:.0} ms)", p as f64 / 1e6))
+                            .unwrap_or_default()
+                    );
+                }
                 State::Unresolved
             } else {
                 match (e.settled_mean_power_w, e.idle_power_w, threshold) {
                     (Some(mean), Some(idle_w), Some(thr)) => {
                         let active = mean - idle_w;
                         let busy = active > thr;
-                        let skipped = if e.settle_s > 0.0 {
-                            format!(" after its first {:.0} ms", e.settle_s * 1e3)
-                        } else {
-                            String::new()
-                        };
-                        let _ = write!(
-                            line,
-                            "{mean:.1} W mean{skipped}, {active:+.1} W over idle {idle_w:.1} W (busy above {thr:.1} W), {}, {} updates",
-                            e.method, e.updates_in_span
-                        );
+                        if let Some(line) = &mut line {
+                            let skipped = if e.settle_s > 0.0 {
+                                format!(" after its first {:.0} ms", e.settle_s * 1e3)
+                            } else {
+                                String::new()
+                            };
+                            let _ = write!(
+                                line,
+                                "{mean:.1} W mean{skipped}, {active:+.1} W over idle {idle_w:.1} W (busy above {thr:.1} W), {}, {} updates",
+                                e.method, e.updates_in_span
+                            );
+                        }
                         if busy { State::Busy } else { State::Idle }
                     }
                     (Some(mean), _, _) => {
-                        let _ = write!(
-                            line,
-                            "{mean:.1} W mean ({}), no idle level to compare with",
-                            e.method
-                        );
+                        if let Some(line) = &mut line {
+                            let _ = write!(
+                                line,
+                                "{mean:.1} W mean ({}), no idle level to compare with",
+                                e.method
+                            );
+                        }
                         State::Unknown
                     }
                     _ => State::Unknown,
                 }
             };
-            let _ = write!(line, " → {}", state_name(state));
-            evidence.push(line);
+            if let Some(mut line) = line {
+                let _ = write!(line, " → {}", state_name(state));
+                evidence.push(|| line);
+            }
             devices.insert(
                 dev.clone(),
                 DeviceSpan {
@@ -353,7 +382,8 @@ impl Analyzer<'_> {
                 },
             );
         }
-        for (name, a) in &activity {
+        let wanted = evidence.wanted();
+        for (name, a) in activity.iter().filter(|_| wanted) {
             if a.state == State::Unknown {
                 if !a.resolved
                     && matches!(
@@ -361,33 +391,42 @@ impl Analyzer<'_> {
                         Quantity::Utilization | Quantity::Activity | Quantity::CpuTime
                     )
                 {
-                    evidence.push(format!(
-                        "{name}: cannot resolve the span ({} samples inside)",
-                        a.samples_in_span
-                    ));
+                    evidence.push(|| {
+                        format!(
+                            "{name}: cannot resolve the span ({} samples inside)",
+                            a.samples_in_span
+                        )
+                    });
                 }
                 continue;
             }
             if let Some(why) = superseded.get(name) {
-                evidence.push(format!("{name}: {} (not used: {why})", state_name(a.state)));
+                evidence.push(|| format!("{name}: {} (not used: {why})", state_name(a.state)));
                 continue;
             }
             let (mean, idle) = (a.mean.unwrap_or(f64::NAN), a.idle_mean.unwrap_or(0.0));
             let limit = a.threshold.unwrap_or(f64::NAN);
-            evidence.push(format!(
-                "{name} ({}): {mean:.2} {} mean, idle {idle:.2} (busy above +{limit:.2}) → {}",
-                a.class,
-                a.unit,
-                state_name(a.state)
-            ));
+            evidence.push(|| {
+                format!(
+                    "{name} ({}): {mean:.2} {} mean, idle {idle:.2} (busy above +{limit:.2}) → {}",
+                    a.class,
+                    a.unit,
+                    state_name(a.state)
+                )
+            });
         }
         let mut verdict = self.decide(&devices, &activity, &mut evidence);
-        let composition = self.composition(start, end);
+        // Without detail, the composition only where it decides the verdict.
+        let composition = if detail || verdict == Verdict::Unresolved {
+            self.composition(start, end)
+        } else {
+            Composition::default()
+        };
         let mut verdict_from = "span";
         if verdict == Verdict::Unresolved {
             let v = composition.verdict(dur_s);
             if v != Verdict::Unresolved {
-                evidence.push(format!(
+                evidence.push(|| format!(
                     "by its parts (state timeline at {:.0} ms): gpu-compute {:.0} %, cpu-compute {:.0} %, idle-wait {:.0} %, unresolved {:.0} % → {}",
                     composition.resolution_s * 1e3,
                     composition.gpu_compute * 100.0,
@@ -400,19 +439,32 @@ impl Analyzer<'_> {
                 verdict_from = "composition";
             }
         }
+        let (labels, fields) = if detail {
+            (
+                (from.label.clone(), to.label.clone()),
+                (
+                    from.fields.iter().cloned().collect(),
+                    to.fields.iter().cloned().collect(),
+                ),
+            )
+        } else {
+            Default::default()
+        };
         SpanReport {
-            from: from.label.clone(),
-            to: to.label.clone(),
-            req: from.req().or(to.req()).map(str::to_owned),
-            from_fields: from.fields.iter().cloned().collect(),
-            to_fields: to.fields.iter().cloned().collect(),
+            from: labels.0,
+            to: labels.1,
+            req: detail
+                .then(|| from.req().or(to.req()).map(str::to_owned))
+                .flatten(),
+            from_fields: fields.0,
+            to_fields: fields.1,
             start_ns: start,
             end_ns: end,
             duration_s: dur_s,
             verdict,
             verdict_from,
             composition,
-            evidence,
+            evidence: evidence.into_lines(),
             energy,
             devices,
             activity,

@@ -90,6 +90,15 @@ pub trait SpanSink: Sync {
     /// Turns a report into what the sink keeps (called on worker threads, in parallel,
     /// so that costly work and dropping what is not kept happen there).
     fn prepare(&self, key: SpanKey, report: SpanReport) -> Self::Item;
+    /// What the sink keeps of a span whose report it does not need (a table showing
+    /// only the first spans, say), or `None` (the default) to have the report. Asked on
+    /// worker threads before the span is measured; for `Some`, only what the summary
+    /// takes is measured ([`Analyzer::span_figures`]: the same numbers, at a fraction of
+    /// the cost), and the item goes to [`SpanSink::span`] as is.
+    fn without_report(&self, key: SpanKey) -> Option<Self::Item> {
+        let _ = key;
+        None
+    }
     /// A span, as it is measured (not in start order).
     fn span(&mut self, key: SpanKey, item: Self::Item) -> Result<()>;
     /// No span with a key below `key` will come any more.
@@ -510,6 +519,17 @@ impl SpanStream {
     }
 }
 
+/// Measures a span, with its report when the sink needs it.
+fn measure_job<S: SpanSink>(a: &Analyzer<'_>, s: &S, j: Job) -> (SpanKey, SpanFigures, S::Item) {
+    match s.without_report(j.key) {
+        Some(item) => (j.key, a.span_figures(&j.from, &j.to), item),
+        None => {
+            let r = a.span(&j.from, &j.to);
+            (j.key, SpanFigures::of(&r), s.prepare(j.key, r))
+        }
+    }
+}
+
 /// What the reading thread sends.
 enum Read_ {
     Chunk(Vec<RowBatch>),
@@ -824,10 +844,7 @@ impl Ctx {
             let a = Analyzer::new(w.b.trace(), idle, thresholds.clone());
             let s: &S = sink;
             hot.into_par_iter()
-                .map(|j| {
-                    let r = a.span(&j.from, &j.to);
-                    (j.key, SpanFigures::of(&r), s.prepare(j.key, r))
-                })
+                .map(|j| measure_job(&a, s, j))
                 .collect_into_vec(&mut done);
         }
         if !cold.is_empty() {
@@ -839,10 +856,7 @@ impl Ctx {
             let s: &S = sink;
             let mut more = Vec::with_capacity(cold.len());
             cold.into_par_iter()
-                .map(|j| {
-                    let r = a.span(&j.from, &j.to);
-                    (j.key, SpanFigures::of(&r), s.prepare(j.key, r))
-                })
+                .map(|j| measure_job(&a, s, j))
                 .collect_into_vec(&mut more);
             done.extend(more);
         }

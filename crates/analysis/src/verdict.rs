@@ -6,12 +6,40 @@ use flinch_core::channel::Quantity;
 use flinch_core::device::DeviceClass;
 use std::collections::BTreeMap;
 
+/// A span's evidence lines, or none at all when only its figures are wanted
+/// ([`Analyzer::span_figures`]): a line is only written when it is kept.
+pub(crate) struct Evidence(Option<Vec<String>>);
+
+impl Evidence {
+    /// Lines are kept when `wanted`.
+    pub(crate) fn new(wanted: bool) -> Self {
+        Evidence(wanted.then(Vec::new))
+    }
+
+    /// Whether lines are kept.
+    pub(crate) fn wanted(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Adds the line `line` writes, if lines are kept.
+    pub(crate) fn push(&mut self, line: impl FnOnce() -> String) {
+        if let Some(v) = &mut self.0 {
+            v.push(line());
+        }
+    }
+
+    /// The lines kept.
+    pub(crate) fn into_lines(self) -> Vec<String> {
+        self.0.unwrap_or_default()
+    }
+}
+
 impl Analyzer<'_> {
     pub(crate) fn decide(
         &self,
         devices: &BTreeMap<String, DeviceSpan>,
         activity: &BTreeMap<String, ActivitySpan>,
-        evidence: &mut Vec<String>,
+        evidence: &mut Evidence,
     ) -> Verdict {
         #[derive(Clone, Copy, PartialEq, Debug)]
         enum Class {
@@ -25,10 +53,12 @@ impl Analyzer<'_> {
         let votes = |modelled: bool| self.models_vote || !modelled;
         if !self.models_vote {
             for name in devices.iter().filter(|(_, d)| d.modelled).map(|(n, _)| n) {
-                evidence.push(format!(
-                    "{name}: a model (the synthetic source), not a measurement: not used for \
-                     the verdict of a trace with measured sources"
-                ));
+                evidence.push(|| {
+                    format!(
+                        "{name}: a model (the synthetic source), not a measurement: not used for \
+                         the verdict of a trace with measured sources"
+                    )
+                });
             }
         }
         let class_state = |class: DeviceClass| -> (State, State) {
@@ -65,11 +95,13 @@ impl Analyzer<'_> {
             let (p, a) = class_state(class);
             let s = match (p, a) {
                 (State::Busy, State::Idle) | (State::Idle, State::Busy) => {
-                    evidence.push(format!(
-                        "{class}: power says {} but activity says {}: the signals disagree",
-                        state_name(p),
-                        state_name(a)
-                    ));
+                    evidence.push(|| {
+                        format!(
+                            "{class}: power says {} but activity says {}: the signals disagree",
+                            state_name(p),
+                            state_name(a)
+                        )
+                    });
                     Class::Conflict
                 }
                 (State::Busy, _) | (_, State::Busy) => Class::Busy,
@@ -91,19 +123,19 @@ impl Analyzer<'_> {
             if get(DeviceClass::Gpu) == Some(Class::Unresolved) {
                 // `cpu-compute` says the CPUs computed and the GPUs did not; a GPU the
                 // sensors cannot see over this span may have computed too.
-                evidence.push(
+                evidence.push(|| {
                     "the CPUs are busy, but the GPU cannot be seen over this span: it may be \
                      computing too"
-                        .into(),
-                );
+                        .into()
+                });
                 return Verdict::Unresolved;
             }
             return Verdict::CpuCompute;
         }
         if get(DeviceClass::Other) == Some(Class::Busy) {
-            evidence.push(
-                "a device of unknown class is busy (set the source attribute device_class)".into(),
-            );
+            evidence.push(|| {
+                "a device of unknown class is busy (set the source attribute device_class)".into()
+            });
             return Verdict::Unresolved;
         }
         if any(Class::Unresolved) {
@@ -112,10 +144,13 @@ impl Analyzer<'_> {
         if any(Class::Idle) {
             return Verdict::IdleWait;
         }
-        evidence.push(if self.has_idle {
-            "no channel measured the span".into()
-        } else {
-            "no idle level (give --idle or --idle-window) and no activity channel decides".into()
+        evidence.push(|| {
+            if self.has_idle {
+                "no channel measured the span".into()
+            } else {
+                "no idle level (give --idle or --idle-window) and no activity channel decides"
+                    .into()
+            }
         });
         Verdict::Unresolved
     }

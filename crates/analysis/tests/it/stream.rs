@@ -7,7 +7,9 @@
 use flinch_analysis::idle::IdleProfile;
 use flinch_analysis::output::{JsonReport, StartOrder};
 use flinch_analysis::stream::{SpanKey, SpanSink, SpanStream, StreamConfig};
-use flinch_analysis::{Analyzer, Report, SpanReport, Thresholds, WindowEdge, resolve_window};
+use flinch_analysis::{
+    Analyzer, Report, SpanFigures, SpanReport, Thresholds, WindowEdge, pair_marks, resolve_window,
+};
 use flinch_core::error::Result;
 use flinch_core::trace::read_trace;
 use std::path::PathBuf;
@@ -21,20 +23,31 @@ struct Collect {
     spans: Vec<(SpanKey, SpanReport)>,
     settled: SpanKey,
     settled_calls: usize,
+    /// Declines the report of about every other span (by its start mark's index).
+    decline_odd: bool,
+    /// Spans whose report was declined.
+    declined: usize,
 }
 
 impl SpanSink for Collect {
-    type Item = SpanReport;
-    fn prepare(&self, _key: SpanKey, r: SpanReport) -> SpanReport {
-        r
+    type Item = Option<SpanReport>;
+    fn prepare(&self, key: SpanKey, r: SpanReport) -> Option<SpanReport> {
+        assert!(!(self.decline_odd && declined(key)), "{key:?} was declined");
+        Some(r)
     }
-    fn span(&mut self, key: SpanKey, item: SpanReport) -> Result<()> {
+    fn without_report(&self, key: SpanKey) -> Option<Option<SpanReport>> {
+        (self.decline_odd && declined(key)).then_some(None)
+    }
+    fn span(&mut self, key: SpanKey, item: Option<SpanReport>) -> Result<()> {
         assert!(
             key >= self.settled,
             "a span below the settled key {:?} came: {key:?}",
             self.settled
         );
-        self.spans.push((key, item));
+        match item {
+            Some(r) => self.spans.push((key, r)),
+            None => self.declined += 1,
+        }
         Ok(())
     }
     fn settled(&mut self, key: SpanKey) -> Result<()> {
@@ -43,6 +56,12 @@ impl SpanSink for Collect {
         self.settled_calls += 1;
         Ok(())
     }
+}
+
+/// Every other start index, whether starts come one after another (`token → token`) or
+/// alternate with ends.
+fn declined(key: SpanKey) -> bool {
+    (key.1 ^ (key.1 >> 1)) & 1 == 1
 }
 
 fn tiny() -> StreamConfig {
@@ -128,7 +147,7 @@ fn streaming_gives_what_the_whole_trace_gives_to_the_bit() {
                 assert_eq!(Some(&p), profile.as_ref(), "{what}: idle profile");
             }
             let mut sink = Collect::default();
-            let out = SpanStream::open_with(&path, cfg)
+            let out = SpanStream::open_with(&path, cfg.clone())
                 .unwrap()
                 .run(
                     from,
@@ -155,6 +174,40 @@ fn streaming_gives_what_the_whole_trace_gives_to_the_bit() {
                 assert_eq!(out.stats.reread_spans, 0, "{what}");
             }
             reread += out.stats.reread_spans;
+            // Half the reports declined: those spans are measured for the summary alone
+            // (`Analyzer::span_figures`), which must not move it.
+            let mut sink = Collect {
+                decline_odd: true,
+                ..Collect::default()
+            };
+            let out = SpanStream::open_with(&path, cfg.clone())
+                .unwrap()
+                .run(
+                    from,
+                    to,
+                    idle,
+                    Thresholds::default(),
+                    &mut sink,
+                    &mut |_, _| {},
+                )
+                .unwrap();
+            assert_eq!(
+                sink.spans.len() + sink.declined,
+                want.spans.len(),
+                "{what}, declined"
+            );
+            assert!(want.spans.len() < 2 || sink.declined > 0, "{what}");
+            sink.spans.sort_by_key(|(k, _)| *k);
+            for (_, g) in &sink.spans {
+                assert!(
+                    want.spans.contains(g),
+                    "{what}, declined: span at {}",
+                    g.start_ns
+                );
+            }
+            assert_eq!(out.summary, want.summary, "{what}, declined: summary");
+            assert_eq!(out.unmatched, want.unmatched, "{what}, declined");
+            assert_eq!(out.warnings, want.warnings, "{what}, declined");
         }
     }
     // The tiny settings sent the long spans (requests of 5-9 s, the whole recording) to
@@ -267,4 +320,50 @@ fn the_json_written_in_pieces_is_to_string_pretty_of_the_report() {
             "{file} {from} {to}"
         );
     }
+}
+
+#[test]
+fn figures_without_the_report_are_those_of_the_report_to_the_bit() {
+    // Every label pair of every shipped recording (both ends the same label too), with the
+    // idle profile of its calibration window and without: spans busy and idle, decided by
+    // power, by activity, by their composition, unresolved, lagging, unmeasured.
+    let mut spans = 0;
+    let mut by_composition = 0;
+    for file in [
+        "llm/llm.flinch.csv",
+        "llm-gpu/llm-gpu.flinch.csv",
+        "workloads/busy-idle.flinch.csv",
+        "workloads/busy-idle-h200.flinch.csv",
+    ] {
+        let trace = read_trace(&example(file)).unwrap();
+        let (a, b) = (
+            WindowEdge::Label("calib_start".into()),
+            WindowEdge::Label("calib_end".into()),
+        );
+        let (s, e) = resolve_window(&trace, &a, &b).unwrap();
+        let profile = IdleProfile::from_trace(&trace, s, e, "w").unwrap();
+        let labels: Vec<String> = trace.labels().into_keys().collect();
+        for idle in [Some((&profile, "window")), None] {
+            let an = Analyzer::new(&trace, idle, Thresholds::default());
+            for from in &labels {
+                for to in &labels {
+                    for (i, j) in pair_marks(&trace.marks, from, to).pairs {
+                        let (m, n) = (&trace.marks[i], &trace.marks[j]);
+                        let report = an.span(m, n);
+                        by_composition += (report.verdict_from == "composition") as usize;
+                        assert_eq!(
+                            format!("{:?}", an.span_figures(m, n)),
+                            format!("{:?}", SpanFigures::of(&report)),
+                            "{file} {from}→{to} at {}, idle {}",
+                            m.t_ns,
+                            idle.is_some()
+                        );
+                        spans += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert!(spans > 10_000, "{spans} spans");
+    assert!(by_composition > 0, "no verdict from a composition");
 }

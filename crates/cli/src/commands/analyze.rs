@@ -189,18 +189,19 @@ enum TextItem {
 
 impl SpanSink for TextSink {
     type Item = TextItem;
-    fn prepare(&self, key: SpanKey, r: SpanReport) -> Self::Item {
+    fn prepare(&self, _key: SpanKey, r: SpanReport) -> Self::Item {
         if self.all {
             let devices: Vec<String> = r.devices.keys().cloned().collect();
             TextItem::Row(
                 render_row(&r, self.origin_ns, &devices, self.evidence),
                 devices,
             )
-        } else if self.cutoff.is_some_and(|c| key > c) {
-            TextItem::Counted
         } else {
             TextItem::Report(Box::new(r))
         }
+    }
+    fn without_report(&self, key: SpanKey) -> Option<Self::Item> {
+        (!self.all && self.cutoff.is_some_and(|c| key > c)).then_some(TextItem::Counted)
     }
     fn span(&mut self, key: SpanKey, item: Self::Item) -> CoreResult<()> {
         self.count += 1;
