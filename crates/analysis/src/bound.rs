@@ -21,7 +21,7 @@
 use crate::analyzer::Analyzer;
 use crate::idle::ChannelIdle;
 use flinch_core::channel::{ChannelKind, ChannelSpec};
-use flinch_core::integrate::{integrate_counter, integrate_gauge};
+use flinch_core::integrate::{integrate_counter, integrate_gauge, partition_from_front};
 use serde::{Serialize, Serializer};
 
 /// An interval `[lo, hi]`, written as a two-element array.
@@ -157,6 +157,15 @@ impl Analyzer<'_> {
                 .map(|(x, y)| 3 * (x - y) / 2)
                 .unwrap_or(0)
         });
+        // Everything below reads the samples within `tau` of the span and the one on
+        // either side of them: searched in those alone, they are found at the same
+        // places (`first` and `last` stay the channel's).
+        let from = t
+            .partition_point(|&y| y < a.saturating_sub(tau))
+            .saturating_sub(1);
+        let to = (from + partition_from_front(&t[from..], |&y| y <= b.saturating_add(tau)) + 1)
+            .min(t.len());
+        let (t, v) = (&t[from..to], &v[from..to]);
         let edge = |x: u64| -> Edge {
             let lo = x.saturating_sub(tau).max(first);
             let hi = x.saturating_add(tau).min(last);

@@ -3,7 +3,7 @@
 use crate::analyzer::Analyzer;
 use crate::report::ChannelStatus;
 use flinch_core::channel::{ChannelKind, ChannelSpec, Quantity};
-use flinch_core::integrate::{integrate_counter, integrate_gauge};
+use flinch_core::integrate::{integrate_counter, integrate_gauge, partition_from_front};
 use flinch_core::trace::RowKind;
 
 /// How long after a change a channel shows it: two sensor updates (a sample describes the
@@ -26,6 +26,18 @@ pub fn settle_ns(spec: &ChannelSpec) -> u64 {
 
 /// The least settle time of a measured power channel (see [`settle_ns`]).
 pub const POWER_TAIL_NS: u64 = 80_000_000;
+
+/// The samples stamped in `[a, b]`: `t[lo..hi]` (`hi` may be below `lo` when `b < a`).
+fn stamped_in(t: &[u64], a: u64, b: u64) -> (usize, usize) {
+    let lo = t.partition_point(|&x| x < a);
+    // Few samples lie inside next to all those held: the end is searched from `lo` on.
+    let hi = if b >= a {
+        lo + partition_from_front(&t[lo..], |&x| x <= b)
+    } else {
+        t.partition_point(|&x| x <= b)
+    };
+    (lo, hi)
+}
 
 /// What a gauge's samples say about `[a, b]`: their mean, their number and how many differ
 /// from the one before; `None` when there is none. For a channel whose repeated readings
@@ -52,8 +64,7 @@ pub(crate) fn gauge_inside(
 /// steady interval apart), and it does not change when repeats are elided; the count is
 /// of rows, plus one for a held value reaching in from after `b`.
 fn held_inside(t: &[u64], v: &[f64], a: u64, b: u64) -> Option<(f64, u32, u32)> {
-    let lo = t.partition_point(|&x| x < a);
-    let hi = t.partition_point(|&x| x <= b);
+    let (lo, hi) = stamped_in(t, a, b);
     let (mut sum, mut weight) = (0.0, 0u64);
     for i in lo..hi {
         let from = if i == 0 { a } else { t[i - 1].max(a) };
@@ -93,8 +104,7 @@ fn held_inside(t: &[u64], v: &[f64], a: u64, b: u64) -> Option<(f64, u32, u32)> 
 /// The mean of a gauge's samples stamped in `[a, b]`, their number and how many differ from
 /// the one before. `None` when there is none.
 pub(crate) fn samples_inside(t: &[u64], v: &[f64], a: u64, b: u64) -> Option<(f64, u32, u32)> {
-    let lo = t.partition_point(|&x| x < a);
-    let hi = t.partition_point(|&x| x <= b);
+    let (lo, hi) = stamped_in(t, a, b);
     if hi <= lo {
         return None;
     }

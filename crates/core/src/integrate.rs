@@ -137,15 +137,69 @@ pub fn bracket(t_ns: &[u64], start_ns: u64, end_ns: u64) -> Result<(usize, usize
         return Err(Uncovered::AfterLastSample { last_ns: last });
     }
     let lo = t_ns.partition_point(|&x| x <= start_ns) - 1;
-    let hi = t_ns.partition_point(|&x| x < end_ns);
+    // A window holds few samples next to all those held: its end is searched from `lo` on.
+    let hi = lo + partition_from_front(&t_ns[lo..], |&x| x < end_ns);
     Ok((lo, hi))
 }
 
+/// `s.partition_point(pred)` (`pred` true then false along `s`), searched from the front
+/// in steps that double: about `2 log₂ k` comparisons when the answer is `k`, however
+/// long `s` is.
+pub fn partition_from_front<T>(s: &[T], mut pred: impl FnMut(&T) -> bool) -> usize {
+    // Every element before `lo` satisfies `pred`.
+    let mut lo = 0;
+    let mut step = 1;
+    loop {
+        let probe = lo + step - 1;
+        if probe >= s.len() {
+            return lo + s[lo..].partition_point(pred);
+        }
+        if !pred(&s[probe]) {
+            return lo + s[lo..probe].partition_point(pred);
+        }
+        lo = probe + 1;
+        step *= 2;
+    }
+}
+
+/// `s.partition_point(pred)` searched from the back in steps that double: about
+/// `2 log₂ (s.len() − k)` comparisons when the answer is `k`.
+pub fn partition_from_back<T>(s: &[T], mut pred: impl FnMut(&T) -> bool) -> usize {
+    // No element from `hi` on satisfies `pred`.
+    let mut hi = s.len();
+    let mut step = 1;
+    loop {
+        if step > hi {
+            return s[..hi].partition_point(pred);
+        }
+        let probe = hi - step;
+        if pred(&s[probe]) {
+            return probe + 1 + s[probe + 1..hi].partition_point(pred);
+        }
+        hi = probe;
+        step *= 2;
+    }
+}
+
 /// The samples inside `[start_ns, end_ns]`, and how many of them differ from the sample
-/// before them (the sensor updated between the two).
-fn updates_inside(t_ns: &[u64], values: &[f64], start_ns: u64, end_ns: u64) -> (u32, u32) {
-    let a = t_ns.partition_point(|&x| x < start_ns);
-    let b = t_ns.partition_point(|&x| x <= end_ns).max(a);
+/// before them (the sensor updated between the two); `(lo, hi)` is the window's
+/// [`bracket`], from which both ends are found nearby.
+fn updates_inside(
+    t_ns: &[u64],
+    values: &[f64],
+    start_ns: u64,
+    end_ns: u64,
+    (lo, hi): (usize, usize),
+) -> (u32, u32) {
+    // Every sample after `lo` is past the start, every one before `hi` before the end.
+    let a = partition_from_back(&t_ns[..=lo], |&x| x < start_ns);
+    let b = (hi + partition_from_front(&t_ns[hi..], |&x| x <= end_ns)).max(a);
+    debug_assert_eq!(a, t_ns.partition_point(|&x| x < start_ns));
+    debug_assert_eq!(
+        b,
+        t_ns.partition_point(|&x| x <= end_ns).max(a),
+        "{start_ns}..{end_ns}"
+    );
     let from = a.max(1);
     let changes = if b > from {
         values[from - 1..b]
@@ -203,7 +257,7 @@ pub fn integrate_gauge(
             acc += (values[hi - 1] + vb) * (end_ns - t_ns[hi - 1]) as f64;
         }
     }
-    let (samples_inside, changes_inside) = updates_inside(t_ns, values, start_ns, end_ns);
+    let (samples_inside, changes_inside) = updates_inside(t_ns, values, start_ns, end_ns, (lo, hi));
     Ok(GaugeWindow {
         integral: acc * 0.5e-9,
         samples_inside,
@@ -253,7 +307,7 @@ pub fn integrate_counter(
         let after = (t_ns[hi] - end_ns) as f64 / (t_ns[hi] - t_ns[hi - 1]).max(1) as f64;
         tracker.total() - first_delta * before - last_delta * after
     };
-    let (samples_inside, changes_inside) = updates_inside(t_ns, values, start_ns, end_ns);
+    let (samples_inside, changes_inside) = updates_inside(t_ns, values, start_ns, end_ns, (lo, hi));
     Ok(CounterWindow {
         increase,
         samples_inside,
@@ -345,6 +399,22 @@ pub fn resolves(updates: u32, duration_ns: u64, update_period_ns: Option<u64>) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn searches_from_either_end_find_what_a_binary_search_finds(
+            mut xs in proptest::collection::vec(0u64..50, 0..300),
+            at in 0u64..52,
+        ) {
+            xs.sort_unstable();
+            for pred in [|x: &u64, a: u64| *x < a, |x: &u64, a: u64| *x <= a] {
+                let want = xs.partition_point(|x| pred(x, at));
+                prop_assert_eq!(partition_from_front(&xs, |x| pred(x, at)), want);
+                prop_assert_eq!(partition_from_back(&xs, |x| pred(x, at)), want);
+            }
+        }
+    }
 
     const MS: u64 = 1_000_000;
 
