@@ -32,7 +32,7 @@
 //! wherever their edges do not all fall on the same kind of power step.
 
 use crate::analyzer::Analyzer;
-use crate::bound::{Bound, idle_uncertainty_w};
+use crate::bound::{Bound, Limits, idle_uncertainty_w};
 use crate::report::ChannelStatus;
 use flinch_core::integrate::{Method, resolves};
 use serde::Serialize;
@@ -167,6 +167,8 @@ pub struct Aggregator {
     span_time_ns: u64,
     stretches: u64,
     acc: BTreeMap<String, Acc>,
+    /// The open stretch when it is one span added with what it adds, measured.
+    alone: Option<((u64, u64), StretchPart)>,
 }
 
 impl Aggregator {
@@ -190,16 +192,14 @@ impl Aggregator {
             span_time_ns: 0,
             stretches: 0,
             acc,
+            alone: None,
         }
     }
 
     /// Adds the span `[start_ns, end_ns]`; spans must come in start order. A stretch of the
     /// union that this span closes is measured with `an`.
     pub fn add(&mut self, an: &Analyzer<'_>, start_ns: u64, end_ns: u64) {
-        self.span_time_ns += end_ns.saturating_sub(start_ns);
-        if let Some((a, b)) = self.union.add(start_ns, end_ns) {
-            self.stretch(an, a, b);
-        }
+        self.add_measured(an, start_ns, end_ns, None);
     }
 
     /// The stretch of the union still open, `[start, end]` so far: what the next
@@ -211,7 +211,10 @@ impl Aggregator {
     /// The totals over everything added (the open stretch measured with `an`).
     pub fn finish(mut self, an: &Analyzer<'_>) -> Aggregate {
         if let Some((a, b)) = self.union.finish() {
-            self.stretch(an, a, b);
+            match self.alone.take() {
+                Some((s, part)) if s == (a, b) => self.add_part(an, a, b, &part),
+                _ => self.stretch(an, a, b),
+            }
         }
         let count = self.union.spans();
         let n = count.max(1) as f64;
@@ -262,30 +265,61 @@ impl Aggregator {
     }
 
     fn stretch(&mut self, an: &Analyzer<'_>, a: u64, b: u64) {
+        let part = StretchPart::measure(an, a, b);
+        self.add_part(an, a, b, &part);
+    }
+
+    /// Adds the span `[start_ns, end_ns]` as [`Aggregator::add`] does, with what it adds
+    /// should it make a stretch of the union by itself, measured with it (in parallel)
+    /// rather than here; a stretch of more spans is measured with `an`.
+    pub(crate) fn add_measured(
+        &mut self,
+        an: &Analyzer<'_>,
+        start_ns: u64,
+        end_ns: u64,
+        part: Option<StretchPart>,
+    ) {
+        self.span_time_ns += end_ns.saturating_sub(start_ns);
+        if let Some((a, b)) = self.union.add(start_ns, end_ns) {
+            match self.alone.take() {
+                Some((s, part)) if s == (a, b) => self.add_part(an, a, b, &part),
+                _ => self.stretch(an, a, b),
+            }
+        }
+        // This span's part stands for the open stretch as long as nothing joins it.
+        self.alone = match (self.union.open(), part) {
+            (Some(open), Some(part)) if open == (start_ns, end_ns) => Some((open, part)),
+            _ => None,
+        };
+    }
+
+    /// Whether the open stretch is measured already (a span alone, added with
+    /// [`Aggregator::add_measured`]): closing it needs no samples.
+    pub(crate) fn open_measured(&self) -> bool {
+        self.alone.as_ref().map(|(s, _)| *s) == self.union.open() && self.alone.is_some()
+    }
+
+    fn add_part(&mut self, an: &Analyzer<'_>, a: u64, b: u64, part: &StretchPart) {
         self.stretches += 1;
         let d_ns = b - a;
         let d_s = d_ns as f64 / 1e9;
-        for (dev, (_, idx)) in &an.devices {
+        for ((dev, _), p) in an.devices.iter().zip(&part.0) {
             let Some(x) = self.acc.get_mut(dev) else {
                 continue;
             };
-            let chosen = idx
-                .iter()
-                .copied()
-                .map(|i| (i, an.measure(i, a, b)))
-                .find(|(_, m)| m.status == ChannelStatus::Ok);
-            let Some((ci, m)) = chosen else {
+            let Some(p) = p else {
                 x.unmeasured_ns += d_ns;
                 x.counter_complete = false;
                 continue;
             };
+            let (ci, lim) = (p.channel, &p.limits);
             let method = an.chans[ci].method.unwrap_or(Method::Average);
             *x.by_method.entry(method).or_default() += d_ns;
             x.measured_ns += d_ns;
-            x.energy_j += m.value;
+            x.energy_j += p.energy_j;
             if let Some((_, l)) = &an.chans[ci].idle {
                 x.has_idle = true;
-                x.active_j += m.value - l.mean * d_s;
+                x.active_j += p.energy_j - l.mean * d_s;
                 x.idle_j += d_s
                     * idle_uncertainty_w(
                         l,
@@ -293,7 +327,6 @@ impl Aggregator {
                         an.trace.channels[ci].spec.update_period_ns,
                     );
             }
-            let lim = an.limits(ci, a, b);
             x.worst_half += lim.start.mag_j + lim.end.mag_j;
             x.interior_sq += lim.interior_sq;
             x.rand_sq += lim.start.mag_j.powi(2) + lim.end.mag_j.powi(2) + lim.interior_sq;
@@ -302,19 +335,61 @@ impl Aggregator {
                 x.sys_w += lag;
             }
             x.tau_s = x.tau_s.max(lim.start.tau_s);
+            match p.counter {
+                Some((i, energy_j, changes)) => {
+                    x.counter_j += energy_j;
+                    x.counter_updates += changes;
+                    x.counter_period_ns = an.trace.channels[i].spec.update_period_ns;
+                }
+                None => x.counter_complete = false,
+            }
+        }
+    }
+}
+
+/// What one stretch of the union adds to each device's totals, in the order of the
+/// analyzer's devices (`None`: no channel of the device measured it).
+#[derive(Clone, Debug)]
+pub(crate) struct StretchPart(pub(crate) Vec<Option<DevicePart>>);
+
+/// What one stretch adds to a device's totals.
+#[derive(Clone, Debug)]
+pub(crate) struct DevicePart {
+    /// The preferred channel that measured it.
+    pub(crate) channel: usize,
+    /// Its energy there, J.
+    pub(crate) energy_j: f64,
+    /// What limits it there.
+    pub(crate) limits: Limits,
+    /// The energy counter's own answer when it is not the preferred channel and measured
+    /// the stretch: (channel, energy J, updates).
+    pub(crate) counter: Option<(usize, f64, u32)>,
+}
+
+impl StretchPart {
+    /// Measures the stretch `[a, b]`.
+    pub(crate) fn measure(an: &Analyzer<'_>, a: u64, b: u64) -> Self {
+        let devices = an.devices.values().map(|(_, idx)| {
+            let (channel, m) = idx
+                .iter()
+                .copied()
+                .map(|i| (i, an.measure(i, a, b)))
+                .find(|(_, m)| m.status == ChannelStatus::Ok)?;
             // the energy counter's own answer, when it is not the preferred channel
             let counter = idx
                 .iter()
                 .copied()
-                .find(|&i| i != ci && an.chans[i].method == Some(Method::Counter));
-            match counter.map(|i| (i, an.measure(i, a, b))) {
-                Some((i, cm)) if cm.status == ChannelStatus::Ok => {
-                    x.counter_j += cm.value;
-                    x.counter_updates += cm.changes;
-                    x.counter_period_ns = an.trace.channels[i].spec.update_period_ns;
-                }
-                _ => x.counter_complete = false,
-            }
-        }
+                .find(|&i| i != channel && an.chans[i].method == Some(Method::Counter))
+                .map(|i| (i, an.measure(i, a, b)))
+                .filter(|(_, cm)| cm.status == ChannelStatus::Ok)
+                .map(|(i, cm)| (i, cm.value, cm.changes));
+            Some(DevicePart {
+                channel,
+                energy_j: m.value,
+                limits: an.limits(channel, a, b),
+                counter,
+            })
+        });
+        StretchPart(devices.collect())
     }
 }

@@ -100,29 +100,46 @@ impl<T: Clone> Pairer<T> {
         if !is_from && !is_to {
             return Paired::Ignored;
         }
-        let req = m.req();
-        let q = match req {
-            None => &mut self.no_req,
-            Some(r) => {
-                if !self.open.contains_key(r) {
-                    self.open.insert(r.to_owned(), VecDeque::new());
-                }
-                self.open.get_mut(r).expect("just inserted")
-            }
+        let (opens, closes) = (same || is_from, same || is_to);
+        let open = |item| Open {
+            idx,
+            t_ns: m.t_ns,
+            item,
         };
-        let closed = if same || is_to { q.pop_front() } else { None };
-        if same || is_from {
-            q.push_back(Open {
-                idx,
-                t_ns: m.t_ns,
-                item,
-            });
+        let closed = match m.req() {
+            None => {
+                let closed = if closes {
+                    self.no_req.pop_front()
+                } else {
+                    None
+                };
+                if opens {
+                    self.no_req.push_back(open(item));
+                }
+                closed
+            }
+            Some(r) => match self.open.get_mut(r) {
+                Some(q) => {
+                    let closed = if closes { q.pop_front() } else { None };
+                    if opens {
+                        q.push_back(open(item));
+                    }
+                    if q.is_empty() {
+                        self.open.remove(r);
+                    }
+                    closed
+                }
+                // Nothing open in this request: a queue only when the mark opens a span.
+                None => {
+                    if opens {
+                        self.open.insert(r.to_owned(), VecDeque::from([open(item)]));
+                    }
+                    None
+                }
+            },
+        };
+        if opens {
             self.by_time.insert((m.t_ns, idx));
-        }
-        if q.is_empty()
-            && let Some(r) = req
-        {
-            self.open.remove(r);
         }
         match closed {
             Some(o) => {
@@ -132,7 +149,7 @@ impl<T: Clone> Pairer<T> {
                     start_ns: o.t_ns,
                 }
             }
-            None if same || is_from => Paired::Opened,
+            None if opens => Paired::Opened,
             None => Paired::UnmatchedEnd,
         }
     }

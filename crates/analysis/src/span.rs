@@ -1,8 +1,9 @@
 //! One span: every channel measured over it, each device's preferred channel chosen, and
 //! the evidence written.
 
+use crate::aggregate::{DevicePart, StretchPart};
 use crate::analyzer::Analyzer;
-use crate::bound::{Bound, BoundTerms, idle_uncertainty_w};
+use crate::bound::{Bound, BoundTerms, Limits, idle_uncertainty_w};
 use crate::measure::{gauge_inside, settle_ns};
 use crate::report::{
     ActivitySpan, ChannelEnergy, ChannelStatus, DeviceSpan, SpanReport, State, Verdict,
@@ -19,20 +20,29 @@ use std::fmt::Write as _;
 impl Analyzer<'_> {
     /// Measures one span from mark `from` to mark `to`.
     pub fn span(&self, from: &Mark, to: &Mark) -> SpanReport {
-        self.span_with(from, to, true)
+        self.span_with(from, to, true, false).0
     }
 
     /// What the summary takes from the span from mark `from` to mark `to`: the same as
     /// `SpanFigures::of(&self.span(from, to))`, to the bit, without writing the report
     /// (evidence, bounds, composition, fields), which costs more than measuring.
     pub fn span_figures(&self, from: &Mark, to: &Mark) -> SpanFigures {
-        SpanFigures::of(&self.span_with(from, to, false))
+        SpanFigures::of(&self.span_with(from, to, false, false).0)
     }
 
     /// [`Analyzer::span`]; without `detail`, the report holds only what [`SpanFigures`]
-    /// takes from it (and what deciding the verdict needs): no evidence, no bounds, no
-    /// marks' labels and fields, and a composition only when the verdict comes from it.
-    fn span_with(&self, from: &Mark, to: &Mark, detail: bool) -> SpanReport {
+    /// takes from it and what deciding the verdict needs: no evidence, bounds, marks'
+    /// labels and fields, units, or names of the channel chosen and its device, and a
+    /// composition only when the verdict comes from it.
+    /// With `union`, also what the span adds to the union aggregate should it make a
+    /// stretch of the union by itself (the same as `StretchPart::measure` over it).
+    pub(crate) fn span_with(
+        &self,
+        from: &Mark,
+        to: &Mark,
+        detail: bool,
+        union: bool,
+    ) -> (SpanReport, Option<StretchPart>) {
         let (start, end) = (from.t_ns, to.t_ns.max(from.t_ns));
         let dur_ns = end - start;
         let dur_s = dur_ns as f64 / 1e9;
@@ -106,7 +116,12 @@ impl Analyzer<'_> {
                 energy.insert(
                     ch.spec.name.clone(),
                     ChannelEnergy {
-                        device: ch.spec.device.clone(),
+                        // (not needed for the figures)
+                        device: if detail {
+                            ch.spec.device.clone()
+                        } else {
+                            String::new()
+                        },
                         method,
                         preferred: false,
                         status: m.status,
@@ -152,7 +167,9 @@ impl Analyzer<'_> {
                 (ChannelKind::Counter(_), q) => {
                     let tick = ch.spec.update_period_ns.unwrap_or(10_000_000);
                     let long_enough = dur_ns >= tick * th.cpu_time_min_periods as u64;
-                    let unit = if q == Quantity::CpuTime {
+                    let unit = if !detail {
+                        String::new()
+                    } else if q == Quantity::CpuTime {
                         "cores".to_owned()
                     } else {
                         format!("{}/s", ch.spec.unit.symbol())
@@ -167,11 +184,12 @@ impl Analyzer<'_> {
                     let mean = (ok && dur_s > 0.0).then(|| m.value / dur_s);
                     let long_enough = ch.spec.update_period_ns.is_none_or(|p| dur_ns >= p);
                     let covered = m.samples >= 1 || ch.spec.held();
-                    (
-                        mean,
-                        ch.spec.unit.symbol().to_owned(),
-                        ok && long_enough && covered,
-                    )
+                    let unit = if detail {
+                        ch.spec.unit.symbol().to_owned()
+                    } else {
+                        String::new()
+                    };
+                    (mean, unit, ok && long_enough && covered)
                 }
             };
             let idle_mean = c.idle.as_ref().map(|(_, l)| l.mean);
@@ -224,6 +242,7 @@ impl Analyzer<'_> {
 
         // Devices: the best method that measured the span.
         let mut devices = BTreeMap::new();
+        let mut part = union.then(|| StretchPart(Vec::with_capacity(self.devices.len())));
         for (dev, (class, idx)) in &self.devices {
             let names: Vec<&str> = idx
                 .iter()
@@ -265,6 +284,9 @@ impl Analyzer<'_> {
                         bound_terms: None,
                     },
                 );
+                if let Some(p) = &mut part {
+                    p.0.push(None);
+                }
                 continue;
             };
             if let Some(e) = energy.get_mut(name) {
@@ -286,11 +308,29 @@ impl Analyzer<'_> {
             } else {
                 None
             };
-            let (energy_bound_j, active_energy_bound_j, bound_terms) = if detail {
-                self.device_bound(ci, e, &names, idx, &energy, start, end)
-            } else {
-                (None, None, None)
+            let limits = (detail || union).then(|| self.limits(ci, start, end));
+            let (energy_bound_j, active_energy_bound_j, bound_terms) = match &limits {
+                Some(lim) if detail => {
+                    self.device_bound(ci, e, lim, &names, idx, &energy, start, end)
+                }
+                _ => (None, None, None),
             };
+            if let (Some(p), Some(limits), Some(energy_j)) = (&mut part, limits, e.energy_j) {
+                // the energy counter's own answer, when it is not the preferred channel
+                let counter = idx
+                    .iter()
+                    .zip(&names)
+                    .find(|(i, _)| **i != ci && self.chans[**i].method == Some(Method::Counter))
+                    .map(|(i, n)| (*i, &energy[*n]))
+                    .filter(|(_, x)| x.status == ChannelStatus::Ok)
+                    .and_then(|(i, x)| Some((i, x.energy_j?, x.updates_in_span)));
+                p.0.push(Some(DevicePart {
+                    channel: ci,
+                    energy_j,
+                    limits,
+                    counter,
+                }));
+            }
             // The evidence line, written only when it is kept.
             let mut line = evidence.wanted().then(|| format!("{dev} ({class}): "));
             let state = if e.lagging {
@@ -366,7 +406,7 @@ impl Analyzer<'_> {
                 dev.clone(),
                 DeviceSpan {
                     class: *class,
-                    channel: Some(name.to_owned()),
+                    channel: detail.then(|| name.to_owned()),
                     method: Some(e.method),
                     energy_j: e.energy_j,
                     active_energy_j: e.active_energy_j,
@@ -450,7 +490,7 @@ impl Analyzer<'_> {
         } else {
             Default::default()
         };
-        SpanReport {
+        let report = SpanReport {
             from: labels.0,
             to: labels.1,
             req: detail
@@ -468,7 +508,8 @@ impl Analyzer<'_> {
             energy,
             devices,
             activity,
-        }
+        };
+        (report, part)
     }
 }
 
@@ -480,6 +521,7 @@ impl Analyzer<'_> {
         &self,
         ci: usize,
         e: &ChannelEnergy,
+        lim: &Limits,
         names: &[&str],
         idx: &[usize],
         energy: &BTreeMap<String, ChannelEnergy>,
@@ -489,7 +531,6 @@ impl Analyzer<'_> {
         let Some(ej) = e.energy_j else {
             return (None, None, None);
         };
-        let lim = self.limits(ci, start, end);
         let half = lim.half_j();
         let mut b = Bound::around(ej, half);
         for (n, &k) in names.iter().zip(idx) {

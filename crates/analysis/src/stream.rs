@@ -35,7 +35,7 @@
 //! [`SpanSink`] as they are measured, with their place in start order, so an output can be
 //! written in start order with only the spans that overtook an older one held back.
 
-use crate::aggregate::Aggregator;
+use crate::aggregate::{Aggregator, StretchPart};
 use crate::analyzer::Analyzer;
 use crate::idle::IdleProfile;
 use crate::pairing::{Paired, Pairer};
@@ -520,15 +520,18 @@ impl SpanStream {
 }
 
 /// Measures a span, with its report when the sink needs it.
-fn measure_job<S: SpanSink>(a: &Analyzer<'_>, s: &S, j: Job) -> (SpanKey, SpanFigures, S::Item) {
-    match s.without_report(j.key) {
-        Some(item) => (j.key, a.span_figures(&j.from, &j.to), item),
-        None => {
-            let r = a.span(&j.from, &j.to);
-            (j.key, SpanFigures::of(&r), s.prepare(j.key, r))
-        }
-    }
+/// Measures a span, with its report when the sink needs it, and what it adds to the union
+/// aggregate should it make a stretch of the union by itself.
+fn measure_job<S: SpanSink>(a: &Analyzer<'_>, s: &S, j: Job) -> Measured<S::Item> {
+    let item = s.without_report(j.key);
+    let (r, part) = a.span_with(&j.from, &j.to, item.is_none(), true);
+    let figures = SpanFigures::of(&r);
+    let item = item.unwrap_or_else(|| s.prepare(j.key, r));
+    (j.key, figures, part, item)
 }
+
+/// A span measured: its key, its figures, what it adds to the union, the sink's item.
+type Measured<T> = (SpanKey, SpanFigures, Option<StretchPart>, T);
 
 /// What the reading thread sends.
 enum Read_ {
@@ -561,12 +564,15 @@ impl Ctx {
         let cfg = &self.config;
         let mut w = Window::new(self.header.clone(), &self.path);
         let mut pending = Pending::default();
-        let mut pairer: Pairer<Mark> = Pairer::new(from, to);
+        let mut pairer: Pairer<()> = Pairer::new(from, to);
+        // The start marks open in the pairer, by index (moved here, not copied).
+        let mut open_marks: BTreeMap<u64, Mark> = BTreeMap::new();
         let mut jobs: Vec<Job> = Vec::new();
         let mut unmatched_ends: Vec<(u64, Mark)> = Vec::new();
         let mut summary = SummaryBuilder::new();
         // Spans measured, in start order, waiting to be added to the union aggregate.
-        let mut for_union: BTreeMap<SpanKey, u64> = BTreeMap::new();
+        // (end, and what the span adds to the union when it makes a stretch by itself).
+        let mut for_union: BTreeMap<SpanKey, (u64, Option<StretchPart>)> = BTreeMap::new();
         let mut agg = Aggregator::new(&Analyzer::new(w.b.trace(), idle, thresholds.clone()));
         first.carry = vec![None; w.wm.len()];
         let mut offset = first.offset;
@@ -614,31 +620,29 @@ impl Ctx {
             let frontier = w.max_t.saturating_sub(h);
             let same = from == to;
             pending.release((!eof).then_some(frontier), |idx, m| {
-                // The pairer keeps a copy of a mark only while it is open: a `to` mark of
-                // another label never is.
-                let keep = if same || m.label == from {
-                    m.clone()
-                } else {
-                    Mark {
-                        t_ns: m.t_ns,
-                        recv_ns: m.recv_ns,
-                        t_from_client: m.t_from_client,
-                        label: String::new(),
-                        fields: Vec::new(),
-                        via: m.via,
-                    }
-                };
-                match pairer.push(idx, &m, keep) {
+                match pairer.push(idx, &m, ()) {
                     Paired::Span {
-                        start: (sidx, smark),
+                        start: (sidx, ()),
                         start_ns,
-                    } => jobs.push(Job {
-                        key: (start_ns, sidx),
-                        from: smark,
-                        to: m,
-                    }),
+                    } => {
+                        let start = open_marks
+                            .remove(&sidx)
+                            .expect("every mark open in the pairer is kept");
+                        // With the same label at both ends, the mark opens the next span.
+                        if same {
+                            open_marks.insert(idx, m.clone());
+                        }
+                        jobs.push(Job {
+                            key: (start_ns, sidx),
+                            from: start,
+                            to: m,
+                        })
+                    }
+                    Paired::Opened => {
+                        open_marks.insert(idx, m);
+                    }
                     Paired::UnmatchedEnd => unmatched_ends.push((idx, m)),
-                    Paired::Opened | Paired::Ignored => {}
+                    Paired::Ignored => {}
                 }
             });
             // How far beyond its edges a span is read, and which spans every channel has
@@ -650,7 +654,7 @@ impl Ctx {
                 .partition(|j| eof || j.to.t_ns.max(j.from.t_ns).saturating_add(reach) < covered);
             jobs = wait;
             for j in &ready {
-                for_union.insert(j.key, j.to.t_ns.max(j.from.t_ns));
+                for_union.insert(j.key, (j.to.t_ns.max(j.from.t_ns), None));
             }
             if !ready.is_empty() {
                 measured_to = measured_to.max(
@@ -670,6 +674,7 @@ impl Ctx {
                     &thresholds,
                     sink,
                     &mut summary,
+                    &mut for_union,
                     &mut stats,
                 )?;
             }
@@ -694,7 +699,7 @@ impl Ctx {
             }
             sink.settled(settled)?;
             // The union aggregate takes spans in start order, as they settle.
-            let settled_spans: Vec<(SpanKey, u64)> = {
+            let settled_spans: Vec<(SpanKey, (u64, Option<StretchPart>))> = {
                 let rest = for_union.split_off(&settled);
                 std::mem::replace(&mut for_union, rest)
                     .into_iter()
@@ -703,7 +708,7 @@ impl Ctx {
             if !settled_spans.is_empty() {
                 self.feed_union(
                     &mut agg,
-                    &settled_spans,
+                    settled_spans,
                     &w,
                     &checkpoints,
                     offset,
@@ -727,10 +732,10 @@ impl Ctx {
             &Analyzer::new(w.b.trace(), idle, thresholds.clone()),
             u64::MAX,
         );
-        let rest: Vec<(SpanKey, u64)> = std::mem::take(&mut for_union).into_iter().collect();
+        let rest: Vec<_> = std::mem::take(&mut for_union).into_iter().collect();
         self.feed_union(
             &mut agg,
-            &rest,
+            rest,
             &w,
             &checkpoints,
             offset,
@@ -740,7 +745,7 @@ impl Ctx {
             &mut stats,
         )?;
         let aggregate = match agg.open_stretch() {
-            Some((a, _)) if a.saturating_sub(reach) < w.let_go_below => {
+            Some((a, _)) if a.saturating_sub(reach) < w.let_go_below && !agg.open_measured() => {
                 let t = self.reread(&w, &checkpoints, offset, a.saturating_sub(reach))?;
                 stats.rereads += 1;
                 agg.finish(&Analyzer::new(&t, idle, thresholds.clone()))
@@ -762,10 +767,14 @@ impl Ctx {
                 return Err(Error::Invalid(msg));
             }
         }
-        let starts = pairer.unmatched_starts();
+        let starts: Vec<Mark> = pairer
+            .unmatched_starts()
+            .into_iter()
+            .filter_map(|(i, ())| open_marks.remove(&i))
+            .collect();
         let mut unmatched: Vec<UnmatchedMark> = starts
             .iter()
-            .map(|(_, m)| ("start", m))
+            .map(|m| ("start", m))
             .chain(unmatched_ends.iter().map(|(_, m)| ("end", m)))
             .map(|(end, m)| UnmatchedMark {
                 end,
@@ -833,6 +842,7 @@ impl Ctx {
         thresholds: &Thresholds,
         sink: &mut S,
         summary: &mut SummaryBuilder,
+        for_union: &mut BTreeMap<SpanKey, (u64, Option<StretchPart>)>,
         stats: &mut StreamStats,
     ) -> Result<()> {
         let (hot, cold): (Vec<Job>, Vec<Job>) = ready
@@ -860,8 +870,11 @@ impl Ctx {
                 .collect_into_vec(&mut more);
             done.extend(more);
         }
-        for (key, fig, item) in done {
+        for (key, fig, part, item) in done {
             summary.add(key, &fig);
+            if let Some((_, p)) = for_union.get_mut(&key) {
+                *p = part;
+            }
             sink.span(key, item)?;
         }
         Ok(())
@@ -873,7 +886,7 @@ impl Ctx {
     fn feed_union(
         &self,
         agg: &mut Aggregator,
-        spans: &[(SpanKey, u64)],
+        spans: Vec<(SpanKey, (u64, Option<StretchPart>))>,
         w: &Window,
         checkpoints: &[Checkpoint],
         offset: u64,
@@ -885,10 +898,11 @@ impl Ctx {
         let hot = Analyzer::new(w.b.trace(), idle, thresholds.clone());
         // A trace read again, from the time it starts at.
         let mut cold: Option<(u64, Trace)> = None;
-        for &((start, _), end) in spans {
-            let closes_old = agg
-                .open_stretch()
-                .filter(|&(a, b)| start > b && a.saturating_sub(reach) < w.let_go_below);
+        for ((start, _), (end, part)) in spans {
+            // A stretch this span closes, measured from samples no longer in memory.
+            let closes_old = agg.open_stretch().filter(|&(a, b)| {
+                start > b && a.saturating_sub(reach) < w.let_go_below && !agg.open_measured()
+            });
             match closes_old {
                 Some((a, _)) => {
                     let from = a.saturating_sub(reach);
@@ -897,9 +911,14 @@ impl Ctx {
                         stats.rereads += 1;
                     }
                     let (_, t) = cold.as_ref().expect("just read");
-                    agg.add(&Analyzer::new(t, idle, thresholds.clone()), start, end);
+                    agg.add_measured(
+                        &Analyzer::new(t, idle, thresholds.clone()),
+                        start,
+                        end,
+                        part,
+                    );
                 }
-                None => agg.add(&hot, start, end),
+                None => agg.add_measured(&hot, start, end, part),
             }
         }
         Ok(())

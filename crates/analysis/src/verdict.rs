@@ -61,36 +61,50 @@ impl Analyzer<'_> {
                 });
             }
         }
+        // Which states occur: busy, unresolved, idle.
+        fn seen(states: impl Iterator<Item = State>) -> [bool; 3] {
+            states.fold([false; 3], |mut s, x| {
+                match x {
+                    State::Busy => s[0] = true,
+                    State::Unresolved => s[1] = true,
+                    State::Idle => s[2] = true,
+                    State::Unknown => {}
+                }
+                s
+            })
+        }
         let class_state = |class: DeviceClass| -> (State, State) {
-            let power: Vec<State> = devices
-                .values()
-                .filter(|d| d.class == class && votes(d.modelled))
-                .map(|d| d.state)
-                .collect();
-            let p = if power.contains(&State::Busy) {
+            let power = seen(
+                devices
+                    .values()
+                    .filter(|d| d.class == class && votes(d.modelled))
+                    .map(|d| d.state),
+            );
+            let p = if power[0] {
                 State::Busy
-            } else if power.contains(&State::Unresolved) {
+            } else if power[1] {
                 State::Unresolved
-            } else if power.contains(&State::Idle) {
+            } else if power[2] {
                 State::Idle
             } else {
                 State::Unknown
             };
-            let acts: Vec<State> = activity
-                .values()
-                .filter(|a| a.class == class && a.used && votes(a.modelled))
-                .map(|a| a.state)
-                .collect();
-            let a = if acts.contains(&State::Busy) {
+            let acts = seen(
+                activity
+                    .values()
+                    .filter(|a| a.class == class && a.used && votes(a.modelled))
+                    .map(|a| a.state),
+            );
+            let a = if acts[0] {
                 State::Busy
-            } else if acts.contains(&State::Idle) {
+            } else if acts[2] {
                 State::Idle
             } else {
                 State::Unknown
             };
             (p, a)
         };
-        let mut states = Vec::new();
+        let mut states = Vec::with_capacity(3);
         for class in [DeviceClass::Gpu, DeviceClass::Cpu, DeviceClass::Other] {
             let (p, a) = class_state(class);
             let s = match (p, a) {
@@ -175,28 +189,32 @@ pub(crate) fn mark_used_activity(
             }
         }
     }
-    let decisive: Vec<(String, DeviceClass, String, Quantity, bool)> = activity
+    // (name, class, device, quantity, process-scoped, place in `activity`)
+    let decisive: Vec<(&str, DeviceClass, &str, Quantity, bool, usize)> = activity
         .iter()
-        .filter(|(n, a)| a.state != State::Unknown && !why.contains_key(*n))
-        .map(|(n, a)| {
+        .enumerate()
+        .filter(|(_, (n, a))| a.state != State::Unknown && !why.contains_key(*n))
+        .map(|(k, (n, a))| {
             (
-                n.clone(),
+                n.as_str(),
                 a.class,
-                a.device.clone(),
+                a.device.as_str(),
                 a.quantity,
                 a.scope == "process",
+                k,
             )
         })
         .collect();
-    for (name, class, device, quantity, process) in &decisive {
+    let mut used = Vec::with_capacity(decisive.len());
+    for (name, class, device, quantity, process, k) in &decisive {
         let process_in_class = decisive
             .iter()
-            .find(|(_, c, _, _, p)| c == class && *p)
-            .map(|(n, ..)| n.clone());
+            .find(|(_, c, _, _, p, _)| c == class && *p)
+            .map(|(n, ..)| *n);
         let finer = decisive
             .iter()
-            .find(|(_, _, d, q, _)| d == device && *q == Quantity::Activity)
-            .map(|(n, ..)| n.clone());
+            .find(|(_, _, d, q, _, _)| d == device && *q == Quantity::Activity)
+            .map(|(n, ..)| *n);
         let reason = match (process, process_in_class, quantity, finer) {
             (false, Some(p), _, _) => Some(format!("the traced process tree's {p} decides")),
             (_, _, Quantity::Utilization, Some(f)) => Some(format!("{f} is finer")),
@@ -204,13 +222,15 @@ pub(crate) fn mark_used_activity(
         };
         match reason {
             Some(r) => {
-                why.insert(name.clone(), r);
+                why.insert((*name).to_owned(), r);
             }
-            None => {
-                if let Some(a) = activity.get_mut(name) {
-                    a.used = true;
-                }
-            }
+            None => used.push(*k),
+        }
+    }
+    // Marked by place once the names borrowed from `activity` are no longer needed.
+    for (k, a) in activity.values_mut().enumerate() {
+        if used.contains(&k) {
+            a.used = true;
         }
     }
     why
