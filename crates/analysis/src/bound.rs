@@ -145,7 +145,14 @@ impl Analyzer<'_> {
     /// The sensor limits of channel `i` over `[a, b]` (a channel that measured it).
     pub(crate) fn limits(&self, i: usize, a: u64, b: u64) -> Limits {
         let ch = &self.trace.channels[i];
-        let (t, v) = (&ch.t_ns[..], &ch.values[..]);
+        self.limits_in(i, &ch.t_ns, &ch.values, a, b)
+    }
+
+    /// [`Analyzer::limits`] over samples `t`, `v` of channel `i`: all of them, or, when
+    /// the channel states its update period, those [`crate::measure::Near::around`]
+    /// `[a − τ, b + τ]` ([`response_ns`]).
+    pub(crate) fn limits_in(&self, i: usize, t: &[u64], v: &[f64], a: u64, b: u64) -> Limits {
+        let ch = &self.trace.channels[i];
         let (Some(&first), Some(&last)) = (t.first(), t.last()) else {
             return Limits::default();
         };

@@ -3,8 +3,11 @@
 use crate::analyzer::Analyzer;
 use crate::report::ChannelStatus;
 use flinch_core::channel::{ChannelKind, ChannelSpec, Quantity};
-use flinch_core::integrate::{integrate_counter, integrate_gauge, partition_from_front};
+use flinch_core::integrate::{
+    integrate_counter, integrate_gauge, partition_from_back, partition_from_front,
+};
 use flinch_core::trace::RowKind;
+use std::ops::Range;
 
 /// How long after a change a channel shows it: two sensor updates (a sample describes the
 /// interval before it, so the first one wholly after a change comes up to two periods
@@ -117,6 +120,7 @@ pub(crate) fn samples_inside(t: &[u64], v: &[f64], a: u64, b: u64) -> Option<(f6
     ))
 }
 
+#[derive(Debug)]
 pub(crate) struct Measured {
     pub(crate) status: ChannelStatus,
     pub(crate) note: Option<String>,
@@ -126,8 +130,62 @@ pub(crate) struct Measured {
     pub(crate) changes: u32,
 }
 
+/// The samples of each channel near the span measured last, and where the search for the
+/// next one starts: spans measured one after another in time order find theirs a few
+/// comparisons away instead of by a search of every sample held.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Near(Vec<Range<usize>>);
+
+impl Near {
+    /// The samples of `t` from the last one before `a` (or the first) to the first one
+    /// after `b` (or the last), for channel `i`; `a ≤ b`.
+    ///
+    /// Measured on these alone, anything that reads only the samples in `[a, b]` and one
+    /// on either side of them — the integrator over a window inside `[a, b]`, the means
+    /// of the samples stamped there, a bound whose reach keeps within — finds the same
+    /// samples, the same bracket and the same answers, to the bit, as on all of `t`: a
+    /// search from the first sample kept finds the place it would find from the first
+    /// one held, and a window reaching past either end of the samples kept reaches past
+    /// the channel's.
+    pub(crate) fn around(&mut self, i: usize, t: &[u64], a: u64, b: u64) -> Range<usize> {
+        if self.0.len() <= i {
+            self.0.resize(i + 1, 0..0);
+        }
+        let h = self.0[i].start.min(t.len());
+        // The first sample at or after `a`, searched from where the last span's began.
+        let k = if h == 0 || t[h - 1] < a {
+            h + partition_from_front(&t[h..], |&x| x < a)
+        } else {
+            partition_from_back(&t[..h], |&x| x < a)
+        };
+        let from = k.saturating_sub(1);
+        let to = (k + partition_from_front(&t[k..], |&x| x <= b) + 1).min(t.len());
+        self.0[i] = from..to;
+        from..to
+    }
+
+    /// What [`Near::around`] gave for channel `i` last.
+    pub(crate) fn range(&self, i: usize) -> Range<usize> {
+        self.0.get(i).cloned().unwrap_or(0..0)
+    }
+}
+
 impl Analyzer<'_> {
     pub(crate) fn measure(&self, i: usize, start: u64, end: u64) -> Measured {
+        let ch = &self.trace.channels[i];
+        self.measure_in(i, &ch.t_ns, &ch.values, start, end)
+    }
+
+    /// [`Analyzer::measure`] over samples `t`, `v` of channel `i`: all of them, or those
+    /// [`Near::around`] the window.
+    pub(crate) fn measure_in(
+        &self,
+        i: usize,
+        t: &[u64],
+        v: &[f64],
+        start: u64,
+        end: u64,
+    ) -> Measured {
         let ch = &self.trace.channels[i];
         let c = &self.chans[i];
         let fail = |status, note: String| Measured {
@@ -138,7 +196,7 @@ impl Analyzer<'_> {
             changes: 0,
         };
         let (value, samples, changes, bracket, resets, flagged) = match &ch.spec.kind {
-            ChannelKind::Gauge => match integrate_gauge(&ch.t_ns, &ch.values, start, end) {
+            ChannelKind::Gauge => match integrate_gauge(t, v, start, end) {
                 Ok(w) => (
                     w.integral,
                     w.samples_inside,
@@ -149,24 +207,19 @@ impl Analyzer<'_> {
                 ),
                 Err(e) => return fail(ChannelStatus::NoData, e.to_string()),
             },
-            ChannelKind::Counter(spec) => match integrate_counter(
-                &ch.t_ns,
-                &ch.values,
-                spec,
-                ch.spec.update_period_ns,
-                start,
-                end,
-            ) {
-                Ok(w) => (
-                    w.increase,
-                    w.samples_inside,
-                    w.changes_inside,
-                    w.bracket_ns,
-                    w.resets,
-                    w.flagged,
-                ),
-                Err(e) => return fail(ChannelStatus::NoData, e.to_string()),
-            },
+            ChannelKind::Counter(spec) => {
+                match integrate_counter(t, v, spec, ch.spec.update_period_ns, start, end) {
+                    Ok(w) => (
+                        w.increase,
+                        w.samples_inside,
+                        w.changes_inside,
+                        w.bracket_ns,
+                        w.resets,
+                        w.flagged,
+                    ),
+                    Err(e) => return fail(ChannelStatus::NoData, e.to_string()),
+                }
+            }
         };
         let (lo, hi) = bracket;
         for (a, b, why) in &c.holes {
@@ -281,6 +334,44 @@ mod tests {
                 if let (Some(d), Some(h)) = (dense, held) {
                     prop_assert!((d.0 - h.0).abs() < 1e-9 * d.0.abs().max(1.0), "{:?} vs {:?}", d, h);
                     prop_assert_eq!(d.2, h.2);
+                }
+            }
+        }
+
+        #[test]
+        fn samples_near_a_window_answer_as_all_of_them(
+            gaps in proptest::collection::vec(0u64..4, 1..200),
+            values in proptest::collection::vec(0u8..5, 200),
+            windows in proptest::collection::vec((0u64..700, 0u64..40, 0u64..20), 1..30),
+        ) {
+            // Sample times with repeats (gaps of 0), windows in any order, reaching past
+            // either end; one `Near` carried from window to window as a worker does.
+            let mut t = Vec::new();
+            let mut now = 100u64;
+            for g in &gaps {
+                now += g * 5;
+                t.push(now);
+            }
+            let v: Vec<f64> = t.iter().zip(&values).map(|(_, x)| *x as f64 * 10.0).collect();
+            let spec = flinch_core::channel::CounterSpec { wrap_range: Some(35.0), max_rate: None };
+            let mut near = Near::default();
+            for (a, len, margin) in windows {
+                let b = a + len;
+                let r = near.around(0, &t, a.saturating_sub(margin), b + margin);
+                let (tn, vn) = (&t[r.clone()], &v[r]);
+                prop_assert_eq!(
+                    format!("{:?}", integrate_gauge(&t, &v, a, b)),
+                    format!("{:?}", integrate_gauge(tn, vn, a, b))
+                );
+                prop_assert_eq!(
+                    format!("{:?}", integrate_counter(&t, &v, &spec, Some(5), a, b)),
+                    format!("{:?}", integrate_counter(tn, vn, &spec, Some(5), a, b))
+                );
+                for held in [false, true] {
+                    prop_assert_eq!(
+                        gauge_inside(held, &t, &v, a, b),
+                        gauge_inside(held, tn, vn, a, b)
+                    );
                 }
             }
         }

@@ -3,8 +3,8 @@
 
 use crate::aggregate::{DevicePart, StretchPart};
 use crate::analyzer::Analyzer;
-use crate::bound::{Bound, BoundTerms, Limits, idle_uncertainty_w};
-use crate::measure::{gauge_inside, settle_ns};
+use crate::bound::{Bound, BoundTerms, Limits, idle_uncertainty_w, response_ns};
+use crate::measure::{Near, gauge_inside, settle_ns};
 use crate::report::{
     ActivitySpan, ChannelEnergy, ChannelStatus, DeviceSpan, SpanReport, State, Verdict,
 };
@@ -20,14 +20,19 @@ use std::fmt::Write as _;
 impl Analyzer<'_> {
     /// Measures one span from mark `from` to mark `to`.
     pub fn span(&self, from: &Mark, to: &Mark) -> SpanReport {
-        self.span_with(from, to, true, false).0
+        self.span_with(from, to, true, false, &mut Near::default())
+            .0
     }
 
     /// What the summary takes from the span from mark `from` to mark `to`: the same as
     /// `SpanFigures::of(&self.span(from, to))`, to the bit, without writing the report
     /// (evidence, bounds, composition, fields), which costs more than measuring.
     pub fn span_figures(&self, from: &Mark, to: &Mark) -> SpanFigures {
-        SpanFigures::of(&self.span_with(from, to, false, false).0)
+        SpanFigures::of(
+            &self
+                .span_with(from, to, false, false, &mut Near::default())
+                .0,
+        )
     }
 
     /// [`Analyzer::span`]; without `detail`, the report holds only what [`SpanFigures`]
@@ -35,13 +40,15 @@ impl Analyzer<'_> {
     /// labels and fields, units, or names of the channel chosen and its device, and a
     /// composition only when the verdict comes from it.
     /// With `union`, also what the span adds to the union aggregate should it make a
-    /// stretch of the union by itself (the same as `StretchPart::measure` over it).
+    /// stretch of the union by itself (the same as `StretchPart::measure` over it). The
+    /// samples are looked for from where `near` found those of the span before.
     pub(crate) fn span_with(
         &self,
         from: &Mark,
         to: &Mark,
         detail: bool,
         union: bool,
+        near: &mut Near,
     ) -> (SpanReport, Option<StretchPart>) {
         let (start, end) = (from.t_ns, to.t_ns.max(from.t_ns));
         let dur_ns = end - start;
@@ -53,7 +60,22 @@ impl Analyzer<'_> {
 
         for (i, ch) in self.trace.channels.iter().enumerate() {
             let c = &self.chans[i];
-            let m = self.measure(i, start, end);
+            // The samples near the span, as far as its bound reads when the channel
+            // states its period (else the bound reads them all).
+            let margin = response_ns(&ch.spec).unwrap_or(0);
+            let r = near.around(
+                i,
+                &ch.t_ns,
+                start.saturating_sub(margin),
+                end.saturating_add(margin),
+            );
+            let (t, v) = (&ch.t_ns[r.clone()], &ch.values[r]);
+            let m = self.measure_in(i, t, v, start, end);
+            debug_assert_eq!(
+                format!("{m:?}"),
+                format!("{:?}", self.measure(i, start, end)),
+                "channel {i} over {start}..{end}: the samples near it answer otherwise"
+            );
             let ok = m.status == ChannelStatus::Ok;
             if let Some(method) = c.method {
                 let updates = if method.samples_are_updates() {
@@ -70,29 +92,27 @@ impl Analyzer<'_> {
                 } else if start + settle < end {
                     let a = start + settle;
                     let d = end - a;
-                    let sm = self.measure(i, a, end);
+                    let sm = self.measure_in(i, t, v, a, end);
                     let ok = sm.status == ChannelStatus::Ok;
                     match ch.spec.kind {
                         // A gauge's verdict comes from the samples stamped inside the
                         // settled window: each describes the interval before its stamp, so
                         // none of them reaches past the span's end into the next phase the
                         // way the edge interpolation of the energy does.
-                        ChannelKind::Gauge => {
-                            match gauge_inside(ch.spec.held(), &ch.t_ns, &ch.values, a, end) {
-                                Some((m, n, changes)) => {
-                                    let u = if method.samples_are_updates() {
-                                        n
-                                    } else {
-                                        changes
-                                    };
-                                    (
-                                        ok.then_some(m),
-                                        ok && resolves(u, d, ch.spec.update_period_ns),
-                                    )
-                                }
-                                None => (None, false),
+                        ChannelKind::Gauge => match gauge_inside(ch.spec.held(), t, v, a, end) {
+                            Some((m, n, changes)) => {
+                                let u = if method.samples_are_updates() {
+                                    n
+                                } else {
+                                    changes
+                                };
+                                (
+                                    ok.then_some(m),
+                                    ok && resolves(u, d, ch.spec.update_period_ns),
+                                )
                             }
-                        }
+                            None => (None, false),
+                        },
                         ChannelKind::Counter(_) => {
                             let u = if method.samples_are_updates() {
                                 sm.samples
@@ -148,10 +168,10 @@ impl Analyzer<'_> {
                 (start, m)
             } else {
                 let a = (start + settle).min(end);
-                (a, self.measure(i, a, end))
+                (a, self.measure_in(i, t, v, a, end))
             };
             if settle > 0 && ch.spec.kind == ChannelKind::Gauge {
-                match gauge_inside(ch.spec.held(), &ch.t_ns, &ch.values, astart, end) {
+                match gauge_inside(ch.spec.held(), t, v, astart, end) {
                     Some((mean, n, changes)) => {
                         m.value = mean * ((end - astart) as f64 / 1e9);
                         m.samples = n;
@@ -308,7 +328,21 @@ impl Analyzer<'_> {
             } else {
                 None
             };
-            let limits = (detail || union).then(|| self.limits(ci, start, end));
+            let limits = (detail || union).then(|| {
+                let ch = &self.trace.channels[ci];
+                if response_ns(&ch.spec).is_some() {
+                    let r = near.range(ci);
+                    let lim = self.limits_in(ci, &ch.t_ns[r.clone()], &ch.values[r], start, end);
+                    debug_assert_eq!(
+                        format!("{lim:?}"),
+                        format!("{:?}", self.limits(ci, start, end)),
+                        "channel {ci} over {start}..{end}: the samples near it bound otherwise"
+                    );
+                    lim
+                } else {
+                    self.limits(ci, start, end)
+                }
+            });
             let (energy_bound_j, active_energy_bound_j, bound_terms) = match &limits {
                 Some(lim) if detail => {
                     self.device_bound(ci, e, lim, &names, idx, &energy, start, end)

@@ -38,6 +38,7 @@
 use crate::aggregate::{Aggregator, StretchPart};
 use crate::analyzer::Analyzer;
 use crate::idle::IdleProfile;
+use crate::measure::Near;
 use crate::pairing::{Paired, Pairer};
 use crate::report::{IdleUsed, SpanReport, Summary, UnmatchedMark};
 use crate::summary::{SpanFigures, SummaryBuilder};
@@ -522,9 +523,9 @@ impl SpanStream {
 /// Measures a span, with its report when the sink needs it.
 /// Measures a span, with its report when the sink needs it, and what it adds to the union
 /// aggregate should it make a stretch of the union by itself.
-fn measure_job<S: SpanSink>(a: &Analyzer<'_>, s: &S, j: Job) -> Measured<S::Item> {
+fn measure_job<S: SpanSink>(a: &Analyzer<'_>, s: &S, near: &mut Near, j: Job) -> Measured<S::Item> {
     let item = s.without_report(j.key);
-    let (r, part) = a.span_with(&j.from, &j.to, item.is_none(), true);
+    let (r, part) = a.span_with(&j.from, &j.to, item.is_none(), true, near);
     let figures = SpanFigures::of(&r);
     let item = item.unwrap_or_else(|| s.prepare(j.key, r));
     (j.key, figures, part, item)
@@ -854,7 +855,7 @@ impl Ctx {
             let a = Analyzer::new(w.b.trace(), idle, thresholds.clone());
             let s: &S = sink;
             hot.into_par_iter()
-                .map(|j| measure_job(&a, s, j))
+                .map_init(Near::default, |near, j| measure_job(&a, s, near, j))
                 .collect_into_vec(&mut done);
         }
         if !cold.is_empty() {
@@ -866,7 +867,7 @@ impl Ctx {
             let s: &S = sink;
             let mut more = Vec::with_capacity(cold.len());
             cold.into_par_iter()
-                .map(|j| measure_job(&a, s, j))
+                .map_init(Near::default, |near, j| measure_job(&a, s, near, j))
                 .collect_into_vec(&mut more);
             done.extend(more);
         }
