@@ -95,6 +95,8 @@ pub struct RecordingSetup {
     pub meta: BTreeMap<String, String>,
     /// An idle profile to embed.
     pub idle: Option<serde_json::Value>,
+    /// Sees every row as the writer writes it (see [`Observer`]).
+    pub observer: Option<Box<dyn Observer>>,
 }
 
 impl RecordingSetup {
@@ -110,7 +112,71 @@ impl RecordingSetup {
             command: Vec::new(),
             meta: BTreeMap::new(),
             idle: None,
+            observer: None,
         }
+    }
+}
+
+/// A row other than a sample or a mark, as an [`Observer`] sees it. Channels are numbered
+/// in header order (the index into [`crate::trace::Trace::channels`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum ObservedRow<'a> {
+    /// A source stopped (`start`) or resumed answering.
+    Gap {
+        /// When.
+        t_ns: u64,
+        /// The source's name.
+        source: &'a str,
+        /// Whether the gap starts here (else it ends).
+        start: bool,
+        /// Why, at the start.
+        reason: &'a str,
+    },
+    /// A counter restarted (a `reset` row).
+    Reset {
+        /// When.
+        t_ns: u64,
+        /// The channel.
+        channel: u32,
+    },
+    /// An implausible or out-of-range counter reading.
+    Flag {
+        /// When.
+        t_ns: u64,
+        /// The channel.
+        channel: u32,
+    },
+    /// Readings of a source were dropped (the writer fell behind).
+    Dropped {
+        /// When.
+        t_ns: u64,
+        /// The source's name.
+        source: &'a str,
+        /// How many.
+        count: u64,
+    },
+}
+
+/// A live consumer of a recording: called on the writer thread with every row right after
+/// it is written, in the order written (samples arrive in batches: see
+/// [`RecorderConfig::flush_interval`]). Every method has a default that does nothing, so the
+/// trait can grow. An observer must be quick: the writer waits for it (the queues in front of
+/// the writer absorb short delays).
+pub trait Observer: Send {
+    /// The recording starts with this header.
+    fn start(&mut self, _header: &Header) {}
+    /// A sample was written.
+    fn sample(&mut self, _r: &Reading) {}
+    /// A mark was written.
+    fn mark(&mut self, _m: &Mark) {}
+    /// A gap, reset, flag or drop row was written.
+    fn row(&mut self, _row: ObservedRow<'_>) {}
+    /// The writer has passed on everything it had; it sleeps next until a mark or event
+    /// arrives, a flush is due, or the `CLOCK_MONOTONIC` time returned here (when the
+    /// observer needs the samples queued by then sooner than the next flush).
+    fn idle(&mut self, _now_ns: u64) -> Option<u64> {
+        None
     }
 }
 
@@ -432,6 +498,10 @@ impl Recorder {
             .map_err(|e| Error::io("cannot write trace", &setup.out, e))?;
 
         let start_ns = clock.now_ns();
+        let mut observer = setup.observer;
+        if let Some(o) = observer.as_mut() {
+            o.start(&header);
+        }
         let writer_thread = {
             let clock = clock.clone();
             let stats = stats.clone();
@@ -441,6 +511,7 @@ impl Recorder {
                 data: data_rx,
                 ctl: rx,
                 drain_asked: drain_asked.clone(),
+                observer,
             };
             std::thread::Builder::new()
                 .name("flinch-writer".into())
@@ -647,6 +718,7 @@ struct WriterQueues {
     data: Receiver<Reading>,
     ctl: ByteBoundedReceiver<Msg>,
     drain_asked: Arc<AtomicBool>,
+    observer: Option<Box<dyn Observer>>,
 }
 
 fn writer_loop(
@@ -661,7 +733,10 @@ fn writer_loop(
         data,
         ctl,
         drain_asked,
+        mut observer,
     } = q;
+    // When the observer wants the queued samples next (CLOCK_MONOTONIC ns).
+    let mut observer_due = u64::MAX;
     let mut counters: Vec<Option<CounterTracker>> = infos
         .iter()
         .flat_map(|s| s.channels.iter())
@@ -678,6 +753,7 @@ fn writer_loop(
         let wait = w
             .next_flush_ns()
             .min(next_anchor)
+            .min(observer_due)
             .saturating_sub(now)
             .max(1_000_000);
         let first = if stopping {
@@ -702,7 +778,7 @@ fn writer_loop(
             } else if matches!(msg, Msg::Drain) {
                 drain = true;
             } else if error.is_none() {
-                let r = handle(&mut w, msg, &infos, &mut wrote_mark);
+                let r = handle(&mut w, msg, &infos, &mut wrote_mark, &mut observer);
                 if let Err(e) = r {
                     error = Some(e);
                 }
@@ -715,13 +791,13 @@ fn writer_loop(
             };
         }
         let now = clock.now_ns();
-        if stopping || drain || wrote_mark || now >= w.next_flush_ns() {
+        if stopping || drain || wrote_mark || now >= w.next_flush_ns() || now >= observer_due {
             // Samples reach the file here: when a flush is due, with a mark, when the
             // queue filled a quarter, and at the end.
             drain_asked.store(false, Ordering::Release);
             while let Ok(r) = data.try_recv() {
                 if error.is_none()
-                    && let Err(e) = write_sample(&mut w, &r, &mut counters)
+                    && let Err(e) = write_sample(&mut w, &r, &mut counters, &mut observer)
                 {
                     error = Some(e);
                 }
@@ -743,6 +819,9 @@ fn writer_loop(
             if let Err(e) = r {
                 error = Some(e);
             }
+        }
+        if let Some(o) = observer.as_mut() {
+            observer_due = o.idle(now).unwrap_or(u64::MAX);
         }
         stats.samples.store(w.samples(), Ordering::Relaxed);
         stats.marks.store(w.marks(), Ordering::Relaxed);
@@ -767,10 +846,25 @@ fn write_sample(
     w: &mut TraceWriter<File>,
     r: &Reading,
     counters: &mut [Option<CounterTracker>],
+    observer: &mut Option<Box<dyn Observer>>,
 ) -> std::io::Result<()> {
     w.sample(r)?;
+    if let Some(o) = observer.as_mut() {
+        o.sample(r);
+    }
     if let Some(Some(tracker)) = counters.get_mut(r.channel as usize) {
-        match tracker.update(r.t_ns, r.value) {
+        let step = tracker.update(r.t_ns, r.value);
+        if let Some(o) = observer.as_mut() {
+            let (t_ns, channel) = (r.t_ns, r.channel);
+            match step {
+                CounterStep::Reset { .. } => o.row(ObservedRow::Reset { t_ns, channel }),
+                CounterStep::Implausible { .. } | CounterStep::OutOfRange { .. } => {
+                    o.row(ObservedRow::Flag { t_ns, channel })
+                }
+                CounterStep::First | CounterStep::Delta { .. } => {}
+            }
+        }
+        match step {
             CounterStep::Reset { from, to } => w.reset(r.t_ns, r.channel, from, to)?,
             CounterStep::Implausible { delta, limit } => w.flag(
                 r.t_ns,
@@ -804,11 +898,15 @@ fn handle(
     msg: Msg,
     infos: &[SourceInfo],
     wrote_mark: &mut bool,
+    observer: &mut Option<Box<dyn Observer>>,
 ) -> std::io::Result<()> {
     match msg {
         Msg::Mark(m) => {
             w.mark_buffered(&m)?;
             *wrote_mark = true;
+            if let Some(o) = observer.as_mut() {
+                o.mark(&m);
+            }
         }
         Msg::BadMark(b) => {
             let (via, recv, line, err) = *b;
@@ -817,14 +915,29 @@ fn handle(
         Msg::Gap(g) => {
             let (t, src, reason) = *g;
             let name = source_name(infos, src).to_owned();
-            match reason {
-                Some(r) => w.gap(t, &name, true, &r)?,
+            match &reason {
+                Some(r) => w.gap(t, &name, true, r)?,
                 None => w.gap(t, &name, false, "")?,
+            }
+            if let Some(o) = observer.as_mut() {
+                o.row(ObservedRow::Gap {
+                    t_ns: t,
+                    source: &name,
+                    start: reason.is_some(),
+                    reason: reason.as_deref().unwrap_or(""),
+                });
             }
         }
         Msg::Dropped(t, src, n) => {
             let name = source_name(infos, src).to_owned();
             w.dropped(t, &name, n)?;
+            if let Some(o) = observer.as_mut() {
+                o.row(ObservedRow::Dropped {
+                    t_ns: t,
+                    source: &name,
+                    count: n,
+                });
+            }
         }
         Msg::Event(e) => {
             let (t, label, text) = *e;

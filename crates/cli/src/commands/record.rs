@@ -216,6 +216,7 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
         command: a.command.clone(),
         meta: a.meta.iter().cloned().collect(),
         idle,
+        observer: None,
     };
     let config = RecorderConfig {
         interval: a.interval,
