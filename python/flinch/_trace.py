@@ -163,6 +163,7 @@ def read_trace(path: PathLike) -> Trace:
             "update_period_ns", "wrap_range", "max_rate", "description",
         ],
     )
+    channels["update_period_ns"] = channels["update_period_ns"].astype("Int64")
     anchors = pd.DataFrame(raw["anchors"], columns=["mono_ns", "real_ns"], dtype="int64")
     gaps = pd.DataFrame(raw["gaps"], columns=["source", "start_ns", "end_ns", "reason"])
     events = pd.DataFrame(

@@ -5,8 +5,11 @@
 //! recorder's own threads, and long calls release the GIL (`Python::detach`).
 
 mod analyze;
+mod backends;
 mod errors;
+mod record;
 mod trace;
+mod windows;
 
 use pyo3::prelude::*;
 
@@ -16,5 +19,8 @@ fn _flinch(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(trace::read_trace, m)?)?;
     m.add_function(wrap_pyfunction!(analyze::analyze_json, m)?)?;
+    m.add_function(wrap_pyfunction!(record::calibrate, m)?)?;
+    m.add_class::<record::NativeRecorder>()?;
+    m.add_class::<record::NativeWindow>()?;
     Ok(())
 }
