@@ -135,7 +135,7 @@ class Window:
 
     Made by :meth:`Recorder.window`. As a context manager it measures its ``with`` block;
     as a decorator, every call of the function (each call is a window of its own; the
-    latest is ``func.last_window``). Entering stamps the start and sends the mark
+    one that ended last is ``func.last_window``). Entering stamps the start and sends the mark
     ``NAME_start``; leaving stamps the end and sends ``NAME_end`` (both with the window's
     fields and a ``req``, its own unless given, so that windows of one name that overlap or
     nest pair exactly in the trace too). Neither waits for anything: no sensor is read on
@@ -171,9 +171,11 @@ class Window:
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             w = Window(rec, name, fields)
-            wrapper.last_window = w  # type: ignore[attr-defined]
-            with w:
-                return func(*args, **kwargs)
+            try:
+                with w:
+                    return func(*args, **kwargs)
+            finally:
+                wrapper.last_window = w  # type: ignore[attr-defined]
 
         wrapper.last_window = None  # type: ignore[attr-defined]
         return wrapper  # type: ignore[return-value]
@@ -292,6 +294,11 @@ class Recorder:
             fd, path = tempfile.mkstemp(prefix="flinch-", suffix=".flinch.csv")
             os.close(fd)
             out, force = path, True
+        elif os.path.exists(out) and not force:
+            raise FileExistsError(
+                17, "%s exists: choose another out= or pass force=True to replace it"
+                % os.fspath(out), os.fspath(out),
+            )
         idle_kw: Dict[str, Any] = {}
         if isinstance(idle, Mapping):
             idle_kw["idle_json"] = json.dumps(dict(idle))

@@ -82,8 +82,16 @@ fn one(py: Python<'_>, e: &(dyn StdError + 'static)) -> PyErr {
 }
 
 /// A `flinch.SourceError` with `backend`, `kind` and `retryable`.
+///
+/// An unknown backend or a bad option is a `flinch.InvalidInput` (a `ValueError`) with the
+/// same attributes.
 pub fn source_error(py: Python<'_>, s: &SourceError) -> PyErr {
-    let err = instance(py, "SourceError", &s.to_string());
+    let class = if s.kind == flinch_core::ErrorKind::InvalidInput {
+        "InvalidInput"
+    } else {
+        "SourceError"
+    };
+    let err = instance(py, class, &s.to_string());
     set(&err, py, "backend", s.backend.clone());
     set(&err, py, "kind", s.kind.name());
     set(&err, py, "retryable", s.retryable);

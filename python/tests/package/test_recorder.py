@@ -1,0 +1,257 @@
+"""Recording in-process: windows measured against a known power schedule (the synthetic
+source, and a fake RAPL powercap tree), overlapping and nested windows, a window too
+short to resolve, and the trace the recorder wrote analysed afterwards."""
+
+import json
+import math
+import threading
+import time
+
+import pytest
+
+import flinch
+
+# A repeating schedule the synthetic source follows exactly (its energy is known to the ns).
+STEPS = [(0.3, 100.0), (0.2, 250.0)]
+SCHEDULE = "100W/300ms,250W/200ms;class=gpu"
+
+
+def schedule_energy(steps, origin_ns, a_ns, b_ns):
+    """The exact energy of a repeating (seconds, watts) schedule between two instants."""
+
+    def e(t_ns):
+        period = sum(d for d, _ in steps)
+        n, phase = divmod(max(0.0, (t_ns - origin_ns) / 1e9), period)
+        total = n * sum(d * w for d, w in steps)
+        for d, w in steps:
+            part = min(phase, d)
+            total += part * w
+            phase -= part
+        return total
+
+    return e(b_ns) - e(a_ns)
+
+
+def origin_of(rec):
+    (src,) = [s for s in rec.sources if s["backend"] == "synthetic"]
+    return int(src["attributes"]["origin_ns"])
+
+
+def close_to(got, want, rel=0.01):
+    return abs(got - want) <= rel * abs(want)
+
+
+def test_windows_match_the_synthetic_schedule(tmp_path):
+    out = tmp_path / "run.flinch.csv"
+    with flinch.Recorder(sources=["synthetic"], out=out, synthetic=SCHEDULE, interval="1ms") as rec:
+        origin = origin_of(rec)
+        time.sleep(0.05)
+        windows = []
+        for length in (0.25, 0.4, 0.6, 0.35):
+            with rec.window("work", size=int(length * 1000)) as w:
+                time.sleep(length)
+            windows.append(w)
+            time.sleep(0.03)
+        results = [w.result(timeout=10) for w in windows]
+    for w, m in zip(windows, results):
+        want = schedule_energy(STEPS, origin, m.start_ns, m.end_ns)
+        got = m.energy_j["synthetic"]
+        assert close_to(got, want), (got, want)
+        assert m.resolved and m.reason is None
+        assert (m.start_ns, m.end_ns) == (w.start_ns, w.end_ns)
+        assert m.duration_s == pytest.approx((m.end_ns - m.start_ns) / 1e9, abs=1e-9)
+        assert m.methods["synthetic"] == "modelled"
+        assert m.active_energy_j["synthetic"] is None  # no idle profile given
+        assert m.span["devices"]["synthetic"]["class"] == "gpu"
+    assert {m.req for m in results} == {"w1", "w2", "w3", "w4"}
+
+
+def test_overlapping_and_nested_windows(tmp_path):
+    out = tmp_path / "run.flinch.csv"
+    with flinch.Recorder(sources=["synthetic"], out=out, synthetic=SCHEDULE, interval="1ms") as rec:
+        origin = origin_of(rec)
+        outer = rec.window("outer")
+        a = rec.window("a")
+        b = rec.window("b")
+        with outer:
+            time.sleep(0.1)
+            a.__enter__()
+            time.sleep(0.25)
+            b.__enter__()  # b starts inside a ...
+            time.sleep(0.2)
+            a.__exit__(None, None, None)  # ... and outlives it: they overlap
+            time.sleep(0.25)
+            with rec.window("inner") as inner:  # nested in b and outer
+                time.sleep(0.3)
+            b.__exit__(None, None, None)
+            time.sleep(0.05)
+        ms = {w.name: w.result(timeout=10) for w in (outer, a, b, inner)}
+    for name, m in ms.items():
+        want = schedule_energy(STEPS, origin, m.start_ns, m.end_ns)
+        assert close_to(m.energy_j["synthetic"], want), (name, m.energy_j, want)
+        assert m.resolved, (name, m.reason)
+    assert ms["a"].start_ns < ms["b"].start_ns < ms["a"].end_ns < ms["b"].end_ns
+    assert ms["b"].start_ns < ms["inner"].start_ns < ms["inner"].end_ns < ms["b"].end_ns
+    assert ms["outer"].energy_j["synthetic"] > ms["b"].energy_j["synthetic"] > ms["inner"].energy_j["synthetic"]
+
+
+def test_a_window_too_short_to_resolve_says_so(tmp_path):
+    # The modelled power is sampled every 10 ms: a window of well under one sample
+    # interval holds at most one sensor update.
+    with flinch.Recorder(sources=["synthetic"], out=tmp_path / "t.csv", synthetic="80W") as rec:
+        time.sleep(0.05)
+        with rec.window("blink") as w:
+            pass
+        m = w.result(timeout=10)
+        time.sleep(0.05)
+        with rec.window("long_enough") as w2:
+            time.sleep(0.2)
+        m2 = w2.result(timeout=10)
+    assert m.resolved is False
+    assert "sensor update" in m.reason and "synthetic.power" in m.reason
+    assert m.verdict == "unresolved"
+    # The energy is the interpolated share, not a silent 0 J, and is labelled unresolved.
+    assert m.energy_j["synthetic"] == pytest.approx(80.0 * m.duration_s, rel=1e-6)
+    assert m.span["energy"]["synthetic.power"]["resolved"] is False
+    assert m2.resolved and m2.reason is None
+    assert m2.energy_j["synthetic"] == pytest.approx(80.0 * m2.duration_s, rel=1e-6)
+
+
+def test_the_decorator_and_threads(tmp_path):
+    out = tmp_path / "run.flinch.csv"
+    with flinch.Recorder(sources=["synthetic"], out=out, synthetic=SCHEDULE, interval="2ms") as rec:
+        origin = origin_of(rec)
+
+        @rec.window("step", phase="train")
+        def step(depth):
+            time.sleep(0.12)
+            if depth:
+                step(depth - 1)  # the same window name, nested
+            return depth
+
+        assert step.__name__ == "step"
+        assert step(1) == 1
+        outer_w = step.last_window
+        seen = []
+
+        def worker():
+            for _ in range(2):
+                with rec.window("io") as w:
+                    time.sleep(0.15)
+                seen.append(w)
+
+        ts = [threading.Thread(target=worker) for _ in range(3)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        results = [w.result(timeout=10) for w in seen]
+        outer = outer_w.result(timeout=10)
+    assert len(results) == 6
+    for m in results + [outer]:
+        want = schedule_energy(STEPS, origin, m.start_ns, m.end_ns)
+        assert close_to(m.energy_j["synthetic"], want)
+    assert outer.duration_s > 0.24  # it holds the inner call
+
+    # Windows are marks in the trace: flinch.analyze of the file pairs them exactly (each
+    # window has its own req) and gives the numbers measured in-process.
+    spans = flinch.analyze(out, "step_start", "step_end")
+    assert len(spans) == 2
+    outer_span = spans[spans.req == outer.req].iloc[0]
+    assert (outer_span.start_ns, outer_span.end_ns) == (outer.start_ns, outer.end_ns)
+    assert outer_span["synthetic.energy_j"] == pytest.approx(outer.energy_j["synthetic"], rel=1e-9)
+    io_spans = flinch.analyze(out, "io_start", "io_end")
+    assert sorted(io_spans.req) == sorted(m.req for m in results)
+    by_req = {m.req: m for m in results}
+    for _, row in io_spans.iterrows():
+        m = by_req[row.req]
+        assert (row.start_ns, row.end_ns) == (m.start_ns, m.end_ns)
+        assert row["synthetic.energy_j"] == pytest.approx(m.energy_j["synthetic"], rel=1e-9)
+        assert row.verdict == m.verdict
+    marks = flinch.read_trace(out).marks
+    starts = marks[marks.label == "step_start"]
+    assert all(f["phase"] == "train" for f in starts.fields)
+
+
+def test_windows_on_a_fake_rapl_tree(tmp_path, fake_rapl):
+    steps = [(0.3, 20.0), (0.3, 90.0)]
+    fake = fake_rapl(steps)
+    out = tmp_path / "rapl.flinch.csv"
+    with flinch.Recorder(sources=["rapl"], rapl_root=fake.root, out=out, interval="5ms") as rec:
+        assert rec.backends == ["rapl"]
+        (zone,) = rec.sources
+        assert zone["backend"] == "rapl"
+        time.sleep(0.1)
+        ws = []
+        for length in (0.5, 0.8):
+            with rec.window("cpu_work") as w:
+                time.sleep(length)
+            ws.append(w)
+        ms = [w.result(timeout=10) for w in ws]
+    for m in ms:
+        (dev,) = m.energy_j
+        want = fake.energy_j(m.end_ns) - fake.energy_j(m.start_ns)
+        assert close_to(m.energy_j[dev], want), (m.energy_j, want)
+        assert m.methods[dev] == "counter"
+        assert m.resolved, m.reason
+    trace = flinch.read_trace(out)
+    assert trace.channels.kind.tolist() == ["counter"]
+
+
+def test_calibrate_and_active_energy(tmp_path):
+    idle_file = tmp_path / "idle.json"
+    profile = flinch.calibrate(
+        0.6, sources=["synthetic"], synthetic="40W;class=gpu", out=idle_file
+    )
+    assert profile["format"] == "flinch-idle" and profile["idle_ok"]
+    assert profile["channels"]["synthetic.power"]["mean"] == pytest.approx(40.0)
+    assert json.loads(idle_file.read_text()) == profile
+    with pytest.raises(FileExistsError):
+        flinch.calibrate(0.2, sources=["synthetic"], out=idle_file)
+
+    with flinch.Recorder(
+        sources=["synthetic"], out=tmp_path / "t.csv", synthetic="40W/300ms,140W/300ms;class=gpu",
+        idle=idle_file, interval="2ms",
+    ) as rec:
+        origin = origin_of(rec)
+        # Wait for a busy step to begin, then measure most of it.
+        period_ns = 600_000_000
+        now = time.monotonic_ns()
+        next_busy = origin + ((now - origin) // period_ns + 1) * period_ns - 300_000_000
+        if next_busy < now:
+            next_busy += period_ns
+        time.sleep((next_busy - now) / 1e9 + 0.05)
+        with rec.window("busy") as w:
+            time.sleep(0.2)
+        m = w.result(timeout=10)
+    assert m.idle_power_w["synthetic"] == pytest.approx(40.0)
+    assert m.active_energy_j["synthetic"] == pytest.approx(
+        m.energy_j["synthetic"] - 40.0 * m.duration_s, rel=1e-9
+    )
+    assert close_to(m.active_energy_j["synthetic"], 100.0 * m.duration_s)
+    assert m.verdict == "gpu-compute"
+    # The trace carries the profile: flinch.analyze uses it (via "embedded").
+    assert flinch.read_trace(rec.out).header["idle"]["channels"]["synthetic.power"]["mean"] == pytest.approx(40.0)
+
+
+def test_calibrate_refuses_a_busy_machine(tmp_path):
+    out = tmp_path / "idle.json"
+    with pytest.raises(flinch.NotIdleError) as e:
+        flinch.calibrate(0.6, sources=["synthetic"], synthetic="20W/100ms,200W/100ms;class=gpu", out=out)
+    assert e.value.problems and "something ran on the GPU" in str(e.value)
+    assert e.value.profile["idle_ok"] is False
+    assert not out.exists()
+    p = flinch.calibrate(0.6, sources=["synthetic"], synthetic="20W/100ms,200W/100ms;class=gpu",
+                         out=out, allow_busy=True)
+    assert p["idle_ok"] is False and out.exists()
+
+
+def test_no_sources_falls_back_to_the_synthetic_source_with_a_warning(tmp_path):
+    with pytest.warns(RuntimeWarning, match="synthetic"):
+        rec = flinch.Recorder(out=tmp_path / "t.csv", rapl_root=tmp_path / "none", nvml_lib=tmp_path / "none.so")
+    with rec:
+        assert rec.backends == ["synthetic"]
+        assert rec.mark("hello", n=1) is True
+    assert rec.footer["marks"] == 1
+    t = flinch.read_trace(rec.out)
+    assert t.marks.label.tolist() == ["hello"] and t.marks.fields[0] == {"n": "1"}
