@@ -18,10 +18,10 @@
 //!
 //! Throughput is in samples.
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use flinch_analysis::idle::IdleProfile;
+use flinch_analysis::{Analyzer, Thresholds};
 use flinch_benches::synthetic_trace;
-use flinch_core::analysis::{Analyzer, Thresholds};
 use flinch_core::channel::CounterSpec;
-use flinch_core::idle::IdleProfile;
 use flinch_core::integrate::{integrate_counter, integrate_gauge};
 use flinch_core::trace::{Trace, read_trace_from};
 use std::hint::black_box;

@@ -16,9 +16,9 @@
 //!   same whichever way the file is opened, and is not measured here.
 use criterion::{Criterion, criterion_group, criterion_main};
 use flinch_core::clock::MonotonicClock;
-use flinch_core::sampler::{CountingSink, SamplerGroup};
 use flinch_rapl::testing::FakePowercap;
 use flinch_rapl::{CounterFile, RaplConfig, parse_uj};
+use flinch_record::sampler::{CountingSink, SamplerGroup};
 use std::fs::File;
 use std::hint::black_box;
 use std::io::Read;

@@ -11,9 +11,9 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use crossbeam_channel::{Receiver, Sender, bounded};
 use flinch_core::SourceError;
 use flinch_core::clock::MonotonicClock;
-use flinch_core::sampler::{CountingSink, SamplerGroup, Sink};
 use flinch_core::source::Reading;
 use flinch_core::testing::NullSource;
+use flinch_record::sampler::{CountingSink, SamplerGroup, Sink};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

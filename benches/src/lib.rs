@@ -10,8 +10,8 @@ use flinch_core::channel::SourceInfo;
 use flinch_core::clock::{ClockAnchor, ManualClock};
 use flinch_core::marks::{Mark, MarkVia};
 use flinch_core::source::Reading;
-use flinch_core::synthetic::{SyntheticConfig, SyntheticSource};
 use flinch_core::trace::{Footer, Header, TraceWriter};
+use flinch_record::synthetic::{SyntheticConfig, SyntheticSource};
 use std::sync::Arc;
 
 /// CPU time used by the whole process so far (all threads, user + system), ns.
@@ -22,7 +22,7 @@ pub fn process_cpu_ns() -> u64 {
 
 /// CPU time used by the calling thread so far, ns.
 pub fn thread_cpu_ns() -> u64 {
-    flinch_core::sampler::thread_cpu_ns()
+    flinch_record::sampler::thread_cpu_ns()
 }
 
 /// One thread of this process as the kernel accounts it.
@@ -180,8 +180,8 @@ pub fn synthetic_trace(ticks: u64, interval_ns: u64, span_every: u64) -> BuiltTr
 pub mod latency {
     use flinch_core::clock::{MonotonicClock, monotonic_ns};
     use flinch_core::marks::client::{MarkClient, SendOutcome};
-    use flinch_core::recorder::{MarkSender, Recorder, RecorderConfig, RecordingSetup};
-    use flinch_core::synthetic::{SyntheticConfig, SyntheticSource};
+    use flinch_record::recorder::{MarkSender, Recorder, RecorderConfig, RecordingSetup};
+    use flinch_record::synthetic::{SyntheticConfig, SyntheticSource};
     use std::fs::File;
     use std::os::unix::fs::FileExt;
     use std::sync::Arc;

@@ -522,7 +522,11 @@ fn run_target(
             Ok(Err(invariant)) => Some(format!("invariant broken: {invariant}")),
             Err(payload) => Some(format!(
                 "panic: {}",
-                flinch_core::sampler::panic_message(payload.as_ref())
+                payload
+                    .downcast_ref::<&str>()
+                    .copied()
+                    .or(payload.downcast_ref::<String>().map(String::as_str))
+                    .unwrap_or("?")
             )),
         };
         if let Some(problem) = problem {

@@ -1,20 +1,14 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
-pub mod analysis;
 pub mod channel;
 pub mod clock;
 pub mod counter;
 pub mod device;
 pub mod error;
-pub mod idle;
 pub mod integrate;
 pub mod marks;
-pub mod recorder;
-pub mod sampler;
 pub mod source;
-pub mod stats;
-pub mod synthetic;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod trace;

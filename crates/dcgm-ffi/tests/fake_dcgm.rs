@@ -637,7 +637,7 @@ fn the_source_passes_the_conformance_suite() {
 
 #[test]
 fn a_recording_holds_what_dcgm_served_on_its_timestamps_with_blanks_as_gaps() {
-    use flinch_core::recorder::{Recorder, RecorderConfig, RecordingSetup};
+    use flinch_record::recorder::{Recorder, RecorderConfig, RecordingSetup};
     use std::sync::Arc;
 
     let mut script = String::from("gpus 0\n");

@@ -4,7 +4,6 @@
 
 use flinch_core::clock::{Clock, ManualClock, MonotonicClock, monotonic_ns};
 use flinch_core::counter::{CounterStep, CounterTracker};
-use flinch_core::recorder::{Recorder, RecorderConfig, RecordingSetup};
 use flinch_core::testing::check_source;
 use flinch_core::trace::{RowKind, read_trace};
 use flinch_core::{ErrorKind, Reading, Readings, Source, SourceError, Watts};
@@ -12,6 +11,7 @@ use flinch_rapl::testing::{
     AMD_RANGE_UJ, FakePowercap, INTEL_DRAM_RANGE_UJ, INTEL_RANGE_UJ, without_file_privileges,
 };
 use flinch_rapl::{Interface, RaplConfig, ZoneKind, ZoneSource};
+use flinch_record::recorder::{Recorder, RecorderConfig, RecordingSetup};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -3,10 +3,8 @@
 //! calibrate`), `--idle-window A..B` (profiled from a stretch of the trace), or the profile
 //! embedded in the trace's header; and the level drawn under each power line.
 
-use flinch_core::analysis::{
-    parse_window as parse_idle_window, resolve_window as resolve_idle_window,
-};
-use flinch_core::idle::{ChannelIdle, IDLE_FORMAT, IDLE_VERSION, IdleProfile, StatOf};
+use flinch_analysis::idle::{ChannelIdle, IDLE_FORMAT, IDLE_VERSION, IdleProfile, StatOf};
+use flinch_analysis::{parse_window as parse_idle_window, resolve_window as resolve_idle_window};
 use flinch_core::integrate::Method;
 use flinch_core::trace::Trace;
 use flinch_core::{ChannelKind, Quantity};
@@ -202,12 +200,12 @@ impl Idle {
     }
 }
 
-pub use flinch_core::analysis::WindowEdge;
+pub use flinch_analysis::WindowEdge;
 
 /// Parses `A..B`, each side a mark label or seconds from the trace's start; `A..` and `..B`
-/// leave that side open (see [`flinch_core::analysis::parse_open_window`]).
+/// leave that side open (see [`flinch_analysis::parse_open_window`]).
 pub fn parse_window(s: &str) -> Result<(Option<WindowEdge>, Option<WindowEdge>), String> {
-    flinch_core::analysis::parse_open_window(s)
+    flinch_analysis::parse_open_window(s)
 }
 
 /// Resolves a window on a trace into `(start_ns, end_ns)`; an open side is the trace's
@@ -218,7 +216,7 @@ pub fn resolve_window(
     b: Option<&WindowEdge>,
     what: &str,
 ) -> Result<(u64, u64), String> {
-    flinch_core::analysis::resolve_open_window(trace, a, b, what)
+    flinch_analysis::resolve_open_window(trace, a, b, what)
 }
 
 #[cfg(test)]

@@ -5,14 +5,14 @@
 //! `--from/--to`, every pair of labels `X_start` / `X_end` in the trace gives spans named
 //! `X`.
 //!
-//! Verdicts are those of `flinch analyze` ([`flinch_core::analysis::Analyzer`]): the same
+//! Verdicts are those of `flinch analyze` ([`flinch_analysis::Analyzer`]): the same
 //! idle profile, thresholds and evidence, so a picture and a report never disagree.
 
 use crate::idle::Idle;
-use flinch_core::analysis::{Analyzer, Thresholds};
+use flinch_analysis::{Analyzer, Thresholds};
 use flinch_core::trace::Trace;
 
-pub use flinch_core::analysis::{Verdict, describe_labels, pair_marks};
+pub use flinch_analysis::{Verdict, describe_labels, pair_marks};
 
 /// One span between two marks.
 #[derive(Clone, Debug, PartialEq)]

@@ -333,10 +333,10 @@ fn demo_verdicts_follow_the_phases() {
     assert!(warnings.is_empty(), "{warnings:?}");
     let v = verdicts(&t, &spans, Some(&idle));
     // The same verdicts as `flinch analyze` gives (the analysis is the one in flinch-core).
-    let analyzer = flinch_core::analysis::Analyzer::new(
+    let analyzer = flinch_analysis::Analyzer::new(
         &t,
         Some((&idle.profile, "window")),
-        flinch_core::analysis::Thresholds::default(),
+        flinch_analysis::Thresholds::default(),
     );
     let report = analyzer
         .run("phase_start", "phase_end", &mut |_, _| {})

@@ -11,8 +11,8 @@ mod nvml;
 mod rapl;
 mod synthetic;
 
-use flinch_core::synthetic::SyntheticConfig;
 use flinch_core::{Source, SourceError, SourceInfo};
+use flinch_record::synthetic::SyntheticConfig;
 use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::Arc;

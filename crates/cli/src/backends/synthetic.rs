@@ -2,8 +2,8 @@
 
 use super::{Backend, BackendOptions, BackendStatus};
 use flinch_core::clock::MonotonicClock;
-use flinch_core::synthetic::SyntheticSource;
 use flinch_core::{Source, SourceError};
+use flinch_record::synthetic::SyntheticSource;
 
 pub struct Synthetic;
 

@@ -3,10 +3,10 @@
 
 use crate::Failure;
 use crate::cli::AnalyzeArgs;
-use flinch_core::analysis::{
+use flinch_analysis::idle::IdleProfile;
+use flinch_analysis::{
     Analyzer, Report, State, Thresholds, describe_labels, parse_window, resolve_window,
 };
-use flinch_core::idle::IdleProfile;
 use flinch_core::trace::{Trace, read_trace_from};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::fmt::Write as _;

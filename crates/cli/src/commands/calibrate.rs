@@ -3,10 +3,10 @@
 
 use crate::Failure;
 use crate::cli::CalibrateArgs;
+use flinch_analysis::idle::{ChannelIdle, IdleProfile};
 use flinch_core::clock::{Clock, MonotonicClock};
-use flinch_core::idle::{ChannelIdle, IdleProfile};
-use flinch_core::recorder::{Recorder, RecorderConfig, RecordingSetup};
 use flinch_core::trace::read_trace;
+use flinch_record::recorder::{Recorder, RecorderConfig, RecordingSetup};
 use indicatif::{ProgressBar, ProgressStyle};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use std::io::{IsTerminal, Write};

@@ -3,7 +3,7 @@
 use crate::Failure;
 use crate::cli::MarkArgs;
 use flinch_core::marks::client::{MarkClient, SendOutcome};
-use flinch_core::marks::fifo::client_marks_path;
+use flinch_core::marks::paths::client_marks_path;
 use std::process::ExitCode;
 
 pub fn run(a: MarkArgs) -> Result<ExitCode, Failure> {

@@ -4,12 +4,13 @@
 use crate::Failure;
 use crate::backends::{self, Backend, BackendOptions};
 use crate::cli::RecordArgs;
+use flinch_analysis::idle::IdleProfile;
 use flinch_core::clock::{Clock, MonotonicClock};
-use flinch_core::idle::IdleProfile;
-use flinch_core::marks::fifo::{MARKS_ENV, default_dir, default_fifo_path, ensure_private_dir};
-use flinch_core::recorder::{Recorder, RecorderConfig, RecordingSetup};
+use flinch_core::marks::paths::{MARKS_ENV, default_dir, default_fifo_path};
 use flinch_core::trace::Footer;
 use flinch_core::{Source, SourceError};
+use flinch_record::marks::fifo::ensure_private_dir;
+use flinch_record::recorder::{Recorder, RecorderConfig, RecordingSetup};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::SignalsInfo;
 use signal_hook::iterator::exfiltrator::origin::WithOrigin;

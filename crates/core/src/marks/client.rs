@@ -12,7 +12,7 @@
 //! c.mark("infer_start", &[("req", "42")]).unwrap();
 //! ```
 
-use super::fifo::client_marks_path;
+use super::paths::client_marks_path;
 use super::{MarkParseError, format_mark};
 use crate::clock::monotonic_ns;
 use rustix::fs::OFlags;

@@ -30,9 +30,7 @@
 //! [`crate::recorder::MarkSender`]. Clients never block: see [`client`].
 
 pub mod client;
-pub mod fifo;
-pub mod file;
-pub mod queue;
+pub mod paths;
 
 use std::fmt;
 
@@ -382,6 +380,21 @@ impl LineSplitter {
 
 /// Delivers receiver events (a channel sender, a closure, ...).
 pub type MarkSink = Box<dyn Fn(MarkEvent) + Send + Sync + 'static>;
+
+/// Hands one line from a receiver to the sink: a mark, a bad line (an overlong one
+/// included), or nothing for a blank line.
+pub fn deliver_line(sink: &MarkSink, line: Line<'_>, now: u64, via: MarkVia) {
+    match line {
+        Line::Complete(l) if l.iter().all(u8::is_ascii_whitespace) => {} // blank lines are noise
+        Line::Complete(l) => sink(mark_event(l, now, via)),
+        Line::Overlong(n) => sink(MarkEvent::Bad {
+            via,
+            recv_ns: now,
+            line: format!("<{n} bytes without a newline>"),
+            error: MarkParseError::TooLong { len: n },
+        }),
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -6,10 +6,10 @@
 //! newline has arrived. If the file shrinks (someone truncated it) reading restarts from the
 //! beginning and the event is reported.
 
-use super::fifo::deliver_line;
-use super::{LineSplitter, MarkEvent, MarkParseError, MarkSink, MarkVia};
-use crate::clock::Clock;
-use crate::error::{Error, Result};
+use flinch_core::clock::Clock;
+use flinch_core::error::{Error, Result};
+use flinch_core::marks::deliver_line;
+use flinch_core::marks::{LineSplitter, MarkEvent, MarkParseError, MarkSink, MarkVia};
 use rustix::fs::OFlags;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};

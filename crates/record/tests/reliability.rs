@@ -8,12 +8,12 @@
 use flinch_core::channel::{ChannelSpec, PowerMethod, SourceInfo};
 use flinch_core::clock::{Clock, MonotonicClock, monotonic_ns};
 use flinch_core::marks::client::{MarkClient, SendOutcome};
-use flinch_core::marks::fifo::ensure_private_dir;
-use flinch_core::recorder::{Recorder, RecorderConfig, RecordingSetup};
-use flinch_core::synthetic::{SyntheticConfig, SyntheticSource};
 use flinch_core::testing::ScriptedSource;
 use flinch_core::trace::{RowKind, Trace, read_trace};
 use flinch_core::{ErrorKind, Readings, Source, SourceError};
+use flinch_record::marks::fifo::ensure_private_dir;
+use flinch_record::recorder::{Recorder, RecorderConfig, RecordingSetup};
+use flinch_record::synthetic::{SyntheticConfig, SyntheticSource};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -468,7 +468,7 @@ fn in_process_marks_are_refused_not_queued_when_the_queue_is_full() {
     for i in 0..20_000 {
         match api.mark("m", &[("i", &i.to_string())]) {
             Ok(()) => ok += 1,
-            Err(flinch_core::recorder::MarkSendError::Full) => full += 1,
+            Err(flinch_record::recorder::MarkSendError::Full) => full += 1,
             Err(e) => panic!("{e}"),
         }
     }

@@ -14,7 +14,7 @@
 //! small budget never deadlocks.
 //!
 //! ```
-//! use flinch_core::marks::queue::byte_bounded;
+//! use flinch_record::queue::byte_bounded;
 //! let (tx, rx) = byte_bounded::<String>(100);
 //! tx.send("first".into(), 60).unwrap();
 //! assert!(tx.try_send("second".into(), 60).is_err()); // would exceed the budget

@@ -1,13 +1,13 @@
 //! Spans, energies and verdicts on traces built in memory, with answers worked out by hand
 //! from the power curves (never from the code's output).
 
-use flinch_core::analysis::{
+use flinch_analysis::idle::IdleProfile;
+use flinch_analysis::{
     Analyzer, ChannelStatus, State, Thresholds, Verdict, WindowEdge, pair_marks, parse_window,
     resolve_window,
 };
 use flinch_core::channel::{ChannelSpec, CounterSpec, PowerMethod, Quantity, SourceInfo};
 use flinch_core::clock::ClockAnchor;
-use flinch_core::idle::IdleProfile;
 use flinch_core::integrate::Method;
 use flinch_core::marks::{Mark, MarkVia};
 use flinch_core::trace::{ChannelData, Gap, Header, RowKind, Trace, TraceEvent};

@@ -11,7 +11,7 @@
 //! means; without it the device's class is `other`.
 //!
 //! ```
-//! use flinch_core::synthetic::{SyntheticConfig, SyntheticSource};
+//! use flinch_record::synthetic::{SyntheticConfig, SyntheticSource};
 //! use flinch_core::clock::ManualClock;
 //! let cfg: SyntheticConfig = "50W/1s,250W/1s".parse().unwrap();
 //! let clock = ManualClock::new(0, 0);
@@ -20,12 +20,12 @@
 //! assert_eq!(s.energy_at(2_000_000_000).0, 300.0);
 //! ```
 
-use crate::channel::{ChannelSpec, CounterSpec, PowerMethod, Quantity, SourceInfo};
-use crate::clock::Clock;
-use crate::device::{DEVICE_CLASS_ATTRIBUTE, DeviceClass};
-use crate::error::SourceError;
-use crate::source::{Readings, Source};
-use crate::units::{Joules, Watts};
+use flinch_core::channel::{ChannelSpec, CounterSpec, PowerMethod, Quantity, SourceInfo};
+use flinch_core::clock::Clock;
+use flinch_core::device::{DEVICE_CLASS_ATTRIBUTE, DeviceClass};
+use flinch_core::error::SourceError;
+use flinch_core::source::{Readings, Source};
+use flinch_core::units::{Joules, Watts};
 use std::str::FromStr;
 
 /// The synthetic source's schedule and counter.

@@ -2,8 +2,8 @@
 //! thread appending to the trace.
 //!
 //! ```no_run
-//! use flinch_core::recorder::{Recorder, RecorderConfig, RecordingSetup};
-//! use flinch_core::synthetic::{SyntheticConfig, SyntheticSource};
+//! use flinch_record::recorder::{Recorder, RecorderConfig, RecordingSetup};
+//! use flinch_record::synthetic::{SyntheticConfig, SyntheticSource};
 //! use flinch_core::clock::MonotonicClock;
 //! use std::sync::Arc;
 //!
@@ -19,18 +19,20 @@
 //! println!("{} samples", footer.samples);
 //! ```
 
-use crate::channel::SourceInfo;
-use crate::clock::Clock;
-use crate::counter::{CounterStep, CounterTracker};
-use crate::error::{Error, Result, SourceError};
 use crate::marks::fifo::FifoReceiver;
 use crate::marks::file::FileReceiver;
-use crate::marks::queue::{ByteBoundedReceiver, ByteBoundedSender, TrySendError, byte_bounded};
-use crate::marks::{Mark, MarkEvent, MarkParseError, MarkSink, MarkVia, format_mark, parse_mark};
+use crate::queue::{ByteBoundedReceiver, ByteBoundedSender, TrySendError, byte_bounded};
 use crate::sampler::{SamplerGroup, Sink, plan_groups};
-use crate::source::{Reading, Source};
-use crate::trace::{CadenceStats, Footer, Header, MarksInfo, TraceWriter, create_trace_file};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
+use flinch_core::channel::SourceInfo;
+use flinch_core::clock::Clock;
+use flinch_core::counter::{CounterStep, CounterTracker};
+use flinch_core::error::{Error, Result, SourceError};
+use flinch_core::marks::{
+    Mark, MarkEvent, MarkParseError, MarkSink, MarkVia, format_mark, parse_mark,
+};
+use flinch_core::source::{Reading, Source};
+use flinch_core::trace::{CadenceStats, Footer, Header, MarksInfo, TraceWriter, create_trace_file};
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
 use std::path::PathBuf;
@@ -274,7 +276,7 @@ impl Sink for ChannelSink {
     fn dropped(&mut self, t_ns: u64, source: u32, count: u64) {
         send(&self.tx, Msg::Dropped(t_ns, source, count));
     }
-    fn data_gap(&mut self, source: u32, gap: &crate::source::DataGap) {
+    fn data_gap(&mut self, source: u32, gap: &flinch_core::source::DataGap) {
         let reason = format!("data-gap: {}", gap.reason);
         send(
             &self.tx,
@@ -380,7 +382,7 @@ fn check_channels(sources: &[Box<dyn Source>]) -> Result<()> {
     }
     for s in sources {
         let info = s.info();
-        if !crate::marks::is_valid_label(&info.name) {
+        if !flinch_core::marks::is_valid_label(&info.name) {
             return Err(Error::Invalid(format!(
                 "source name {:?} (backend {}) must be [A-Za-z0-9_.:/-]+",
                 info.name, info.backend
@@ -393,7 +395,7 @@ fn check_channels(sources: &[Box<dyn Source>]) -> Result<()> {
             )));
         }
         for c in &info.channels {
-            if !crate::marks::is_valid_label(&c.name) {
+            if !flinch_core::marks::is_valid_label(&c.name) {
                 return Err(Error::Invalid(format!(
                     "channel name {:?} of source {:?} must be [A-Za-z0-9_.:/-]+",
                     c.name, info.name

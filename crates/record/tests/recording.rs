@@ -2,11 +2,11 @@
 
 use flinch_core::clock::{Clock, MonotonicClock, monotonic_ns};
 use flinch_core::marks::client::{ClientError, MarkClient, SendOutcome};
-use flinch_core::recorder::{MarkSendError, Recorder, RecorderConfig, RecordingSetup};
-use flinch_core::synthetic::{SyntheticConfig, SyntheticSource};
 use flinch_core::testing::ScriptedSource;
 use flinch_core::trace::{RowKind, read_trace};
 use flinch_core::{ChannelSpec, CounterSpec, ErrorKind, SourceError};
+use flinch_record::recorder::{MarkSendError, Recorder, RecorderConfig, RecordingSetup};
+use flinch_record::synthetic::{SyntheticConfig, SyntheticSource};
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;

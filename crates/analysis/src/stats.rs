@@ -8,7 +8,7 @@
 //! - histograms have equal-width bins from the minimum to the maximum, the last bin closed.
 //!
 //! ```
-//! use flinch_core::stats::{Distribution, quantile_sorted};
+//! use flinch_analysis::stats::{Distribution, quantile_sorted};
 //! let xs: Vec<f64> = (1..=100).map(f64::from).collect();
 //! assert_eq!(quantile_sorted(&xs, 0.5), 50.5);
 //! let d = Distribution::of(&xs).unwrap();

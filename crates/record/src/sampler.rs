@@ -16,10 +16,10 @@
 //! sources go on. This needs the default `panic = "unwind"`; a build with
 //! `panic = "abort"` loses this guarantee.
 
-use crate::clock::Clock;
-use crate::error::{ErrorKind, SourceError};
-use crate::source::{DataGap, Reading, Readings, Source};
-use crate::trace::CadenceStats;
+use flinch_core::clock::Clock;
+use flinch_core::error::{ErrorKind, SourceError};
+use flinch_core::source::{DataGap, Reading, Readings, Source};
+use flinch_core::trace::CadenceStats;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -407,9 +407,9 @@ pub fn plan_groups(sources: &[Box<dyn Source>], fast: Duration) -> Vec<(Duration
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::channel::{ChannelSpec, PowerMethod, SourceInfo};
-    use crate::clock::{ManualClock, MonotonicClock};
-    use crate::error::ErrorKind;
+    use flinch_core::channel::{ChannelSpec, PowerMethod, SourceInfo};
+    use flinch_core::clock::{ManualClock, MonotonicClock};
+    use flinch_core::error::ErrorKind;
 
     struct Counter {
         info: SourceInfo,

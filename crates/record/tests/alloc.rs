@@ -4,9 +4,9 @@
 #![allow(unsafe_code)]
 
 use flinch_core::clock::MonotonicClock;
-use flinch_core::sampler::{CountingSink, SamplerGroup};
-use flinch_core::synthetic::{SyntheticConfig, SyntheticSource};
 use flinch_core::testing::NullSource;
+use flinch_record::sampler::{CountingSink, SamplerGroup};
+use flinch_record::synthetic::{SyntheticConfig, SyntheticSource};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::Arc;

@@ -10,9 +10,9 @@
 //! and raises the pipe buffer to 1 MiB so that bursts of marks from non-blocking clients fit
 //! while the reader catches up.
 
-use super::{Line, LineSplitter, MarkSink, MarkVia, mark_event};
-use crate::clock::Clock;
-use crate::error::{Error, Result};
+use flinch_core::clock::Clock;
+use flinch_core::error::{Error, Result};
+use flinch_core::marks::{Line, LineSplitter, MarkSink, MarkVia, deliver_line};
 use rustix::event::{PollFd, PollFlags, poll};
 use rustix::fs::{FileType, Mode, OFlags};
 use rustix::io::Errno;
@@ -23,35 +23,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-
-/// The environment variable holding the marks path for clients (set by `flinch record` for
-/// the wrapped command, read by `flinch mark` and the Python client).
-pub const MARKS_ENV: &str = "FLINCH_MARKS";
-
-/// The per-user directory the default FIFO lives in: `$XDG_RUNTIME_DIR/flinch` when that is
-/// set (systemd makes it `0700` per user), else `/tmp/flinch-<uid>`.
-pub fn default_dir() -> PathBuf {
-    match std::env::var_os("XDG_RUNTIME_DIR") {
-        Some(d) if !d.is_empty() && Path::new(&d).is_absolute() => Path::new(&d).join("flinch"),
-        _ => PathBuf::from(format!(
-            "/tmp/flinch-{}",
-            rustix::process::geteuid().as_raw()
-        )),
-    }
-}
-
-/// The default FIFO path: `<default_dir>/marks.fifo`.
-pub fn default_fifo_path() -> PathBuf {
-    default_dir().join("marks.fifo")
-}
-
-/// Where a client should send marks: `$FLINCH_MARKS` if set, else the per-user default FIFO.
-pub fn client_marks_path() -> PathBuf {
-    match std::env::var_os(MARKS_ENV) {
-        Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => default_fifo_path(),
-    }
-}
 
 fn euid() -> u32 {
     rustix::process::geteuid().as_raw()
@@ -344,19 +315,6 @@ fn read_loop(
             splitter.finish(|line| deliver(&sink, line, now));
             return;
         }
-    }
-}
-
-pub(crate) fn deliver_line(sink: &MarkSink, line: Line<'_>, now: u64, via: MarkVia) {
-    match line {
-        Line::Complete(l) if l.iter().all(u8::is_ascii_whitespace) => {} // blank lines are noise
-        Line::Complete(l) => sink(mark_event(l, now, via)),
-        Line::Overlong(n) => sink(super::MarkEvent::Bad {
-            via,
-            recv_ns: now,
-            line: format!("<{n} bytes without a newline>"),
-            error: super::MarkParseError::TooLong { len: n },
-        }),
     }
 }
 

@@ -19,7 +19,7 @@
 //! settling after load), or busy CPUs make it not idle, with what was seen.
 //!
 //! ```
-//! use flinch_core::idle::IdleProfile;
+//! use flinch_analysis::idle::IdleProfile;
 //! let json = r#"{"format":"flinch-idle","version":1,"created":"2026-11-28T00:00:00Z",
 //!   "host":"h","origin":"calibrate","duration_s":30.0,"idle_ok":true,
 //!   "channels":{"package-0.energy":{"device":"package-0","quantity":"energy","unit":"W",
@@ -29,13 +29,13 @@
 //! assert_eq!(p.channels["package-0.energy"].mean, 20.0);
 //! ```
 
-use crate::channel::{ChannelKind, ChannelSpec, Quantity, SourceInfo};
-use crate::counter::{CounterStep, CounterTracker};
-use crate::device::DeviceClass;
-use crate::error::{Error, Result};
-use crate::integrate::{Method, integrate_counter, integrate_gauge};
 use crate::stats::{mean_std, quantile_sorted};
-use crate::trace::Trace;
+use flinch_core::channel::{ChannelKind, ChannelSpec, Quantity, SourceInfo};
+use flinch_core::counter::{CounterStep, CounterTracker};
+use flinch_core::device::DeviceClass;
+use flinch_core::error::{Error, Result};
+use flinch_core::integrate::{Method, integrate_counter, integrate_gauge};
+use flinch_core::trace::Trace;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -485,7 +485,7 @@ fn gauge_stats(spec: &ChannelSpec, t: &[u64], v: &[f64]) -> Option<ChannelIdle> 
 
 fn counter_stats(
     spec: &ChannelSpec,
-    cs: &crate::channel::CounterSpec,
+    cs: &flinch_core::channel::CounterSpec,
     update_period_ns: Option<u64>,
     t: &[u64],
     v: &[f64],
@@ -544,9 +544,9 @@ fn counter_stats(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::channel::{CounterSpec, PowerMethod};
-    use crate::clock::ClockAnchor;
-    use crate::trace::{ChannelData, Header};
+    use flinch_core::channel::{CounterSpec, PowerMethod};
+    use flinch_core::clock::ClockAnchor;
+    use flinch_core::trace::{ChannelData, Header};
     use std::path::PathBuf;
 
     const MS: u64 = 1_000_000;

@@ -1,0 +1,382 @@
+//! One span: every channel measured over it, each device's preferred channel chosen, and
+//! the evidence written.
+
+use crate::analyzer::Analyzer;
+use crate::measure::{samples_inside, settle_ns};
+use crate::report::{ActivitySpan, ChannelEnergy, ChannelStatus, DeviceSpan, SpanReport, State};
+use crate::verdict::{mark_used_activity, state_name};
+use flinch_core::channel::{ChannelKind, Quantity};
+use flinch_core::integrate::{Method, resolves};
+use flinch_core::marks::Mark;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+impl Analyzer<'_> {
+    /// Measures one span from mark `from` to mark `to`.
+    pub fn span(&self, from: &Mark, to: &Mark) -> SpanReport {
+        let (start, end) = (from.t_ns, to.t_ns.max(from.t_ns));
+        let dur_ns = end - start;
+        let dur_s = dur_ns as f64 / 1e9;
+        let mut energy = BTreeMap::new();
+        let mut activity = BTreeMap::new();
+        let mut evidence = Vec::new();
+        let th = &self.thresholds;
+
+        for (i, ch) in self.trace.channels.iter().enumerate() {
+            let c = &self.chans[i];
+            let m = self.measure(i, start, end);
+            let ok = m.status == ChannelStatus::Ok;
+            if let Some(method) = c.method {
+                let updates = if method.samples_are_updates() {
+                    m.samples
+                } else {
+                    m.changes
+                };
+                let e = ok.then_some(m.value);
+                let mean = e.and_then(|e| (dur_s > 0.0).then(|| e / dur_s));
+                let resolved = ok && resolves(updates, dur_ns, ch.spec.update_period_ns);
+                let settle = settle_ns(&ch.spec);
+                let (settled_mean, settled_resolved) = if settle == 0 {
+                    (mean, resolved)
+                } else if start + settle < end {
+                    let a = start + settle;
+                    let d = end - a;
+                    let sm = self.measure(i, a, end);
+                    let ok = sm.status == ChannelStatus::Ok;
+                    match ch.spec.kind {
+                        // A gauge's verdict comes from the samples stamped inside the
+                        // settled window: each describes the interval before its stamp, so
+                        // none of them reaches past the span's end into the next phase the
+                        // way the edge interpolation of the energy does.
+                        ChannelKind::Gauge => match samples_inside(&ch.t_ns, &ch.values, a, end) {
+                            Some((m, n, changes)) => {
+                                let u = if method.samples_are_updates() {
+                                    n
+                                } else {
+                                    changes
+                                };
+                                (
+                                    ok.then_some(m),
+                                    ok && resolves(u, d, ch.spec.update_period_ns),
+                                )
+                            }
+                            None => (None, false),
+                        },
+                        ChannelKind::Counter(_) => {
+                            let u = if method.samples_are_updates() {
+                                sm.samples
+                            } else {
+                                sm.changes
+                            };
+                            (
+                                ok.then(|| sm.value / (d as f64 / 1e9)),
+                                ok && resolves(u, d, ch.spec.update_period_ns),
+                            )
+                        }
+                    }
+                } else {
+                    (None, false)
+                };
+                let idle_w = c.idle.as_ref().map(|(_, l)| l.mean);
+                let active = match (e, idle_w) {
+                    (Some(e), Some(p)) => Some(e - p * dur_s),
+                    _ => None,
+                };
+                energy.insert(
+                    ch.spec.name.clone(),
+                    ChannelEnergy {
+                        device: ch.spec.device.clone(),
+                        method,
+                        preferred: false,
+                        status: m.status,
+                        energy_j: e,
+                        active_energy_j: active,
+                        mean_power_w: mean,
+                        idle_power_w: idle_w,
+                        updates_in_span: updates,
+                        samples_in_span: m.samples,
+                        resolved,
+                        settle_s: settle as f64 / 1e9,
+                        settled_mean_power_w: settled_mean,
+                        settled_resolved,
+                        lagging: method.lagging(),
+                        note: m.note,
+                    },
+                );
+                continue;
+            }
+            // Activity is judged on the settled part of the span (see `settle_ns`), from the
+            // samples stamped inside it.
+            let settle = settle_ns(&ch.spec);
+            let (astart, mut m) = if settle == 0 {
+                (start, m)
+            } else {
+                let a = (start + settle).min(end);
+                (a, self.measure(i, a, end))
+            };
+            if settle > 0 && ch.spec.kind == ChannelKind::Gauge {
+                match samples_inside(&ch.t_ns, &ch.values, astart, end) {
+                    Some((mean, n, changes)) => {
+                        m.value = mean * ((end - astart) as f64 / 1e9);
+                        m.samples = n;
+                        m.changes = changes;
+                    }
+                    None => m.samples = 0,
+                }
+            }
+            let ok = m.status == ChannelStatus::Ok;
+            let dur_ns = end - astart;
+            let dur_s = dur_ns as f64 / 1e9;
+            let (mean, unit, resolved) = match (&ch.spec.kind, ch.spec.quantity) {
+                (ChannelKind::Counter(_), q) => {
+                    let tick = ch.spec.update_period_ns.unwrap_or(10_000_000);
+                    let long_enough = dur_ns >= tick * th.cpu_time_min_periods as u64;
+                    let unit = if q == Quantity::CpuTime {
+                        "cores".to_owned()
+                    } else {
+                        format!("{}/s", ch.spec.unit.symbol())
+                    };
+                    let rate = (ok && dur_s > 0.0).then(|| m.value / dur_s);
+                    (rate, unit, ok && long_enough && m.samples >= 1)
+                }
+                (ChannelKind::Gauge, _) => {
+                    let mean = (ok && dur_s > 0.0).then(|| m.value / dur_s);
+                    let long_enough = ch.spec.update_period_ns.is_none_or(|p| dur_ns >= p);
+                    (
+                        mean,
+                        ch.spec.unit.symbol().to_owned(),
+                        ok && long_enough && m.samples >= 1,
+                    )
+                }
+            };
+            let idle_mean = c.idle.as_ref().map(|(_, l)| l.mean);
+            let decisive = matches!(
+                ch.spec.quantity,
+                Quantity::Utilization | Quantity::Activity | Quantity::CpuTime
+            );
+            let state = match (decisive, resolved, mean) {
+                (true, true, Some(x)) => {
+                    let excess = x - idle_mean.unwrap_or(0.0);
+                    let limit = if ch.spec.quantity == Quantity::CpuTime {
+                        th.cpu_cores
+                    } else {
+                        th.activity_pct
+                    };
+                    if excess > limit {
+                        State::Busy
+                    } else {
+                        State::Idle
+                    }
+                }
+                _ => State::Unknown,
+            };
+            activity.insert(
+                ch.spec.name.clone(),
+                ActivitySpan {
+                    device: ch.spec.device.clone(),
+                    class: c.class,
+                    quantity: ch.spec.quantity,
+                    unit,
+                    status: m.status,
+                    mean,
+                    idle_mean,
+                    samples_in_span: m.samples,
+                    updates_in_span: m.changes,
+                    resolved,
+                    state,
+                    scope: if c.process_scoped {
+                        "process"
+                    } else {
+                        "device"
+                    },
+                    used: false,
+                },
+            );
+        }
+        let superseded = mark_used_activity(&mut activity);
+
+        // Devices: the best method that measured the span.
+        let mut devices = BTreeMap::new();
+        for (dev, (class, idx)) in &self.devices {
+            let names: Vec<&str> = idx
+                .iter()
+                .map(|&i| self.trace.channels[i].spec.name.as_str())
+                .collect();
+            let chosen = names
+                .iter()
+                .find(|n| energy[**n].status == ChannelStatus::Ok)
+                .copied();
+            let Some(name) = chosen else {
+                let why: Vec<String> = names
+                    .iter()
+                    .map(|n| {
+                        format!(
+                            "{n}: {}",
+                            energy[*n].note.as_deref().unwrap_or("not measured")
+                        )
+                    })
+                    .collect();
+                evidence.push(format!(
+                    "{dev}: no channel measured the span ({})",
+                    why.join("; ")
+                ));
+                devices.insert(
+                    dev.clone(),
+                    DeviceSpan {
+                        class: *class,
+                        channel: None,
+                        method: None,
+                        energy_j: None,
+                        active_energy_j: None,
+                        mean_power_w: None,
+                        idle_power_w: None,
+                        threshold_w: None,
+                        state: State::Unknown,
+                        counter_disagreement_pct: None,
+                    },
+                );
+                continue;
+            };
+            if let Some(e) = energy.get_mut(name) {
+                e.preferred = true;
+            }
+            let e = &energy[name];
+            let ci = idx[names.iter().position(|n| *n == name).unwrap_or(0)];
+            let idle = self.chans[ci].idle.as_ref().map(|(_, l)| l);
+            let threshold = idle.map(|l| th.power_threshold_w(l));
+            let counter_disagreement_pct = if e.method != Method::Counter {
+                names
+                    .iter()
+                    .map(|n| &energy[*n])
+                    .find(|x| x.method == Method::Counter && x.status == ChannelStatus::Ok)
+                    .and_then(|cnt| match (e.energy_j, cnt.energy_j) {
+                        (Some(a), Some(b)) if b.abs() > 1e-9 => Some((a - b) / b * 100.0),
+                        _ => None,
+                    })
+            } else {
+                None
+            };
+            let mut line = format!("{dev} ({class}): ");
+            let state = if e.lagging {
+                let _ = write!(
+                    line,
+                    "only a lagging {} reading ({name}) measured the span",
+                    e.method
+                );
+                State::Unresolved
+            } else if !e.settled_resolved {
+                let _ = write!(
+                    line,
+                    "{name} ({}) saw {} sensor update(s) inside a {:.3} s span{}{}",
+                    e.method,
+                    e.updates_in_span,
+                    dur_s,
+                    if e.settle_s > 0.0 {
+                        format!(
+                            ", too few past its {:.0} ms response time",
+                            e.settle_s * 1e3
+                        )
+                    } else {
+                        String::new()
+                    },
+                    self.trace.channels[ci]
+                        .spec
+                        .update_period_ns
+                        .map(|p| format!(" (updates every {:.0} ms)", p as f64 / 1e6))
+                        .unwrap_or_default()
+                );
+                State::Unresolved
+            } else {
+                match (e.settled_mean_power_w, e.idle_power_w, threshold) {
+                    (Some(mean), Some(idle_w), Some(thr)) => {
+                        let active = mean - idle_w;
+                        let busy = active > thr;
+                        let skipped = if e.settle_s > 0.0 {
+                            format!(" after its first {:.0} ms", e.settle_s * 1e3)
+                        } else {
+                            String::new()
+                        };
+                        let _ = write!(
+                            line,
+                            "{mean:.1} W mean{skipped}, {active:+.1} W over idle {idle_w:.1} W (busy above {thr:.1} W), {}, {} updates",
+                            e.method, e.updates_in_span
+                        );
+                        if busy { State::Busy } else { State::Idle }
+                    }
+                    (Some(mean), _, _) => {
+                        let _ = write!(
+                            line,
+                            "{mean:.1} W mean ({}), no idle level to compare with",
+                            e.method
+                        );
+                        State::Unknown
+                    }
+                    _ => State::Unknown,
+                }
+            };
+            let _ = write!(line, " → {}", state_name(state));
+            evidence.push(line);
+            devices.insert(
+                dev.clone(),
+                DeviceSpan {
+                    class: *class,
+                    channel: Some(name.to_owned()),
+                    method: Some(e.method),
+                    energy_j: e.energy_j,
+                    active_energy_j: e.active_energy_j,
+                    mean_power_w: e.mean_power_w,
+                    idle_power_w: e.idle_power_w,
+                    threshold_w: threshold,
+                    state,
+                    counter_disagreement_pct,
+                },
+            );
+        }
+        for (name, a) in &activity {
+            if a.state == State::Unknown {
+                if !a.resolved
+                    && matches!(
+                        a.quantity,
+                        Quantity::Utilization | Quantity::Activity | Quantity::CpuTime
+                    )
+                {
+                    evidence.push(format!(
+                        "{name}: cannot resolve the span ({} samples inside)",
+                        a.samples_in_span
+                    ));
+                }
+                continue;
+            }
+            if let Some(why) = superseded.get(name) {
+                evidence.push(format!("{name}: {} (not used: {why})", state_name(a.state)));
+                continue;
+            }
+            let (mean, idle) = (a.mean.unwrap_or(f64::NAN), a.idle_mean.unwrap_or(0.0));
+            let limit = if a.quantity == Quantity::CpuTime {
+                th.cpu_cores
+            } else {
+                th.activity_pct
+            };
+            evidence.push(format!(
+                "{name} ({}): {mean:.2} {} mean, idle {idle:.2} (busy above +{limit}) → {}",
+                a.class,
+                a.unit,
+                state_name(a.state)
+            ));
+        }
+        let verdict = self.decide(&devices, &activity, &mut evidence);
+        SpanReport {
+            from: from.label.clone(),
+            to: to.label.clone(),
+            req: from.req().or(to.req()).map(str::to_owned),
+            start_ns: start,
+            end_ns: end,
+            duration_s: dur_s,
+            verdict,
+            evidence,
+            energy,
+            devices,
+            activity,
+        }
+    }
+}

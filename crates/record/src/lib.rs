@@ -1,0 +1,11 @@
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
+
+pub mod marks;
+pub mod queue;
+pub mod recorder;
+pub mod sampler;
+pub mod synthetic;
+
+pub use recorder::{MarkSender, Recorder, RecorderConfig, RecordingSetup};
+pub use synthetic::{SyntheticConfig, SyntheticSource};
