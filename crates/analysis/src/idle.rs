@@ -156,6 +156,66 @@ pub struct IdleProfile {
     pub sources: Vec<SourceInfo>,
 }
 
+/// Where an analysis takes its idle level from, in `flinch analyze`'s order of precedence
+/// (the caller picks the first one given).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum IdleFrom<'a> {
+    /// A stretch `A..B` of the analysed trace itself (`--idle-window`).
+    Window(&'a str),
+    /// A profile file written by `flinch calibrate` (`--idle FILE`).
+    File(&'a Path),
+    /// A profile already in memory.
+    Profile(IdleProfile),
+    /// The profile embedded in the trace's header by `record --idle`, if any.
+    Embedded,
+}
+
+/// The idle profile for analysing `trace`, with how it came (`window`, `file`,
+/// `profile`, `embedded`), or `None` when the trace embeds none. `options` are how the
+/// window and file options are spelled in messages (`("--idle-window", "--idle")`).
+pub fn choose_idle(
+    trace: &Trace,
+    from: IdleFrom<'_>,
+    options: (&str, &str),
+) -> std::result::Result<Option<(IdleProfile, &'static str)>, String> {
+    let (window_opt, file_opt) = options;
+    match from {
+        IdleFrom::Window(w) => {
+            let (x, y) = crate::window::parse_window(w).map_err(|e| format!("{window_opt} {e}"))?;
+            let (s, e) = crate::window::resolve_open_window(trace, Some(&x), Some(&y), window_opt)?;
+            let origin = format!("window {w} of {}", trace.path.display());
+            let mut p = IdleProfile::from_trace(trace, s, e, &origin).map_err(|e| e.to_string())?;
+            if p.channels.is_empty() {
+                let o = trace.header.start_anchor.mono_ns;
+                return Err(format!(
+                    "{window_opt} {w}: no channel has samples between {:.3} s and {:.3} s of the trace",
+                    s.saturating_sub(o) as f64 / 1e9,
+                    e.saturating_sub(o) as f64 / 1e9
+                ));
+            }
+            p.assess();
+            Ok(Some((p, "window")))
+        }
+        IdleFrom::File(path) => IdleProfile::read(path)
+            .map(|p| Some((p, "file")))
+            .map_err(|e| format!("{file_opt} {e}")),
+        IdleFrom::Profile(p) => Ok(Some((p, "profile"))),
+        IdleFrom::Embedded => match &trace.header.idle {
+            Some(v) => IdleProfile::from_value(v)
+                .map(|p| Some((p, "embedded")))
+                .map_err(|e| {
+                    format!(
+                        "{}: the idle profile embedded in the header is not usable ({e}); \
+                         pass {file_opt} FILE or {window_opt} A..B instead",
+                        trace.path.display()
+                    )
+                }),
+            None => Ok(None),
+        },
+    }
+}
+
 impl IdleProfile {
     /// Parses a profile from JSON, checking its format and version.
     pub fn from_json(text: &str) -> std::result::Result<Self, String> {

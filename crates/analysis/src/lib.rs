@@ -51,7 +51,7 @@ mod verdict;
 mod window;
 
 pub use analyzer::Analyzer;
-pub use idle::{ChannelIdle, IdleProfile};
+pub use idle::{ChannelIdle, IdleFrom, IdleProfile, choose_idle};
 pub use measure::{POWER_TAIL_NS, settle_ns};
 pub use pairing::{Pairing, pair_marks};
 pub use report::{

@@ -1,10 +1,10 @@
 //! Opening sources by backend name, as `flinch record --source NAME` does.
 
 use flinch_core::clock::MonotonicClock;
-use flinch_core::synthetic::{SyntheticConfig, SyntheticSource};
 use flinch_core::{ErrorKind, Source, SourceError};
 use flinch_nvml::{NvmlBackend, NvmlConfig};
 use flinch_rapl::RaplConfig;
+use flinch_record::synthetic::{SyntheticConfig, SyntheticSource};
 use std::path::PathBuf;
 use std::time::Duration;
 

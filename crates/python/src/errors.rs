@@ -7,10 +7,10 @@
 //! as `filename`.
 
 use flinch_core::{Error, SourceError};
+use pyo3::IntoPyObjectExt;
 use pyo3::exceptions::{
     PyFileNotFoundError, PyIsADirectoryError, PyOSError, PyPermissionError, PyRuntimeError,
 };
-use pyo3::IntoPyObjectExt;
 use pyo3::prelude::*;
 use std::error::Error as StdError;
 use std::path::Path;
@@ -34,7 +34,6 @@ fn set<'py>(err: &PyErr, py: Python<'py>, key: &str, value: impl IntoPyObjectExt
         let _ = err.value(py).setattr(key, v);
     }
 }
-
 
 /// An `OSError` of the class matching `e`'s kind, with `message` as its text and `path`
 /// as its `filename`.

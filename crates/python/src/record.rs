@@ -5,10 +5,12 @@ use crate::backends::{self, Options};
 use crate::errors::{IntoPy, invalid, source_error};
 use crate::windows::{self, Closed, Slot, WinMsg};
 use crossbeam_channel::Sender;
+use flinch_analysis::idle::IdleProfile;
 use flinch_core::clock::{Clock, MonotonicClock};
-use flinch_core::idle::IdleProfile;
-use flinch_core::recorder::{MarkSendError, MarkSender, Recorder, RecorderConfig, RecordingSetup};
 use flinch_core::trace::read_trace;
+use flinch_record::recorder::{
+    MarkSendError, MarkSender, Recorder, RecorderConfig, RecordingSetup,
+};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use std::collections::BTreeMap;
@@ -19,7 +21,9 @@ use std::time::{Duration, Instant};
 
 fn duration(what: &str, s: f64) -> PyResult<Duration> {
     if !(s.is_finite() && s > 0.0 && s < 1e9) {
-        return Err(invalid(format!("{what} must be a positive number of seconds, not {s}")));
+        return Err(invalid(format!(
+            "{what} must be a positive number of seconds, not {s}"
+        )));
     }
     Ok(Duration::from_secs_f64(s))
 }
@@ -46,11 +50,7 @@ fn options(
     })
 }
 
-fn open_sources(
-    py: Python<'_>,
-    sources: &[String],
-    o: &Options,
-) -> PyResult<backends::Opened> {
+fn open_sources(py: Python<'_>, sources: &[String], o: &Options) -> PyResult<backends::Opened> {
     py.detach(|| backends::open(sources, o))
         .map_err(|e| Python::attach(|py| source_error(py, &e)))
 }
@@ -133,7 +133,9 @@ impl NativeRecorder {
         )?;
         let profile = match (idle, idle_json) {
             (Some(p), _) => Some(IdleProfile::read(&p).py_err()?),
-            (None, Some(j)) => Some(IdleProfile::from_json(&j).map_err(|e| invalid(format!("idle: {e}")))?),
+            (None, Some(j)) => {
+                Some(IdleProfile::from_json(&j).map_err(|e| invalid(format!("idle: {e}")))?)
+            }
             (None, None) => None,
         };
         let opened = open_sources(py, &sources, &opts)?;
@@ -327,8 +329,9 @@ impl NativeWindow {
             slot: self.slot.clone(),
         };
         if self.windows.send(WinMsg::Close(Box::new(closed))).is_err() {
-            self.slot
-                .fill(Err("the recording had stopped before the window ended".into()));
+            self.slot.fill(Err(
+                "the recording had stopped before the window ended".into()
+            ));
             return Ok(t);
         }
         match self.marks.mark_at(&self.to, t, &borrowed(&self.fields)) {

@@ -55,7 +55,11 @@ pub fn trace_dict<'py>(py: Python<'py>, trace: &Trace) -> PyResult<Bound<'py, Py
             .as_ref()
             .and_then(|f| serde_json::to_string(f).ok()),
     )?;
-    let names: Vec<&str> = trace.channels.iter().map(|c| c.spec.name.as_str()).collect();
+    let names: Vec<&str> = trace
+        .channels
+        .iter()
+        .map(|c| c.spec.name.as_str())
+        .collect();
     d.set_item("channels", names)?;
     let n = trace.sample_count();
     let codes = trace
@@ -70,7 +74,10 @@ pub fn trace_dict<'py>(py: Python<'py>, trace: &Trace) -> PyResult<Bound<'py, Py
     d.set_item("sample_value", bytes_f64(py, v, n))?;
 
     let m = &trace.marks;
-    d.set_item("mark_t_ns", bytes_u64(py, m.iter().map(|x| x.t_ns), m.len()))?;
+    d.set_item(
+        "mark_t_ns",
+        bytes_u64(py, m.iter().map(|x| x.t_ns), m.len()),
+    )?;
     d.set_item(
         "mark_recv_ns",
         bytes_u64(py, m.iter().map(|x| x.recv_ns), m.len()),
@@ -91,7 +98,11 @@ pub fn trace_dict<'py>(py: Python<'py>, trace: &Trace) -> PyResult<Bound<'py, Py
     }
     d.set_item("mark_fields", fields)?;
 
-    let anchors: Vec<(u64, i64)> = trace.anchors.iter().map(|a| (a.mono_ns, a.real_ns)).collect();
+    let anchors: Vec<(u64, i64)> = trace
+        .anchors
+        .iter()
+        .map(|a| (a.mono_ns, a.real_ns))
+        .collect();
     d.set_item("anchors", anchors)?;
     let gaps: Vec<(&str, u64, Option<u64>, &str)> = trace
         .gaps

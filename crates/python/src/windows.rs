@@ -8,14 +8,14 @@
 //! window waits for its samples.
 
 use crossbeam_channel::{Receiver, Sender};
-use flinch_core::analysis::{Analyzer, SpanReport, Thresholds};
+use flinch_analysis::idle::IdleProfile;
+use flinch_analysis::{Analyzer, SpanReport, Thresholds};
+use flinch_core::Reading;
 use flinch_core::channel::Quantity;
-use flinch_core::idle::IdleProfile;
 use flinch_core::integrate::Method;
 use flinch_core::marks::{Mark, MarkVia};
-use flinch_core::recorder::{ObservedRow, Observer};
 use flinch_core::trace::{ChannelData, Gap, Header, RowKind, Trace, TraceEvent};
-use flinch_core::Reading;
+use flinch_record::recorder::{ObservedRow, Observer};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
@@ -215,7 +215,9 @@ impl LiveWindows {
             self.trace.events.retain(|e| e.t_ns >= cut);
         }
         if self.trace.gaps.len() > 1024 {
-            self.trace.gaps.retain(|g| g.end_ns.is_none_or(|e| e >= cut));
+            self.trace
+                .gaps
+                .retain(|g| g.end_ns.is_none_or(|e| e >= cut));
         }
     }
 
@@ -300,8 +302,7 @@ fn needed_channels(header: &Header) -> Vec<(usize, u64)> {
     let mut out = Vec::new();
     let channels = header.sources.iter().flat_map(|s| s.channels.iter());
     for (i, c) in channels.enumerate() {
-        let wait =
-            MAX_WAIT_NS.saturating_add(c.update_period_ns.unwrap_or(0).saturating_mul(3));
+        let wait = MAX_WAIT_NS.saturating_add(c.update_period_ns.unwrap_or(0).saturating_mul(3));
         match Method::of(c) {
             Some(m) if !m.lagging() => {
                 let e = best.entry(c.device.clone()).or_insert((m, i, wait));

@@ -326,7 +326,7 @@ struct TestObserver {
     every_ns: Option<u64>,
 }
 
-impl flinch_core::recorder::Observer for TestObserver {
+impl flinch_record::recorder::Observer for TestObserver {
     fn start(&mut self, header: &flinch_core::trace::Header) {
         self.seen.lock().unwrap().header_channels =
             header.sources.iter().map(|s| s.channels.len()).sum();
@@ -339,8 +339,8 @@ impl flinch_core::recorder::Observer for TestObserver {
     fn mark(&mut self, m: &flinch_core::marks::Mark) {
         self.seen.lock().unwrap().marks.push(m.label.clone());
     }
-    fn row(&mut self, row: flinch_core::recorder::ObservedRow<'_>) {
-        if let flinch_core::recorder::ObservedRow::Gap { source, start, .. } = row {
+    fn row(&mut self, row: flinch_record::recorder::ObservedRow<'_>) {
+        if let flinch_record::recorder::ObservedRow::Gap { source, start, .. } = row {
             self.seen
                 .lock()
                 .unwrap()

@@ -3,10 +3,8 @@
 
 use crate::Failure;
 use crate::cli::AnalyzeArgs;
-use flinch_analysis::idle::IdleProfile;
-use flinch_analysis::{
-    Analyzer, Report, State, Thresholds, describe_labels, parse_window, resolve_window,
-};
+use flinch_analysis::idle::{IdleFrom, IdleProfile, choose_idle};
+use flinch_analysis::{Analyzer, Report, State, Thresholds, describe_labels};
 use flinch_core::trace::{Trace, read_trace_from};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::fmt::Write as _;
@@ -49,37 +47,12 @@ fn idle_for(
     a: &AnalyzeArgs,
     trace: &Trace,
 ) -> Result<Option<(IdleProfile, &'static str)>, Failure> {
-    if let Some(w) = &a.idle_window {
-        let (x, y) = parse_window(w).map_err(|e| Failure::new(format!("--idle-window {e}")))?;
-        let (s, e) = resolve_window(trace, &x, &y)?;
-        let origin = format!("window {w} of {}", a.trace.display());
-        let mut p = IdleProfile::from_trace(trace, s, e, &origin)?;
-        if p.channels.is_empty() {
-            return Err(Failure::new(format!(
-                "--idle-window {w}: no channel has samples between {:.3} s and {:.3} s of the trace",
-                s.saturating_sub(trace.header.start_anchor.mono_ns) as f64 / 1e9,
-                e.saturating_sub(trace.header.start_anchor.mono_ns) as f64 / 1e9
-            )));
-        }
-        p.assess();
-        return Ok(Some((p, "window")));
-    }
-    if let Some(path) = &a.idle {
-        let p = IdleProfile::read(path).map_err(|e| Failure::new(format!("--idle {e}")))?;
-        return Ok(Some((p, "file")));
-    }
-    match &trace.header.idle {
-        Some(v) => IdleProfile::from_value(v)
-            .map(|p| Some((p, "embedded")))
-            .map_err(|e| {
-                Failure::new(format!(
-                    "{}: the idle profile embedded in the header is not usable ({e}); \
-                 pass --idle FILE or --idle-window A..B instead",
-                    a.trace.display()
-                ))
-            }),
-        None => Ok(None),
-    }
+    let from = match (&a.idle_window, &a.idle) {
+        (Some(w), _) => IdleFrom::Window(w),
+        (None, Some(p)) => IdleFrom::File(p),
+        (None, None) => IdleFrom::Embedded,
+    };
+    choose_idle(trace, from, ("--idle-window", "--idle")).map_err(Failure::new)
 }
 
 pub fn run(a: AnalyzeArgs) -> Result<ExitCode, Failure> {
