@@ -19,6 +19,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// How long `Recorder()` waits at most for every source's first reading.
+const PRIMING_TIMEOUT: Duration = Duration::from_secs(2);
+
 fn duration(what: &str, s: f64) -> PyResult<Duration> {
     if !(s.is_finite() && s > 0.0 && s < 1e9) {
         return Err(invalid(format!(
@@ -153,7 +156,7 @@ impl NativeRecorder {
             .map(serde_json::to_value)
             .transpose()
             .map_err(|e| invalid(format!("idle: {e}")))?;
-        let (tx, observer) = windows::channel(out.clone());
+        let (tx, observer, primed) = windows::channel(out.clone());
         let mut setup = RecordingSetup::new(out.clone(), opened.sources);
         setup.force = force;
         setup.idle = idle_value;
@@ -167,7 +170,12 @@ impl NativeRecorder {
         };
         let clock: Arc<dyn Clock> = Arc::new(MonotonicClock);
         let rec = py
-            .detach(|| Recorder::start(setup, config, clock.clone()))
+            .detach(|| {
+                let rec = Recorder::start(setup, config, clock.clone())?;
+                // A window opened right away must find samples before it.
+                primed.wait(PRIMING_TIMEOUT);
+                Ok::<_, flinch_core::Error>(rec)
+            })
             .py_err()?;
         Ok(NativeRecorder {
             marks: rec.mark_sender(),

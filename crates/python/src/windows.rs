@@ -77,6 +77,30 @@ impl Slot {
     }
 }
 
+/// Set once every source has delivered its first reading (or reported a gap), so that a
+/// window opened right after the recorder starts has samples before it.
+#[derive(Default)]
+pub struct Primed {
+    done: Mutex<bool>,
+    ready: Condvar,
+}
+
+impl Primed {
+    fn set(&self) {
+        *self.done.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.ready.notify_all();
+    }
+    /// Waits up to `timeout`; whether every source delivered.
+    pub fn wait(&self, timeout: Duration) -> bool {
+        let g = self.done.lock().unwrap_or_else(|e| e.into_inner());
+        let (g, _) = self
+            .ready
+            .wait_timeout_while(g, timeout, |done| !*done)
+            .unwrap_or_else(|e| e.into_inner());
+        *g
+    }
+}
+
 /// From the caller's thread to the observer.
 pub enum WinMsg {
     /// A window opened at `t_ns`.
@@ -119,6 +143,9 @@ pub struct LiveWindows {
     source_of: Vec<usize>,
     /// Source names, and whether each is in an open gap.
     sources: Vec<(String, bool)>,
+    /// Per source: whether it has delivered anything yet (until all have: `primed`).
+    heard: Vec<bool>,
+    primed: Arc<Primed>,
     /// Channels a window waits for, with how long at most (ns past its end).
     needed: Vec<(usize, u64)>,
     open: HashMap<u64, u64>,
@@ -127,8 +154,10 @@ pub struct LiveWindows {
 
 impl LiveWindows {
     /// An observer fed by `rx`, for a recording into `out`.
-    pub fn new(rx: Receiver<WinMsg>, out: PathBuf) -> Self {
+    pub fn new(rx: Receiver<WinMsg>, out: PathBuf, primed: Arc<Primed>) -> Self {
         LiveWindows {
+            heard: Vec::new(),
+            primed,
             rx,
             trace: Trace {
                 path: out,
@@ -336,6 +365,7 @@ impl Observer for LiveWindows {
         for s in &header.sources {
             let si = self.sources.len();
             self.sources.push((s.name.clone(), false));
+            self.heard.push(s.channels.is_empty());
             for c in &s.channels {
                 self.trace.channels.push(ChannelData {
                     spec: c.clone(),
@@ -365,6 +395,7 @@ impl Observer for LiveWindows {
             ch.values.insert(at, r.value);
         }
         self.latest[i] = self.latest[i].max(r.t_ns);
+        self.heard[self.source_of[i]] = true;
     }
 
     fn row(&mut self, row: ObservedRow<'_>) {
@@ -375,8 +406,9 @@ impl Observer for LiveWindows {
                 start,
                 reason,
             } => {
-                if let Some(s) = self.sources.iter_mut().find(|s| s.0 == source) {
-                    s.1 = start;
+                if let Some(k) = self.sources.iter().position(|s| s.0 == source) {
+                    self.sources[k].1 = start;
+                    self.heard[k] = true;
                 }
                 if start {
                     self.trace.gaps.push(Gap {
@@ -414,6 +446,10 @@ impl Observer for LiveWindows {
     }
 
     fn idle(&mut self, now_ns: u64) -> Option<u64> {
+        let priming = !self.heard.iter().all(|&h| h);
+        if !priming {
+            self.primed.set();
+        }
         self.take_messages();
         if !self.pending.is_empty() {
             let (ready, waiting): (Vec<Closed>, Vec<Closed>) = std::mem::take(&mut self.pending)
@@ -425,7 +461,7 @@ impl Observer for LiveWindows {
             }
         }
         self.prune(now_ns);
-        (!self.pending.is_empty()).then_some(now_ns + RECHECK_NS)
+        (priming || !self.pending.is_empty()).then_some(now_ns + RECHECK_NS)
     }
 }
 
@@ -441,8 +477,10 @@ impl Drop for LiveWindows {
     }
 }
 
-/// The sender the caller's thread uses, and the observer to hand to the recorder.
-pub fn channel(out: PathBuf) -> (Sender<WinMsg>, LiveWindows) {
+/// The sender the caller's thread uses, the observer to hand to the recorder, and the
+/// flag it raises once every source has delivered.
+pub fn channel(out: PathBuf) -> (Sender<WinMsg>, LiveWindows, Arc<Primed>) {
     let (tx, rx) = crossbeam_channel::unbounded();
-    (tx, LiveWindows::new(rx, out))
+    let primed = Arc::new(Primed::default());
+    (tx, LiveWindows::new(rx, out, primed.clone()), primed)
 }

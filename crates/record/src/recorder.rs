@@ -738,7 +738,10 @@ fn writer_loop(
         mut observer,
     } = q;
     // When the observer wants the queued samples next (CLOCK_MONOTONIC ns).
-    let mut observer_due = u64::MAX;
+    let mut observer_due = observer
+        .as_mut()
+        .and_then(|o| o.idle(clock.now_ns()))
+        .unwrap_or(u64::MAX);
     let mut counters: Vec<Option<CounterTracker>> = infos
         .iter()
         .flat_map(|s| s.channels.iter())

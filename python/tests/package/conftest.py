@@ -61,7 +61,7 @@ class FakeRapl:
     WIDTH = 20
     RANGE_UJ = 262_143_328_850
 
-    def __init__(self, root, steps, period_s=0.0005):
+    def __init__(self, root, steps, period_s=0.0002):
         self.root = os.path.join(root, "powercap")
         self.steps = steps  # [(seconds, watts)], repeating
         self.period_s = period_s
