@@ -6,6 +6,7 @@ import json
 import math
 import threading
 import time
+import warnings
 
 import pytest
 
@@ -252,8 +253,13 @@ def test_calibrate_refuses_a_busy_machine(tmp_path):
 
 
 def test_no_sources_falls_back_to_the_synthetic_source_with_a_warning(tmp_path):
-    with pytest.warns(RuntimeWarning, match="synthetic"):
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
         rec = flinch.Recorder(out=tmp_path / "t.csv", rapl_root=tmp_path / "none", nvml_lib=tmp_path / "none.so")
+    said = [str(w.message) for w in seen if issubclass(w.category, RuntimeWarning)]
+    assert any("nvml:" in s and "none.so" in s for s in said), said
+    assert any("rapl:" in s and "no powercap tree" in s for s in said), said
+    assert any("recording the synthetic source" in s for s in said), said
     with rec:
         assert rec.backends == ["synthetic"]
         assert rec.mark("hello", n=1) is True

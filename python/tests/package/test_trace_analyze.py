@@ -154,3 +154,22 @@ def test_labels_are_those_the_cli_lists():
     cli = json.loads(run_flinch("analyze", path, "--json"))
     assert flinch.labels(path) == cli["labels"]
     assert flinch.labels(path)["first_token"] == 16
+
+
+def test_the_readmes_dataframe_example_runs(monkeypatch):
+    """The README's "From Python" DataFrame example, run as written from the repository."""
+    import os
+    import re
+
+    from conftest import REPO
+
+    readme = open(os.path.join(REPO, "README.md")).read()
+    section = readme.split("## From Python", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    code = next(b for b in blocks if "read_trace" in b)
+    monkeypatch.chdir(REPO)
+    ns = {"flinch": flinch}
+    exec(code, ns)
+    assert len(ns["spans"]) == 16
+    assert ns["spans"].verdict.iloc[0] == "cpu-compute"
+    assert len(ns["t"].marks) == 418
