@@ -166,7 +166,7 @@ pub enum IdleFrom<'a> {
     /// A profile file written by `flinch calibrate` (`--idle FILE`).
     File(&'a Path),
     /// A profile already in memory.
-    Profile(IdleProfile),
+    Profile(Box<IdleProfile>),
     /// The profile embedded in the trace's header by `record --idle`, if any.
     Embedded,
 }
@@ -200,7 +200,7 @@ pub fn choose_idle(
         IdleFrom::File(path) => IdleProfile::read(path)
             .map(|p| Some((p, "file")))
             .map_err(|e| format!("{file_opt} {e}")),
-        IdleFrom::Profile(p) => Ok(Some((p, "profile"))),
+        IdleFrom::Profile(p) => Ok(Some((*p, "profile"))),
         IdleFrom::Embedded => match &trace.header.idle {
             Some(v) => IdleProfile::from_value(v)
                 .map(|p| Some((p, "embedded")))

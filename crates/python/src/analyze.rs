@@ -61,7 +61,7 @@ pub fn analyze_json(
         let idle_from = match (&idle_window, &idle, profile) {
             (Some(w), _, _) => IdleFrom::Window(w),
             (None, Some(p), _) => IdleFrom::File(p),
-            (None, None, Some(p)) => IdleFrom::Profile(p),
+            (None, None, Some(p)) => IdleFrom::Profile(Box::new(p)),
             (None, None, None) => IdleFrom::Embedded,
         };
         let idle = choose_idle(&trace, idle_from, ("idle_window", "idle")).map_err(invalid)?;

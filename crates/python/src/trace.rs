@@ -31,6 +31,9 @@ fn bytes_u32<'py>(py: Python<'py>, xs: impl Iterator<Item = u32>, n: usize) -> B
     PyBytes::new(py, &b)
 }
 
+/// An event row for Python: t_ns, kind, channel, value, label, text, line.
+type EventRow<'a> = (u64, &'a str, &'a str, Option<f64>, &'a str, &'a str, u64);
+
 /// Reads a trace with flinch's reader (the GIL released while it parses) and returns its
 /// parts: `header`/`footer` as JSON text, `channels` (names in header order), the samples
 /// as three column buffers in the reader's order (channel by channel in header order, each
@@ -110,7 +113,7 @@ pub fn trace_dict<'py>(py: Python<'py>, trace: &Trace) -> PyResult<Bound<'py, Py
         .map(|g| (g.source.as_str(), g.start_ns, g.end_ns, g.reason.as_str()))
         .collect();
     d.set_item("gaps", gaps)?;
-    let events: Vec<(u64, &str, &str, Option<f64>, &str, &str, u64)> = trace
+    let events: Vec<EventRow<'_>> = trace
         .events
         .iter()
         .map(|e| {
