@@ -1,6 +1,7 @@
 //! The analyzer: a trace prepared once (channels by device, idle levels, holes), then spans
 //! measured one by one.
 
+use crate::class::{class_of, is_process_scoped};
 use crate::idle::{ChannelIdle, IdleProfile};
 use crate::pairing::pair_marks;
 use crate::report::{IdleUsed, Report, UnmatchedMark};
@@ -8,7 +9,7 @@ use crate::summary::summarize;
 use crate::thresholds::Thresholds;
 use crate::window::describe_labels;
 use flinch_core::channel::SourceInfo;
-use flinch_core::device::{ACTIVITY_SCOPE_ATTRIBUTE, DeviceClass};
+use flinch_core::device::DeviceClass;
 use flinch_core::error::{Error, Result};
 use flinch_core::integrate::Method;
 use flinch_core::trace::{RowKind, Trace};
@@ -79,13 +80,9 @@ impl<'t> Analyzer<'t> {
         for (i, ch) in trace.channels.iter().enumerate() {
             let source = source_of.get(ch.source.as_str());
             let class = source
-                .map(|s| DeviceClass::of(s, &ch.spec.device))
+                .map(|s| class_of(s, &ch.spec.device))
                 .unwrap_or(DeviceClass::Other);
-            let process_scoped = source.is_some_and(|s| {
-                s.attributes
-                    .get(ACTIVITY_SCOPE_ATTRIBUTE)
-                    .is_some_and(|v| v == "process")
-            });
+            let process_scoped = source.is_some_and(|s| is_process_scoped(s));
             let mut holes: Vec<(u64, u64, String)> = trace
                 .gaps
                 .iter()

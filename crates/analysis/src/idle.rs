@@ -404,7 +404,7 @@ impl IdleProfile {
             .flat_map(|s| {
                 s.channels
                     .iter()
-                    .map(move |c| (c.name.as_str(), DeviceClass::of(s, &c.device)))
+                    .map(move |c| (c.name.as_str(), crate::class::class_of(s, &c.device)))
             })
             .collect();
         for (name, c) in &self.channels {
@@ -639,10 +639,8 @@ mod tests {
     }
 
     fn gpu_source() -> SourceInfo {
-        SourceInfo {
-            name: "nvml.gpu0".into(),
-            backend: "nvml".into(),
-            channels: vec![
+        SourceInfo::new("nvml.gpu0", "nvml", DeviceClass::Gpu)
+            .with_channels(vec![
                 ChannelSpec::power("gpu0", "power_instant", PowerMethod::Instant),
                 ChannelSpec::gauge("gpu0", "util", Quantity::Utilization),
                 ChannelSpec::gauge("gpu0", "sm_clock", Quantity::Clock),
@@ -654,9 +652,8 @@ mod tests {
                         max_rate: Some(1000.0),
                     },
                 ),
-            ],
-            attributes: [("driver".to_owned(), "580".to_owned())].into(),
-        }
+            ])
+            .with_attributes([("driver".to_owned(), "580".to_owned())].into())
     }
 
     fn grid(n: u64) -> Vec<u64> {
@@ -748,11 +745,9 @@ mod tests {
     #[test]
     fn gpm_activity_noise_is_idle_but_real_activity_is_not() {
         let t = grid(301);
-        let src = |name: &str| SourceInfo {
-            name: "nvml.gpu0".into(),
-            backend: "nvml".into(),
-            channels: vec![ChannelSpec::gauge("gpu0", name, Quantity::Activity)],
-            attributes: Default::default(),
+        let src = |name: &str| {
+            SourceInfo::new("nvml.gpu0", "nvml", DeviceClass::Gpu)
+                .with_channels(vec![ChannelSpec::gauge("gpu0", name, Quantity::Activity)])
         };
         // an idle H200 reads a few hundredths of a percent of DRAM activity
         let noise: Vec<f64> = (0..301)

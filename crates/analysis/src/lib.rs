@@ -39,6 +39,7 @@
 #![deny(missing_docs)]
 
 mod analyzer;
+pub mod class;
 pub mod idle;
 mod measure;
 mod pairing;

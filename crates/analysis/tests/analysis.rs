@@ -6,6 +6,7 @@ use flinch_analysis::{
     Analyzer, ChannelStatus, State, Thresholds, Verdict, WindowEdge, pair_marks, parse_window,
     resolve_window,
 };
+use flinch_core::DeviceClass;
 use flinch_core::channel::{ChannelSpec, CounterSpec, PowerMethod, Quantity, SourceInfo};
 use flinch_core::clock::ClockAnchor;
 use flinch_core::integrate::Method;
@@ -61,19 +62,26 @@ impl Build {
                 values,
             });
         }
-        self.sources.push(SourceInfo {
-            name: name.into(),
-            backend: backend.into(),
-            channels,
-            attributes: Default::default(),
-        });
+        self.sources.push(
+            SourceInfo::new(
+                name,
+                backend,
+                // what each backend's real sources say of themselves
+                match backend {
+                    "nvml" | "dcgm" => DeviceClass::Gpu,
+                    "rapl" | "cpu" => DeviceClass::Cpu,
+                    _ => DeviceClass::Other,
+                },
+            )
+            .with_channels(channels),
+        );
         self
     }
 
-    /// Sets an attribute of the last source added.
-    fn attr(mut self, k: &str, v: &str) -> Self {
+    /// Makes the last source added measure one process tree.
+    fn process_scoped(mut self) -> Self {
         if let Some(s) = self.sources.last_mut() {
-            s.attributes.insert(k.into(), v.into());
+            s.scope = flinch_core::Scope::ProcessTree;
         }
         self
     }
@@ -782,7 +790,7 @@ fn the_traced_process_tree_decides_over_the_host() {
             vec![(4 * MS, Box::new(pulse_energy(0.0, 1.0, 2.0, 2.724)))],
             10.0,
         )
-        .attr("activity_scope", "process")
+        .process_scoped()
         .span("s", "e", 2.0, 2.724)
         .span("s", "e", 5.0, 5.724)
         .build();

@@ -1,5 +1,6 @@
 //! Command-line definitions.
 
+pub use crate::backends::BackendArgs;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -136,52 +137,6 @@ Examples:
 
 The path is --fifo/--file, else $FLINCH_MARKS, else the per-user default FIFO.
 Exit status: 0 sent, 1 dropped (the recorder's pipe was full), 2 error (no recorder, bad mark).";
-
-/// Options of the backends, shared by the commands that open sources.
-#[derive(Debug, Args, Clone)]
-pub struct BackendArgs {
-    /// The synthetic source's schedule: POWER[/DURATION],... and an optional ;wrap=NJ
-    #[arg(
-        long,
-        value_name = "PROFILE",
-        default_value = "60W/1s,300W/1s;wrap=500J",
-        help_heading = "Sources"
-    )]
-    pub synthetic: String,
-    /// The powercap tree to read RAPL zones from
-    #[arg(long, value_name = "DIR", help_heading = "Sources")]
-    pub rapl_root: Option<PathBuf>,
-    /// The NVML library to load instead of libnvidia-ml.so.1
-    #[arg(long, value_name = "PATH", help_heading = "Sources")]
-    pub nvml_lib: Option<PathBuf>,
-    /// GPUs to record, by index or UUID, comma-separated (default: all)
-    #[arg(
-        long,
-        value_name = "LIST",
-        value_delimiter = ',',
-        help_heading = "Sources"
-    )]
-    pub gpus: Option<Vec<String>>,
-    /// Record only the GPUs listed in CUDA_VISIBLE_DEVICES
-    #[arg(long, help_heading = "Sources")]
-    pub cuda_visible_devices: bool,
-    /// Also record NVML's 1-s average power (a lagging signal; off by default)
-    #[arg(long, help_heading = "Sources")]
-    pub nvml_average_power: bool,
-    /// How often NVML's total-energy counter is read (each read costs ~3-10 ms of a CPU);
-    /// 100ms, its update period, lets spans of a second or more be measured by the counter
-    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration, help_heading = "Sources")]
-    pub nvml_energy_interval: Duration,
-    /// The DCGM library to load instead of libdcgm.so.4 / libdcgm.so.3
-    #[arg(long, value_name = "PATH", help_heading = "Sources")]
-    pub dcgm_lib: Option<PathBuf>,
-    /// A running DCGM host engine: IP[:PORT] or unix:///path (default: start an embedded engine)
-    #[arg(long, value_name = "ADDR", help_heading = "Sources")]
-    pub dcgm_host: Option<String>,
-    /// A process whose tree's CPU time the cpu source records (default: the wrapped command)
-    #[arg(long, value_name = "PID", help_heading = "Sources")]
-    pub pid: Option<u32>,
-}
 
 #[derive(Debug, Args)]
 pub struct SourcesArgs {

@@ -174,10 +174,15 @@ fn sources_lists_every_zone_with_its_wrap_bound() {
     let o = run(flinch()
         .args(["sources", "--probe", "--rapl-root"])
         .arg(fake.root()));
-    let block = rapl_block(&text(&o).0);
-    assert_eq!(block.matches("note: probe ").count(), 4, "{block}");
+    let (stdout, stderr) = text(&o);
+    let block = rapl_block(&stdout);
+    assert_eq!(
+        block.matches("note: probe ").count(),
+        4,
+        "{block}\n{stderr}"
+    );
     assert!(
-        block.contains("note: probe package-0.energy: one read costs "),
+        block.contains("note: probe rapl.package-0: one poll costs "),
         "{block}"
     );
 }

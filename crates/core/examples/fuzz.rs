@@ -17,6 +17,7 @@
 //! invariant is written to `--out` (default `target/fuzz-findings`) and counted; one that
 //! runs for over 5 s is reported as a hang and the run stops.
 
+use flinch_core::DeviceClass;
 use flinch_core::channel::{ChannelSpec, CounterSpec, PowerMethod, SourceInfo};
 use flinch_core::clock::{ClockAnchor, ManualClock};
 use flinch_core::counter::{CounterStep, CounterTracker};
@@ -193,22 +194,17 @@ fn mutate(rng: &mut Rng, data: &mut Vec<u8>, corpus: &[Vec<u8>]) {
 }
 
 fn trace_header() -> Header {
-    let src = SourceInfo {
-        name: "dev".into(),
-        backend: "test".into(),
-        channels: vec![
-            ChannelSpec::power("dev", "power", PowerMethod::Instant),
-            ChannelSpec::energy_counter(
-                "dev",
-                "energy",
-                CounterSpec {
-                    wrap_range: Some(100.0),
-                    max_rate: Some(1000.0),
-                },
-            ),
-        ],
-        attributes: Default::default(),
-    };
+    let src = SourceInfo::new("dev", "test", DeviceClass::Other).with_channels(vec![
+        ChannelSpec::power("dev", "power", PowerMethod::Instant),
+        ChannelSpec::energy_counter(
+            "dev",
+            "energy",
+            CounterSpec {
+                wrap_range: Some(100.0),
+                max_rate: Some(1000.0),
+            },
+        ),
+    ]);
     Header::new(
         10_000_000,
         ClockAnchor {

@@ -8,6 +8,7 @@
 //! activity gauges carry utilisation, clocks and temperature. One source can offer any mix
 //! of them, because one device handle usually serves all of them.
 
+use crate::device::{DeviceClass, Scope};
 use crate::units::Unit;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -186,19 +187,72 @@ impl ChannelSpec {
     }
 }
 
-/// What a source is: its name, backend, channels and facts about the device (driver
-/// version, UUID, zone path, ...), all of which travel in the trace header.
+/// What a source is: its name, backend, the class of device it measures, its scope, its
+/// channels and facts about the device (driver version, UUID, zone path, ...), all of which
+/// travel in the trace header.
+///
+/// ```
+/// use flinch_core::{ChannelSpec, DeviceClass, PowerMethod, Scope, SourceInfo};
+/// let info = SourceInfo::new("fan0", "example", DeviceClass::Other)
+///     .with_channels(vec![ChannelSpec::power("fan0", "power", PowerMethod::Instant)])
+///     .with_attribute("model", "F-12");
+/// assert_eq!(info.class, Some(DeviceClass::Other));
+/// assert_eq!(info.scope, Scope::Device);
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct SourceInfo {
     /// Unique name of this source within a recording, e.g. `nvml.gpu0.fast`.
     pub name: String,
     /// The backend that made it: `synthetic`, `nvml`, `rapl`, `dcgm`, `cpu`, ...
     pub backend: String,
+    /// The class of the devices its channels measure. `None` only in traces written before
+    /// the class was recorded (flinch 0.1), where analysis infers it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<DeviceClass>,
+    /// Whether its channels describe whole devices or one process tree.
+    #[serde(default, skip_serializing_if = "Scope::is_device")]
+    pub scope: Scope,
     /// The channels it fills.
     pub channels: Vec<ChannelSpec>,
     /// Free-form facts about the device.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub attributes: BTreeMap<String, String>,
+}
+
+impl SourceInfo {
+    /// A source of `backend` named `name` measuring devices of `class`, with no channels
+    /// yet, device scope.
+    pub fn new(name: impl Into<String>, backend: impl Into<String>, class: DeviceClass) -> Self {
+        SourceInfo {
+            name: name.into(),
+            backend: backend.into(),
+            class: Some(class),
+            scope: Scope::Device,
+            channels: Vec::new(),
+            attributes: BTreeMap::new(),
+        }
+    }
+    /// Sets the channels.
+    pub fn with_channels(mut self, channels: Vec<ChannelSpec>) -> Self {
+        self.channels = channels;
+        self
+    }
+    /// Sets the scope.
+    pub fn with_scope(mut self, scope: Scope) -> Self {
+        self.scope = scope;
+        self
+    }
+    /// Adds one attribute.
+    pub fn with_attribute(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.attributes.insert(key.into(), value.into());
+        self
+    }
+    /// Replaces the attributes.
+    pub fn with_attributes(mut self, attributes: BTreeMap<String, String>) -> Self {
+        self.attributes = attributes;
+        self
+    }
 }
 
 #[cfg(test)]

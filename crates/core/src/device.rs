@@ -1,28 +1,22 @@
-//! What kind of silicon a channel belongs to, read from trace metadata rather than channel
-//! names: a span's verdict says `gpu-compute` or `cpu-compute`, so every device must be
-//! known as a GPU, a CPU, or neither.
+//! What kind of silicon a source measures, and whether it measures a whole device or one
+//! process tree: typed facts on [`SourceInfo`](crate::channel::SourceInfo), set by the
+//! backend that made the source. A span's verdict says `gpu-compute` or `cpu-compute`, so
+//! every device must be known as a GPU, a CPU, or neither; and the traced workload's own
+//! CPU time decides whether a span was computing, not the host's.
 
-use crate::channel::SourceInfo;
 use serde::{Deserialize, Serialize};
 use std::fmt;
-
-/// The source attribute that states a device class explicitly (`gpu`, `cpu`, `other`).
-pub const DEVICE_CLASS_ATTRIBUTE: &str = "device_class";
-
-/// The source attribute that says its activity channels measure one process tree
-/// (`process`) rather than a whole device or host: the traced workload's own CPU time
-/// decides whether a span was computing, not the host's.
-pub const ACTIVITY_SCOPE_ATTRIBUTE: &str = "activity_scope";
 
 /// The class of a device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum DeviceClass {
-    /// A GPU (NVML, DCGM).
+    /// A GPU.
     Gpu,
-    /// A CPU package, its cores, DRAM or the host's CPUs (RAPL, procfs).
+    /// A CPU package, its cores, DRAM or the host's CPUs.
     Cpu,
-    /// Anything else.
+    /// Anything else (a fan, a modelled device).
     Other,
 }
 
@@ -45,28 +39,44 @@ impl DeviceClass {
             _ => None,
         }
     }
-
-    /// The class of the channels of `source` on `device`: the source's
-    /// [`DEVICE_CLASS_ATTRIBUTE`] when set; else by backend (`nvml`, `dcgm`: GPU; `rapl`,
-    /// `cpu`: CPU); else a device named `gpu…` is a GPU; else other.
-    pub fn of(source: &SourceInfo, device: &str) -> Self {
-        if let Some(c) = source
-            .attributes
-            .get(DEVICE_CLASS_ATTRIBUTE)
-            .and_then(|c| DeviceClass::from_name(c))
-        {
-            return c;
-        }
-        match source.backend.as_str() {
-            "nvml" | "dcgm" => DeviceClass::Gpu,
-            "rapl" | "cpu" => DeviceClass::Cpu,
-            _ if device.starts_with("gpu") => DeviceClass::Gpu,
-            _ => DeviceClass::Other,
-        }
-    }
 }
 
 impl fmt::Display for DeviceClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What a source's activity channels describe.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum Scope {
+    /// The whole device or host.
+    #[default]
+    Device,
+    /// One process and its descendants (the traced workload).
+    ProcessTree,
+}
+
+impl Scope {
+    /// As written: `device`, `process-tree`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scope::Device => "device",
+            Scope::ProcessTree => "process-tree",
+        }
+    }
+
+    /// Whether this is [`Scope::Device`] (the default, not written in trace headers).
+    pub fn is_device(&self) -> bool {
+        *self == Scope::Device
+    }
+}
+
+impl fmt::Display for Scope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
@@ -76,44 +86,22 @@ impl fmt::Display for DeviceClass {
 mod tests {
     use super::*;
 
-    fn src(backend: &str, attr: Option<&str>) -> SourceInfo {
-        SourceInfo {
-            name: "s".into(),
-            backend: backend.into(),
-            channels: vec![],
-            attributes: attr
-                .map(|a| [(DEVICE_CLASS_ATTRIBUTE.to_owned(), a.to_owned())].into())
-                .unwrap_or_default(),
-        }
-    }
-
     #[test]
-    fn classes_come_from_metadata() {
-        assert_eq!(
-            DeviceClass::of(&src("nvml", None), "gpu0"),
-            DeviceClass::Gpu
-        );
-        assert_eq!(DeviceClass::of(&src("dcgm", None), "x"), DeviceClass::Gpu);
-        assert_eq!(
-            DeviceClass::of(&src("rapl", None), "package-0"),
-            DeviceClass::Cpu
-        );
-        assert_eq!(DeviceClass::of(&src("cpu", None), "host"), DeviceClass::Cpu);
-        assert_eq!(
-            DeviceClass::of(&src("synthetic", Some("cpu")), "synthetic"),
-            DeviceClass::Cpu
-        );
-        assert_eq!(
-            DeviceClass::of(&src("nvml", Some("other")), "gpu0"),
-            DeviceClass::Other
-        );
-        assert_eq!(
-            DeviceClass::of(&src("scripted", None), "gpu1"),
-            DeviceClass::Gpu
-        );
-        assert_eq!(
-            DeviceClass::of(&src("scripted", None), "fan"),
-            DeviceClass::Other
-        );
+    fn names_round_trip_and_serde_agrees() {
+        for c in [DeviceClass::Gpu, DeviceClass::Cpu, DeviceClass::Other] {
+            assert_eq!(DeviceClass::from_name(c.name()), Some(c));
+            assert_eq!(
+                serde_json::to_value(c).unwrap(),
+                serde_json::Value::String(c.name().into())
+            );
+        }
+        assert_eq!(DeviceClass::from_name("tpu"), None);
+        for s in [Scope::Device, Scope::ProcessTree] {
+            assert_eq!(
+                serde_json::to_value(s).unwrap(),
+                serde_json::Value::String(s.name().into())
+            );
+        }
+        assert!(Scope::default().is_device());
     }
 }

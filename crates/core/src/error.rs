@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// The kind of a source failure, chosen for what the caller does about it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -49,10 +50,10 @@ impl fmt::Display for ErrorKind {
     }
 }
 
-/// A failure of a source or backend: a kind, the backend's name and a message that says
-/// what happened and what to do.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{backend}: {message}")]
+/// A failure of a source or backend: a kind, the backend's name, a message that says what
+/// happened and what to do, and the underlying error when there is one (kept as the
+/// [`std::error::Error::source`] chain, shared so that the error stays `Clone`).
+#[derive(Clone, Debug)]
 pub struct SourceError {
     /// What kind of failure.
     pub kind: ErrorKind,
@@ -62,7 +63,35 @@ pub struct SourceError {
     pub message: String,
     /// Whether polling again may succeed.
     pub retryable: bool,
+    /// The underlying error, if any.
+    pub cause: Option<Arc<dyn std::error::Error + Send + Sync + 'static>>,
 }
+
+impl fmt::Display for SourceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.backend, self.message)
+    }
+}
+
+impl std::error::Error for SourceError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// Equal when kind, backend, message and retryability are (the cause is not compared).
+impl PartialEq for SourceError {
+    fn eq(&self, o: &Self) -> bool {
+        self.kind == o.kind
+            && self.backend == o.backend
+            && self.message == o.message
+            && self.retryable == o.retryable
+    }
+}
+
+impl Eq for SourceError {}
 
 impl SourceError {
     /// A new error; `retryable` defaults to true for `Transient` and `Lost` (a lost device
@@ -73,6 +102,7 @@ impl SourceError {
             backend: backend.into(),
             message: message.into(),
             retryable: matches!(kind, ErrorKind::Transient | ErrorKind::Lost),
+            cause: None,
         }
     }
     /// Overrides whether the failure is worth retrying.
@@ -80,6 +110,28 @@ impl SourceError {
         self.retryable = retryable;
         self
     }
+    /// Keeps the underlying error as this one's source.
+    pub fn with_cause(mut self, cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.cause = Some(Arc::new(cause));
+        self
+    }
+}
+
+/// Writes an error and its whole [`source`](std::error::Error::source) chain on one line:
+/// `outer: inner: innermost`, skipping a cause whose text the outer message already ends
+/// with.
+pub fn display_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.ends_with(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
 }
 
 /// Errors of the core library's own work (traces, marks, recording).
@@ -128,3 +180,26 @@ impl Error {
 
 /// Result with the core [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cause_travels_as_the_source_chain() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no /proc/stat");
+        let e = SourceError::new(ErrorKind::NotAvailable, "cpu", "cannot read host CPU time")
+            .with_cause(io);
+        let c = e.clone();
+        assert_eq!(c, e);
+        assert_eq!(
+            std::error::Error::source(&c).map(|s| s.to_string()),
+            Some("no /proc/stat".to_owned())
+        );
+        let wrapped = Error::Source(c);
+        assert_eq!(
+            display_chain(&wrapped),
+            "cpu: cannot read host CPU time: no /proc/stat"
+        );
+    }
+}

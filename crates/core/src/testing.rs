@@ -12,6 +12,7 @@
 use crate::channel::{ChannelKind, ChannelSpec, PowerMethod, Quantity, SourceInfo};
 use crate::clock::Clock;
 use crate::counter::{CounterStep, CounterTracker};
+use crate::device::DeviceClass;
 use crate::error::SourceError;
 use crate::marks::is_valid_label;
 use crate::source::{Reading, Readings, Source};
@@ -31,14 +32,11 @@ impl NullSource {
     /// A source with `channels` power gauges named `<name>.c<i>`.
     pub fn new(name: &str, channels: usize) -> Self {
         NullSource {
-            info: SourceInfo {
-                name: name.into(),
-                backend: "null".into(),
-                channels: (0..channels)
+            info: SourceInfo::new(name, "null", DeviceClass::Other).with_channels(
+                (0..channels)
                     .map(|i| ChannelSpec::power(name, &format!("c{i}"), PowerMethod::Modelled))
                     .collect(),
-                attributes: Default::default(),
-            },
+            ),
             push: true,
         }
     }
@@ -89,12 +87,7 @@ impl ScriptedSource {
     /// A source with these channels and no script yet.
     pub fn new(name: &str, channels: Vec<ChannelSpec>) -> Self {
         ScriptedSource {
-            info: SourceInfo {
-                name: name.into(),
-                backend: "scripted".into(),
-                channels,
-                attributes: Default::default(),
-            },
+            info: SourceInfo::new(name, "scripted", DeviceClass::Other).with_channels(channels),
             script: VecDeque::new(),
             interval: None,
             polls: 0,
@@ -108,6 +101,11 @@ impl ScriptedSource {
     /// Appends a failing step.
     pub fn then_fail(mut self, e: SourceError) -> Self {
         self.script.push_back(Step::Fail(e));
+        self
+    }
+    /// Sets the class of the device it pretends to measure (default: other).
+    pub fn with_class(mut self, class: DeviceClass) -> Self {
+        self.info.class = Some(class);
         self
     }
     /// Sets the interval the source asks for.

@@ -7,6 +7,7 @@
 //! mutation fuzzer `cargo run --release -p flinch-core --example fuzz` runs for as long as
 //! asked (see `docs/reliability.md` for what each found).
 
+use flinch_core::DeviceClass;
 use flinch_core::channel::{ChannelSpec, CounterSpec, PowerMethod, SourceInfo};
 use flinch_core::clock::{AnchorMap, ClockAnchor, ManualClock};
 use flinch_core::counter::{CounterStep, CounterTracker};
@@ -185,22 +186,17 @@ fn split_reference(data: &[u8]) -> Vec<Owned> {
 // Traces
 
 fn header() -> Header {
-    let src = SourceInfo {
-        name: "dev".into(),
-        backend: "test".into(),
-        channels: vec![
-            ChannelSpec::power("dev", "power", PowerMethod::Instant),
-            ChannelSpec::energy_counter(
-                "dev",
-                "energy",
-                CounterSpec {
-                    wrap_range: Some(100.0),
-                    max_rate: Some(1000.0),
-                },
-            ),
-        ],
-        attributes: Default::default(),
-    };
+    let src = SourceInfo::new("dev", "test", DeviceClass::Other).with_channels(vec![
+        ChannelSpec::power("dev", "power", PowerMethod::Instant),
+        ChannelSpec::energy_counter(
+            "dev",
+            "energy",
+            CounterSpec {
+                wrap_range: Some(100.0),
+                max_rate: Some(1000.0),
+            },
+        ),
+    ]);
     Header::new(
         10_000_000,
         ClockAnchor {

@@ -1,5 +1,6 @@
 //! Trace writer and reader: round trip, flush policy, and what damaged files give.
 
+use flinch_core::DeviceClass;
 use flinch_core::channel::{ChannelSpec, CounterSpec, PowerMethod, SourceInfo};
 use flinch_core::clock::{ClockAnchor, ManualClock};
 use flinch_core::marks::{Mark, MarkVia};
@@ -12,10 +13,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 fn header() -> Header {
-    let src = SourceInfo {
-        name: "dev".into(),
-        backend: "test".into(),
-        channels: vec![
+    let src = SourceInfo::new("dev", "test", DeviceClass::Other)
+        .with_channels(vec![
             ChannelSpec::power("dev", "power", PowerMethod::Instant),
             ChannelSpec::energy_counter(
                 "dev",
@@ -25,11 +24,12 @@ fn header() -> Header {
                     max_rate: Some(1000.0),
                 },
             ),
-        ],
-        attributes: [("driver".to_owned(), "1.2.3".to_owned())]
-            .into_iter()
-            .collect(),
-    };
+        ])
+        .with_attributes(
+            [("driver".to_owned(), "1.2.3".to_owned())]
+                .into_iter()
+                .collect(),
+        );
     let mut h = Header::new(
         10_000_000,
         ClockAnchor {

@@ -148,6 +148,6 @@ impl std::error::Error for DcgmError {}
 
 impl From<DcgmError> for SourceError {
     fn from(e: DcgmError) -> Self {
-        SourceError::new(e.kind(), "dcgm", e.to_string())
+        SourceError::new(e.kind(), "dcgm", e.to_string()).with_cause(e)
     }
 }

@@ -4,6 +4,7 @@
 use crate::error::DcgmError;
 use crate::ffi::{self, DcgmLib, FieldGroupId, RawNumber, RawValue};
 use crate::session::{Connection, Session};
+use flinch_core::DeviceClass;
 use flinch_core::clock::{AnchorMap, Clock};
 use flinch_core::units::{Joules, Watts};
 use flinch_core::{
@@ -350,12 +351,9 @@ impl DcgmSource {
         let max_per_poll = n.saturating_mul((per_channel.min(10_000) as usize) + 2);
         let cursor_us = start.real_ns.div_euclid(1000);
         Ok(DcgmSource {
-            info: SourceInfo {
-                name: "dcgm".into(),
-                backend: "dcgm".into(),
-                channels,
-                attributes,
-            },
+            info: SourceInfo::new("dcgm", "dcgm", DeviceClass::Gpu)
+                .with_channels(channels)
+                .with_attributes(attributes),
             session,
             gpus,
             channel_of,

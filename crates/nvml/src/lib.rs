@@ -1,19 +1,21 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
+mod backend;
 pub mod buffer;
 pub mod error;
 mod ffi;
-pub mod probe;
 pub mod select;
 mod sources;
 
 use error::map;
+use flinch_core::DeviceClass;
 use flinch_core::{
     ChannelSpec, CounterSpec, ErrorKind, PowerMethod, Quantity, Source, SourceError, SourceInfo,
 };
+use nvml_wrapper::Device;
+use nvml_wrapper::Nvml as NvmlLib;
 use nvml_wrapper::enum_wrappers::device::{Clock, TemperatureSensor};
-use nvml_wrapper::{Device, Nvml};
 use select::GpuSelector;
 use sources::{
     ActivityChannels, ActivitySource, BufferSource, EnergySource, FastSource, GpmSource,
@@ -23,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
+pub use backend::Nvml;
 pub use error::NVML_LIB;
 
 /// How to find and sample the GPUs.
@@ -61,14 +64,14 @@ impl Default for NvmlConfig {
     }
 }
 
-static INSTANCE: Mutex<Option<&'static Nvml>> = Mutex::new(None);
+static INSTANCE: Mutex<Option<&'static NvmlLib>> = Mutex::new(None);
 
 /// The process's one NVML instance, initialised on first use and never shut down (the
 /// driver cleans up at exit). Keeping it `'static` lets every sampler thread hold
 /// `Device<'static>` handles without any unsafe lifetime workaround. A failed
 /// initialisation is not cached, so a later call may succeed (e.g. with another
 /// `lib_path`); once initialised, `lib_path` is ignored.
-pub fn nvml_instance(lib_path: Option<&Path>) -> Result<&'static Nvml, SourceError> {
+pub fn nvml_instance(lib_path: Option<&Path>) -> Result<&'static NvmlLib, SourceError> {
     let mut guard = INSTANCE.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(n) = *guard {
         return Ok(n);
@@ -78,12 +81,12 @@ pub fn nvml_instance(lib_path: Option<&Path>) -> Result<&'static Nvml, SourceErr
             if !p.exists() {
                 return Err(error::missing_lib(p));
             }
-            Nvml::builder().lib_path(p.as_os_str()).init()
+            NvmlLib::builder().lib_path(p.as_os_str()).init()
         }
-        None => Nvml::init(),
+        None => NvmlLib::init(),
     }
     .map_err(|e| map(&e, "NVML initialisation"))?;
-    let leaked: &'static Nvml = Box::leak(Box::new(nvml));
+    let leaked: &'static NvmlLib = Box::leak(Box::new(nvml));
     *guard = Some(leaked);
     Ok(leaked)
 }
@@ -120,13 +123,13 @@ struct Caps {
 
 /// The NVML backend: the GPUs chosen, probed.
 pub struct NvmlBackend {
-    nvml: &'static Nvml,
+    nvml: &'static NvmlLib,
     gpus: Vec<GpuInfo>,
     config: NvmlConfig,
     notes: Vec<String>,
 }
 
-fn device(nvml: &'static Nvml, index: u32) -> Result<Device<'static>, SourceError> {
+fn device(nvml: &'static NvmlLib, index: u32) -> Result<Device<'static>, SourceError> {
     nvml.device_by_index(index)
         .map_err(|e| map(&e, &format!("GPU {index}")))
 }
@@ -238,11 +241,10 @@ impl NvmlBackend {
 
     fn infos(&self, g: &GpuInfo) -> Vec<(&'static str, SourceInfo)> {
         let d = g.device.as_str();
-        let info = |suffix: &str, channels: Vec<ChannelSpec>| SourceInfo {
-            name: format!("nvml.{d}.{suffix}"),
-            backend: "nvml".into(),
-            channels,
-            attributes: g.attributes.clone(),
+        let info = |suffix: &str, channels: Vec<ChannelSpec>| {
+            SourceInfo::new(format!("nvml.{d}.{suffix}"), "nvml", DeviceClass::Gpu)
+                .with_channels(channels)
+                .with_attributes(g.attributes.clone())
         };
         let mut v = Vec::new();
         let mut fast = Vec::new();
@@ -428,26 +430,10 @@ impl NvmlBackend {
         }
         Ok(out)
     }
-
-    /// Measures each channel's read cost and value-change interval on every chosen GPU
-    /// (about `seconds` per GPU, GPUs in parallel).
-    pub fn probe(&self, seconds: f64) -> Vec<probe::ChannelProbe> {
-        std::thread::scope(|s| {
-            let handles: Vec<_> = self
-                .gpus
-                .iter()
-                .map(|g| s.spawn(move || probe::probe_gpu(self.nvml, g.index, &g.device, seconds)))
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().unwrap_or_default())
-                .collect()
-        })
-    }
 }
 
 fn probe_gpu(
-    nvml: &'static Nvml,
+    nvml: &'static NvmlLib,
     index: u32,
     driver: &str,
     nvml_version: &str,

@@ -153,24 +153,35 @@ fn energy_counter_and_driver_samples_agree_over_a_few_seconds() {
 #[test]
 #[ignore = "needs an NVIDIA GPU"]
 fn probing_measures_costs_and_update_intervals() {
+    use flinch_core::probe::probe_source;
     let b = backend();
-    let probes = b.probe(1.0);
-    for p in &probes {
+    let mut probes = Vec::new();
+    for mut src in b.sources().unwrap() {
+        let p = probe_source(
+            src.as_mut(),
+            &MonotonicClock,
+            Duration::from_secs(1),
+            Duration::from_millis(1),
+            2000,
+        );
         eprintln!("{p:?}");
+        probes.push(p);
     }
-    let instant = probes
+    let find = |suffix: &str| {
+        probes
+            .iter()
+            .find(|p| p.channels.iter().any(|c| c.channel.ends_with(suffix)))
+            .unwrap_or_else(|| panic!("a source with a {suffix} channel was probed"))
+    };
+    let instant = find(".power_instant");
+    assert!(instant.poll_cost_ns > 0 && instant.poll_cost_ns < 1_000_000);
+    let energy = find(".energy");
+    assert!(energy.poll_cost_ns > instant.poll_cost_ns);
+    let buffer = find(".power_samples");
+    let samples = buffer
+        .channels
         .iter()
-        .find(|p| p.channel.ends_with(".power_instant"))
-        .expect("instant power probed");
-    assert!(instant.read_cost_ns > 0 && instant.read_cost_ns < 1_000_000);
-    let energy = probes
-        .iter()
-        .find(|p| p.channel.ends_with(".energy"))
-        .expect("energy probed");
-    assert!(energy.read_cost_ns > instant.read_cost_ns);
-    let buffer = probes
-        .iter()
-        .find(|p| p.channel.ends_with(".power_samples"))
-        .expect("buffer probed");
-    assert!(buffer.changes > 10, "{buffer:?}");
+        .find(|c| c.channel.ends_with(".power_samples"))
+        .unwrap();
+    assert!(samples.changes > 10, "{buffer:?}");
 }

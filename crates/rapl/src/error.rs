@@ -183,7 +183,9 @@ impl From<RaplError> for SourceError {
         let kind = e.kind();
         let retryable = matches!(kind, ErrorKind::Transient | ErrorKind::Lost)
             || matches!(e, RaplError::Io { .. });
-        SourceError::new(kind, BACKEND, e.to_string()).with_retryable(retryable)
+        SourceError::new(kind, BACKEND, e.to_string())
+            .with_retryable(retryable)
+            .with_cause(e)
     }
 }
 

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
+mod backend;
 mod discover;
 mod error;
 mod file;
@@ -8,6 +9,7 @@ mod source;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use backend::Rapl;
 pub use discover::{Discovery, Interface, Skipped, Zone, ZoneKind, parse_zone_id};
 pub use error::{BACKEND, RaplError, module_hint, permission_fix};
 pub use file::{CounterFile, MAX_READS, parse_uj};

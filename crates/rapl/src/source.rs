@@ -3,6 +3,7 @@
 use crate::discover::{Zone, ZoneKind};
 use crate::error::{BACKEND, RaplError};
 use crate::file::CounterFile;
+use flinch_core::DeviceClass;
 use flinch_core::counter::{CounterStep, CounterTracker, max_poll_interval_s};
 use flinch_core::{
     ChannelSpec, CounterSpec, Joules, Readings, Source, SourceError, SourceInfo, Watts,
@@ -181,12 +182,9 @@ impl ZoneSource {
                 "not sysfs (read until two reads agree)".to_owned()
             },
         );
-        let info = SourceInfo {
-            name: format!("{BACKEND}.{}", zone.key),
-            backend: BACKEND.into(),
-            channels: vec![channel],
-            attributes,
-        };
+        let info = SourceInfo::new(format!("{BACKEND}.{}", zone.key), BACKEND, DeviceClass::Cpu)
+            .with_channels(vec![channel])
+            .with_attributes(attributes);
         Ok(ZoneSource {
             info,
             zone,

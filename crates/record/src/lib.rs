@@ -8,4 +8,4 @@ pub mod sampler;
 pub mod synthetic;
 
 pub use recorder::{MarkSender, Recorder, RecorderConfig, RecordingSetup};
-pub use synthetic::{SyntheticConfig, SyntheticSource};
+pub use synthetic::{Synthetic, SyntheticConfig, SyntheticSource};

@@ -420,12 +420,8 @@ mod tests {
     impl Counter {
         fn new(name: &str, fail_on: Vec<u64>, interval: Option<Duration>) -> Self {
             Counter {
-                info: SourceInfo {
-                    name: name.into(),
-                    backend: "test".into(),
-                    channels: vec![ChannelSpec::power(name, "p", PowerMethod::Instant)],
-                    attributes: Default::default(),
-                },
+                info: SourceInfo::new(name, "test", flinch_core::DeviceClass::Other)
+                    .with_channels(vec![ChannelSpec::power(name, "p", PowerMethod::Instant)]),
                 n: 0,
                 fail_on,
                 interval,

@@ -20,9 +20,10 @@
 //! assert_eq!(s.energy_at(2_000_000_000).0, 300.0);
 //! ```
 
+use flinch_core::backend::{Backend, BackendContext, BackendStatus};
 use flinch_core::channel::{ChannelSpec, CounterSpec, PowerMethod, Quantity, SourceInfo};
-use flinch_core::clock::Clock;
-use flinch_core::device::{DEVICE_CLASS_ATTRIBUTE, DeviceClass};
+use flinch_core::clock::{Clock, MonotonicClock};
+use flinch_core::device::DeviceClass;
 use flinch_core::error::SourceError;
 use flinch_core::source::{Readings, Source};
 use flinch_core::units::{Joules, Watts};
@@ -168,37 +169,28 @@ impl SyntheticSource {
                 .fold(f64::INFINITY, f64::min),
         );
         let d = cfg.device.as_str();
-        let info = SourceInfo {
-            name: d.to_owned(),
-            backend: "synthetic".into(),
-            channels: vec![
-                ChannelSpec::power(d, "power", PowerMethod::Modelled)
-                    .with_description("modelled power following the synthetic schedule"),
-                ChannelSpec::energy_counter(
-                    d,
-                    "energy",
-                    CounterSpec {
-                        wrap_range: Some(cfg.wrap.0),
-                        max_rate: Some(high * 1.5 + 1.0),
-                    },
-                )
-                .with_description(
-                    "exact integral of the schedule, wrapping at the configured range",
-                ),
-                ChannelSpec::gauge(d, "util", Quantity::Utilization)
-                    .with_description("100 while above the lowest step, else 0"),
-            ],
-            attributes: [
-                ("profile".to_owned(), describe(&cfg)),
-                ("origin_ns".to_owned(), origin_ns.to_string()),
-            ]
-            .into_iter()
-            .chain(
-                cfg.device_class
-                    .map(|c| (DEVICE_CLASS_ATTRIBUTE.to_owned(), c.name().to_owned())),
+        let info = SourceInfo::new(
+            d,
+            "synthetic",
+            cfg.device_class.unwrap_or(DeviceClass::Other),
+        )
+        .with_channels(vec![
+            ChannelSpec::power(d, "power", PowerMethod::Modelled)
+                .with_description("modelled power following the synthetic schedule"),
+            ChannelSpec::energy_counter(
+                d,
+                "energy",
+                CounterSpec {
+                    wrap_range: Some(cfg.wrap.0),
+                    max_rate: Some(high * 1.5 + 1.0),
+                },
             )
-            .collect(),
-        };
+            .with_description("exact integral of the schedule, wrapping at the configured range"),
+            ChannelSpec::gauge(d, "util", Quantity::Utilization)
+                .with_description("100 while above the lowest step, else 0"),
+        ])
+        .with_attribute("profile", describe(&cfg))
+        .with_attribute("origin_ns", origin_ns.to_string());
         SyntheticSource {
             info,
             cfg,
@@ -271,6 +263,46 @@ impl Source for SyntheticSource {
     }
 }
 
+/// The `synthetic` backend: one [`SyntheticSource`] with this schedule. Always available;
+/// used only when asked for, or when no real source is (a model must never pass for a
+/// measurement).
+#[derive(Clone, Debug, Default)]
+pub struct Synthetic {
+    config: SyntheticConfig,
+}
+
+impl Synthetic {
+    /// The backend with this schedule.
+    pub fn new(config: SyntheticConfig) -> Self {
+        Synthetic { config }
+    }
+}
+
+impl Backend for Synthetic {
+    fn name(&self) -> &'static str {
+        "synthetic"
+    }
+    fn summary(&self) -> &'static str {
+        "modelled power with an exactly known integral (demo and tests)"
+    }
+    fn status(&self, _: &BackendContext) -> BackendStatus {
+        let src = SyntheticSource::new(self.config.clone(), &MonotonicClock);
+        BackendStatus::available(self, vec![src.info().clone()]).with_notes([
+            "used only when asked for with --source synthetic, or when no real source is available"
+                .to_owned(),
+        ])
+    }
+    fn open(&self, _: &BackendContext) -> Result<Vec<Box<dyn Source>>, SourceError> {
+        Ok(vec![Box::new(SyntheticSource::new(
+            self.config.clone(),
+            &MonotonicClock,
+        ))])
+    }
+    fn default_on(&self) -> bool {
+        false
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,7 +321,7 @@ mod tests {
         let c: SyntheticConfig = "20W;class=cpu;wrap=5J".parse().unwrap();
         assert_eq!(c.device_class, Some(DeviceClass::Cpu));
         let s = SyntheticSource::with_origin(c, 42);
-        assert_eq!(s.info().attributes["device_class"], "cpu");
+        assert_eq!(s.info().class, Some(DeviceClass::Cpu));
         assert_eq!(s.info().attributes["origin_ns"], "42");
         for bad in [
             "",

@@ -5,6 +5,7 @@
 //! Tests run as root here, so ownership checks are exercised with files chowned to another
 //! uid (65534, `nobody`) rather than skipped.
 
+use flinch_core::DeviceClass;
 use flinch_core::channel::{ChannelSpec, PowerMethod, SourceInfo};
 use flinch_core::clock::{Clock, MonotonicClock, monotonic_ns};
 use flinch_core::marks::client::{MarkClient, SendOutcome};
@@ -34,12 +35,11 @@ fn clock() -> Arc<dyn Clock> {
 }
 
 fn power_source_info(name: &str) -> SourceInfo {
-    SourceInfo {
-        name: name.into(),
-        backend: "test".into(),
-        channels: vec![ChannelSpec::power(name, "power", PowerMethod::Instant)],
-        attributes: Default::default(),
-    }
+    SourceInfo::new(name, "test", DeviceClass::Other).with_channels(vec![ChannelSpec::power(
+        name,
+        "power",
+        PowerMethod::Instant,
+    )])
 }
 
 /// Runs `f` on a thread and fails the test if it has not returned within `limit` (a hang

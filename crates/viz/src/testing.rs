@@ -2,6 +2,7 @@
 //! a structural checker of Chrome trace-event JSON following the rules Perfetto's JSON
 //! importer applies (docs: `reference/specs.md` §5.1).
 
+use flinch_core::DeviceClass;
 use flinch_core::channel::{ChannelSpec, CounterSpec, PowerMethod, Quantity, SourceInfo};
 use flinch_core::clock::{ClockAnchor, ManualClock};
 use flinch_core::marks::{Mark, MarkVia};
@@ -40,10 +41,8 @@ pub fn write_demo_trace(path: &Path) -> std::io::Result<()> {
     let t0 = DEMO_T0;
     let gpu = |what: &str, q: Quantity| ChannelSpec::gauge("gpu0", what, q);
     let sources = vec![
-        SourceInfo {
-            name: "demo.gpu0.fast".into(),
-            backend: "nvml".into(),
-            channels: vec![
+        SourceInfo::new("demo.gpu0.fast", "nvml", DeviceClass::Gpu)
+            .with_channels(vec![
                 ChannelSpec::power("gpu0", "power_instant", PowerMethod::Instant)
                     .with_update_period_ns(100_000_000),
                 ChannelSpec::power(
@@ -51,36 +50,25 @@ pub fn write_demo_trace(path: &Path) -> std::io::Result<()> {
                     "power_avg1s",
                     PowerMethod::Average { window_ms: 1000 },
                 ),
-            ],
-            attributes: [("name".to_string(), "Demo GPU".to_string())].into(),
-        },
-        SourceInfo {
-            name: "demo.gpu0.samples".into(),
-            backend: "nvml".into(),
-            channels: vec![
-                ChannelSpec::power("gpu0", "power_samples", PowerMethod::DriverSamples)
-                    .with_update_period_ns(20_000_000),
-            ],
-            attributes: Default::default(),
-        },
-        SourceInfo {
-            name: "demo.gpu0.slow".into(),
-            backend: "nvml".into(),
-            channels: vec![
-                ChannelSpec::energy_counter(
-                    "gpu0",
-                    "energy",
-                    CounterSpec {
-                        wrap_range: None,
-                        max_rate: Some(1400.0),
-                    },
-                ),
-                gpu("util_gpu", Quantity::Utilization),
-                gpu("sm_active", Quantity::Activity),
-                gpu("sm_clock", Quantity::Clock),
-            ],
-            attributes: Default::default(),
-        },
+            ])
+            .with_attributes([("name".to_string(), "Demo GPU".to_string())].into()),
+        SourceInfo::new("demo.gpu0.samples", "nvml", DeviceClass::Gpu).with_channels(vec![
+            ChannelSpec::power("gpu0", "power_samples", PowerMethod::DriverSamples)
+                .with_update_period_ns(20_000_000),
+        ]),
+        SourceInfo::new("demo.gpu0.slow", "nvml", DeviceClass::Gpu).with_channels(vec![
+            ChannelSpec::energy_counter(
+                "gpu0",
+                "energy",
+                CounterSpec {
+                    wrap_range: None,
+                    max_rate: Some(1400.0),
+                },
+            ),
+            gpu("util_gpu", Quantity::Utilization),
+            gpu("sm_active", Quantity::Activity),
+            gpu("sm_clock", Quantity::Clock),
+        ]),
     ];
     let anchor = ClockAnchor {
         mono_ns: t0,

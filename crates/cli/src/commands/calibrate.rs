@@ -89,8 +89,8 @@ pub fn run(a: CalibrateArgs) -> Result<ExitCode, Failure> {
             a.out.display()
         )));
     }
-    let opts = super::backend_options(&a.backends, a.interval, false)?;
-    let (sources, used) = super::record::open_sources(&a.sources, &opts)?;
+    let backends = crate::backends::Backends::build(&a.backends, false)?;
+    let (sources, used) = super::record::open_sources(&backends, &a.sources, a.interval)?;
 
     let (trace_path, scratch) = match &a.keep_trace {
         Some(p) => (p.clone(), Scratch(None)),

@@ -2,9 +2,10 @@
 //! arrives, or the wrapped command exits.
 
 use crate::Failure;
-use crate::backends::{self, Backend, BackendOptions};
+use crate::backends::Backends;
 use crate::cli::RecordArgs;
 use flinch_analysis::idle::IdleProfile;
+use flinch_core::backend::BackendContext;
 use flinch_core::clock::{Clock, MonotonicClock};
 use flinch_core::marks::paths::{MARKS_ENV, default_dir, default_fifo_path};
 use flinch_core::trace::Footer;
@@ -37,8 +38,15 @@ pub const MARKS_FILE_ENV: &str = "FLINCH_MARKS_FILE";
 type Opened = (Vec<Box<dyn Source>>, Vec<String>);
 
 /// Opens the sources asked for with `--source` (every available one when none is named).
-pub fn open_sources(requested: &[String], opts: &BackendOptions) -> Result<Opened, Failure> {
-    let all = backends::all();
+pub fn open_sources(
+    backends: &Backends,
+    requested: &[String],
+    interval: Duration,
+) -> Result<Opened, Failure> {
+    let ctx = BackendContext::new(interval);
+    for n in &backends.notes {
+        eprintln!("flinch: note: {n}");
+    }
     let mut names: Vec<String> = Vec::new();
     for n in requested {
         if !names.contains(n) {
@@ -48,17 +56,21 @@ pub fn open_sources(requested: &[String], opts: &BackendOptions) -> Result<Opene
     let mut sources: Vec<Box<dyn Source>> = Vec::new();
     let mut used = Vec::new();
     if names.is_empty() {
-        for b in all.iter().filter(|b| b.default_on()) {
-            let st = b.status(opts);
+        for b in backends.all().iter().filter(|b| b.default_on()) {
+            let st = b.status(&ctx);
             if !st.available {
                 continue;
             }
-            match b.open(opts) {
+            match b.open(&ctx) {
                 Ok(s) => {
                     sources.extend(s);
                     used.push(b.name().to_owned());
                 }
-                Err(e) => eprintln!("flinch: note: skipping {}: {}", b.name(), e.message),
+                Err(e) => eprintln!(
+                    "flinch: note: skipping {}: {}",
+                    b.name(),
+                    flinch_core::error::display_chain(&e)
+                ),
             }
         }
         if sources.is_empty() {
@@ -69,18 +81,12 @@ pub fn open_sources(requested: &[String], opts: &BackendOptions) -> Result<Opene
         }
     }
     for n in &names {
-        let b: &dyn Backend = all
-            .iter()
-            .find(|b| b.name() == n)
-            .map(|b| b.as_ref())
-            .ok_or_else(|| {
-                Failure::new(format!(
-                    "unknown source {n:?}: expected one of {}",
-                    backends::names().join(", ")
-                ))
-            })?;
-        let opened = b.open(opts).map_err(|e: SourceError| {
-            Failure::new(format!("source {n} is unavailable: {}", e.message))
+        let b = backends.get(n)?;
+        let opened = b.open(&ctx).map_err(|e: SourceError| {
+            Failure::new(format!(
+                "source {n} is unavailable: {}",
+                flinch_core::error::display_chain(&e)
+            ))
         })?;
         if opened.is_empty() {
             return Err(Failure::new(format!(
@@ -162,8 +168,7 @@ fn summary(out: &std::path::Path, f: &Footer) -> String {
 }
 
 pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
-    let mut opts = super::backend_options(&a.backends, a.interval, false)?;
-    opts.wraps_command = !a.command.is_empty();
+    let backends = Backends::build(&a.backends, !a.command.is_empty())?;
     let idle_profile = match &a.idle {
         Some(p) => {
             let prof = IdleProfile::read(p).map_err(|e| Failure::new(format!("--idle {e}")))?;
@@ -182,7 +187,7 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
         .as_ref()
         .map(serde_json::to_value)
         .transpose()?;
-    let (sources, used) = open_sources(&a.sources, &opts)?;
+    let (sources, used) = open_sources(&backends, &a.sources, a.interval)?;
     if let Some(p) = &idle_profile {
         let infos: Vec<_> = sources.iter().map(|s| s.info().clone()).collect();
         let host = rustix::system::uname()
@@ -244,7 +249,7 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
         let marks_path = fifo.as_ref().or(a.marks_file.as_ref());
         match spawn_command(&a.command, marks_path, a.marks_file.as_ref()) {
             Ok(c) => {
-                opts.command_pid.store(c.id(), Ordering::SeqCst);
+                backends.follow(c.id());
                 rec.event(
                     "command_start",
                     &format!("pid={} {}", c.id(), a.command.join(" ")),

@@ -1,21 +1,95 @@
 //! `flinch sources`: what each backend offers here, or why it cannot.
 
 use crate::Failure;
-use crate::backends::{self, BackendStatus};
+use crate::backends::Backends;
 use crate::cli::SourcesArgs;
 use flinch_core::ChannelKind;
+use flinch_core::backend::{BackendContext, BackendStatus};
+use flinch_core::clock::MonotonicClock;
+use flinch_core::probe::probe_source;
 use std::process::ExitCode;
 use std::time::Duration;
 
 pub fn run(a: SourcesArgs) -> Result<ExitCode, Failure> {
-    let opts = super::backend_options(&a.backends, Duration::from_millis(10), a.probe)?;
-    let statuses: Vec<BackendStatus> = backends::all().iter().map(|b| b.status(&opts)).collect();
+    let backends = Backends::build(&a.backends, false)?;
+    let ctx = BackendContext::new(Duration::from_millis(10));
+    let mut statuses: Vec<BackendStatus> = backends.all().iter().map(|b| b.status(&ctx)).collect();
+    for st in statuses.iter_mut().filter(|st| st.available) {
+        st.notes.extend(backends.notes.iter().cloned());
+        if a.probe {
+            let notes = probe_notes(&backends, st.name, &ctx);
+            st.notes.extend(notes);
+        }
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&statuses)?);
     } else {
         print!("{}", render(&statuses));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn fmt_ns(ns: u64) -> String {
+    if ns >= 1_000_000 {
+        format!("{:.1} ms", ns as f64 / 1e6)
+    } else {
+        format!("{:.1} us", ns as f64 / 1e3)
+    }
+}
+
+/// Opens `name`'s sources and polls each for a second: what a poll costs, and how often
+/// each channel's value changes.
+fn probe_notes(backends: &Backends, name: &str, ctx: &BackendContext) -> Vec<String> {
+    let opened = match backends.get(name).map(|b| b.open(ctx)) {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return vec![format!("probe: cannot open: {e}")],
+        Err(e) => return vec![format!("probe: {}", e.message)],
+    };
+    // Sources of one backend are probed side by side (one GPU's reads wait for nobody).
+    std::thread::scope(|s| {
+        let handles: Vec<_> = opened
+            .into_iter()
+            .map(|mut src| {
+                s.spawn(move || {
+                    probe_source(
+                        src.as_mut(),
+                        &MonotonicClock,
+                        Duration::from_secs(1),
+                        Duration::from_millis(1),
+                        2000,
+                    )
+                })
+            })
+            .collect();
+        let mut notes = Vec::new();
+        for h in handles {
+            let Ok(p) = h.join() else { continue };
+            let mut line = format!(
+                "probe {}: one poll costs {} ({} polls",
+                p.source,
+                fmt_ns(p.poll_cost_ns),
+                p.polls
+            );
+            if p.failures > 0 {
+                line.push_str(&format!(
+                    ", {} failed: {}",
+                    p.failures,
+                    p.first_error.as_deref().unwrap_or("?")
+                ));
+            }
+            line.push(')');
+            for c in &p.channels {
+                let changes = match c.change_interval_ns {
+                    Some(ns) => format!("changes every {}", fmt_ns(ns)),
+                    None if c.readings == 0 => "no readings".into(),
+                    None => "did not change".into(),
+                };
+                line.push_str(&format!("; {} {changes}", c.channel));
+            }
+            notes.push(line);
+        }
+        notes
+    })
 }
 
 fn fmt_period(ns: Option<u64>) -> String {

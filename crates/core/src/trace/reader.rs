@@ -570,15 +570,12 @@ mod tests {
 
     #[test]
     fn samples_reach_their_channels_in_any_row_order() {
-        let source = SourceInfo {
-            name: "s".into(),
-            backend: "test".into(),
-            channels: ["a", "b", "c", "d"]
+        let source = SourceInfo::new("s", "test", crate::DeviceClass::Other).with_channels(
+            ["a", "b", "c", "d"]
                 .iter()
                 .map(|n| ChannelSpec::power("dev", n, PowerMethod::Instant))
                 .collect(),
-            attributes: Default::default(),
-        };
+        );
         let header = Header::new(10_000_000, ClockAnchor::default(), vec![source]);
         let clock = Arc::new(ManualClock::new(0, 0));
         let mut w = TraceWriter::new(Vec::new(), &header, clock, 1_000_000_000).unwrap();
