@@ -21,16 +21,11 @@ def analyze_json(
     """The report of ``flinch analyze --json`` (or ``{"trace", "labels"}`` without labels)."""
 
 def calibrate(
-    seconds: float = 30.0,
-    sources: Sequence[str] = ...,
-    interval_s: float = 0.01,
-    synthetic: Optional[str] = None,
-    rapl_root: Optional[str] = None,
-    nvml_lib: Optional[str] = None,
-    gpus: Optional[Sequence[str]] = None,
-    nvml_energy_interval_s: Optional[float] = None,
+    seconds: float, source_args: Dict[str, object], sources: Sequence[str] = ...
 ) -> Tuple[str, List[str], List[str]]:
-    """(profile JSON, problems showing the machine was not idle, notes on skipped sources)."""
+    """(profile JSON, problems showing the machine was not idle, notes on skipped sources).
+    ``source_args``: interval_s, synthetic, rapl_root, nvml_lib, gpus,
+    nvml_energy_interval_s, dcgm_lib, dcgm_host, pid."""
 
 class NativeRecorder:
     """A running recording (wrapped by ``flinch.Recorder``)."""
@@ -38,16 +33,11 @@ class NativeRecorder:
     def __new__(
         cls,
         out: str,
+        source_args: Dict[str, object],
         sources: Sequence[str] = ...,
         force: bool = False,
         idle: Optional[str] = None,
         idle_json: Optional[str] = None,
-        interval_s: float = 0.01,
-        synthetic: Optional[str] = None,
-        rapl_root: Optional[str] = None,
-        nvml_lib: Optional[str] = None,
-        gpus: Optional[Sequence[str]] = None,
-        nvml_energy_interval_s: Optional[float] = None,
         meta: Sequence[Tuple[str, str]] = ...,
         marks_fifo: Optional[str] = None,
         argv: Sequence[str] = ...,

@@ -36,15 +36,21 @@ def _seconds(x: Union[float, int, str]) -> float:
     raise InvalidInput("%r is not a duration (give seconds, or e.g. '10ms', '1.5s')" % (x,))
 
 
-def _source_kwargs(
+def _source_args(
     interval: Union[float, str],
     synthetic: Optional[str],
     rapl_root: Optional[PathLike],
     nvml_lib: Optional[PathLike],
     gpus: Optional[Sequence[Union[int, str]]],
     nvml_energy_interval: Optional[Union[float, str]],
+    dcgm_lib: Optional[PathLike],
+    dcgm_host: Optional[str],
+    pid: Optional[int],
 ) -> Dict[str, Any]:
     return {
+        "dcgm_lib": os.fspath(dcgm_lib) if dcgm_lib is not None else None,
+        "dcgm_host": dcgm_host,
+        "pid": pid,
         "interval_s": _seconds(interval),
         "synthetic": synthetic,
         "rapl_root": os.fspath(rapl_root) if rapl_root is not None else None,
@@ -249,9 +255,9 @@ class Recorder:
     ...     rec.mark("first_token", req=7)
 
     Args:
-        sources: backend names (``"nvml"``, ``"rapl"``, ``"synthetic"``); None: every
-            available hardware backend, like ``flinch record`` (the synthetic source when
-            there is none, with a warning).
+        sources: backend names (``"nvml"``, ``"dcgm"``, ``"rapl"``, ``"cpu"``,
+            ``"synthetic"``); None: every available hardware backend, like ``flinch record``
+            (the synthetic source when there is none, with a warning).
         out: the trace file; None: a new file in the temporary directory (``rec.out``).
         idle: an idle profile (a file from ``flinch calibrate`` / :func:`calibrate`, or
             the dict ``calibrate`` returned): embedded in the trace, and what windows'
@@ -267,6 +273,11 @@ class Recorder:
         gpus: GPU indices or UUIDs to record (None: all).
         nvml_energy_interval: how often NVML's energy counter is read (each read costs
             milliseconds of CPU in the driver; default 1 s).
+        dcgm_lib: the DCGM library to load instead of ``libdcgm.so.4`` / ``.so.3``.
+        dcgm_host: a running DCGM host engine (``IP[:PORT]`` or ``unix:///path``); None:
+            start one embedded.
+        pid: the process whose tree's CPU time the ``cpu`` source records (``proc.cpu_time``,
+            what tells ``cpu-compute`` from waiting); None: this Python process.
 
     Raises:
         flinch.SourceError: a named source is not available here (the message says why).
@@ -289,6 +300,9 @@ class Recorder:
         nvml_lib: Optional[PathLike] = None,
         gpus: Optional[Sequence[Union[int, str]]] = None,
         nvml_energy_interval: Optional[Union[float, str]] = None,
+        dcgm_lib: Optional[PathLike] = None,
+        dcgm_host: Optional[str] = None,
+        pid: Optional[int] = None,
     ) -> None:
         if out is None:
             fd, path = tempfile.mkstemp(prefix="flinch-", suffix=".flinch.csv")
@@ -311,8 +325,11 @@ class Recorder:
             meta=[(str(k), str(v)) for k, v in (meta or {}).items()],
             marks_fifo=os.fspath(marks_fifo) if marks_fifo is not None else None,
             argv=list(sys.argv),
+            source_args=_source_args(
+                interval, synthetic, rapl_root, nvml_lib, gpus, nvml_energy_interval,
+                dcgm_lib, dcgm_host, pid,
+            ),
             **idle_kw,
-            **_source_kwargs(interval, synthetic, rapl_root, nvml_lib, gpus, nvml_energy_interval),
         )
         self.footer: Optional[Dict[str, Any]] = None
         for note in self._native.notes:
@@ -394,6 +411,8 @@ def calibrate(
     nvml_lib: Optional[PathLike] = None,
     gpus: Optional[Sequence[Union[int, str]]] = None,
     nvml_energy_interval: Optional[Union[float, str]] = None,
+    dcgm_lib: Optional[PathLike] = None,
+    dcgm_host: Optional[str] = None,
 ) -> Dict[str, Any]:
     """Records the machine left alone for ``seconds`` and returns its idle profile (what
     ``flinch calibrate`` writes): per channel mean, median, p5, p95, std, drift, and the
@@ -408,8 +427,8 @@ def calibrate(
         allow_busy: return (and write) a profile of a machine that was not idle, marked
             ``idle_ok: false``, instead of raising.
         force: replace ``out`` if it exists.
-        interval, synthetic, rapl_root, nvml_lib, gpus, nvml_energy_interval: as for
-            :class:`Recorder`.
+        interval, synthetic, rapl_root, nvml_lib, gpus, nvml_energy_interval, dcgm_lib,
+            dcgm_host: as for :class:`Recorder`.
 
     Raises:
         flinch.NotIdleError: the machine was not idle (the message says what was seen);
@@ -420,9 +439,12 @@ def calibrate(
     if out is not None and os.path.exists(out) and not force:
         raise FileExistsError(17, "%s exists; pass force=True to replace it" % os.fspath(out), os.fspath(out))
     text, problems, notes = _flinch.calibrate(
-        seconds=_seconds(seconds),
+        _seconds(seconds),
+        _source_args(
+            interval, synthetic, rapl_root, nvml_lib, gpus, nvml_energy_interval,
+            dcgm_lib, dcgm_host, None,
+        ),
         sources=_sources(sources),
-        **_source_kwargs(interval, synthetic, rapl_root, nvml_lib, gpus, nvml_energy_interval),
     )
     for note in notes:
         warnings.warn("flinch: " + note, RuntimeWarning, stacklevel=2)

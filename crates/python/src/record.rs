@@ -31,25 +31,35 @@ fn duration(what: &str, s: f64) -> PyResult<Duration> {
     Ok(Duration::from_secs_f64(s))
 }
 
-/// The backend options shared by `Recorder` and `calibrate`.
-#[allow(clippy::too_many_arguments)]
-fn options(
+/// The backend options shared by `Recorder` and `calibrate`, from Python keywords.
+#[derive(FromPyObject, Default)]
+#[pyo3(from_item_all)]
+pub struct SourceArgs {
     interval_s: f64,
     synthetic: Option<String>,
     rapl_root: Option<PathBuf>,
     nvml_lib: Option<PathBuf>,
     gpus: Option<Vec<String>>,
     nvml_energy_interval_s: Option<f64>,
-) -> PyResult<Options> {
+    dcgm_lib: Option<PathBuf>,
+    dcgm_host: Option<String>,
+    pid: Option<u32>,
+}
+
+fn options(a: SourceArgs) -> PyResult<Options> {
     Ok(Options {
-        interval: duration("interval", interval_s)?,
-        synthetic,
-        rapl_root,
-        nvml_lib,
-        gpus,
-        nvml_energy_interval: nvml_energy_interval_s
+        interval: duration("interval", a.interval_s)?,
+        synthetic: a.synthetic,
+        rapl_root: a.rapl_root,
+        nvml_lib: a.nvml_lib,
+        gpus: a.gpus,
+        nvml_energy_interval: a
+            .nvml_energy_interval_s
             .map(|s| duration("nvml_energy_interval", s))
             .transpose()?,
+        dcgm_lib: a.dcgm_lib,
+        dcgm_host: a.dcgm_host,
+        pid: a.pid,
     })
 }
 
@@ -104,36 +114,23 @@ pub struct NativeRecorder {
 impl NativeRecorder {
     #[new]
     #[pyo3(signature = (
-        out, sources=Vec::new(), force=false, idle=None, idle_json=None, interval_s=0.01,
-        synthetic=None, rapl_root=None, nvml_lib=None, gpus=None, nvml_energy_interval_s=None,
+        out, source_args, sources=Vec::new(), force=false, idle=None, idle_json=None,
         meta=Vec::new(), marks_fifo=None, argv=Vec::new()
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         out: PathBuf,
+        source_args: SourceArgs,
         sources: Vec<String>,
         force: bool,
         idle: Option<PathBuf>,
         idle_json: Option<String>,
-        interval_s: f64,
-        synthetic: Option<String>,
-        rapl_root: Option<PathBuf>,
-        nvml_lib: Option<PathBuf>,
-        gpus: Option<Vec<String>>,
-        nvml_energy_interval_s: Option<f64>,
         meta: Vec<(String, String)>,
         marks_fifo: Option<PathBuf>,
         argv: Vec<String>,
     ) -> PyResult<Self> {
-        let opts = options(
-            interval_s,
-            synthetic,
-            rapl_root,
-            nvml_lib,
-            gpus,
-            nvml_energy_interval_s,
-        )?;
+        let opts = options(source_args)?;
         let profile = match (idle, idle_json) {
             (Some(p), _) => Some(IdleProfile::read(&p).py_err()?),
             (None, Some(j)) => {
@@ -413,31 +410,15 @@ impl NativeWindow {
 /// Records the machine left alone for `seconds` and profiles every channel. Returns the
 /// profile as JSON and the problems that show it was not idle (empty when it was).
 #[pyfunction]
-#[pyo3(signature = (
-    seconds=30.0, sources=Vec::new(), interval_s=0.01, synthetic=None, rapl_root=None,
-    nvml_lib=None, gpus=None, nvml_energy_interval_s=None
-))]
-#[allow(clippy::too_many_arguments)]
+#[pyo3(signature = (seconds, source_args, sources=Vec::new()))]
 pub fn calibrate(
     py: Python<'_>,
     seconds: f64,
+    source_args: SourceArgs,
     sources: Vec<String>,
-    interval_s: f64,
-    synthetic: Option<String>,
-    rapl_root: Option<PathBuf>,
-    nvml_lib: Option<PathBuf>,
-    gpus: Option<Vec<String>>,
-    nvml_energy_interval_s: Option<f64>,
 ) -> PyResult<(String, Vec<String>, Vec<String>)> {
     let total = duration("seconds", seconds)?;
-    let opts = options(
-        interval_s,
-        synthetic,
-        rapl_root,
-        nvml_lib,
-        gpus,
-        nvml_energy_interval_s,
-    )?;
+    let opts = options(source_args)?;
     let opened = open_sources(py, &sources, &opts)?;
     let scratch = std::env::temp_dir().join(format!(
         "flinch-calibrate-{}-{}.flinch.csv",

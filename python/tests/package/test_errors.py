@@ -58,7 +58,7 @@ def test_a_bad_idle_window():
 def test_an_unknown_source(tmp_path):
     with pytest.raises(flinch.InvalidInput) as e:
         flinch.Recorder(sources=["tpu"], out=tmp_path / "t.flinch.csv")
-    assert '"tpu"' in str(e.value) and "nvml, rapl, synthetic" in str(e.value)
+    assert '"tpu"' in str(e.value) and "nvml, dcgm, rapl, cpu, synthetic" in str(e.value)
     assert not (tmp_path / "t.flinch.csv").exists(), "nothing is created on failure"
 
 

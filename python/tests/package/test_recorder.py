@@ -255,20 +255,40 @@ def test_calibrate_refuses_a_busy_machine(tmp_path):
     assert p["idle_ok"] is False and out.exists()
 
 
-def test_no_sources_falls_back_to_the_synthetic_source_with_a_warning(tmp_path):
+def test_no_sources_records_what_is_here_and_says_what_is_not(tmp_path):
+    # Here: procfs (the cpu source), no NVIDIA driver, no DCGM, no powercap tree.
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
-        rec = flinch.Recorder(out=tmp_path / "t.csv", rapl_root=tmp_path / "none", nvml_lib=tmp_path / "none.so")
+        rec = flinch.Recorder(out=tmp_path / "t.csv", rapl_root=tmp_path / "none",
+                              nvml_lib=tmp_path / "none.so", dcgm_lib=tmp_path / "none.so")
     said = [str(w.message) for w in seen if issubclass(w.category, RuntimeWarning)]
     assert any("nvml:" in s and "none.so" in s for s in said), said
+    assert any("dcgm:" in s for s in said), said
     assert any("rapl:" in s and "no powercap tree" in s for s in said), said
-    assert any("recording the synthetic source" in s for s in said), said
     with rec:
-        assert rec.backends == ["synthetic"]
+        assert rec.backends == ["cpu"]
         assert rec.mark("hello", n=1) is True
-    assert rec.footer["marks"] == 1
+        time.sleep(0.05)
+        with rec.window("spin") as busy:
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < 0.6:
+                pass
+        with rec.window("nap") as nap:
+            time.sleep(0.6)
+        b, n = busy.result(timeout=10), nap.result(timeout=10)
+    assert rec.footer["marks"] == 5
     t = flinch.read_trace(rec.out)
-    assert t.marks.label.tolist() == ["hello"] and t.marks.fields[0] == {"n": "1"}
+    assert t.marks.label.tolist()[0] == "hello" and t.marks.fields[0] == {"n": "1"}
+    # The cpu source follows this process: its CPU time tells spinning from napping.
+    spin = b.span["activity"]["proc.cpu_time"]["mean"]
+    rest = n.span["activity"]["proc.cpu_time"]["mean"]
+    assert spin > 0.2 and spin > 5 * rest, (spin, rest)
+    assert n.verdict == "idle-wait", n.evidence
+
+
+def test_the_synthetic_source_stands_in_when_asked_for_nothing_but_it(tmp_path):
+    with flinch.Recorder(sources="synthetic", out=tmp_path / "t.csv") as rec:
+        assert rec.backends == ["synthetic"]
 
 
 def test_sampling_goes_on_while_python_holds_the_gil(tmp_path):
