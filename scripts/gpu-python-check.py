@@ -36,6 +36,44 @@ def load_wheel(pattern):
     return paths[-1]
 
 
+class DryTorch:
+    """Stands in for torch without a GPU (--dry-run): the "matmul" is a short CPU loop."""
+
+    __version__ = "dry-run"
+
+    class cuda:  # noqa: N801
+        @staticmethod
+        def device_count():
+            return 0
+
+        @staticmethod
+        def is_available():
+            return True
+
+        @staticmethod
+        def get_device_name(_):
+            return "none (dry run)"
+
+        @staticmethod
+        def synchronize():
+            pass
+
+    bfloat16 = None
+
+    @staticmethod
+    def device(name):
+        return name
+
+    class _M:
+        def __matmul__(self, other):
+            sum(range(20000))
+            return self
+
+    @classmethod
+    def randn(cls, *a, **k):
+        return cls._M()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--wheel", default=".device-carry/flinch_energy-*.whl")
@@ -43,11 +81,21 @@ def main():
     ap.add_argument("--out", default=os.environ.get("OUT", "gpu-results"))
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--calibrate-s", type=float, default=5.0)
+    ap.add_argument("--dry-run", action="store_true",
+                    help="no GPU: the synthetic source and a CPU loop stand in (checks the script)")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
-    wheel = load_wheel(a.wheel)
+    wheel = load_wheel(a.wheel) if not a.dry_run else "(installed)"
     import flinch
-    import torch
+
+    if a.dry_run:
+        torch = DryTorch()
+        src = {"sources": ["synthetic"], "synthetic": "120W"}
+        rec_src = {"sources": ["synthetic"], "synthetic": "120W/700ms,400W/300ms;class=gpu"}
+    else:
+        import torch
+
+        src = rec_src = {"sources": ["nvml"]}
 
     lines = []
 
@@ -72,8 +120,7 @@ def main():
 
     # The idle level with the CUDA context open: the state the idle phases wait in.
     idle_path = os.path.join(a.out, "idle.json")
-    profile = flinch.calibrate(a.calibrate_s, sources=["nvml"], out=idle_path, force=True,
-                               allow_busy=True)
+    profile = flinch.calibrate(a.calibrate_s, out=idle_path, force=True, allow_busy=True, **src)
     power = {k: v["mean"] for k, v in profile["channels"].items() if v["quantity"] == "power"}
     say("calibrate: idle_ok", profile["idle_ok"], "power means", json.dumps(power),
         "warnings", profile["warnings"])
@@ -81,8 +128,9 @@ def main():
     trace = os.path.join(a.out, "py.flinch.csv")
     lengths_ms = [1000, 500, 300, 200, 100]
     windows = []
-    with flinch.Recorder(sources=["nvml"], out=trace, force=True, idle=idle_path,
-                         nvml_energy_interval="100ms", meta={"check": "gpu-python-check"}) as rec:
+    extra = {} if a.dry_run else {"nvml_energy_interval": "100ms"}
+    with flinch.Recorder(out=trace, force=True, idle=idle_path, meta={"check": "gpu-python-check"},
+                         **rec_src, **extra) as rec:
         say("recording", rec.backends, "->", rec.out)
         time.sleep(0.5)
         for rnd in range(a.rounds):
@@ -121,7 +169,9 @@ def main():
         "p99 %.2f µs, max %.1f µs" % (costs[len(costs) // 2] / 1e3,
                                       costs[int(len(costs) * 0.99)] / 1e3, costs[-1] / 1e3))
 
-    # The same recording analysed afterwards, as flinch analyze does.
+    # The same recording analysed afterwards, as flinch analyze does. The GPU's device:
+    gpu = next(d for d, v in inproc[next(iter(inproc))][1].span["devices"].items()
+               if v["class"] == "gpu")
     rows = []
     cli = {}
     for name in ("busy", "idle"):
@@ -142,11 +192,11 @@ def main():
                 "duration_s": m.duration_s,
                 "inproc_verdict": m.verdict, "analyze_verdict": s.verdict,
                 "inproc_resolved": m.resolved, "reason": m.reason,
-                "inproc_energy_j": m.energy_j.get("gpu0"), "analyze_energy_j": s["gpu0.energy_j"],
-                "inproc_active_j": m.active_energy_j.get("gpu0"),
-                "analyze_active_j": s["gpu0.active_energy_j"],
-                "inproc_method": m.methods.get("gpu0"), "analyze_method": s["gpu0.method"],
-                "counter_disagreement_pct": m.span["devices"]["gpu0"].get("counter_disagreement_pct"),
+                "inproc_energy_j": m.energy_j.get(gpu), "analyze_energy_j": s[gpu + ".energy_j"],
+                "inproc_active_j": m.active_energy_j.get(gpu),
+                "analyze_active_j": s[gpu + ".active_energy_j"],
+                "inproc_method": m.methods.get(gpu), "analyze_method": s[gpu + ".method"],
+                "counter_disagreement_pct": m.span["devices"][gpu].get("counter_disagreement_pct"),
                 "same_edges": (m.start_ns, m.end_ns) == (s.start_ns, s.end_ns),
             })
     say("")

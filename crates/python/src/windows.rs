@@ -456,6 +456,13 @@ impl Observer for LiveWindows {
                 .into_iter()
                 .partition(|c| self.covered(c.end_ns, now_ns));
             self.pending = waiting;
+            // A window whose handle Python has dropped (`with rec.window(..):` without
+            // `as w`) has nobody to read its result: it is in the trace, and not measured
+            // here, so that many small windows cost the writer nothing.
+            let ready: Vec<Closed> = ready
+                .into_iter()
+                .filter(|c| Arc::strong_count(&c.slot) > 1)
+                .collect();
             if !ready.is_empty() {
                 self.measure(ready);
             }

@@ -106,6 +106,14 @@ class FakeRapl:
         os.pwrite(self._fd, b"%0*d\n" % (self.WIDTH, uj), 0)
 
     def _run(self):
+        # The hardware counter advances on time whatever the load; a Python thread
+        # descheduled for 100 ms on a busy machine would make the counter jump (and be
+        # flagged implausible). As root (CI), this thread gets a real-time priority: it only
+        # ever writes 21 bytes and sleeps.
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+        except (AttributeError, OSError):
+            pass
         while not self._stop.is_set():
             self._write(time.monotonic_ns())
             time.sleep(self.period_s)
