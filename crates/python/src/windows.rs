@@ -27,6 +27,9 @@ const RECHECK_NS: u64 = 5_000_000;
 /// channel's update periods: a channel that has not delivered by then (a stalled source)
 /// is left out of the measurement (status `no-data`) rather than holding the result.
 const MAX_WAIT_NS: u64 = 2_000_000_000;
+/// The longest a window waits for a channel that has delivered nothing at all so far (NVML
+/// drains its driver sample buffer about twice a second).
+const SILENT_WAIT_NS: u64 = 1_000_000_000;
 /// Samples older than this before the oldest open window are dropped from memory.
 const KEEP_NS: u64 = 5_000_000_000;
 
@@ -198,6 +201,13 @@ impl LiveWindows {
     /// not answering), or the longest wait is over.
     fn covered(&self, end_ns: u64, now_ns: u64) -> bool {
         self.needed.iter().all(|&(i, wait)| {
+            // A channel that has delivered nothing yet (a device that never fills it, or a
+            // driver buffer not drained yet) is waited for at most `SILENT_WAIT_NS`.
+            let wait = if self.latest[i] == 0 {
+                wait.min(SILENT_WAIT_NS)
+            } else {
+                wait
+            };
             self.latest[i] >= end_ns
                 || self.sources[self.source_of[i]].1
                 || now_ns >= end_ns.saturating_add(wait)
