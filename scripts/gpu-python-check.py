@@ -85,7 +85,10 @@ def main():
                     help="no GPU: the synthetic source and a CPU loop stand in (checks the script)")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
-    wheel = load_wheel(a.wheel) if not a.dry_run else "(installed)"
+    if glob.glob(a.wheel) or not a.dry_run:
+        wheel = load_wheel(a.wheel)
+    else:
+        wheel = "(installed)"
     import flinch
 
     if a.dry_run:

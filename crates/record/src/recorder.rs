@@ -174,9 +174,10 @@ pub trait Observer: Send {
     fn mark(&mut self, _m: &Mark) {}
     /// A gap, reset, flag or drop row was written.
     fn row(&mut self, _row: ObservedRow<'_>) {}
-    /// The writer has passed on everything it had; it sleeps next until a mark or event
-    /// arrives, a flush is due, or the `CLOCK_MONOTONIC` time returned here (when the
-    /// observer needs the samples queued by then sooner than the next flush).
+    /// The writer has passed on everything it had (also called once before its first
+    /// sleep); it sleeps next until a mark or event arrives, a flush is due, or the
+    /// `CLOCK_MONOTONIC` time returned here (when the observer needs the samples queued by
+    /// then sooner than the next flush).
     fn idle(&mut self, _now_ns: u64) -> Option<u64> {
         None
     }
