@@ -402,7 +402,7 @@ def calibrate(
     seconds: float = 30.0,
     *,
     sources: Union[None, str, Sequence[str]] = None,
-    out: Optional[PathLike] = None,
+    out: Optional[PathLike] = "idle.json",
     allow_busy: bool = False,
     force: bool = False,
     interval: Union[float, str] = 0.01,
@@ -422,8 +422,9 @@ def calibrate(
     Args:
         seconds: how long to record (Ctrl-C stops it and raises KeyboardInterrupt).
         sources: as for :class:`Recorder` (None: every available one).
-        out: also write the profile there (JSON, atomically), for ``Recorder(idle=...)``,
-            ``flinch.analyze(idle=...)`` or ``flinch record --idle``.
+        out: where to write the profile (JSON, atomically; like ``flinch calibrate``, the
+            default is ``idle.json``), for ``Recorder(idle=...)``, ``flinch.analyze(idle=...)``
+            or ``flinch record --idle``; None: only return it.
         allow_busy: return (and write) a profile of a machine that was not idle, marked
             ``idle_ok: false``, instead of raising.
         force: replace ``out`` if it exists.

@@ -329,3 +329,10 @@ def test_a_window_still_open_when_the_recording_stops(tmp_path):
     assert "stopped before the window ended" in str(e.value)
     marks = flinch.read_trace(rec.out).marks
     assert marks.label.tolist() == ["late_start"]
+
+
+def test_calibrate_writes_idle_json_like_the_cli(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    p = flinch.calibrate(0.3, sources="synthetic", synthetic="30W")
+    assert json.loads((tmp_path / "idle.json").read_text()) == p
+    assert flinch.calibrate(0.3, sources="synthetic", synthetic="30W", out=None)["idle_ok"]
