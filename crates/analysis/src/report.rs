@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 /// What a span was doing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum Verdict {
     /// A GPU was computing.
     GpuCompute,
@@ -44,6 +45,7 @@ impl Verdict {
 /// Whether a channel could measure a span.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum ChannelStatus {
     /// Measured.
     Ok,
@@ -61,6 +63,7 @@ pub enum ChannelStatus {
 /// What the evidence says about a device, a channel or a class.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum State {
     /// Working.
     Busy,

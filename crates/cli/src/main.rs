@@ -25,9 +25,11 @@ impl Failure {
     }
 }
 
-impl<E: std::fmt::Display> From<E> for Failure {
+/// Any error ends the command with its whole chain of causes on one line
+/// (`outer: inner: innermost`), so that what the OS or a library said is never lost.
+impl<E: std::error::Error + 'static> From<E> for Failure {
     fn from(e: E) -> Self {
-        Failure::new(e.to_string())
+        Failure::new(flinch_core::error::display_chain(&e))
     }
 }
 

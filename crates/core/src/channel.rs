@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 /// What physical quantity a channel carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Quantity {
     /// Electrical power, W.
     Power,
@@ -54,6 +55,7 @@ impl Quantity {
 /// the order listed (the counter ranks between instant and average).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum PowerMethod {
     /// Samples kept by the driver with their own timestamps (NVML `nvmlDeviceGetSamples`).
     DriverSamples,

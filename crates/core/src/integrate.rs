@@ -270,6 +270,7 @@ pub fn integrate_counter(
 /// them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum Method {
     /// Driver-buffered, driver-stamped power samples (NVML `nvmlDeviceGetSamples`).
     DriverSamples,

@@ -125,6 +125,7 @@ pub fn dns_to_s(ns: i64) -> f64 {
 
 /// The unit of a channel's values, as written in traces.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum Unit {
     /// Watts (power).
     #[serde(rename = "W")]

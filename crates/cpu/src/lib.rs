@@ -91,11 +91,15 @@ impl Backend for Cpu {
     fn status(&self, ctx: &BackendContext) -> BackendStatus {
         let cpus = match cpu_count() {
             Ok(c) => c,
-            Err(e) => return BackendStatus::unavailable(self, e.to_string()),
+            Err(e) => {
+                return BackendStatus::unavailable(self, flinch_core::error::display_chain(&e));
+            }
         };
         let sources = match self.open(ctx) {
             Ok(s) => s.iter().map(|s| s.info().clone()).collect(),
-            Err(e) => return BackendStatus::unavailable(self, e.to_string()),
+            Err(e) => {
+                return BackendStatus::unavailable(self, flinch_core::error::display_chain(&e));
+            }
         };
         let mut notes = vec![format!(
             "{cpus} CPUs, {} ticks/s: polled every {} at the finest; counters resolve spans of ≥ {} ms",

@@ -99,7 +99,7 @@ impl Backend for Dcgm {
                 *slot = Some((key(&cfg), src));
                 st
             }
-            Err(e) => BackendStatus::unavailable(self, e.to_string()),
+            Err(e) => BackendStatus::unavailable(self, flinch_core::error::display_chain(&e)),
         }
     }
     fn open(&self, ctx: &BackendContext) -> Result<Vec<Box<dyn Source>>, SourceError> {

@@ -27,7 +27,9 @@ impl Backend for Nvml {
     fn status(&self, _: &BackendContext) -> BackendStatus {
         let backend = match NvmlBackend::open(self.config.clone()) {
             Ok(b) => b,
-            Err(e) => return BackendStatus::unavailable(self, e.message),
+            Err(e) => {
+                return BackendStatus::unavailable(self, flinch_core::error::display_chain(&e));
+            }
         };
         let mut notes = backend.notes();
         for g in backend.gpus() {

@@ -26,7 +26,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 pub use backend::Nvml;
-pub use error::NVML_LIB;
+pub use error::{NVML_LIB, NvmlError};
 
 /// How to find and sample the GPUs.
 #[derive(Clone, Debug)]
@@ -85,7 +85,7 @@ pub fn nvml_instance(lib_path: Option<&Path>) -> Result<&'static NvmlLib, Source
         }
         None => NvmlLib::init(),
     }
-    .map_err(|e| map(&e, "NVML initialisation"))?;
+    .map_err(|e| map(e, "NVML initialisation"))?;
     let leaked: &'static NvmlLib = Box::leak(Box::new(nvml));
     *guard = Some(leaked);
     Ok(leaked)
@@ -131,7 +131,7 @@ pub struct NvmlBackend {
 
 fn device(nvml: &'static NvmlLib, index: u32) -> Result<Device<'static>, SourceError> {
     nvml.device_by_index(index)
-        .map_err(|e| map(&e, &format!("GPU {index}")))
+        .map_err(|e| map(e, &format!("GPU {index}")))
 }
 
 fn gpu_channel(
@@ -155,7 +155,7 @@ impl NvmlBackend {
     /// becomes an absent channel, never an error every tick).
     pub fn open(config: NvmlConfig) -> Result<Self, SourceError> {
         let nvml = nvml_instance(config.lib_path.as_deref())?;
-        let count = nvml.device_count().map_err(|e| map(&e, "device count"))?;
+        let count = nvml.device_count().map_err(|e| map(e, "device count"))?;
         let mut present = Vec::new();
         for i in 0..count {
             let uuid = device(nvml, i)?.uuid().unwrap_or_default();

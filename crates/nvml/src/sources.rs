@@ -37,13 +37,13 @@ impl Source for FastSource {
         self.fields[0] = field_request(FI_POWER_INSTANT);
         self.raw
             .field_values(&mut self.fields)
-            .map_err(|e| map(&e, "instant power"))?;
+            .map_err(|e| map(e, "instant power"))?;
         let t = out.now_ns();
         let f = &self.fields[0];
         match field_number(f) {
             Some(mw) => out.push(0, t, Watts(mw / 1e3).0),
             None if f.nvmlReturn == GPU_IS_LOST => {
-                return Err(map(&NvmlError::GpuLost, "instant power"));
+                return Err(map(NvmlError::GpuLost, "instant power"));
             }
             None => {
                 return Err(SourceError::new(
@@ -60,7 +60,7 @@ impl Source for FastSource {
             let mw = self
                 .device
                 .power_usage()
-                .map_err(|e| map(&e, "average power"))?;
+                .map_err(|e| map(e, "average power"))?;
             out.push_now(ch, Watts::from_milliwatts(mw as u64).0);
         }
         Ok(())
@@ -99,7 +99,7 @@ impl Source for BufferSource {
         let tag = self
             .raw
             .power_samples(self.tracker.last_seen_us(), &mut self.buf)
-            .map_err(|e| map(&e, "power sample buffer"))?;
+            .map_err(|e| map(e, "power sample buffer"))?;
         let anchor = out.clock().anchor();
         let samples = self
             .buf
@@ -141,7 +141,7 @@ impl Source for EnergySource {
         let mj = self
             .device
             .total_energy_consumption()
-            .map_err(|e| map(&e, "energy counter"))?;
+            .map_err(|e| map(e, "energy counter"))?;
         let after = out.now_ns();
         // The read takes milliseconds: stamp it in the middle.
         out.push(
@@ -189,7 +189,7 @@ impl Source for ActivitySource {
         let mut note = |r: Result<(), NvmlError>, what: &str| match r {
             Ok(()) => any = true,
             Err(e) => {
-                let e = map(&e, what);
+                let e = map(e, what);
                 // Keep the first error, unless a later one says the GPU is gone.
                 if err.is_none() || e.kind == ErrorKind::Lost {
                     err = Some(e);
@@ -266,15 +266,12 @@ impl Source for GpmSource {
         &self.info
     }
     fn poll(&mut self, out: &mut Readings<'_>) -> Result<(), SourceError> {
-        let sample = self
-            .device
-            .gpm_sample()
-            .map_err(|e| map(&e, "GPM sample"))?;
+        let sample = self.device.gpm_sample().map_err(|e| map(e, "GPM sample"))?;
         let t = out.now_ns();
         if let Some(prev) = self.prev.take() {
             let results =
                 nvml_wrapper::gpm::gpm_metrics_get(self.nvml, &prev, &sample, &GPM_METRICS)
-                    .map_err(|e| map(&e, "GPM metrics"))?;
+                    .map_err(|e| map(e, "GPM metrics"))?;
             // Each value is the average since the previous sample. It is stamped at t, the end of the
             // interval it describes, like the driver's power samples: a value never claims
             // time after its stamp, so a span's samples never describe the next phase.

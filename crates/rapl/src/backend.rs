@@ -36,7 +36,9 @@ impl Backend for Rapl {
     fn status(&self, ctx: &BackendContext) -> BackendStatus {
         let opened = match crate::open(&self.config_for(ctx)) {
             Ok(o) => o,
-            Err(e) => return BackendStatus::unavailable(self, e.to_string()),
+            Err(e) => {
+                return BackendStatus::unavailable(self, flinch_core::error::display_chain(&e));
+            }
         };
         let mut notes = vec![format!("powercap root {}", opened.root.display())];
         notes.extend(opened.describe());

@@ -25,6 +25,7 @@ const MAX_DEPTH: u32 = 4;
 
 /// The powercap control type a zone belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
 pub enum Interface {
     /// `intel-rapl`: the MSR interface (Intel, and AMD since Linux 5.11).
     Msr,
@@ -44,6 +45,7 @@ impl Interface {
 
 /// What a zone measures, from its name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ZoneKind {
     /// A CPU package (socket) or one die of it: `package-N`, `package-N-die-M`.
     Package,

@@ -59,6 +59,7 @@ impl Shared {
 
 /// Why [`ByteBoundedSender::try_send`] did not take an item.
 #[derive(Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TrySendError<T> {
     /// The budget is used up: the item is handed back.
     Full(T),

@@ -315,6 +315,7 @@ pub struct MarkSender {
 
 /// Why an in-process mark was not taken.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum MarkSendError {
     /// The label or a field is malformed.
     #[error("invalid mark: {0}")]

@@ -319,7 +319,8 @@ pub fn verdict_color(v: Verdict) -> RGBColor {
         Verdict::GpuCompute => RGBColor(214, 39, 40),
         Verdict::CpuCompute => RGBColor(148, 103, 189),
         Verdict::IdleWait => RGBColor(31, 119, 180),
-        Verdict::Unresolved => RGBColor(140, 140, 140),
+        // unresolved, and any verdict a later flinch adds
+        _ => RGBColor(140, 140, 140),
     }
 }
 

@@ -103,6 +103,7 @@ fn method_rank(m: Option<PowerMethod>) -> u8 {
         Some(PowerMethod::Modelled) => 2,
         None => 3,
         Some(PowerMethod::Average { .. }) => 5,
+        Some(_) => 4,
     }
 }
 
@@ -112,6 +113,7 @@ fn method_words(m: Option<PowerMethod>) -> String {
         Some(PowerMethod::Instant) => "instant".into(),
         Some(PowerMethod::Modelled) => "modelled".into(),
         Some(PowerMethod::Average { window_ms }) => format!("{window_ms} ms average, lags"),
+        Some(m) => m.name().into(),
         None => "power".into(),
     }
 }

@@ -109,7 +109,7 @@ pub struct DcgmArgs {
     /// The DCGM library to load instead of libdcgm.so.4 / libdcgm.so.3
     #[arg(long, value_name = "PATH", help_heading = "Sources")]
     pub dcgm_lib: Option<PathBuf>,
-    /// A running DCGM host engine: IP[:PORT] or unix:///path (default: start an embedded engine)
+    /// A running DCGM host engine: HOST, HOST:PORT or unix:///PATH (default: start an embedded engine)
     #[arg(long, value_name = "ADDR", help_heading = "Sources")]
     pub dcgm_host: Option<String>,
 }

@@ -42,7 +42,12 @@ fn fmt_ns(ns: u64) -> String {
 fn probe_notes(backends: &Backends, name: &str, ctx: &BackendContext) -> Vec<String> {
     let opened = match backends.get(name).map(|b| b.open(ctx)) {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) => return vec![format!("probe: cannot open: {e}")],
+        Ok(Err(e)) => {
+            return vec![format!(
+                "probe: cannot open: {}",
+                flinch_core::error::display_chain(&e)
+            )];
+        }
         Err(e) => return vec![format!("probe: {}", e.message)],
     };
     // Sources of one backend are probed side by side (one GPU's reads wait for nobody).

@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 
 /// Why a mark could not be sent.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ClientError {
     /// The FIFO exists but no recorder has it open.
     #[error(

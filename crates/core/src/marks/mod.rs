@@ -25,9 +25,10 @@
 //! assert!(parse_mark(b"bad label!").is_err());
 //! ```
 //!
-//! Marks reach a recording through a FIFO the recorder creates ([`fifo`]), a plain file
-//! clients append to ([`file`]), the `flinch mark` command, or in process through
-//! [`crate::recorder::MarkSender`]. Clients never block: see [`client`].
+//! Marks reach a recording through a FIFO the recorder creates, a plain file clients
+//! append to (both received by `flinch_record::marks`), the `flinch mark` command, or in
+//! process through `flinch_record::MarkSender`. Clients never block: see [`client`]; where
+//! they send: [`paths`].
 
 pub mod client;
 pub mod paths;
@@ -65,6 +66,7 @@ fn field<'a>(fields: &'a [(String, String)], key: &str) -> Option<&'a str> {
 
 /// Why a line is not a mark.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum MarkParseError {
     /// Blank line.
     #[error("empty mark line")]
@@ -188,6 +190,7 @@ pub fn format_mark(
 
 /// How a mark reached the recorder.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum MarkVia {
     /// The recorder's FIFO.
     Fifo,

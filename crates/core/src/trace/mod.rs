@@ -163,6 +163,7 @@ pub struct Footer {
 
 /// The `kind` column.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum RowKind {
     /// A channel value.
     Sample,

@@ -1,5 +1,5 @@
 //! Receiving marks: a FIFO the recorder creates ([`fifo`]) and a plain file clients append to
-//! ([`file`]). The line protocol and the client live in [`flinch_core::marks`]; in-process
+//! ([`file`](mod@file)). The line protocol and the client live in [`flinch_core::marks`]; in-process
 //! marks go through [`crate::recorder::MarkSender`].
 
 pub mod fifo;

@@ -1,7 +1,5 @@
 //! Trace writer and reader: round trip, flush policy, and what damaged files give.
 
-use flinch_core::DeviceClass;
-use flinch_core::channel::{ChannelSpec, CounterSpec, PowerMethod, SourceInfo};
 use flinch_core::clock::{ClockAnchor, ManualClock};
 use flinch_core::marks::{Mark, MarkVia};
 use flinch_core::trace::{
@@ -13,31 +11,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 fn header() -> Header {
-    let src = SourceInfo::new("dev", "test", DeviceClass::Other)
-        .with_channels(vec![
-            ChannelSpec::power("dev", "power", PowerMethod::Instant),
-            ChannelSpec::energy_counter(
-                "dev",
-                "energy",
-                CounterSpec {
-                    wrap_range: Some(100.0),
-                    max_rate: Some(1000.0),
-                },
-            ),
-        ])
-        .with_attributes(
-            [("driver".to_owned(), "1.2.3".to_owned())]
-                .into_iter()
-                .collect(),
-        );
-    let mut h = Header::new(
-        10_000_000,
-        ClockAnchor {
-            mono_ns: 1_000,
-            real_ns: 5_000,
-        },
-        vec![src],
-    );
+    let mut h = crate::common::header();
+    h.sources[0]
+        .attributes
+        .insert("driver".to_owned(), "1.2.3".to_owned());
     h.meta.insert("batch".into(), "8".into());
     h
 }

@@ -138,7 +138,19 @@ fn a_source_that_panics_in_poll_is_a_gap_with_the_panic_message_and_the_recordin
     )
     .unwrap();
     let api = rec.mark_sender();
-    std::thread::sleep(Duration::from_millis(500));
+    // Wait (on a loaded machine, as long as it takes) for the panic, then for the other
+    // source's samples to keep arriving after it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while polls.load(Ordering::SeqCst) < 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let written_at_panic = rec.stats().samples.load(Ordering::SeqCst);
+    while rec.stats().samples.load(Ordering::SeqCst) < written_at_panic + 20
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(50));
     api.mark("after_the_panic", &[]).unwrap();
     let footer = rec.stop("stopped", None).unwrap();
     assert_eq!(

@@ -2,6 +2,7 @@
 //! against fake powercap trees that a thread of this test rewrites in place while flinch
 //! reads them, and against this machine's (absent) powercap tree.
 
+use crate::common::{flinch, run};
 use flinch_core::counter::{CounterStep, CounterTracker};
 use flinch_core::trace::{RowKind, read_trace};
 use flinch_rapl::testing::{FakePowercap, INTEL_RANGE_UJ};
@@ -10,14 +11,6 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-
-fn flinch() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_flinch"))
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output().expect("flinch runs")
-}
 
 fn text(o: &Output) -> (String, String) {
     (

@@ -2,13 +2,10 @@
 //! in examples/, on the RAPL-only fixture recorded from a fake powercap tree, and on bad
 //! input (clear errors, nothing half-written).
 
+use crate::common::flinch;
 use flinch_viz::testing::check_trace_events;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-fn flinch() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_flinch"))
-}
 
 fn run(cmd: &mut Command) -> (Output, String, String) {
     let o = cmd.output().expect("flinch runs");

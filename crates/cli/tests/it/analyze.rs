@@ -1,27 +1,16 @@
 //! `flinch calibrate`, `flinch record --idle` and `flinch analyze` end to end, through the
 //! real binary: the known answers come from the power schedule, never from flinch.
 
+use crate::common::{flinch, run, stderr};
 use flinch_core::clock::monotonic_ns;
 use flinch_core::marks::client::MarkClient;
 use flinch_core::marks::format_mark;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
+use std::process::{Child, Output};
 use std::time::{Duration, Instant};
 
 const MS: u64 = 1_000_000;
-
-fn flinch() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_flinch"))
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output().expect("flinch runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 fn json_of(o: &Output) -> Value {
     assert!(o.status.success(), "{}", stderr(o));

@@ -5,7 +5,7 @@
 //! tolerances. The full run is ignored by default; run it once, niced, with:
 //!
 //! ```text
-//! nice -n 19 cargo test --release -p flinch-cli --test soak -- --ignored --nocapture
+//! nice -n 19 cargo test --release -p flinch-cli --test it soak:: -- --ignored --nocapture
 //! ```
 //!
 //! It records for 30 minutes (or `FLINCH_SOAK_SECS`) and prints the figures (also written to
@@ -288,7 +288,7 @@ fn soak_short() {
 }
 
 #[test]
-#[ignore = "30 minutes: run once with `nice -n 19 cargo test --release -p flinch-cli --test soak -- --ignored --nocapture`"]
+#[ignore = "30 minutes: run once with `nice -n 19 cargo test --release -p flinch-cli --test it soak:: -- --ignored --nocapture`"]
 fn soak_30_minutes() {
     let dir = match std::env::var_os("FLINCH_SOAK_DIR") {
         Some(d) => tempfile::tempdir_in(d).unwrap(),

@@ -1,5 +1,5 @@
 //! Checks against a real NVIDIA GPU. Ignored by default (CI has no GPU); run them on a GPU
-//! machine with `cargo test -p flinch-nvml --test gpu -- --ignored`, or through
+//! machine with `cargo test -p flinch-nvml --test it gpu:: -- --ignored`, or through
 //! `scripts/gpu-check.sh` from a prebuilt test binary.
 
 use flinch_core::clock::{Clock, MonotonicClock};

@@ -3,15 +3,12 @@
 //! (`flinch_dcgm::testing`) it records what the fake served, on the fake's timestamps, with
 //! blanks as gaps, and tears DCGM down in order on every exit.
 
+use crate::common::flinch;
 use flinch_core::trace::read_trace;
 use flinch_dcgm::testing::FakeDcgm;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
-
-fn flinch() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_flinch"))
-}
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()

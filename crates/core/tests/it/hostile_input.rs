@@ -7,14 +7,14 @@
 //! mutation fuzzer `cargo run --release -p flinch-core --example fuzz` runs for as long as
 //! asked (see `docs/reliability.md` for what each found).
 
-use flinch_core::DeviceClass;
-use flinch_core::channel::{ChannelSpec, CounterSpec, PowerMethod, SourceInfo};
+use crate::common::header;
+use flinch_core::channel::CounterSpec;
 use flinch_core::clock::{AnchorMap, ClockAnchor, ManualClock};
 use flinch_core::counter::{CounterStep, CounterTracker};
 use flinch_core::marks::{
     Line, LineSplitter, MAX_MARK_BYTES, Mark, MarkVia, format_mark, is_valid_label, parse_mark,
 };
-use flinch_core::trace::{Footer, Header, Trace, TraceWriter, read_trace_from};
+use flinch_core::trace::{Footer, Trace, TraceWriter, read_trace_from};
 use flinch_core::{Error, Reading};
 use proptest::prelude::*;
 use std::path::Path;
@@ -184,28 +184,6 @@ fn split_reference(data: &[u8]) -> Vec<Owned> {
 
 // ---------------------------------------------------------------------------------------
 // Traces
-
-fn header() -> Header {
-    let src = SourceInfo::new("dev", "test", DeviceClass::Other).with_channels(vec![
-        ChannelSpec::power("dev", "power", PowerMethod::Instant),
-        ChannelSpec::energy_counter(
-            "dev",
-            "energy",
-            CounterSpec {
-                wrap_range: Some(100.0),
-                max_rate: Some(1000.0),
-            },
-        ),
-    ]);
-    Header::new(
-        10_000_000,
-        ClockAnchor {
-            mono_ns: 1_000,
-            real_ns: 5_000,
-        },
-        vec![src],
-    )
-}
 
 fn write_trace(readings: &[(u32, u64, f64)], marks: &[Mark]) -> Vec<u8> {
     let clock = Arc::new(ManualClock::new(0, 0));

@@ -1,22 +1,11 @@
 //! `flinch record`, `flinch mark` and `flinch sources` end to end: the real binary, real
 //! FIFOs, real signals, and marks sent from separate Python processes.
 
+use crate::common::{flinch, run, stderr};
 use flinch_core::trace::read_trace;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn flinch() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_flinch"))
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output().expect("flinch runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 fn python(script: &str, args: &[&str]) -> Command {
     let mut c = Command::new("python3");

@@ -2,18 +2,15 @@
 //! command, FIFO writers and a killed recorder, the default FIFO's directory, and memory
 //! under a flood of marks. Real binary, real signals, real FIFOs.
 
+use crate::common::flinch;
 use flinch_core::clock::monotonic_ns;
 use flinch_core::marks::client::{ClientError, MarkClient, SendOutcome};
 use flinch_core::trace::{RowKind, Trace, read_trace};
 use rustix::process::{Pid, Signal, kill_process};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
-
-fn flinch() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_flinch"))
-}
 
 /// A recorder process that is killed if the test fails before ending it, so that a failed
 /// test never leaves a recorder running (and holding the test runner's pipes).

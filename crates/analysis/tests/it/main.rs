@@ -1,0 +1,3 @@
+//! Integration tests of `flinch-analysis`: one binary, a module per area.
+
+mod analysis;

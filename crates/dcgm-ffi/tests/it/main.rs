@@ -1,0 +1,3 @@
+//! Integration tests of `flinch-dcgm`: one binary, a module per area.
+
+mod fake_dcgm;

@@ -1,0 +1,3 @@
+//! Integration tests of `flinch-rapl`: one binary, a module per area.
+
+mod rapl;

@@ -1,0 +1,3 @@
+//! Integration tests of `flinch-viz`: one binary, a module per area.
+
+mod viz;
