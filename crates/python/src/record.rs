@@ -93,6 +93,7 @@ fn sent(r: Result<(), MarkSendError>) -> PyResult<bool> {
         Err(MarkSendError::Full) => Ok(false),
         Err(MarkSendError::Invalid(e)) => Err(invalid(format!("invalid mark: {e}"))),
         Err(MarkSendError::Closed) => Err(invalid("the recording has stopped")),
+        Err(e) => Err(invalid(e.to_string())),
     }
 }
 
@@ -346,6 +347,7 @@ impl NativeWindow {
             }
             Err(MarkSendError::Closed) => {}
             Err(MarkSendError::Invalid(e)) => return Err(invalid(format!("invalid mark: {e}"))),
+            Err(e) => return Err(invalid(e.to_string())),
         }
         Ok(t)
     }
