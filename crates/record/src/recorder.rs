@@ -120,7 +120,7 @@ impl RecordingSetup {
 }
 
 /// A row other than a sample or a mark, as an [`Observer`] sees it. Channels are numbered
-/// in header order (the index into [`crate::trace::Trace::channels`]).
+/// in header order (the index into [`flinch_core::trace::Trace::channels`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum ObservedRow<'a> {
