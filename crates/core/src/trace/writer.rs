@@ -132,7 +132,15 @@ impl<W: Write> TraceWriter<W> {
             }
             self.scratch.push_str(k);
             self.scratch.push('=');
-            escape_text(v, &mut self.scratch);
+            // Fields are separated by spaces: a space in a value (which no parsed mark line
+            // has, but a `Mark` built by hand or read from a trace can) is escaped too, or
+            // the row would not read back (found writing the trace_reader fuzz target).
+            for (j, piece) in v.split(' ').enumerate() {
+                if j > 0 {
+                    self.scratch.push_str("%20");
+                }
+                escape_text(piece, &mut self.scratch);
+            }
         }
         if m.t_from_client {
             let delay = m.recv_ns as i128 - m.t_ns as i128;

@@ -4,11 +4,11 @@
 //! a hang.
 //!
 //! The case counts here keep CI short; `PROPTEST_CASES=100000` runs them longer, and the
-//! mutation fuzzer `cargo run --release -p flinch-core --example fuzz` runs for as long as
-//! asked (see `docs/reliability.md` for what each found).
+//! cargo-fuzz targets in `fuzz/` (`fuzz/run.sh TARGET SECONDS`) run for as long as asked
+//! (see `docs/reliability.md` for what each found).
 
 use crate::common::header;
-use flinch_core::channel::CounterSpec;
+use flinch_core::channel::{ChannelSpec, CounterSpec};
 use flinch_core::clock::{AnchorMap, ClockAnchor, ManualClock};
 use flinch_core::counter::{CounterStep, CounterTracker};
 use flinch_core::marks::{
@@ -411,6 +411,70 @@ fn regression_a_mark_delay_over_2_pow_53_ns_reads_back_exactly() {
     let bytes = write_trace(&[], std::slice::from_ref(&m));
     let t = read_trace_from(&bytes[..], Path::new("d.csv")).unwrap();
     assert_eq!(t.marks, vec![m]);
+}
+
+#[test]
+fn regression_a_mark_field_value_with_spaces_reads_back() {
+    // Found writing the trace_reader fuzz target (an accepted trace, written again, reads
+    // back the same): a value holding a space (from `%20` in a trace that was read, or a
+    // `Mark` built by hand) was written as is, so the row split into a field that is not
+    // key=value and the trace no longer read.
+    let m = Mark {
+        t_ns: 2_000,
+        recv_ns: 2_000,
+        t_from_client: false,
+        label: "spaced".into(),
+        fields: vec![
+            ("k".into(), " a  b ".into()),
+            ("req".into(), "7".into()),
+            ("j".into(), "%20 ,=".into()),
+        ],
+        via: MarkVia::Api,
+    };
+    let bytes = write_trace(&[], std::slice::from_ref(&m));
+    let t = read_trace_from(&bytes[..], Path::new("s.csv")).unwrap();
+    assert_eq!(t.marks, vec![m]);
+    // What a reader makes of `%20` goes back to the same row.
+    let body = "1,mark,fifo,,a,k=x%20y\n";
+    let t = read_trace_from(&raw_trace(body)[..], Path::new("r.csv")).unwrap();
+    assert_eq!(t.marks[0].field("k"), Some("x y"));
+    let again = write_trace(&[], &t.marks);
+    let t2 = read_trace_from(&again[..], Path::new("r2.csv")).unwrap();
+    assert_eq!(t2.marks, t.marks);
+}
+
+#[test]
+fn regression_header_numbers_read_back_exactly() {
+    // Found by cargo-fuzz (trace_reader): serde_json's default float parsing is not
+    // exact, so a counter's max_rate written as 2.0777777777777777e45 read back as
+    // 2.0777777777777774e45. Also 2000 numbers of every magnitude, from their bits.
+    let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut values = vec![2.077_777_777_777_777_7e45, 65_712.999_613, 0.1, 5e-324];
+    while values.len() < 2000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let v = f64::from_bits(x);
+        if v.is_finite() {
+            values.push(v.abs());
+        }
+    }
+    for v in values {
+        let mut h = header();
+        h.sources[0].channels[1] = ChannelSpec::energy_counter(
+            "dev",
+            "energy",
+            CounterSpec {
+                wrap_range: Some(v),
+                max_rate: Some(v),
+            },
+        );
+        let clock = Arc::new(ManualClock::new(0, 0));
+        let w = TraceWriter::new(Vec::new(), &h, clock, 1).unwrap();
+        let bytes = w.finish(Footer::default()).unwrap();
+        let t = read_trace_from(&bytes[..], Path::new("h.csv")).unwrap();
+        assert_eq!(t.header, h, "{v:e}");
+    }
 }
 
 #[test]
