@@ -10,6 +10,7 @@ clock as flinch on Linux, so the mark lands exactly where it happened.
     with marks.span("prefill_start", "prefill_end", req=7):
         run_prefill()
     print(marks.stats())                 # sent / dropped / no_recorder
+    print(marks.recorder())              # which recorder takes them: {"pid": ..., "trace": ...}
 
 With no recorder running, or with its pipe full, marks are dropped and counted: the caller
 is never slowed down and never sees an exception for it.
@@ -17,8 +18,10 @@ is never slowed down and never sees an exception for it.
 
 import contextlib
 import errno
+import json
 import os
 import re
+import stat
 import time
 
 __all__ = ["Marks", "mark", "default_path", "MAX_MARK_BYTES"]
@@ -88,15 +91,13 @@ class Marks:
         except FileNotFoundError:
             self._next_try = now + self.retry_open_s
             return None
-        import stat as _stat
-
-        if _stat.S_ISFIFO(st.st_mode):
+        if stat.S_ISFIFO(st.st_mode):
             if st.st_uid != os.geteuid():
                 # another user's FIFO: marks could leak to, or be forged by, them
                 self._next_try = now + self.retry_open_s
                 return None
             flags = os.O_WRONLY | os.O_NONBLOCK
-        elif _stat.S_ISREG(st.st_mode):
+        elif stat.S_ISREG(st.st_mode):
             flags = os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK
         else:
             # a symlink, directory, ...: never write through it
@@ -150,6 +151,43 @@ class Marks:
 
     def stats(self):
         return {"sent": self.sent, "dropped": self.dropped, "no_recorder": self.no_recorder}
+
+    def recorder(self):
+        """Which recorder reads this FIFO, as it says next to it (``<fifo>.recorder``): a dict
+        with ``pid``, ``trace`` (the file it writes) and ``fifo``; ``None`` when no recorder
+        is there, for a marks file, or when the description cannot be trusted (not yours,
+        about another FIFO, or its process is gone)."""
+        fd = self._fd if self._fd is not None else self._open()
+        if fd is None:
+            return None
+        st = os.fstat(fd)
+        if not stat.S_ISFIFO(st.st_mode):
+            return None
+        try:
+            info_fd = os.open(
+                self.path + ".recorder",
+                os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0),
+            )
+        except OSError:
+            return None
+        try:
+            ist = os.fstat(info_fd)
+            if not stat.S_ISREG(ist.st_mode) or ist.st_uid != os.geteuid():
+                return None
+            info = json.loads(os.read(info_fd, 65536).decode())
+        except (OSError, ValueError):
+            return None
+        finally:
+            os.close(info_fd)
+        if not isinstance(info, dict) or (info.get("fifo_dev"), info.get("fifo_ino")) != (st.st_dev, st.st_ino):
+            return None
+        try:
+            os.kill(int(info["pid"]), 0)
+        except PermissionError:
+            pass
+        except (OSError, KeyError, TypeError, ValueError):
+            return None
+        return {"pid": info["pid"], "trace": info.get("trace"), "fifo": info.get("fifo")}
 
     def close(self):
         if self._fd is not None:

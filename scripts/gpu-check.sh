@@ -109,14 +109,14 @@ if want analyze && "$FLINCH" analyze --help >/dev/null 2>&1; then
         "$FLINCH" analyze "$OUT/busy-idle.flinch.csv" --from phase_start --to phase_end \
             --idle-window calib_start..calib_end --json >"$OUT/busy-idle.analysis.json" 2>>"$LOG"
         "$FLINCH" analyze "$OUT/busy-idle.flinch.csv" --from phase_start --to phase_end \
-            --idle-window calib_start..calib_end >>"$LOG" 2>&1
+            --idle-window calib_start..calib_end -v >>"$LOG" 2>&1
         python3 examples/tools/step_response.py "$OUT/busy-idle.flinch.csv" >>"$LOG" 2>&1
     fi
     if [ -f "$OUT/llm.flinch.csv" ]; then
         "$FLINCH" analyze "$OUT/llm.flinch.csv" --from infer_start --to first_token \
-            --idle-window calib_start..calib_end >>"$LOG" 2>&1
+            --idle-window calib_start..calib_end -v >>"$LOG" 2>&1
         "$FLINCH" analyze "$OUT/llm.flinch.csv" --from enqueue --to dequeue \
-            --idle-window calib_start..calib_end >>"$LOG" 2>&1
+            --idle-window calib_start..calib_end -v >>"$LOG" 2>&1
     fi
 fi
 say "done"

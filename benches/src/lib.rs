@@ -41,40 +41,32 @@ pub struct ThreadCpu {
 /// the `stat` file counts in 10-ms clock ticks, too coarse for a thread that works µs per
 /// tick). Threads that end between the listing and the read are left out.
 pub fn threads_cpu() -> Vec<ThreadCpu> {
-    let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
-        return out;
+    let Ok(tasks) = procfs::process::Process::myself().and_then(|p| p.tasks()) else {
+        return Vec::new();
     };
-    for e in dir.flatten() {
-        let Some(tid) = e.file_name().to_str().and_then(|s| s.parse().ok()) else {
-            continue;
-        };
-        let p = e.path();
-        let (Ok(comm), Ok(sched)) = (
-            std::fs::read_to_string(p.join("comm")),
-            std::fs::read_to_string(p.join("schedstat")),
-        ) else {
-            continue;
-        };
-        let Some(cpu_ns) = sched.split_whitespace().next().and_then(|v| v.parse().ok()) else {
-            continue;
-        };
-        out.push(ThreadCpu {
-            tid,
-            name: comm.trim_end().to_owned(),
-            cpu_ns,
-        });
-    }
+    let mut out: Vec<ThreadCpu> = tasks
+        .flatten()
+        .filter_map(|task| {
+            let (Ok(stat), Ok(sched)) = (task.stat(), task.schedstat()) else {
+                return None;
+            };
+            Some(ThreadCpu {
+                tid: u32::try_from(task.tid).ok()?,
+                name: stat.comm,
+                cpu_ns: sched.sum_exec_runtime,
+            })
+        })
+        .collect();
     out.sort_by_key(|t| t.tid);
     out
 }
 
 /// Resident set size of this process, KiB (`VmRSS` in `/proc/self/status`).
 pub fn rss_kib() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    procfs::process::Process::myself()
+        .and_then(|p| p.status())
+        .ok()?
+        .vmrss
 }
 
 /// The `q`-quantile (0–1) of `v` by nearest rank; sorts `v`. `None` when empty.
@@ -413,5 +405,27 @@ mod tests {
         assert!(!threads.is_empty());
         assert!(threads.iter().any(|t| t.cpu_ns > 0));
         assert!(rss_kib().unwrap() > 100);
+        // A named thread shows up under its name, with the CPU time it burnt.
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let (busy_tx, busy_rx) = std::sync::mpsc::channel::<()>();
+        let probe = std::thread::Builder::new()
+            .name("bench-probe".into())
+            .spawn(move || {
+                let t0 = thread_cpu_ns();
+                while thread_cpu_ns() - t0 < 2_000_000 {
+                    std::hint::black_box(t0);
+                }
+                busy_tx.send(()).unwrap();
+                done_rx.recv().unwrap();
+            })
+            .unwrap();
+        busy_rx.recv().unwrap();
+        let probe_row = threads_cpu()
+            .into_iter()
+            .find(|t| t.name == "bench-probe")
+            .expect("the probe thread is listed by name");
+        assert!(probe_row.cpu_ns >= 2_000_000, "{probe_row:?}");
+        done_tx.send(()).unwrap();
+        probe.join().unwrap();
     }
 }

@@ -112,6 +112,37 @@ class FifoTest(unittest.TestCase):
         self.assertEqual([l.split(" ")[0] for l in r2.drain()], ["three"])
         r2.close()
 
+    def test_recorder_says_which_recorder_reads_the_fifo_and_only_when_it_can_be_trusted(self):
+        import json
+        os.mkfifo(self.path, 0o600)
+        m = Marks(self.path, retry_open_s=0)
+        self.assertIsNone(m.recorder())  # nobody reads it
+        r = Reader(self.path)
+        self.assertIsNone(m.recorder())  # a reader that says nothing about itself
+        st = os.stat(self.path)
+        info = {"pid": os.getpid(), "trace": "/data/run.flinch.csv", "fifo": self.path,
+                "fifo_dev": st.st_dev, "fifo_ino": st.st_ino}
+        with open(self.path + ".recorder", "w") as f:
+            json.dump(info, f)
+        self.assertEqual(m.recorder(), {"pid": os.getpid(), "trace": "/data/run.flinch.csv",
+                                        "fifo": self.path})
+        # about another FIFO (left by an earlier recorder): not trusted
+        with open(self.path + ".recorder", "w") as f:
+            json.dump(dict(info, fifo_ino=st.st_ino + 1), f)
+        self.assertIsNone(m.recorder())
+        # its process is gone: not trusted
+        with open(self.path + ".recorder", "w") as f:
+            json.dump(dict(info, pid=2**31 - 1), f)
+        self.assertIsNone(m.recorder())
+        # a symlink: never followed
+        os.remove(self.path + ".recorder")
+        target = os.path.join(self.dir.name, "elsewhere.json")
+        with open(target, "w") as f:
+            json.dump(info, f)
+        os.symlink(target, self.path + ".recorder")
+        self.assertIsNone(m.recorder())
+        r.close()
+
     def test_concurrent_threads_never_interleave(self):
         os.mkfifo(self.path, 0o600)
         r = Reader(self.path)

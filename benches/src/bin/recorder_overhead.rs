@@ -115,6 +115,9 @@ fn main() {
         let cfg = flinch_nvml::NvmlConfig {
             lib_path: args.nvml_lib.clone(),
             gpus: args.gpus.clone(),
+            // The instant power on the fixed fast grid this bench is about (a default
+            // recording follows the field's updates instead: scripts/gpu-sampling.sh).
+            instant_interval: Some(args.nvml_interval),
             ..Default::default()
         };
         match flinch_nvml::NvmlBackend::open(cfg) {
@@ -204,21 +207,25 @@ fn us(ns: u64) -> String {
 }
 
 fn machine() -> Value {
+    use procfs::Current;
     let uname = rustix::system::uname();
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("model name"))
-                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+    // The description a recording's header carries (sysinfo, in flinch-record).
+    let m = flinch_record::host::describe_machine();
+    let loadavg = procfs::LoadAverage::current()
+        .map(|l| {
+            format!(
+                "{:.2} {:.2} {:.2} {}/{} {}",
+                l.one, l.five, l.fifteen, l.cur, l.max, l.latest_pid
+            )
         })
         .unwrap_or_default();
     json!({
         "host": uname.nodename().to_string_lossy(),
         "kernel": uname.release().to_string_lossy(),
-        "cpu": cpu,
+        "cpu": m.cpu_model.unwrap_or_default(),
         "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        "loadavg": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
+        "memory_bytes": m.memory_bytes,
+        "loadavg": loadavg,
         "flinch": env!("CARGO_PKG_VERSION"),
         "debug_build": cfg!(debug_assertions),
     })
@@ -520,7 +527,7 @@ fn bare_reads(mut sources: Vec<Box<dyn Source>>, interval: Duration, duration: D
                     run_after_warm += 1;
                 }
                 for (i, src) in sources.iter_mut().enumerate() {
-                    if k % every[i] != 0 {
+                    if !k.is_multiple_of(every[i]) {
                         continue;
                     }
                     bufs[i].clear();

@@ -1,12 +1,14 @@
 //! The analyzer: a trace prepared once (channels by device, idle levels, holes), then spans
 //! measured one by one.
 
-use crate::class::{class_of, is_process_scoped};
+use crate::aggregate::Aggregator;
+use crate::class::{class_of, is_modelled, is_process_scoped};
 use crate::idle::{ChannelIdle, IdleProfile};
 use crate::pairing::pair_marks;
 use crate::report::{IdleUsed, Report, UnmatchedMark};
 use crate::summary::summarize;
 use crate::thresholds::Thresholds;
+use crate::timeline::Signal;
 use crate::window::describe_labels;
 use flinch_core::channel::SourceInfo;
 use flinch_core::device::DeviceClass;
@@ -18,6 +20,8 @@ use std::collections::{BTreeMap, HashMap};
 pub(crate) struct Chan {
     pub(crate) class: DeviceClass,
     pub(crate) process_scoped: bool,
+    /// From a model (the synthetic source), not a measurement.
+    pub(crate) modelled: bool,
     pub(crate) method: Option<Method>,
     /// Stretches with no data for this channel's source: (start, end, why).
     pub(crate) holes: Vec<(u64, u64, String)>,
@@ -35,7 +39,15 @@ pub struct Analyzer<'t> {
     pub(crate) devices: BTreeMap<String, (DeviceClass, Vec<usize>)>,
     pub(crate) thresholds: Thresholds,
     pub(crate) has_idle: bool,
+    /// Whether modelled sources take part in verdicts: only when nothing in the trace was
+    /// measured (a demonstration, a test of flinch itself). Next to a measured source a
+    /// model would decide what the real workload did from a schedule.
+    pub(crate) models_vote: bool,
+    /// Length of the idle profile's stretch, s.
+    pub(crate) idle_duration_s: f64,
     pub(crate) idle_used: Option<IdleUsed>,
+    /// The deciding signals of the state timeline.
+    pub(crate) signals: Vec<Signal>,
     pub(crate) idle_warnings: Vec<String>,
 }
 
@@ -83,6 +95,7 @@ impl<'t> Analyzer<'t> {
                 .map(|s| class_of(s, &ch.spec.device))
                 .unwrap_or(DeviceClass::Other);
             let process_scoped = source.is_some_and(|s| is_process_scoped(s));
+            let modelled = source.is_some_and(|s| is_modelled(s));
             let mut holes: Vec<(u64, u64, String)> = trace
                 .gaps
                 .iter()
@@ -128,6 +141,7 @@ impl<'t> Analyzer<'t> {
             chans.push(Chan {
                 class,
                 process_scoped,
+                modelled,
                 method,
                 holes,
                 marks,
@@ -137,15 +151,54 @@ impl<'t> Analyzer<'t> {
         for (_, idx) in devices.values_mut() {
             idx.sort_by_key(|&i| chans[i].method);
         }
-        Analyzer {
+        let models_vote = trace
+            .header
+            .sources
+            .iter()
+            .filter(|s| !s.channels.is_empty())
+            .all(is_modelled);
+        let mut an = Analyzer {
             trace,
             chans,
             devices,
             thresholds,
             has_idle: idle.is_some(),
+            models_vote,
+            idle_duration_s: idle.map(|p| p.duration_s).unwrap_or(0.0),
             idle_used,
+            signals: Vec::new(),
             idle_warnings,
-        }
+        };
+        an.signals = an.build_signals();
+        an
+    }
+
+    /// How far beyond a span's edges [`Analyzer::span`] reads samples, ns: the state
+    /// timeline's counter windows (aligned to the trace's start, so a cell may begin up to a
+    /// window before the span and end up to one after it) and the bound's response time at
+    /// each edge (1.5 update periods; for a channel that states no period, 1.5 × the spacing
+    /// of its samples, for which `spacing_ns(channel)` is asked). The streaming analysis
+    /// keeps this much more than the span itself, and waits until every channel has passed
+    /// it: a change to how far `span` looks must change this too.
+    pub fn reach_ns(&self, spacing_ns: &dyn Fn(usize) -> u64) -> u64 {
+        let windows = self
+            .signals
+            .iter()
+            .map(|s| s.window_ns())
+            .max()
+            .unwrap_or(0);
+        let response = self
+            .trace
+            .channels
+            .iter()
+            .enumerate()
+            .map(|(i, ch)| {
+                crate::bound::response_ns(&ch.spec)
+                    .unwrap_or_else(|| spacing_ns(i).saturating_mul(3) / 2)
+            })
+            .max()
+            .unwrap_or(0);
+        windows.max(response)
     }
 
     /// Pairs the marks and measures every span, calling `progress(done, total)` now and
@@ -170,8 +223,11 @@ impl<'t> Analyzer<'t> {
         let pairing = pair_marks(marks, from, to);
         let total = pairing.pairs.len();
         let mut spans = Vec::with_capacity(total);
+        let mut agg = Aggregator::new(self);
         for (k, &(a, b)) in pairing.pairs.iter().enumerate() {
-            spans.push(self.span(&marks[a], &marks[b]));
+            let s = self.span(&marks[a], &marks[b]);
+            agg.add(self, s.start_ns, s.end_ns);
+            spans.push(s);
             if k % 64 == 63 {
                 progress(k + 1, total);
             }
@@ -192,6 +248,7 @@ impl<'t> Analyzer<'t> {
         unmatched.sort_by_key(|u| u.t_ns);
         let summary = summarize(
             &spans,
+            Some(agg.finish(self)),
             pairing.unmatched_starts.len(),
             pairing.unmatched_ends.len(),
         );

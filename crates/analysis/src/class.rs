@@ -34,6 +34,17 @@ pub fn class_of(source: &SourceInfo, device: &str) -> DeviceClass {
     }
 }
 
+/// Whether `source` is a model, not a measurement: it says so ([`SourceInfo::modelled`]),
+/// or (traces written before it could) its power is `modelled`, as the synthetic source's
+/// always was.
+pub fn is_modelled(source: &SourceInfo) -> bool {
+    source.modelled
+        || source
+            .channels
+            .iter()
+            .any(|c| c.method == Some(flinch_core::channel::PowerMethod::Modelled))
+}
+
 /// Whether `source`'s activity channels measure one process tree.
 pub fn is_process_scoped(source: &SourceInfo) -> bool {
     source.scope == Scope::ProcessTree

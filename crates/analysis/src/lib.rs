@@ -23,7 +23,8 @@
 //!    idle level.
 //! 2. **Activity, per channel.** Utilisation and activity gauges (GPU utilisation, SM
 //!    activity, host CPU utilisation) are *busy* when their time-weighted mean over the span
-//!    exceeds the idle mean by 10 percentage points; CPU-time counters (host CPU time,
+//!    exceeds the idle mean by more than the idle profile's noise (`max(3 σ, 3 points)`;
+//!    10 points without an idle level); CPU-time counters (host CPU time,
 //!    the traced process tree) when they advance faster than the idle rate by 0.5 cores.
 //!    An activity channel that cannot resolve the span says nothing. The traced process
 //!    tree's channels (source attribute `activity_scope=process`) supersede the host's,
@@ -33,35 +34,51 @@
 //!    busy/idle. When both speak and disagree, the class is in **conflict**. When power is
 //!    unresolved or unknown, activity decides alone.
 //! 4. **The span**: any conflict → `unresolved` (never a confident wrong answer); a busy
-//!    GPU → `gpu-compute`; else a busy CPU → `cpu-compute`; else a busy device of unknown
+//!    GPU → `gpu-compute`; else a busy CPU → `cpu-compute` (`unresolved` when the GPU
+//!    cannot be seen over the span); else a busy device of unknown
 //!    class → `unresolved`; else anything unresolved → `unresolved`; else some evidence of
 
 #![deny(missing_docs)]
 
+pub mod aggregate;
 mod analyzer;
+pub mod bound;
 pub mod class;
 pub mod idle;
+pub mod live;
 mod measure;
+pub mod output;
 mod pairing;
 mod report;
 mod span;
 pub mod stats;
-mod summary;
+pub mod stream;
+pub mod summary;
 mod thresholds;
+pub mod timeline;
 mod verdict;
 mod window;
 
+pub use aggregate::{Aggregate, Aggregator, DeviceAggregate, SpanUnion, Totals};
 pub use analyzer::Analyzer;
+pub use bound::{Bound, BoundTerms};
 pub use idle::{ChannelIdle, IdleFrom, IdleProfile, choose_idle};
 pub use measure::{POWER_TAIL_NS, settle_ns};
-pub use pairing::{Pairing, pair_marks};
+pub use pairing::{Paired, Pairer, Pairing, pair_marks};
 pub use report::{
-    ActivitySpan, ChannelEnergy, ChannelStatus, DeviceSpan, EnergyStats, IdleUsed, Report,
-    SpanReport, State, Summary, UnmatchedMark, Verdict,
+    ActivitySpan, Approximation, ChannelEnergy, ChannelStatus, DeviceSpan, EnergyStats, IdleUsed,
+    Report, SpanReport, State, Summary, UnmatchedMark, Verdict,
 };
-pub use summary::summarize;
+pub use summary::{SpanFigures, SummaryBuilder, summarize};
 pub use thresholds::Thresholds;
+pub use timeline::Composition;
 pub use window::{
-    WindowEdge, describe_labels, parse_open_window, parse_window, resolve_open_window,
-    resolve_window,
+    MarkIndex, WindowEdge, describe_label_counts, describe_labels, parse_open_window, parse_window,
+    resolve_open_window, resolve_window,
 };
+
+/// The README's example, compiled and run as a doctest (the crate docs above are the
+/// method; the README is the package's page on crates.io).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctest;

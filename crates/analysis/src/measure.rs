@@ -27,6 +27,69 @@ pub fn settle_ns(spec: &ChannelSpec) -> u64 {
 /// The least settle time of a measured power channel (see [`settle_ns`]).
 pub const POWER_TAIL_NS: u64 = 80_000_000;
 
+/// What a gauge's samples say about `[a, b]`: their mean, their number and how many differ
+/// from the one before; `None` when there is none. For a channel whose repeated readings
+/// were elided (`held`), see [`held_inside`].
+pub(crate) fn gauge_inside(
+    held: bool,
+    t: &[u64],
+    v: &[f64],
+    a: u64,
+    b: u64,
+) -> Option<(f64, u32, u32)> {
+    if held {
+        held_inside(t, v, a, b)
+    } else {
+        samples_inside(t, v, a, b)
+    }
+}
+
+/// [`samples_inside`] for a channel whose repeated readings were elided
+/// ([`flinch_core::channel::ChannelSpec::heartbeat_ns`]): each row stands for the polls since the
+/// row before it, so the mean is weighted by that time (clipped to the window), and a row
+/// after `b` that repeats the one before it (the value was held across `b`) covers the
+/// window's end. On rows written at every poll this is the mean of the samples (polls a
+/// steady interval apart), and it does not change when repeats are elided; the count is
+/// of rows, plus one for a held value reaching in from after `b`.
+fn held_inside(t: &[u64], v: &[f64], a: u64, b: u64) -> Option<(f64, u32, u32)> {
+    let lo = t.partition_point(|&x| x < a);
+    let hi = t.partition_point(|&x| x <= b);
+    let (mut sum, mut weight) = (0.0, 0u64);
+    for i in lo..hi {
+        let from = if i == 0 { a } else { t[i - 1].max(a) };
+        let w = t[i].saturating_sub(from);
+        sum += v[i] * w as f64;
+        weight += w;
+    }
+    let mut n = hi.saturating_sub(lo) as u32;
+    if hi < t.len() && hi > 0 && v[hi] == v[hi - 1] {
+        let from = t[hi - 1].max(a);
+        let w = b.saturating_sub(from);
+        if w > 0 {
+            sum += v[hi] * w as f64;
+            weight += w;
+            n += 1;
+        }
+    }
+    if n == 0 {
+        return None;
+    }
+    let changes = if hi > lo {
+        v[lo.max(1) - 1..hi]
+            .windows(2)
+            .filter(|w| w[0] != w[1])
+            .count() as u32
+    } else {
+        0
+    };
+    let mean = if weight > 0 {
+        sum / weight as f64
+    } else {
+        v[lo..hi].iter().sum::<f64>() / (hi - lo).max(1) as f64
+    };
+    Some((mean, n, changes))
+}
+
 /// The mean of a gauge's samples stamped in `[a, b]`, their number and how many differ from
 /// the one before. `None` when there is none.
 pub(crate) fn samples_inside(t: &[u64], v: &[f64], a: u64, b: u64) -> Option<(f64, u32, u32)> {
@@ -128,6 +191,88 @@ impl Analyzer<'_> {
             value,
             samples,
             changes,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const MS: u64 = 1_000_000;
+
+    /// Keeps what the recorder writes for a held channel: the first and the last reading of
+    /// each run of equal values.
+    fn elide(t: &[u64], v: &[f64]) -> (Vec<u64>, Vec<f64>) {
+        let mut out = (Vec::new(), Vec::new());
+        for i in 0..t.len() {
+            let first = i == 0 || v[i - 1] != v[i];
+            let last = i + 1 == t.len() || v[i + 1] != v[i];
+            if first || last {
+                out.0.push(t[i]);
+                out.1.push(v[i]);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_held_mean_is_the_sample_mean_of_steady_polls() {
+        // 10 ms polls: 0 % for 200 ms, then 100 % for 300 ms.
+        let t: Vec<u64> = (0..50).map(|i| i * 10 * MS).collect();
+        let v: Vec<f64> = (0..50).map(|i| if i < 20 { 0.0 } else { 100.0 }).collect();
+        // Samples stamped in [105, 405] ms: 11..=40, 9 of them 0 % and 21 of them 100 %.
+        let (m, n, c) = samples_inside(&t, &v, 105 * MS, 405 * MS).unwrap();
+        assert_eq!((n, c), (30, 1));
+        assert!((m - 70.0).abs() < 1e-9);
+        // Held: the first row counts from the window's start (5 ms), the held 100 %
+        // reaches to its end (5 ms more): (5 × 0 + 80 × 0 + 210 × 100 + 5 × 100) / 300.
+        let (h, hn, hc) = held_inside(&t, &v, 105 * MS, 405 * MS).unwrap();
+        assert!((h - 21_500.0 / 300.0).abs() < 1e-9, "{h}");
+        assert_eq!((hn, hc), (31, 1));
+        // Elided, the same mean and changes from 4 rows.
+        let (te, ve) = elide(&t, &v);
+        assert_eq!(te.len(), 4);
+        let (e, en, ec) = held_inside(&te, &ve, 105 * MS, 405 * MS).unwrap();
+        assert!((e - h).abs() < 1e-9);
+        // the last 0 % row, the change to 100 %, and the held value reaching the end
+        assert_eq!((en, ec), (3, 1));
+        // A window inside a run has no row inside but is covered by the held value.
+        let (e, en, _) = held_inside(&te, &ve, 250 * MS, 300 * MS).unwrap();
+        assert_eq!((e, en), (100.0, 1));
+        // Nothing after the last row: not covered.
+        assert_eq!(held_inside(&te, &ve, 495 * MS, 600 * MS), None);
+    }
+
+    proptest! {
+        #[test]
+        fn a_held_mean_does_not_change_when_repeats_are_elided(
+            steps in proptest::collection::vec((0u8..4, 1u64..30), 1..40),
+            windows in proptest::collection::vec((0.0f64..1.0, 0.0f64..1.0), 1..20),
+        ) {
+            let (mut t, mut v) = (Vec::new(), Vec::new());
+            let mut now = 1_000 * MS;
+            for (x, n) in steps {
+                for _ in 0..n {
+                    t.push(now);
+                    v.push(x as f64 * 25.0);
+                    now += 10 * MS;
+                }
+            }
+            let (te, ve) = elide(&t, &v);
+            let span = (now - 1_000 * MS) as f64;
+            for (x, y) in windows {
+                let a = 1_000 * MS - 20 * MS + (x.min(y) * span) as u64;
+                let b = 1_000 * MS - 20 * MS + (x.max(y) * span) as u64;
+                let dense = held_inside(&t, &v, a, b);
+                let held = held_inside(&te, &ve, a, b);
+                prop_assert_eq!(dense.is_some(), held.is_some(), "window {}..{}", a, b);
+                if let (Some(d), Some(h)) = (dense, held) {
+                    prop_assert!((d.0 - h.0).abs() < 1e-9 * d.0.abs().max(1.0), "{:?} vs {:?}", d, h);
+                    prop_assert_eq!(d.2, h.2);
+                }
+            }
         }
     }
 }

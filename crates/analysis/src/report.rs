@@ -1,7 +1,10 @@
 //! What an analysis says: per span, per device, per channel, and over all spans.
 
+use crate::aggregate::Aggregate;
+use crate::bound::{Bound, BoundTerms};
 use crate::stats::{Distribution, Histogram};
 use crate::thresholds::Thresholds;
+use crate::timeline::Composition;
 use flinch_core::channel::Quantity;
 use flinch_core::device::DeviceClass;
 use flinch_core::integrate::Method;
@@ -21,23 +24,28 @@ pub enum Verdict {
     IdleWait,
     /// The sensors cannot tell, or the signals disagree; the evidence says which.
     Unresolved,
+    /// A span long enough to be seen in parts, no state of which dominates (see its
+    /// `composition`).
+    Mixed,
 }
 
 impl Verdict {
     /// Every verdict, in output order.
-    pub const ALL: [Verdict; 4] = [
+    pub const ALL: [Verdict; 5] = [
         Verdict::GpuCompute,
         Verdict::CpuCompute,
         Verdict::IdleWait,
         Verdict::Unresolved,
+        Verdict::Mixed,
     ];
-    /// As written: `gpu-compute`, `cpu-compute`, `idle-wait`, `unresolved`.
+    /// As written: `gpu-compute`, `cpu-compute`, `idle-wait`, `unresolved`, `mixed`.
     pub fn name(self) -> &'static str {
         match self {
             Verdict::GpuCompute => "gpu-compute",
             Verdict::CpuCompute => "cpu-compute",
             Verdict::IdleWait => "idle-wait",
             Verdict::Unresolved => "unresolved",
+            Verdict::Mixed => "mixed",
         }
     }
 }
@@ -139,6 +147,16 @@ pub struct DeviceSpan {
     /// How far the preferred power channel's energy is from the energy counter's, % of the
     /// counter's, when both measured the span.
     pub counter_disagreement_pct: Option<f64>,
+    /// A model (the synthetic source), not a measurement: next to measured devices it takes
+    /// no part in the verdict. Written only when true.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub modelled: bool,
+    /// `[lo, hi]` that the energy lies in, J (see `docs/analysis.md`, *Bounds*).
+    pub energy_bound_j: Option<Bound>,
+    /// `[lo, hi]` that the active energy lies in, J.
+    pub active_energy_bound_j: Option<Bound>,
+    /// What the bound's half-width is made of.
+    pub bound_terms: Option<BoundTerms>,
 }
 
 /// One activity channel (utilisation, activity, CPU time, clock, temperature, ...) over one
@@ -159,6 +177,9 @@ pub struct ActivitySpan {
     pub mean: Option<f64>,
     /// The idle profile's mean for this channel.
     pub idle_mean: Option<f64>,
+    /// How far above `idle_mean` the channel counts as busy (utilisation and activity: from
+    /// the idle profile's noise; CPU time: cores); `null` for channels that do not decide.
+    pub threshold: Option<f64>,
     /// Samples inside the span.
     pub samples_in_span: u32,
     /// Distinct sensor updates inside the span.
@@ -173,8 +194,12 @@ pub struct ActivitySpan {
     pub scope: &'static str,
     /// Whether it took part in the verdict: a process-scoped channel supersedes the
     /// device-scoped ones of its class, and a device's fine-grained activity channels
-    /// (SM activity) supersede its utilisation gauges.
+    /// (SM activity) supersede its utilisation gauges; a modelled channel next to measured
+    /// ones never does.
     pub used: bool,
+    /// A model (the synthetic source), not a measurement. Written only when true.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub modelled: bool,
 }
 
 /// One span.
@@ -186,6 +211,10 @@ pub struct SpanReport {
     pub to: String,
     /// The request id that paired them, if any.
     pub req: Option<String>,
+    /// The start mark's fields (`kind=cpu`, `batch=8`, ...; `req` included), as sent.
+    pub from_fields: BTreeMap<String, String>,
+    /// The end mark's fields, as sent.
+    pub to_fields: BTreeMap<String, String>,
     /// Start, `CLOCK_MONOTONIC` ns.
     pub start_ns: u64,
     /// End, `CLOCK_MONOTONIC` ns.
@@ -194,6 +223,11 @@ pub struct SpanReport {
     pub duration_s: f64,
     /// What the span was doing.
     pub verdict: Verdict,
+    /// `span` when the span as a whole decided the verdict, `composition` when a span the
+    /// whole could not decide was judged by its parts.
+    pub verdict_from: &'static str,
+    /// Its time by state, from the state timeline.
+    pub composition: Composition,
     /// The numbers that decided it, one line each.
     pub evidence: Vec<String>,
     /// Per energy-bearing channel.
@@ -222,8 +256,11 @@ pub struct UnmatchedMark {
 pub struct EnergyStats {
     /// Spans with a value.
     pub count: usize,
-    /// Sum, J.
+    /// Over the union of span time, J: spans that overlap are counted once (see
+    /// `summary.aggregate`).
     pub total: f64,
+    /// The plain sum over spans, J (more than `total` when spans overlap).
+    pub sum_of_spans: f64,
     /// Distribution, J.
     #[serde(flatten)]
     pub dist: Distribution,
@@ -248,6 +285,24 @@ pub struct Summary {
     pub unmatched_starts: usize,
     /// `to` marks with nothing open.
     pub unmatched_ends: usize,
+    /// Energy over the union of span time: totals and means per span with their bounds.
+    pub aggregate: Option<Aggregate>,
+    /// Present only when there were too many spans to keep every value: how the
+    /// distributions were approximated (see `docs/analysis.md`, *Summary of many spans*).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approximate: Option<Approximation>,
+}
+
+/// How a summary of many spans was approximated.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Approximation {
+    /// Distributions of up to this many values are exact.
+    pub exact_up_to: usize,
+    /// Past that, quantiles are within this fraction of their value.
+    pub quantile_relative_error: f64,
+    /// Past that, a value this close to a histogram bin edge (as a share of the bin's
+    /// width) may be counted in the neighbouring bin.
+    pub histogram_edge_tolerance: f64,
 }
 
 /// Which idle profile was used.

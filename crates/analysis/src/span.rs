@@ -2,8 +2,11 @@
 //! the evidence written.
 
 use crate::analyzer::Analyzer;
-use crate::measure::{samples_inside, settle_ns};
-use crate::report::{ActivitySpan, ChannelEnergy, ChannelStatus, DeviceSpan, SpanReport, State};
+use crate::bound::{Bound, BoundTerms, idle_uncertainty_w};
+use crate::measure::{gauge_inside, settle_ns};
+use crate::report::{
+    ActivitySpan, ChannelEnergy, ChannelStatus, DeviceSpan, SpanReport, State, Verdict,
+};
 use crate::verdict::{mark_used_activity, state_name};
 use flinch_core::channel::{ChannelKind, Quantity};
 use flinch_core::integrate::{Method, resolves};
@@ -48,20 +51,22 @@ impl Analyzer<'_> {
                         // settled window: each describes the interval before its stamp, so
                         // none of them reaches past the span's end into the next phase the
                         // way the edge interpolation of the energy does.
-                        ChannelKind::Gauge => match samples_inside(&ch.t_ns, &ch.values, a, end) {
-                            Some((m, n, changes)) => {
-                                let u = if method.samples_are_updates() {
-                                    n
-                                } else {
-                                    changes
-                                };
-                                (
-                                    ok.then_some(m),
-                                    ok && resolves(u, d, ch.spec.update_period_ns),
-                                )
+                        ChannelKind::Gauge => {
+                            match gauge_inside(ch.spec.held(), &ch.t_ns, &ch.values, a, end) {
+                                Some((m, n, changes)) => {
+                                    let u = if method.samples_are_updates() {
+                                        n
+                                    } else {
+                                        changes
+                                    };
+                                    (
+                                        ok.then_some(m),
+                                        ok && resolves(u, d, ch.spec.update_period_ns),
+                                    )
+                                }
+                                None => (None, false),
                             }
-                            None => (None, false),
-                        },
+                        }
                         ChannelKind::Counter(_) => {
                             let u = if method.samples_are_updates() {
                                 sm.samples
@@ -115,7 +120,7 @@ impl Analyzer<'_> {
                 (a, self.measure(i, a, end))
             };
             if settle > 0 && ch.spec.kind == ChannelKind::Gauge {
-                match samples_inside(&ch.t_ns, &ch.values, astart, end) {
+                match gauge_inside(ch.spec.held(), &ch.t_ns, &ch.values, astart, end) {
                     Some((mean, n, changes)) => {
                         m.value = mean * ((end - astart) as f64 / 1e9);
                         m.samples = n;
@@ -137,15 +142,19 @@ impl Analyzer<'_> {
                         format!("{}/s", ch.spec.unit.symbol())
                     };
                     let rate = (ok && dur_s > 0.0).then(|| m.value / dur_s);
-                    (rate, unit, ok && long_enough && m.samples >= 1)
+                    // A held channel's value is known between its rows: the bracket
+                    // found by the integrator is coverage enough.
+                    let covered = m.samples >= 1 || ch.spec.held();
+                    (rate, unit, ok && long_enough && covered)
                 }
                 (ChannelKind::Gauge, _) => {
                     let mean = (ok && dur_s > 0.0).then(|| m.value / dur_s);
                     let long_enough = ch.spec.update_period_ns.is_none_or(|p| dur_ns >= p);
+                    let covered = m.samples >= 1 || ch.spec.held();
                     (
                         mean,
                         ch.spec.unit.symbol().to_owned(),
-                        ok && long_enough && m.samples >= 1,
+                        ok && long_enough && covered,
                     )
                 }
             };
@@ -154,14 +163,14 @@ impl Analyzer<'_> {
                 ch.spec.quantity,
                 Quantity::Utilization | Quantity::Activity | Quantity::CpuTime
             );
+            let limit = if ch.spec.quantity == Quantity::CpuTime {
+                th.cpu_cores
+            } else {
+                th.activity_threshold_pct(c.idle.as_ref().map(|(_, l)| l))
+            };
             let state = match (decisive, resolved, mean) {
                 (true, true, Some(x)) => {
                     let excess = x - idle_mean.unwrap_or(0.0);
-                    let limit = if ch.spec.quantity == Quantity::CpuTime {
-                        th.cpu_cores
-                    } else {
-                        th.activity_pct
-                    };
                     if excess > limit {
                         State::Busy
                     } else {
@@ -180,6 +189,7 @@ impl Analyzer<'_> {
                     status: m.status,
                     mean,
                     idle_mean,
+                    threshold: decisive.then_some(limit),
                     samples_in_span: m.samples,
                     updates_in_span: m.changes,
                     resolved,
@@ -190,10 +200,11 @@ impl Analyzer<'_> {
                         "device"
                     },
                     used: false,
+                    modelled: c.modelled,
                 },
             );
         }
-        let superseded = mark_used_activity(&mut activity);
+        let superseded = mark_used_activity(&mut activity, self.models_vote);
 
         // Devices: the best method that measured the span.
         let mut devices = BTreeMap::new();
@@ -233,6 +244,10 @@ impl Analyzer<'_> {
                         threshold_w: None,
                         state: State::Unknown,
                         counter_disagreement_pct: None,
+                        modelled: idx.iter().any(|&i| self.chans[i].modelled),
+                        energy_bound_j: None,
+                        active_energy_bound_j: None,
+                        bound_terms: None,
                     },
                 );
                 continue;
@@ -256,6 +271,8 @@ impl Analyzer<'_> {
             } else {
                 None
             };
+            let (energy_bound_j, active_energy_bound_j, bound_terms) =
+                self.device_bound(ci, e, &names, idx, &energy, start, end);
             let mut line = format!("{dev} ({class}): ");
             let state = if e.lagging {
                 let _ = write!(
@@ -329,6 +346,10 @@ impl Analyzer<'_> {
                     threshold_w: threshold,
                     state,
                     counter_disagreement_pct,
+                    modelled: idx.iter().any(|&i| self.chans[i].modelled),
+                    energy_bound_j,
+                    active_energy_bound_j,
+                    bound_terms,
                 },
             );
         }
@@ -352,31 +373,100 @@ impl Analyzer<'_> {
                 continue;
             }
             let (mean, idle) = (a.mean.unwrap_or(f64::NAN), a.idle_mean.unwrap_or(0.0));
-            let limit = if a.quantity == Quantity::CpuTime {
-                th.cpu_cores
-            } else {
-                th.activity_pct
-            };
+            let limit = a.threshold.unwrap_or(f64::NAN);
             evidence.push(format!(
-                "{name} ({}): {mean:.2} {} mean, idle {idle:.2} (busy above +{limit}) → {}",
+                "{name} ({}): {mean:.2} {} mean, idle {idle:.2} (busy above +{limit:.2}) → {}",
                 a.class,
                 a.unit,
                 state_name(a.state)
             ));
         }
-        let verdict = self.decide(&devices, &activity, &mut evidence);
+        let mut verdict = self.decide(&devices, &activity, &mut evidence);
+        let composition = self.composition(start, end);
+        let mut verdict_from = "span";
+        if verdict == Verdict::Unresolved {
+            let v = composition.verdict(dur_s);
+            if v != Verdict::Unresolved {
+                evidence.push(format!(
+                    "by its parts (state timeline at {:.0} ms): gpu-compute {:.0} %, cpu-compute {:.0} %, idle-wait {:.0} %, unresolved {:.0} % → {}",
+                    composition.resolution_s * 1e3,
+                    composition.gpu_compute * 100.0,
+                    composition.cpu_compute * 100.0,
+                    composition.idle_wait * 100.0,
+                    composition.unresolved * 100.0,
+                    v.name()
+                ));
+                verdict = v;
+                verdict_from = "composition";
+            }
+        }
         SpanReport {
             from: from.label.clone(),
             to: to.label.clone(),
             req: from.req().or(to.req()).map(str::to_owned),
+            from_fields: from.fields.iter().cloned().collect(),
+            to_fields: to.fields.iter().cloned().collect(),
             start_ns: start,
             end_ns: end,
             duration_s: dur_s,
             verdict,
+            verdict_from,
+            composition,
             evidence,
             energy,
             devices,
             activity,
         }
+    }
+}
+
+impl Analyzer<'_> {
+    /// The bound on a device's energy and active energy over `[start, end]` from its
+    /// preferred channel `ci` (see [`crate::bound`]).
+    #[allow(clippy::too_many_arguments)]
+    fn device_bound(
+        &self,
+        ci: usize,
+        e: &ChannelEnergy,
+        names: &[&str],
+        idx: &[usize],
+        energy: &BTreeMap<String, ChannelEnergy>,
+        start: u64,
+        end: u64,
+    ) -> (Option<Bound>, Option<Bound>, Option<BoundTerms>) {
+        let Some(ej) = e.energy_j else {
+            return (None, None, None);
+        };
+        let lim = self.limits(ci, start, end);
+        let half = lim.half_j();
+        let mut b = Bound::around(ej, half);
+        for (n, &k) in names.iter().zip(idx) {
+            let x = &energy[*n];
+            if k != ci
+                && x.method == Method::Counter
+                && x.status == ChannelStatus::Ok
+                && x.resolved
+                && let Some(xe) = x.energy_j
+            {
+                b = b.hull(xe);
+            }
+        }
+        let mut terms = BoundTerms {
+            edges_j: lim.start.mag_j + lim.end.mag_j,
+            interior_j: 3f64.sqrt() * lim.interior_sq.sqrt(),
+            channels_j: ((ej - half) - b.lo).max(b.hi - (ej + half)).max(0.0),
+            idle_j: 0.0,
+        };
+        let dur_s = (end - start) as f64 / 1e9;
+        let active = self.chans[ci].idle.as_ref().map(|(_, l)| {
+            terms.idle_j = dur_s
+                * idle_uncertainty_w(
+                    l,
+                    self.idle_duration_s,
+                    self.trace.channels[ci].spec.update_period_ns,
+                );
+            b.shift(-l.mean * dur_s, terms.idle_j)
+        });
+        (Some(b), active, Some(terms))
     }
 }

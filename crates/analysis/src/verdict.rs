@@ -21,10 +21,20 @@ impl Analyzer<'_> {
             Conflict,
             None,
         }
+        // A model says nothing about the real workload next to it.
+        let votes = |modelled: bool| self.models_vote || !modelled;
+        if !self.models_vote {
+            for name in devices.iter().filter(|(_, d)| d.modelled).map(|(n, _)| n) {
+                evidence.push(format!(
+                    "{name}: a model (the synthetic source), not a measurement: not used for \
+                     the verdict of a trace with measured sources"
+                ));
+            }
+        }
         let class_state = |class: DeviceClass| -> (State, State) {
             let power: Vec<State> = devices
                 .values()
-                .filter(|d| d.class == class)
+                .filter(|d| d.class == class && votes(d.modelled))
                 .map(|d| d.state)
                 .collect();
             let p = if power.contains(&State::Busy) {
@@ -38,7 +48,7 @@ impl Analyzer<'_> {
             };
             let acts: Vec<State> = activity
                 .values()
-                .filter(|a| a.class == class && a.used)
+                .filter(|a| a.class == class && a.used && votes(a.modelled))
                 .map(|a| a.state)
                 .collect();
             let a = if acts.contains(&State::Busy) {
@@ -78,6 +88,16 @@ impl Analyzer<'_> {
             return Verdict::GpuCompute;
         }
         if get(DeviceClass::Cpu) == Some(Class::Busy) {
+            if get(DeviceClass::Gpu) == Some(Class::Unresolved) {
+                // `cpu-compute` says the CPUs computed and the GPUs did not; a GPU the
+                // sensors cannot see over this span may have computed too.
+                evidence.push(
+                    "the CPUs are busy, but the GPU cannot be seen over this span: it may be \
+                     computing too"
+                        .into(),
+                );
+                return Verdict::Unresolved;
+            }
             return Verdict::CpuCompute;
         }
         if get(DeviceClass::Other) == Some(Class::Busy) {
@@ -107,11 +127,22 @@ impl Analyzer<'_> {
 /// utilisation gauges (a trailing average over the driver's own sample period).
 pub(crate) fn mark_used_activity(
     activity: &mut BTreeMap<String, ActivitySpan>,
+    models_vote: bool,
 ) -> BTreeMap<String, String> {
     let mut why = BTreeMap::new();
+    if !models_vote {
+        for (name, a) in activity.iter() {
+            if a.modelled && a.state != State::Unknown {
+                why.insert(
+                    name.clone(),
+                    "a model, not a measurement, next to measured sources".to_owned(),
+                );
+            }
+        }
+    }
     let decisive: Vec<(String, DeviceClass, String, Quantity, bool)> = activity
         .iter()
-        .filter(|(_, a)| a.state != State::Unknown)
+        .filter(|(n, a)| a.state != State::Unknown && !why.contains_key(*n))
         .map(|(n, a)| {
             (
                 n.clone(),

@@ -3,6 +3,44 @@
 
 use flinch_core::error::{Error, Result};
 use flinch_core::trace::Trace;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// What resolving a window needs to know about a trace: a whole [`Trace`] knows it, and so
+/// does a summary of one kept while it streams by.
+pub trait MarkIndex {
+    /// The trace file.
+    fn path(&self) -> &Path;
+    /// Where seconds count from: the start anchor's `CLOCK_MONOTONIC` ns.
+    fn origin_ns(&self) -> u64;
+    /// Earliest and latest sample or mark time.
+    fn time_range_ns(&self) -> Option<(u64, u64)>;
+    /// The time of the first mark (in time order) labelled `label` at or after `after`.
+    fn first_mark(&self, label: &str, after: u64) -> Option<u64>;
+    /// Each mark label with its count.
+    fn label_counts(&self) -> BTreeMap<String, usize>;
+}
+
+impl MarkIndex for Trace {
+    fn path(&self) -> &Path {
+        &self.path
+    }
+    fn origin_ns(&self) -> u64 {
+        self.header.start_anchor.mono_ns
+    }
+    fn time_range_ns(&self) -> Option<(u64, u64)> {
+        Trace::time_range_ns(self)
+    }
+    fn first_mark(&self, label: &str, after: u64) -> Option<u64> {
+        self.marks
+            .iter()
+            .find(|m| m.label == label && m.t_ns >= after)
+            .map(|m| m.t_ns)
+    }
+    fn label_counts(&self) -> BTreeMap<String, usize> {
+        self.labels()
+    }
+}
 
 /// Where an idle window starts or ends, as given on the command line.
 #[derive(Clone, Debug, PartialEq)]
@@ -66,36 +104,31 @@ pub fn parse_window(s: &str) -> std::result::Result<(WindowEdge, WindowEdge), St
 /// the end, the first at or after the start), seconds count from the trace's start, and an
 /// open side is the trace's first or last sample or mark. `what` names the option in
 /// messages.
-pub fn resolve_open_window(
-    trace: &Trace,
+pub fn resolve_open_window<T: MarkIndex + ?Sized>(
+    trace: &T,
     a: Option<&WindowEdge>,
     b: Option<&WindowEdge>,
     what: &str,
 ) -> std::result::Result<(u64, u64), String> {
-    let origin = trace.header.start_anchor.mono_ns;
+    let origin = trace.origin_ns();
     let (lo, hi) = trace.time_range_ns().unwrap_or((origin, origin));
     let find = |e: &WindowEdge, after: u64| -> std::result::Result<u64, String> {
         match e {
             WindowEdge::Seconds(s) => Ok((origin as i128)
                 .saturating_add((s * 1e9).round() as i128)
                 .clamp(0, u64::MAX as i128) as u64),
-            WindowEdge::Label(l) => trace
-                .marks
-                .iter()
-                .find(|m| &m.label == l && m.t_ns >= after)
-                .map(|m| m.t_ns)
-                .ok_or_else(|| {
-                    format!(
-                        "{what}: no mark {l:?}{} in {}; labels present: {}",
-                        if after > 0 {
-                            " after the window's start"
-                        } else {
-                            ""
-                        },
-                        trace.path.display(),
-                        describe_labels(trace)
-                    )
-                }),
+            WindowEdge::Label(l) => trace.first_mark(l, after).ok_or_else(|| {
+                format!(
+                    "{what}: no mark {l:?}{} in {}; labels present: {}",
+                    if after > 0 {
+                        " after the window's start"
+                    } else {
+                        ""
+                    },
+                    trace.path().display(),
+                    describe_label_counts(&trace.label_counts())
+                )
+            }),
         }
     };
     let start = match a {
@@ -121,13 +154,21 @@ pub fn resolve_open_window(
 }
 
 /// Resolves an idle window (`--idle-window A..B`) on a trace into `(start_ns, end_ns)`.
-pub fn resolve_window(trace: &Trace, a: &WindowEdge, b: &WindowEdge) -> Result<(u64, u64)> {
+pub fn resolve_window<T: MarkIndex + ?Sized>(
+    trace: &T,
+    a: &WindowEdge,
+    b: &WindowEdge,
+) -> Result<(u64, u64)> {
     resolve_open_window(trace, Some(a), Some(b), "--idle-window").map_err(Error::Invalid)
 }
 
 /// The labels in a trace with their counts, for messages: `a (3), b (3)` or `none`.
 pub fn describe_labels(trace: &Trace) -> String {
-    let labels = trace.labels();
+    describe_label_counts(&trace.labels())
+}
+
+/// Labels with their counts, for messages: `a (3), b (3)` or `none`.
+pub fn describe_label_counts(labels: &BTreeMap<String, usize>) -> String {
     if labels.is_empty() {
         return "none (the trace has no marks)".into();
     }

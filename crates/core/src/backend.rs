@@ -39,6 +39,7 @@ use crate::channel::SourceInfo;
 use crate::error::SourceError;
 use crate::source::Source;
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// What every backend is told about the recording it serves.
@@ -48,12 +49,28 @@ pub struct BackendContext {
     /// The recording's finest cadence (`--interval`): sources with no cadence of their own
     /// are polled this often.
     pub interval: Duration,
+    /// Whether the user asked for `interval` (`--interval`). When not, a source may choose
+    /// its cadence from its sensor (NVML's instant power: once per update of the field,
+    /// just after it), and `interval` is only the default of sources that have none.
+    pub interval_given: bool,
 }
 
 impl BackendContext {
-    /// A context for a recording polled every `interval`.
+    /// A context for a recording polled every `interval`, as asked for.
     pub fn new(interval: Duration) -> Self {
-        BackendContext { interval }
+        BackendContext {
+            interval,
+            interval_given: true,
+        }
+    }
+
+    /// A context in which sources choose their own cadence; `default` for those that
+    /// have none.
+    pub fn auto(default: Duration) -> Self {
+        BackendContext {
+            interval: default,
+            interval_given: false,
+        }
     }
 }
 
@@ -71,6 +88,11 @@ pub struct BackendStatus {
     pub reason: Option<String>,
     /// The sources it would open, with their channels.
     pub sources: Vec<SourceInfo>,
+    /// How often each source would be polled (source name → ns), where known: a source
+    /// with a cadence of its own keeps it whatever `--interval` asks (the CPU counters are
+    /// polled every 20 ms at the finest, NVML's energy counter every second).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub poll_intervals_ns: BTreeMap<String, u64>,
     /// Extra facts (wrap bounds, versions, channels absent and why).
     pub notes: Vec<String>,
 }
@@ -84,8 +106,28 @@ impl BackendStatus {
             available: true,
             reason: None,
             sources,
+            poll_intervals_ns: BTreeMap::new(),
             notes: Vec::new(),
         }
+    }
+    /// An available backend, from the sources it opened: their descriptions and how often
+    /// each would be polled in a recording of `ctx`.
+    pub fn opened(
+        backend: &(impl Backend + ?Sized),
+        sources: &[Box<dyn Source>],
+        ctx: &BackendContext,
+    ) -> Self {
+        let mut st = Self::available(backend, sources.iter().map(|s| s.info().clone()).collect());
+        st.poll_intervals_ns = sources
+            .iter()
+            .map(|s| {
+                (
+                    s.info().name.clone(),
+                    s.interval().unwrap_or(ctx.interval).as_nanos() as u64,
+                )
+            })
+            .collect();
+        st
     }
     /// An unavailable backend, and why.
     pub fn unavailable(backend: &(impl Backend + ?Sized), reason: impl Into<String>) -> Self {
@@ -95,6 +137,7 @@ impl BackendStatus {
             available: false,
             reason: Some(reason.into()),
             sources: Vec::new(),
+            poll_intervals_ns: BTreeMap::new(),
             notes: Vec::new(),
         }
     }

@@ -128,6 +128,12 @@ pub struct ChannelSpec {
     /// this sees repeated values.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update_period_ns: Option<u64>,
+    /// When present, a reading equal to the one before it is written only as a heartbeat,
+    /// at most this far apart (ns); the last reading before a change is always written. So
+    /// the value held at every poll between two rows: forward-filling (or interpolating
+    /// linearly) between rows gives back exactly what was read. See `docs/trace-format.md`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_ns: Option<u64>,
     /// One line for humans.
     #[serde(default)]
     pub description: String,
@@ -143,6 +149,7 @@ impl ChannelSpec {
             kind,
             method: None,
             update_period_ns: None,
+            heartbeat_ns: None,
             description: String::new(),
         }
     }
@@ -175,6 +182,17 @@ impl ChannelSpec {
         self.update_period_ns = Some(ns);
         self
     }
+    /// Lets the recorder write a repeated reading only as a heartbeat, at most `ns` apart
+    /// ([`ChannelSpec::heartbeat_ns`]). For polled gauges whose repeats carry no news; not
+    /// for driver-stamped samples, each of which is a sensor update.
+    pub fn with_heartbeat_ns(mut self, ns: u64) -> Self {
+        self.heartbeat_ns = Some(ns);
+        self
+    }
+    /// Whether repeated readings may be missing between rows (held values).
+    pub fn held(&self) -> bool {
+        self.heartbeat_ns.is_some()
+    }
     /// Sets the description.
     pub fn with_description(mut self, d: impl Into<String>) -> Self {
         self.description = d.into();
@@ -188,6 +206,10 @@ impl ChannelSpec {
         }
     }
 }
+
+/// The heartbeat of channels whose repeated readings are elided: a held value is written
+/// at least once a second, as often as the trace is flushed.
+pub const DEFAULT_HEARTBEAT_NS: u64 = 1_000_000_000;
 
 /// What a source is: its name, backend, the class of device it measures, its scope, its
 /// channels and facts about the device (driver version, UUID, zone path, ...), all of which
@@ -215,6 +237,10 @@ pub struct SourceInfo {
     /// Whether its channels describe whole devices or one process tree.
     #[serde(default, skip_serializing_if = "Scope::is_device")]
     pub scope: Scope,
+    /// Whether it is a model (the synthetic source), not a measurement: next to measured
+    /// sources it never decides what the workload did.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub modelled: bool,
     /// The channels it fills.
     pub channels: Vec<ChannelSpec>,
     /// Free-form facts about the device.
@@ -231,6 +257,7 @@ impl SourceInfo {
             backend: backend.into(),
             class: Some(class),
             scope: Scope::Device,
+            modelled: false,
             channels: Vec::new(),
             attributes: BTreeMap::new(),
         }
@@ -243,6 +270,11 @@ impl SourceInfo {
     /// Sets the scope.
     pub fn with_scope(mut self, scope: Scope) -> Self {
         self.scope = scope;
+        self
+    }
+    /// Marks it as a model, not a measurement (see [`SourceInfo::modelled`]).
+    pub fn modelled(mut self) -> Self {
+        self.modelled = true;
         self
     }
     /// Adds one attribute.

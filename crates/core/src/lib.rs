@@ -18,8 +18,8 @@ pub mod units;
 
 pub use backend::{Backend, BackendContext, BackendStatus};
 pub use channel::{ChannelKind, ChannelSpec, CounterSpec, PowerMethod, Quantity, SourceInfo};
-pub use clock::{Clock, ClockAnchor, ManualClock, MonotonicClock};
+pub use clock::{Clock, ClockAnchor, ManualClock, MonotonicClock, WakeFlag};
 pub use device::{DeviceClass, Scope};
 pub use error::{Error, ErrorKind, Result, SourceError};
-pub use source::{DataGap, Reading, Readings, Source};
+pub use source::{DataGap, PhaseLockSpec, Reading, Readings, Source};
 pub use units::{Joules, Unit, Watts};

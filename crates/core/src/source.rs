@@ -121,11 +121,24 @@ impl<'a> Readings<'a> {
     }
 }
 
+/// Poll a source once per update of one of its channels, just after the update, instead of on
+/// a fixed grid: what [`Source::phase_lock`] asks for. The sampler follows the sensor's
+/// phase from the values it reads (`crate::phase::PhaseLock`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PhaseLockSpec {
+    /// The source's channel (index into [`SourceInfo::channels`]) whose value changes at
+    /// every sensor update.
+    pub channel: usize,
+    /// The sensor's update period, as declared (the lock measures the real one).
+    pub period: Duration,
+}
+
 /// A backend's view of one device (or one cadence of one device).
 ///
 /// A backend whose readings have very different costs splits them into several sources, so
-/// that the sampler can poll each on its own thread: NVML's instant power (0.5 µs) must not
-/// wait for its energy counter (4.5 ms).
+/// that the sampler can poll each on its own cadence: NVML's instant power (0.5 µs) is read
+/// ten times a second, its energy counter (4.5 ms, the driver spins) rarely and on a
+/// thread of its own ([`Source::slow`]).
 pub trait Source: Send {
     /// Name, backend, channels and device facts.
     fn info(&self) -> &SourceInfo;
@@ -135,8 +148,23 @@ pub trait Source: Send {
     fn poll(&mut self, out: &mut Readings<'_>) -> Result<(), SourceError>;
 
     /// How often this source wants polling; `None` means the recording's fast interval
-    /// (`--interval`). Sources with the same interval share a sampler thread.
+    /// (`--interval`). Every source that is not [`slow`](Source::slow) shares one sampler
+    /// thread, whatever its interval.
     fn interval(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Whether one poll takes long (milliseconds: a driver call that spins, like NVML's
+    /// energy counter). Slow sources are polled on a thread of their own, so they never
+    /// delay the others.
+    fn slow(&self) -> bool {
+        false
+    }
+
+    /// Poll once per sensor update, just after it, rather than on a fixed grid: the
+    /// channel whose changes mark the updates, and their period. `None` (the default): a
+    /// fixed grid at [`interval`](Source::interval).
+    fn phase_lock(&self) -> Option<PhaseLockSpec> {
         None
     }
 

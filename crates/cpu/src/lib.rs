@@ -96,7 +96,7 @@ impl Backend for Cpu {
             }
         };
         let sources = match self.open(ctx) {
-            Ok(s) => s.iter().map(|s| s.info().clone()).collect(),
+            Ok(s) => s,
             Err(e) => {
                 return BackendStatus::unavailable(self, flinch_core::error::display_chain(&e));
             }
@@ -110,7 +110,7 @@ impl Backend for Cpu {
         if matches!(self.config.process, ProcessTarget::None) {
             notes.push("proc.cpu_time follows the command `record` wraps, or --pid PID".into());
         }
-        BackendStatus::available(self, sources).with_notes(notes)
+        BackendStatus::opened(self, &sources, ctx).with_notes(notes)
     }
     fn open(&self, ctx: &BackendContext) -> Result<Vec<Box<dyn Source>>, SourceError> {
         let mut v: Vec<Box<dyn Source>> = vec![Box::new(HostCpu::open(ctx.interval)?)];

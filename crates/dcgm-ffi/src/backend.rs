@@ -93,8 +93,12 @@ impl Backend for Dcgm {
         let cfg = self.config_for(ctx);
         match DcgmSource::open(&cfg, &MonotonicClock) {
             Ok(src) => {
-                let st = BackendStatus::available(self, vec![src.info().clone()])
+                let mut st = BackendStatus::available(self, vec![src.info().clone()])
                     .with_notes(notes(&src, &cfg));
+                st.poll_intervals_ns.insert(
+                    src.info().name.clone(),
+                    src.interval().unwrap_or(ctx.interval).as_nanos() as u64,
+                );
                 let mut slot = self.opened.lock().unwrap_or_else(|e| e.into_inner());
                 *slot = Some((key(&cfg), src));
                 st

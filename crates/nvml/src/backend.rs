@@ -15,6 +15,16 @@ impl Nvml {
     pub fn new(config: NvmlConfig) -> Self {
         Nvml { config }
     }
+
+    /// The configuration for a recording: an `--interval` the user gave is the instant
+    /// power's cadence; without one it follows the field's updates.
+    fn config_for(&self, ctx: &BackendContext) -> NvmlConfig {
+        let mut c = self.config.clone();
+        if ctx.interval_given {
+            c.instant_interval = Some(ctx.interval);
+        }
+        c
+    }
 }
 
 impl Backend for Nvml {
@@ -24,8 +34,8 @@ impl Backend for Nvml {
     fn summary(&self) -> &'static str {
         "NVIDIA GPUs through NVML: driver power samples, instant power, energy counter, activity"
     }
-    fn status(&self, _: &BackendContext) -> BackendStatus {
-        let backend = match NvmlBackend::open(self.config.clone()) {
+    fn status(&self, ctx: &BackendContext) -> BackendStatus {
+        let backend = match NvmlBackend::open(self.config_for(ctx)) {
             Ok(b) => b,
             Err(e) => {
                 return BackendStatus::unavailable(self, flinch_core::error::display_chain(&e));
@@ -46,7 +56,7 @@ impl Backend for Nvml {
         }
         BackendStatus::available(self, backend.describe()).with_notes(notes)
     }
-    fn open(&self, _: &BackendContext) -> Result<Vec<Box<dyn Source>>, SourceError> {
-        NvmlBackend::open(self.config.clone())?.sources()
+    fn open(&self, ctx: &BackendContext) -> Result<Vec<Box<dyn Source>>, SourceError> {
+        NvmlBackend::open(self.config_for(ctx))?.sources()
     }
 }

@@ -1,25 +1,33 @@
-//! The sources one GPU is split into, each on its own cadence so a slow read never delays a
-//! fast one: instant power (fast), the driver's sample buffer (drained every 0.5 s), the
-//! energy counter (every 1 s, and at the start and the stop), activity (utilisation, SM
-//! clock, temperature) and GPM activity (every 100 ms).
+//! The sources one GPU is split into, each on its own cadence: instant power (once per
+//! update of the field, 10 a second, phase-locked to them; or every `--interval` when one
+//! is given), the driver's sample buffer (drained every second), activity (utilisation, SM
+//! clock, temperature, ...) and GPM activity (every 100 ms), and the energy counter (a
+//! slow read, on a thread of its own: every 30 s, and at the start and the stop).
 
 use crate::buffer::BufferTracker;
 use crate::error::map;
-use crate::ffi::{RawDevice, empty_sample, field_number, field_request, value_number};
-use flinch_core::{ErrorKind, Joules, Readings, Source, SourceError, SourceInfo, Watts};
+use crate::ffi::{RawDevice, RawGpm, empty_sample, field_number, field_request, value_number};
+use flinch_core::{
+    ErrorKind, Joules, PhaseLockSpec, Readings, Source, SourceError, SourceInfo, Watts,
+};
+use nvml_wrapper::Device;
 use nvml_wrapper::enum_wrappers::device::{Clock, TemperatureSensor};
 use nvml_wrapper::enums::gpm::GpmMetricId;
 use nvml_wrapper::error::NvmlError;
-use nvml_wrapper::{Device, GpmSample, Nvml};
-use nvml_wrapper_sys::bindings::{nvmlFieldValue_t, nvmlSample_t};
+use nvml_wrapper_sys::bindings::field_id::NVML_FI_DEV_POWER_INSTANT;
+use nvml_wrapper_sys::bindings::{
+    nvmlFieldValue_t, nvmlReturn_enum_NVML_ERROR_GPU_IS_LOST, nvmlSample_t,
+};
 use std::time::Duration;
 
 /// `NVML_FI_DEV_POWER_INSTANT`.
-pub const FI_POWER_INSTANT: u32 = 186;
-/// NVML's return code for a lost GPU, as found in a field's `nvmlReturn`.
-const GPU_IS_LOST: u32 = 15;
+pub const FI_POWER_INSTANT: u32 = NVML_FI_DEV_POWER_INSTANT;
+/// NVML's return code for a lost GPU (`NVML_ERROR_GPU_IS_LOST`), as found in a field's
+/// `nvmlReturn`.
+const GPU_IS_LOST: u32 = nvmlReturn_enum_NVML_ERROR_GPU_IS_LOST;
 
-/// Instant power (field 186), and the 1-s average power when asked for, every fast tick.
+/// Instant power (field 186), and the 1-s average power when asked for: once per update of
+/// the field (phase-locked), or at a fixed interval.
 pub struct FastSource {
     pub(crate) info: SourceInfo,
     pub(crate) raw: RawDevice,
@@ -27,7 +35,12 @@ pub struct FastSource {
     pub(crate) fields: [nvmlFieldValue_t; 1],
     /// Channel index of the average power, when recorded.
     pub(crate) average: Option<usize>,
+    /// `Some`: poll at this fixed interval; `None`: once per update of the field.
+    pub(crate) interval: Option<Duration>,
 }
+
+/// How often the instant-power field changes (measured on H100 and H200: `docs/hardware.md`).
+pub const INSTANT_UPDATE_PERIOD: Duration = Duration::from_millis(100);
 
 impl Source for FastSource {
     fn info(&self) -> &SourceInfo {
@@ -50,7 +63,7 @@ impl Source for FastSource {
                     ErrorKind::Transient,
                     "nvml",
                     format!(
-                        "instant power: NVML returned code {} for field 186",
+                        "instant power: NVML returned code {} for field {FI_POWER_INSTANT}",
                         f.nvmlReturn
                     ),
                 ));
@@ -64,6 +77,15 @@ impl Source for FastSource {
             out.push_now(ch, Watts::from_milliwatts(mw as u64).0);
         }
         Ok(())
+    }
+    fn interval(&self) -> Option<Duration> {
+        Some(self.interval.unwrap_or(INSTANT_UPDATE_PERIOD))
+    }
+    fn phase_lock(&self) -> Option<PhaseLockSpec> {
+        self.interval.is_none().then_some(PhaseLockSpec {
+            channel: 0,
+            period: INSTANT_UPDATE_PERIOD,
+        })
     }
 }
 
@@ -125,7 +147,8 @@ impl Source for BufferSource {
     }
 }
 
-/// The total-energy counter (≈4.5 ms per read on the H100), on a slow cadence of its own.
+/// The total-energy counter (3–12 ms per read on H100 and H200: the driver spins), on a slow
+/// thread of its own.
 pub struct EnergySource {
     pub(crate) info: SourceInfo,
     pub(crate) device: Device<'static>,
@@ -153,6 +176,9 @@ impl Source for EnergySource {
     }
     fn interval(&self) -> Option<Duration> {
         Some(self.interval)
+    }
+    fn slow(&self) -> bool {
+        true
     }
 }
 
@@ -243,6 +269,14 @@ impl Source for ActivitySource {
     }
 }
 
+/// The NVML ids of [`GPM_METRICS`], in the same order.
+pub const GPM_METRIC_IDS: [u32; 4] = [
+    nvml_wrapper_sys::bindings::nvmlGpmMetricId_t_NVML_GPM_METRIC_SM_UTIL,
+    nvml_wrapper_sys::bindings::nvmlGpmMetricId_t_NVML_GPM_METRIC_SM_OCCUPANCY,
+    nvml_wrapper_sys::bindings::nvmlGpmMetricId_t_NVML_GPM_METRIC_ANY_TENSOR_UTIL,
+    nvml_wrapper_sys::bindings::nvmlGpmMetricId_t_NVML_GPM_METRIC_DRAM_BW_UTIL,
+];
+
 /// The GPM metrics recorded, in channel order.
 pub const GPM_METRICS: [GpmMetricId; 4] = [
     GpmMetricId::SmUtil,
@@ -252,12 +286,11 @@ pub const GPM_METRICS: [GpmMetricId; 4] = [
 ];
 
 /// GPM (Hopper and newer): SM activity, SM occupancy, tensor and DRAM bandwidth
-/// utilisation between consecutive samples.
+/// utilisation between consecutive samples. Two samples are allocated once and filled in
+/// turn ([`RawGpm`]).
 pub struct GpmSource {
     pub(crate) info: SourceInfo,
-    pub(crate) nvml: &'static Nvml,
-    pub(crate) device: Device<'static>,
-    pub(crate) prev: Option<GpmSample<'static>>,
+    pub(crate) gpm: RawGpm,
     pub(crate) interval: Duration,
 }
 
@@ -266,26 +299,23 @@ impl Source for GpmSource {
         &self.info
     }
     fn poll(&mut self, out: &mut Readings<'_>) -> Result<(), SourceError> {
-        let sample = self.device.gpm_sample().map_err(|e| map(e, "GPM sample"))?;
+        let values = self.gpm.sample().map_err(|e| map(e, "GPM sample"))?;
         let t = out.now_ns();
-        if let Some(prev) = self.prev.take() {
-            let results =
-                nvml_wrapper::gpm::gpm_metrics_get(self.nvml, &prev, &sample, &GPM_METRICS)
-                    .map_err(|e| map(e, "GPM metrics"))?;
-            // Each value is the average since the previous sample. It is stamped at t, the end of the
-            // interval it describes, like the driver's power samples: a value never claims
-            // time after its stamp, so a span's samples never describe the next phase.
-            for (i, r) in results.into_iter().enumerate() {
-                // A metric the GPU could not compute for this pair (NVML gives NaN) is left
-                // out: a missing value, not a zero.
-                if let Ok(r) = r
-                    && r.value.is_finite()
+        if let Some(values) = values {
+            // Each value is the average since the previous sample. It is stamped at t, the
+            // end of the interval it describes, like the driver's power samples: a value
+            // never claims time after its stamp, so a span's samples never describe the
+            // next phase.
+            for i in 0..GPM_METRICS.len() {
+                // A metric the GPU could not compute for this pair (an error code, or NaN)
+                // is left out: a missing value, not a zero.
+                if let Ok(v) = values.get(i)
+                    && v.is_finite()
                 {
-                    out.push(i, t, r.value.clamp(0.0, 100.0));
+                    out.push(i, t, v.clamp(0.0, 100.0));
                 }
             }
         }
-        self.prev = Some(sample);
         Ok(())
     }
     fn interval(&self) -> Option<Duration> {

@@ -161,7 +161,7 @@ impl NativeRecorder {
         setup.meta = meta.into_iter().collect::<BTreeMap<_, _>>();
         setup.argv = argv;
         setup.marks_fifo = marks_fifo;
-        setup.observer = Some(Box::new(observer));
+        setup.observers.push(Box::new(observer));
         let config = RecorderConfig {
             interval: opts.interval,
             ..Default::default()

@@ -4,18 +4,19 @@
 //!
 //! The caller's thread only stamps the window's edges, sends its two marks and a message to
 //! the observer: no sensor I/O, no lock shared with the sampler threads. The observer runs on
-//! the recorder's writer thread, which asks it to come back every few milliseconds while a
-//! window waits for its samples.
+//! the recorder's writer thread; while a window waits for its samples it asks the writer
+//! ([`Observer::next_wake_ns`]) to hand them over every few milliseconds rather than at the
+//! next flush.
 
 use crossbeam_channel::{Receiver, Sender};
 use flinch_analysis::idle::IdleProfile;
 use flinch_analysis::{Analyzer, SpanReport, Thresholds};
-use flinch_core::Reading;
 use flinch_core::channel::Quantity;
+use flinch_core::counter::CounterStep;
 use flinch_core::integrate::Method;
 use flinch_core::marks::{Mark, MarkVia};
-use flinch_core::trace::{ChannelData, Gap, Header, RowKind, Trace, TraceEvent};
-use flinch_record::recorder::{ObservedRow, Observer};
+use flinch_core::trace::{ChannelData, Footer, Gap, Header, RowKind, Trace, TraceEvent};
+use flinch_record::observe::{LiveThread, Observed, Observer};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
@@ -365,8 +366,48 @@ fn needed_channels(header: &Header) -> Vec<(usize, u64)> {
     out
 }
 
+impl LiveWindows {
+    /// Takes one reading into the samples kept.
+    fn push(&mut self, o: &Observed) {
+        let r = &o.reading;
+        let i = r.channel as usize;
+        let Some(ch) = self.trace.channels.get_mut(i) else {
+            return;
+        };
+        if ch.t_ns.last().is_none_or(|&l| l <= r.t_ns) {
+            ch.t_ns.push(r.t_ns);
+            ch.values.push(r.value);
+        } else {
+            // Late samples (a driver buffer) go where they belong: the reader sorts too.
+            let at = ch.t_ns.partition_point(|&t| t <= r.t_ns);
+            ch.t_ns.insert(at, r.t_ns);
+            ch.values.insert(at, r.value);
+        }
+        self.latest[i] = self.latest[i].max(r.t_ns);
+        self.heard[self.source_of[i]] = true;
+        // A counter's reset or implausible step: the row the trace gets next to the sample.
+        let kind = match o.counter {
+            Some(CounterStep::Reset { .. }) => RowKind::Reset,
+            Some(CounterStep::Implausible { .. } | CounterStep::OutOfRange { .. }) => RowKind::Flag,
+            _ => return,
+        };
+        let name = ch.spec.name.clone();
+        self.event(r.t_ns, kind, name);
+    }
+
+    /// Raises `primed` once every source has delivered (or reported a gap); whether it
+    /// still waits for one.
+    fn priming(&self) -> bool {
+        let priming = !self.heard.iter().all(|&h| h);
+        if !priming {
+            self.primed.set();
+        }
+        priming
+    }
+}
+
 impl Observer for LiveWindows {
-    fn start(&mut self, header: &Header) {
+    fn start(&mut self, header: &Header, _threads: &[Arc<LiveThread>]) {
         self.trace.header = header.clone();
         self.idle = header
             .idle
@@ -390,44 +431,26 @@ impl Observer for LiveWindows {
         self.needed = needed_channels(header);
     }
 
-    fn sample(&mut self, r: &Reading) {
-        let i = r.channel as usize;
-        let Some(ch) = self.trace.channels.get_mut(i) else {
-            return;
-        };
-        if ch.t_ns.last().is_none_or(|&l| l <= r.t_ns) {
-            ch.t_ns.push(r.t_ns);
-            ch.values.push(r.value);
-        } else {
-            // Late samples (a driver buffer) go where they belong: the reader sorts too.
-            let at = ch.t_ns.partition_point(|&t| t <= r.t_ns);
-            ch.t_ns.insert(at, r.t_ns);
-            ch.values.insert(at, r.value);
+    fn readings(&mut self, batch: &[Observed]) {
+        for o in batch {
+            self.push(o);
         }
-        self.latest[i] = self.latest[i].max(r.t_ns);
-        self.heard[self.source_of[i]] = true;
     }
 
-    fn row(&mut self, row: ObservedRow<'_>) {
-        match row {
-            ObservedRow::Gap {
-                t_ns,
-                source,
-                start,
-                reason,
-            } => {
-                if let Some(k) = self.sources.iter().position(|s| s.0 == source) {
-                    self.sources[k].1 = start;
-                    self.heard[k] = true;
-                }
-                if start {
-                    self.trace.gaps.push(Gap {
-                        source: source.to_owned(),
-                        start_ns: t_ns,
-                        end_ns: None,
-                        reason: reason.to_owned(),
-                    });
-                } else if let Some(g) = self
+    fn gap(&mut self, t_ns: u64, source: &str, reason: Option<&str>) {
+        if let Some(k) = self.sources.iter().position(|s| s.0 == source) {
+            self.sources[k].1 = reason.is_some();
+            self.heard[k] = true;
+        }
+        match reason {
+            Some(reason) => self.trace.gaps.push(Gap {
+                source: source.to_owned(),
+                start_ns: t_ns,
+                end_ns: None,
+                reason: reason.to_owned(),
+            }),
+            None => {
+                if let Some(g) = self
                     .trace
                     .gaps
                     .iter_mut()
@@ -437,29 +460,16 @@ impl Observer for LiveWindows {
                     g.end_ns = Some(t_ns.max(g.start_ns));
                 }
             }
-            ObservedRow::Reset { t_ns, channel } | ObservedRow::Flag { t_ns, channel } => {
-                let kind = if matches!(row, ObservedRow::Reset { .. }) {
-                    RowKind::Reset
-                } else {
-                    RowKind::Flag
-                };
-                if let Some(c) = self.trace.channels.get(channel as usize) {
-                    let name = c.spec.name.clone();
-                    self.event(t_ns, kind, name);
-                }
-            }
-            ObservedRow::Dropped { t_ns, source, .. } => {
-                self.event(t_ns, RowKind::Drop, source.to_owned())
-            }
-            _ => {}
         }
     }
 
-    fn idle(&mut self, now_ns: u64) -> Option<u64> {
-        let priming = !self.heard.iter().all(|&h| h);
-        if !priming {
-            self.primed.set();
-        }
+    fn dropped(&mut self, t_ns: u64, source: &str, _count: u64) {
+        self.event(t_ns, RowKind::Drop, source.to_owned())
+    }
+
+    /// New readings are in: measure the windows the sensors now cover.
+    fn flushed(&mut self, now_ns: u64) {
+        self.priming();
         self.take_messages();
         if !self.pending.is_empty() {
             let (ready, waiting): (Vec<Closed>, Vec<Closed>) = std::mem::take(&mut self.pending)
@@ -478,18 +488,38 @@ impl Observer for LiveWindows {
             }
         }
         self.prune(now_ns);
+    }
+
+    /// While a source has not delivered yet or a closed window waits for its samples, the
+    /// writer comes back every `RECHECK_NS`.
+    fn next_wake_ns(&mut self, now_ns: u64) -> Option<u64> {
+        let priming = self.priming();
+        self.take_messages();
         (priming || !self.pending.is_empty()).then_some(now_ns + RECHECK_NS)
     }
-}
 
-impl Drop for LiveWindows {
     /// The recording ended: measure what waits with the samples there are (the last poll
-    /// of every source is in), and say so for windows never closed.
-    fn drop(&mut self) {
+    /// of every source is in).
+    fn finish(&mut self, _footer: &Footer) {
         self.take_messages();
         let ready = std::mem::take(&mut self.pending);
         if !ready.is_empty() {
             self.measure(ready);
+        }
+    }
+}
+
+impl Drop for LiveWindows {
+    /// Dropped without `finish` (the writer failed, or this observer panicked and was
+    /// dropped): every window still waiting says so rather than waiting forever.
+    fn drop(&mut self) {
+        self.take_messages();
+        for c in self.pending.drain(..) {
+            c.slot.fill(Err(
+                "the recording ended before the window could be measured (see the trace's \
+                 events)"
+                    .into(),
+            ));
         }
     }
 }

@@ -42,11 +42,8 @@ impl Backend for Rapl {
         };
         let mut notes = vec![format!("powercap root {}", opened.root.display())];
         notes.extend(opened.describe());
-        BackendStatus::available(
-            self,
-            opened.sources.iter().map(|s| s.info().clone()).collect(),
-        )
-        .with_notes(notes)
+        let sources = opened.into_sources();
+        BackendStatus::opened(self, &sources, ctx).with_notes(notes)
     }
     fn open(&self, ctx: &BackendContext) -> Result<Vec<Box<dyn Source>>, SourceError> {
         Ok(crate::open(&self.config_for(ctx))

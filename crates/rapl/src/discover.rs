@@ -360,16 +360,16 @@ pub fn discover(root: &Path, proc_modules: &Path) -> Result<Discovery, RaplError
             }
         }
         let energy = path.join("energy_uj");
-        if let Err(e) = std::fs::symlink_metadata(&energy) {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                skipped.push(Skipped {
-                    id,
-                    key,
-                    why: "it has no energy_uj (no energy counter)".into(),
-                    error: None,
-                });
-                continue;
-            }
+        if let Err(e) = std::fs::symlink_metadata(&energy)
+            && e.kind() == std::io::ErrorKind::NotFound
+        {
+            skipped.push(Skipped {
+                id,
+                key,
+                why: "it has no energy_uj (no energy counter)".into(),
+                error: None,
+            });
+            continue;
         }
         let range_path = path.join("max_energy_range_uj");
         // A range that is zero or not a number makes the zone unusable (not a transient

@@ -1,7 +1,10 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
+pub mod host;
 pub mod marks;
+pub mod observe;
+pub mod phase;
 pub mod queue;
 pub mod recorder;
 pub mod sampler;

@@ -82,9 +82,13 @@ impl FromStr for SyntheticConfig {
             if !(w.is_finite() && w >= 0.0) {
                 return Err(format!("synthetic step {part:?}: power must be ≥ 0 W"));
             }
-            let d = humantime_ns(d.trim()).ok_or_else(|| {
-                format!("synthetic step {part:?}: duration {d:?} is not like 500ms or 1s")
-            })?;
+            let d = humantime::parse_duration(d.trim())
+                .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+                .map_err(|e| {
+                    format!(
+                        "synthetic step {part:?}: duration {d:?} is not like 500ms or 1.5s ({e})"
+                    )
+                })?;
             if d == 0 {
                 return Err(format!("synthetic step {part:?}: duration must be > 0"));
             }
@@ -124,22 +128,6 @@ impl FromStr for SyntheticConfig {
     }
 }
 
-fn humantime_ns(s: &str) -> Option<u64> {
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().ok()?;
-    let mult = match unit {
-        "ns" => 1.0,
-        "us" | "µs" => 1e3,
-        "ms" => 1e6,
-        "s" => 1e9,
-        "m" | "min" => 60e9,
-        _ => return None,
-    };
-    let v = n * mult;
-    (v.is_finite() && v >= 0.0).then_some(v.round() as u64)
-}
-
 /// The synthetic source. See the module docs.
 #[derive(Debug)]
 pub struct SyntheticSource {
@@ -149,7 +137,13 @@ pub struct SyntheticSource {
     period_ns: u64,
     energy_per_period: f64,
     low: Watts,
+    /// When it was last polled: the steps since then are written at their own times.
+    last_poll_ns: Option<u64>,
 }
+
+/// The most steps of the schedule one poll writes at their own times (a schedule of steps
+/// much shorter than the poll interval is sampled instead).
+const MAX_STEPS_PER_POLL: usize = 16;
 
 impl SyntheticSource {
     /// A source whose schedule starts now.
@@ -174,6 +168,7 @@ impl SyntheticSource {
             "synthetic",
             cfg.device_class.unwrap_or(DeviceClass::Other),
         )
+        .modelled()
         .with_channels(vec![
             ChannelSpec::power(d, "power", PowerMethod::Modelled)
                 .with_description("modelled power following the synthetic schedule"),
@@ -198,6 +193,7 @@ impl SyntheticSource {
             period_ns,
             energy_per_period,
             low,
+            last_poll_ns: None,
         }
     }
 
@@ -234,6 +230,30 @@ impl SyntheticSource {
     pub fn counter_at(&self, t_ns: u64) -> f64 {
         self.energy_at(t_ns).0 % self.cfg.wrap.0
     }
+
+    /// The first step of the schedule strictly after `t_ns`.
+    pub fn next_step_after(&self, t_ns: u64) -> u64 {
+        if t_ns < self.origin_ns {
+            return self.origin_ns;
+        }
+        let el = t_ns - self.origin_ns;
+        let start = t_ns - el % self.period_ns;
+        let mut b = start;
+        for (d, _) in &self.cfg.steps {
+            b += d;
+            if b > t_ns {
+                return b;
+            }
+        }
+        start + self.period_ns
+    }
+
+    fn push_at(&self, out: &mut Readings<'_>, t: u64) {
+        let p = self.power_at(t);
+        out.push(0, t, p.0);
+        out.push(1, t, self.counter_at(t));
+        out.push(2, t, if p.0 > self.low.0 { 100.0 } else { 0.0 });
+    }
 }
 
 fn describe(cfg: &SyntheticConfig) -> String {
@@ -253,13 +273,29 @@ impl Source for SyntheticSource {
     fn info(&self) -> &SourceInfo {
         &self.info
     }
+    /// Besides the values now, each step of the schedule since the last poll is written at
+    /// its own time (the value just before it and at it), so the piecewise-linear curve
+    /// through the readings is the schedule itself however seldom it is polled.
     fn poll(&mut self, out: &mut Readings<'_>) -> Result<(), SourceError> {
         let t = out.now_ns();
-        let p = self.power_at(t);
-        out.push(0, t, p.0);
-        out.push(1, t, self.counter_at(t));
-        out.push(2, t, if p.0 > self.low.0 { 100.0 } else { 0.0 });
+        if let Some(last) = self.last_poll_ns {
+            let mut b = self.next_step_after(last);
+            let mut n = 0;
+            while b <= t && n < MAX_STEPS_PER_POLL && b > last + 1 {
+                self.push_at(out, b - 1);
+                if b < t {
+                    self.push_at(out, b);
+                }
+                b = self.next_step_after(b);
+                n += 1;
+            }
+        }
+        self.push_at(out, t);
+        self.last_poll_ns = Some(t);
         Ok(())
+    }
+    fn max_readings_per_poll(&self) -> usize {
+        3 * (2 * MAX_STEPS_PER_POLL + 1)
     }
 }
 
@@ -285,9 +321,10 @@ impl Backend for Synthetic {
     fn summary(&self) -> &'static str {
         "modelled power with an exactly known integral (demo and tests)"
     }
-    fn status(&self, _: &BackendContext) -> BackendStatus {
-        let src = SyntheticSource::new(self.config.clone(), &MonotonicClock);
-        BackendStatus::available(self, vec![src.info().clone()]).with_notes([
+    fn status(&self, ctx: &BackendContext) -> BackendStatus {
+        let src: Box<dyn Source> =
+            Box::new(SyntheticSource::new(self.config.clone(), &MonotonicClock));
+        BackendStatus::opened(self, &[src], ctx).with_notes([
             "used only when asked for with --source synthetic, or when no real source is available"
                 .to_owned(),
         ])
@@ -306,6 +343,52 @@ impl Backend for Synthetic {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use flinch_core::clock::ManualClock;
+    use flinch_core::source::Reading;
+
+    #[test]
+    fn steps_between_polls_are_written_at_their_own_times() {
+        use flinch_core::integrate::{integrate_counter, integrate_gauge};
+        let cfg: SyntheticConfig = "20W/1276ms,100W/724ms;wrap=500J".parse().unwrap();
+        let clock = ManualClock::new(5_000_000_000, 0);
+        let mut s = SyntheticSource::new(cfg, &clock);
+        let mut buf = Vec::with_capacity(s.max_readings_per_poll());
+        let mut all: Vec<Reading> = Vec::new();
+        // polled every 700 ms: far coarser than the steps' timing
+        for _ in 0..12 {
+            buf.clear();
+            let mut r = Readings::new(&clock, &mut buf, 0, 3);
+            s.poll(&mut r).unwrap();
+            assert_eq!(r.rejected(), 0);
+            all.extend(buf.iter().copied());
+            clock.advance(700_000_000);
+        }
+        assert!(buf.capacity() <= s.max_readings_per_poll());
+        let ch = |c: u32| -> (Vec<u64>, Vec<f64>) {
+            all.iter()
+                .filter(|r| r.channel == c)
+                .map(|r| (r.t_ns, r.value))
+                .unzip()
+        };
+        let (t, p) = ch(0);
+        assert!(t.windows(2).all(|w| w[0] < w[1]), "{t:?}");
+        // the first burst: 1276 ms .. 2000 ms after the origin, 100 W for 0.724 s
+        let o = 5_000_000_000;
+        let w = integrate_gauge(&t, &p, o + 1_276_000_000, o + 2_000_000_000).unwrap();
+        assert!((w.integral - 72.4).abs() < 1e-3, "{}", w.integral);
+        // and a stretch across two steps: 20 W × 0.5 s + 100 W × 0.724 s + 20 W × 0.3 s
+        let w = integrate_gauge(&t, &p, o + 776_000_000, o + 2_300_000_000).unwrap();
+        assert!(
+            (w.integral - (10.0 + 72.4 + 6.0)).abs() < 1e-3,
+            "{}",
+            w.integral
+        );
+        let (tc, c) = ch(1);
+        let spec = s.info().channels[1].counter_spec().copied().unwrap();
+        let w =
+            integrate_counter(&tc, &c, &spec, None, o + 1_276_000_000, o + 2_000_000_000).unwrap();
+        assert!((w.increase - 72.4).abs() < 1e-3, "{}", w.increase);
+    }
 
     #[test]
     fn parses_profiles_and_rejects_nonsense() {
@@ -317,6 +400,16 @@ mod tests {
             vec![(276_000_000, Watts(20.0)), (724_000_000, Watts(100.0))]
         );
         assert_eq!(c.wrap, Joules(1000.0));
+        // fractions of a unit, through humantime
+        let c: SyntheticConfig = "20W/1.5s,30W/3.1us,40W/1m 0.5s".parse().unwrap();
+        assert_eq!(
+            c.steps,
+            vec![
+                (1_500_000_000, Watts(20.0)),
+                (3_100, Watts(30.0)),
+                (60_500_000_000, Watts(40.0))
+            ]
+        );
         assert_eq!(c.device_class, None);
         let c: SyntheticConfig = "20W;class=cpu;wrap=5J".parse().unwrap();
         assert_eq!(c.device_class, Some(DeviceClass::Cpu));
@@ -329,6 +422,8 @@ mod tests {
             "-5W",
             "5W/0s",
             "5W/3parsecs",
+            "5W/5",
+            "5W/0.5ns",
             "5W;wrap=0",
             "5W;colour=red",
             "5W;class=tpu",

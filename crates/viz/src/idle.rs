@@ -34,6 +34,12 @@ impl Idle {
                 None => (None, a.trim()),
             };
             let w = w.strip_suffix('W').unwrap_or(w).trim();
+            if w.parse::<f64>().is_ok_and(|v| v < 0.0) {
+                return Err(format!(
+                    "--idle-watts {a:?}: an idle level cannot be negative; give the watts the \
+                     device draws when idle (119 or gpu0=119)"
+                ));
+            }
             let watts: f64 = w
                 .parse()
                 .ok()
@@ -246,7 +252,8 @@ mod tests {
             ("lots", "expected watts"),
             ("gpu0=", "expected watts"),
             ("=5", "device name before '=' is empty"),
-            ("-1", "expected watts"),
+            ("-1", "cannot be negative"),
+            ("gpu0=-1W", "cannot be negative"),
             ("nan", "expected watts"),
             (
                 "gpu9=50",

@@ -3,7 +3,9 @@
 
 pub mod idle;
 pub mod output;
+pub mod parquet_export;
 pub mod perfetto;
+pub mod perfetto_proto;
 pub mod plot;
 pub mod series;
 pub mod spans;

@@ -7,7 +7,9 @@
 //!   per channel**: `"ph":"C"` events named after the channel with a single argument named
 //!   after the unit, so Perfetto names the track `gpu0.power_samples W`; source gaps are
 //!   slices on a `gaps: <source>` thread of that process;
-//! - a **spans** process: spans as complete slices (`"ph":"X"`), one thread per request id
+//! - a **spans** process: spans as complete slices (`"ph":"X"`; with `flinch analyze`'s
+//!   judgement, each with its verdict and composition as arguments, and a `machine state`
+//!   thread holding the state timeline), one thread per request id
 //!   (`req 7`; spans without one on `spans`); for requests with marks that no span uses,
 //!   a `req 7` slice from its first to its last mark with one slice per stage
 //!   (`enqueue → dequeue`) nested inside; slices that would overlap without nesting go to
@@ -24,7 +26,8 @@
 //! only changes the legacy viewer's display, and some importers have read it as the unit
 //! of `ts`. Events of each track are written in time order.
 
-use crate::spans::SpanSet;
+use crate::perfetto_proto::{PointBudget, decimate};
+use crate::spans::{Judgement, SpanSet};
 use flinch_core::trace::{RowKind, Trace};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
@@ -55,7 +58,7 @@ pub fn origin_ns(trace: &Trace) -> u64 {
     o
 }
 
-fn last_ns(trace: &Trace) -> u64 {
+pub(crate) fn last_ns(trace: &Trace) -> u64 {
     let mut hi = trace.time_range_ns().map(|r| r.1).unwrap_or(0);
     if let Some(f) = &trace.footer {
         hi = hi.max(f.end_anchor.mono_ns);
@@ -75,18 +78,18 @@ fn us(t: u64, origin: u64) -> String {
     }
 }
 
-fn unit_key(unit: &str) -> &str {
+pub(crate) fn unit_key(unit: &str) -> &str {
     match unit {
         "1" | "" => "value",
         u => u,
     }
 }
 
-struct Slice {
-    name: String,
-    start: u64,
-    end: u64,
-    args: Value,
+pub(crate) struct Slice {
+    pub(crate) name: String,
+    pub(crate) start: u64,
+    pub(crate) end: u64,
+    pub(crate) args: Value,
 }
 
 /// Puts slices into lanes in which they nest or are disjoint; returns the lanes in order.
@@ -154,6 +157,38 @@ pub fn write_perfetto<W: Write>(
     w: &mut W,
     progress: &mut dyn FnMut(u64, u64),
 ) -> io::Result<PerfettoStats> {
+    write_perfetto_judged(trace, spans, None, w, progress)
+}
+
+/// [`write_perfetto`] with `flinch analyze`'s judgement of the spans ([`judge`]): each span
+/// slice carries its verdict and composition as arguments, and a `machine state` thread of
+/// the spans process holds the state timeline as slices (`gpu-compute`, `idle-wait`, …).
+///
+/// [`judge`]: crate::spans::judge
+pub fn write_perfetto_judged<W: Write>(
+    trace: &Trace,
+    spans: &SpanSet,
+    judged: Option<&Judgement>,
+    w: &mut W,
+    progress: &mut dyn FnMut(u64, u64),
+) -> io::Result<PerfettoStats> {
+    write_perfetto_json(trace, spans, judged, PointBudget::Full, w, progress)
+}
+
+/// About how many bytes [`write_perfetto_json`] writes per counter event: what the warning
+/// of a JSON file too big to open is estimated from.
+pub const JSON_BYTES_PER_COUNTER: u64 = 85;
+
+/// [`write_perfetto_judged`] with counter tracks decimated to `budget` (see
+/// [`crate::perfetto_proto::decimate`]).
+pub fn write_perfetto_json<W: Write>(
+    trace: &Trace,
+    spans: &SpanSet,
+    judged: Option<&Judgement>,
+    budget: PointBudget,
+    w: &mut W,
+    progress: &mut dyn FnMut(u64, u64),
+) -> io::Result<PerfettoStats> {
     let origin = origin_ns(trace);
     let total = (trace.sample_count() + trace.marks.len()) as u64;
     let mut done = 0u64;
@@ -185,30 +220,21 @@ pub fn write_perfetto<W: Write>(
     let pid_of = |device: &str| devices.iter().position(|d| d == device).unwrap_or(0) as u32 + 1;
     for (i, dev) in devices.iter().enumerate() {
         let pid = i as u32 + 1;
-        let mut name = dev.clone();
-        let srcs: Vec<_> = trace
-            .header
-            .sources
-            .iter()
-            .filter(|s| s.channels.iter().any(|c| &c.device == dev))
-            .collect();
-        if let Some(model) = srcs.iter().find_map(|s| crate::series::model_name(s)) {
-            name.push_str(&format!(" · {model}"));
-        }
-        let mut backends: Vec<&str> = srcs.iter().map(|s| s.backend.as_str()).collect();
-        backends.dedup();
-        if !backends.is_empty() {
-            name.push_str(&format!(" ({})", backends.join(", ")));
-        }
+        let name = device_title(trace, dev);
         out.meta("process_name", pid, None, json!(name))?;
         out.meta("process_sort_index", pid, None, json!(pid))?;
         stats.processes += 1;
     }
-    for c in &trace.channels {
+    let caps = budget.per_channel(trace);
+    for (k, c) in trace.channels.iter().enumerate() {
         let pid = pid_of(&c.spec.device);
         let name = Value::String(c.spec.name.clone()).to_string();
         let key = Value::String(unit_key(c.spec.unit.symbol()).to_owned()).to_string();
-        for (&t, &v) in c.t_ns.iter().zip(&c.values) {
+        let keep: Vec<usize> = match caps[k] {
+            Some(cap) => decimate(&c.t_ns, &c.values, cap),
+            None => (0..c.t_ns.len()).collect(),
+        };
+        for (t, v) in keep.iter().map(|&i| (c.t_ns[i], c.values[i])) {
             let ev = format!(
                 r#"{{"name":{name},"ph":"C","ts":{},"pid":{pid},"tid":0,"args":{{{key}:{v}}}}}"#,
                 us(t, origin)
@@ -216,7 +242,7 @@ pub fn write_perfetto<W: Write>(
             out.raw(&ev)?;
             stats.counters += 1;
             done += 1;
-            if done % 8192 == 0 {
+            if done.is_multiple_of(8192) {
                 progress(done, total);
             }
         }
@@ -265,9 +291,107 @@ pub fn write_perfetto<W: Write>(
     let marks_pid = spans_pid + 1;
     out.meta("process_name", spans_pid, None, json!("spans"))?;
     out.meta("process_sort_index", spans_pid, None, json!(spans_pid))?;
+    for (k, lane) in span_threads(trace, spans, judged).into_iter().enumerate() {
+        let tid = k as u32 + 1;
+        out.meta("thread_name", spans_pid, Some(tid), json!(lane.name))?;
+        out.meta(
+            "thread_sort_index",
+            spans_pid,
+            Some(tid),
+            json!(lane.sort_index),
+        )?;
+        for s in &lane.slices {
+            out.slice(spans_pid, tid, s)?;
+            stats.slices += 1;
+        }
+    }
+
+    // Marks: one thread per label.
+    out.meta("process_name", marks_pid, None, json!("marks"))?;
+    out.meta("process_sort_index", marks_pid, None, json!(marks_pid))?;
+    stats.processes += 2;
+    let mut label_tid: BTreeMap<&str, u32> = BTreeMap::new();
+    for m in &trace.marks {
+        let n = label_tid.len() as u32 + 1;
+        let tid = *label_tid.entry(m.label.as_str()).or_insert(n);
+        if tid == n {
+            out.meta("thread_name", marks_pid, Some(tid), json!(m.label))?;
+            out.meta("thread_sort_index", marks_pid, Some(tid), json!(tid))?;
+        }
+        let args = mark_args(m);
+        let ev = format!(
+            r#"{{"name":{},"cat":"mark","ph":"i","s":"t","ts":{},"pid":{marks_pid},"tid":{tid},"args":{}}}"#,
+            Value::String(m.label.clone()),
+            us(m.t_ns, origin),
+            args
+        );
+        out.raw(&ev)?;
+        stats.instants += 1;
+        done += 1;
+        if done.is_multiple_of(8192) {
+            progress(done, total);
+        }
+    }
+    // Trace events, in time order.
+    let mut events: Vec<_> = trace.events.iter().collect();
+    events.sort_by_key(|e| e.t_ns);
+    for e in events {
+        let (name, args) = event_name_args(e);
+        let ev = format!(
+            r#"{{"name":{},"cat":"trace","ph":"i","s":"g","ts":{},"pid":{marks_pid},"tid":0,"args":{}}}"#,
+            Value::String(name),
+            us(e.t_ns.max(origin), origin),
+            args
+        );
+        out.raw(&ev)?;
+        stats.instants += 1;
+    }
+    writeln!(out.w, "\n],\"otherData\":{other}}}")?;
+    progress(total, total);
+    Ok(stats)
+}
+
+/// Requests with a thread of their own, at most; past this all spans share packed lanes.
+pub const MAX_REQUEST_THREADS: usize = 1000;
+
+/// A thread of the spans process: its name, where it sorts, and its slices.
+pub(crate) struct Lane {
+    pub(crate) name: String,
+    pub(crate) sort_index: u32,
+    pub(crate) slices: Vec<Slice>,
+}
+
+/// A device's process name: `gpu0 · NVIDIA H200 (nvml)`.
+pub(crate) fn device_title(trace: &Trace, dev: &str) -> String {
+    let mut name = dev.to_owned();
+    let srcs: Vec<_> = trace
+        .header
+        .sources
+        .iter()
+        .filter(|s| s.channels.iter().any(|c| c.device == dev))
+        .collect();
+    if let Some(model) = srcs.iter().find_map(|s| crate::series::model_name(s)) {
+        name.push_str(&format!(" · {model}"));
+    }
+    let mut backends: Vec<&str> = srcs.iter().map(|s| s.backend.as_str()).collect();
+    backends.dedup();
+    if !backends.is_empty() {
+        name.push_str(&format!(" ({})", backends.join(", ")));
+    }
+    name
+}
+
+/// The threads of the spans process: a lane per request (spans, and stages between marks
+/// no span uses), more lanes where slices would overlap without nesting, then the machine
+/// state (with `judged`).
+pub(crate) fn span_threads(
+    trace: &Trace,
+    spans: &SpanSet,
+    judged: Option<&Judgement>,
+) -> Vec<Lane> {
     let mut groups: BTreeMap<Option<String>, Vec<Slice>> = BTreeMap::new();
     let mut used = vec![false; trace.marks.len()];
-    for s in &spans.spans {
+    for (k, s) in spans.spans.iter().enumerate() {
         used[s.marks.0] = true;
         used[s.marks.1] = true;
         let mut args = Map::new();
@@ -277,6 +401,14 @@ pub fn write_perfetto<W: Write>(
             args.insert("req".into(), json!(r));
         }
         args.insert("duration_ms".into(), json!(s.duration_s() * 1e3));
+        if let Some(j) = judged {
+            if let Some(v) = j.verdicts.get(k) {
+                args.insert("verdict".into(), json!(v.name()));
+            }
+            if let Some(c) = j.compositions.get(k) {
+                args.insert("composition".into(), json!(c));
+            }
+        }
         groups.entry(s.req.clone()).or_default().push(Slice {
             name: s.name.clone(),
             start: s.start_ns,
@@ -324,11 +456,21 @@ pub fn write_perfetto<W: Write>(
             Err(_) => (2, 0, r.clone()),
         },
     });
-    let mut tid = 0u32;
+    // Beyond a thousand requests a thread each is more than anyone scrolls through (a day
+    // of token marks has hundreds of thousands): the slices of all requests then share as
+    // few lanes as nest them, each slice naming its request.
+    if keys.len() > MAX_REQUEST_THREADS {
+        let all: Vec<Slice> = std::mem::take(&mut groups)
+            .into_values()
+            .flatten()
+            .collect();
+        keys = vec![None];
+        groups.insert(None, all);
+    }
+    let mut out = Vec::new();
     for k in keys {
         let slices = groups.remove(&k).unwrap_or_default();
         for (lane_no, lane) in into_lanes(slices).into_iter().enumerate() {
-            tid += 1;
             let base = match &k {
                 Some(r) => format!("req {r}"),
                 None => "spans".to_owned(),
@@ -338,83 +480,69 @@ pub fn write_perfetto<W: Write>(
             } else {
                 format!("{base} ({})", lane_no + 1)
             };
-            out.meta("thread_name", spans_pid, Some(tid), json!(name))?;
-            out.meta("thread_sort_index", spans_pid, Some(tid), json!(tid))?;
-            for s in &lane {
-                out.slice(spans_pid, tid, s)?;
-                stats.slices += 1;
-            }
+            let sort_index = out.len() as u32 + 1;
+            out.push(Lane {
+                name,
+                sort_index,
+                slices: lane,
+            });
         }
     }
+    // The state timeline: one more thread of the spans process.
+    if let Some(j) = judged.filter(|j| !j.states.is_empty()) {
+        out.push(Lane {
+            name: "machine state".into(),
+            sort_index: 0,
+            slices: j
+                .states
+                .iter()
+                .map(|&(a, b, v)| Slice {
+                    name: v.name().to_owned(),
+                    start: a,
+                    end: b,
+                    args: json!({"state": v.name()}),
+                })
+                .collect(),
+        });
+    }
+    out
+}
 
-    // Marks: one thread per label.
-    out.meta("process_name", marks_pid, None, json!("marks"))?;
-    out.meta("process_sort_index", marks_pid, None, json!(marks_pid))?;
-    stats.processes += 2;
-    let mut label_tid: BTreeMap<&str, u32> = BTreeMap::new();
-    for m in &trace.marks {
-        let n = label_tid.len() as u32 + 1;
-        let tid = *label_tid.entry(m.label.as_str()).or_insert(n);
-        if tid == n {
-            out.meta("thread_name", marks_pid, Some(tid), json!(m.label))?;
-            out.meta("thread_sort_index", marks_pid, Some(tid), json!(tid))?;
-        }
-        let mut args = Map::new();
-        for (k, v) in &m.fields {
-            args.insert(k.clone(), json!(v));
-        }
-        args.insert("via".into(), json!(m.via.name()));
-        if m.t_from_client {
-            args.insert(
-                "recv_delay_us".into(),
-                json!((m.recv_ns as f64 - m.t_ns as f64) / 1e3),
-            );
-        } else {
-            args.insert("stamped".into(), json!("on receipt (no t=)"));
-        }
-        let ev = format!(
-            r#"{{"name":{},"cat":"mark","ph":"i","s":"t","ts":{},"pid":{marks_pid},"tid":{tid},"args":{}}}"#,
-            Value::String(m.label.clone()),
-            us(m.t_ns, origin),
-            Value::Object(args)
-        );
-        out.raw(&ev)?;
-        stats.instants += 1;
-        done += 1;
-        if done % 8192 == 0 {
-            progress(done, total);
-        }
+/// A mark's arguments: its fields, how it came, its delay.
+pub(crate) fn mark_args(m: &flinch_core::marks::Mark) -> Value {
+    let mut args = Map::new();
+    for (k, v) in &m.fields {
+        args.insert(k.clone(), json!(v));
     }
-    // Trace events, in time order.
-    let mut events: Vec<_> = trace.events.iter().collect();
-    events.sort_by_key(|e| e.t_ns);
-    for e in events {
-        let name = match e.kind {
-            RowKind::Event => e.label.clone(),
-            k => format!("{} {}", k.name(), e.label).trim().to_owned(),
-        };
-        let mut args = Map::new();
-        if !e.channel.is_empty() {
-            args.insert("channel".into(), json!(e.channel));
-        }
-        if let Some(v) = e.value {
-            args.insert("value".into(), json!(v));
-        }
-        if !e.text.is_empty() {
-            args.insert("details".into(), json!(e.text));
-        }
-        let ev = format!(
-            r#"{{"name":{},"cat":"trace","ph":"i","s":"g","ts":{},"pid":{marks_pid},"tid":0,"args":{}}}"#,
-            Value::String(name),
-            us(e.t_ns.max(origin), origin),
-            Value::Object(args)
+    args.insert("via".into(), json!(m.via.name()));
+    if m.t_from_client {
+        args.insert(
+            "recv_delay_us".into(),
+            json!((m.recv_ns as f64 - m.t_ns as f64) / 1e3),
         );
-        out.raw(&ev)?;
-        stats.instants += 1;
+    } else {
+        args.insert("stamped".into(), json!("on receipt (no t=)"));
     }
-    writeln!(out.w, "\n],\"otherData\":{other}}}")?;
-    progress(total, total);
-    Ok(stats)
+    Value::Object(args)
+}
+
+/// A trace event's name and arguments.
+pub(crate) fn event_name_args(e: &flinch_core::trace::TraceEvent) -> (String, Value) {
+    let name = match e.kind {
+        RowKind::Event => e.label.clone(),
+        k => format!("{} {}", k.name(), e.label).trim().to_owned(),
+    };
+    let mut args = Map::new();
+    if !e.channel.is_empty() {
+        args.insert("channel".into(), json!(e.channel));
+    }
+    if let Some(v) = e.value {
+        args.insert("value".into(), json!(v));
+    }
+    if !e.text.is_empty() {
+        args.insert("details".into(), json!(e.text));
+    }
+    (name, Value::Object(args))
 }
 
 #[cfg(test)]

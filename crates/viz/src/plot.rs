@@ -5,24 +5,32 @@
 //! 1. **Power** per device (its best signal: driver samples, then instant, then a model,
 //!    then the lagging 1-s average; a device with only an energy counter, RAPL, gets power
 //!    derived from the counter), every span shaded in its verdict's colour and labelled
-//!    where the label fits, the idle level as a dashed line, and every mark as a tick along
-//!    the top.
-//! 2. **Utilisation and activity** (GPU utilisation, SM / tensor / DRAM activity, host
-//!    CPU utilisation) in %, with the same shading, when the trace has such channels.
+//!    where the label fits (overlapping spans as bars in lanes above the lines), the idle
+//!    level as a dashed line, and every mark as a tick along the bottom. The legend sits
+//!    below the lanes and labels, never on them.
+//! 2. **Utilisation, activity and CPU time** (GPU utilisation, SM / tensor / DRAM
+//!    activity, host CPU utilisation) in %, and the traced process tree's CPU time
+//!    (`proc.cpu_time`, what CPU verdicts are made from) in cores on an axis of its own on
+//!    the right, with the same shading, when the trace has such channels. A trace without
+//!    any power channel (the `cpu` source alone) has no power panel: this one takes its
+//!    place, with the spans.
 //! 3. A **histogram of span durations**, bars stacked by verdict, with the median and 90th
-//!    percentile marked, when there are several spans.
+//!    percentile marked (the median's label left of its line, the p90's right of its own),
+//!    when there are several spans.
 //!
 //! Text is drawn with the DejaVu Sans subset embedded in this crate, so a PNG renders the
 //! same on a machine without any system font.
 
 use crate::idle::Idle;
 use crate::output::{self, OutputError};
-use crate::series::{Series, decimate};
+use crate::series::{CORES, Series, decimate};
 use crate::spans::{Span, SpanSet, Verdict};
+use flinch_analysis::stats::quantile_sorted;
 use flinch_core::trace::Trace;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 use std::path::Path;
 use std::sync::OnceLock;
 
@@ -134,6 +142,9 @@ pub struct PlotData {
     pub idle_w: Vec<Option<f64>>,
     /// Spans with their verdicts.
     pub spans: Vec<(Span, Verdict)>,
+    /// The state timeline (`flinch analyze`'s, see [`crate::spans::judge`]): drawn as a
+    /// strip along the bottom of the power panel when not empty.
+    pub states: Vec<(u64, u64, Verdict)>,
     /// Mark times.
     pub marks_ns: Vec<u64>,
     /// The span description for the histogram's title (`infer_start→first_token`).
@@ -290,6 +301,7 @@ impl PlotData {
             power,
             activity,
             spans: in_window,
+            states: Vec::new(),
             marks_ns: trace
                 .marks
                 .iter()
@@ -319,6 +331,7 @@ pub fn verdict_color(v: Verdict) -> RGBColor {
         Verdict::GpuCompute => RGBColor(214, 39, 40),
         Verdict::CpuCompute => RGBColor(148, 103, 189),
         Verdict::IdleWait => RGBColor(31, 119, 180),
+        Verdict::Mixed => RGBColor(230, 159, 0),
         // unresolved, and any verdict a later flinch adds
         _ => RGBColor(140, 140, 140),
     }
@@ -363,8 +376,15 @@ fn font(size: u32) -> FontDesc<'static> {
 
 type R<T> = Result<T, String>;
 
+type Coord =
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>;
+
+/// A right-hand axis: its top value, description and label formatter.
+type RightAxis<'f> = (f64, &'f str, &'f dyn Fn(&f64) -> String);
+
 /// A panel with seconds along x and `0..ymax` up, titled and gridded in the house style:
-/// what the power and activity panels share (they differ in caption, unit and y labels).
+/// what the power and activity panels share (they differ in caption, unit and y labels),
+/// with a second y axis on the right when `right` is given (CPU time in cores).
 fn time_panel<'a, DB: DrawingBackend>(
     area: &'a DrawingArea<DB, Shift>,
     caption: &str,
@@ -372,22 +392,21 @@ fn time_panel<'a, DB: DrawingBackend>(
     ymax: f64,
     y_desc: &str,
     y_labels: &dyn Fn(&f64) -> String,
-) -> R<
-    ChartContext<
-        'a,
-        DB,
-        Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
-    >,
-> {
-    let mut chart = ChartBuilder::on(area)
+    right: Option<RightAxis<'_>>,
+) -> R<plotters::chart::DualCoordChartContext<'a, DB, Coord, Coord>> {
+    let chart = ChartBuilder::on(area)
         .caption(caption, font(18))
         .margin_left(10)
         .margin_right(20)
         .margin_top(10)
         .x_label_area_size(42)
         .y_label_area_size(70)
+        .right_y_label_area_size(if right.is_some() { 62 } else { 0 })
         .build_cartesian_2d(x0..x1, 0f64..ymax)
         .map_err(pe)?;
+    // The secondary coordinates take the right label area, so that the primary axis is
+    // labelled on the left only.
+    let mut chart = chart.set_secondary_coord(x0..x1, 0f64..right.map_or(1.0, |r| r.0));
     chart
         .configure_mesh()
         .x_desc("time since the trace's start (s)")
@@ -400,6 +419,16 @@ fn time_panel<'a, DB: DrawingBackend>(
         .bold_line_style(RGBColor(215, 215, 215))
         .draw()
         .map_err(pe)?;
+    if let Some((_, desc, labels)) = right {
+        chart
+            .configure_secondary_axes()
+            .y_desc(desc)
+            .y_label_formatter(labels)
+            .label_style(font(13))
+            .axis_desc_style(font(14))
+            .draw()
+            .map_err(pe)?;
+    }
     Ok(chart)
 }
 
@@ -462,27 +491,64 @@ pub fn span_lanes(spans: &[(Span, Verdict)]) -> (Vec<usize>, usize) {
     (lanes, ends.len())
 }
 
-fn draw_power<DB: DrawingBackend>(
+/// What a time panel draws.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Panel {
+    /// Power lines and their idle levels, in W.
+    Power,
+    /// Utilisation, activity and CPU time, in %.
+    Activity,
+}
+
+/// Rough width of a legend entry's text in pixels at 13 px (DejaVu Sans averages a little
+/// over half an em), to place the legend box.
+fn legend_text_px(text: &str) -> f64 {
+    text.chars().count() as f64 * 7.4
+}
+
+/// Draws a panel with time along x. The `primary` panel (the topmost) carries the spans:
+/// lanes or shading, their labels, the verdict legend and the mark ticks; the other only
+/// shading. Returns the lines drawn and the idle levels drawn.
+fn draw_time_panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     data: &PlotData,
+    panel: Panel,
+    primary: bool,
 ) -> R<(usize, Vec<(String, f64)>)> {
     let (x0, x1) = (data.x(data.window.0), data.x(data.window.1));
-    let mut ymax = 0.0f64;
-    for (s, idle) in data.power.iter().zip(&data.idle_w) {
+    let all_lines = match panel {
+        Panel::Power => &data.power,
+        Panel::Activity => &data.activity,
+    };
+    // CPU time rates (cores) get an axis of their own, on the right: a process using 13
+    // cores must not flatten the 0-100 % lines.
+    let (cores, lines): (Vec<&Series>, Vec<&Series>) =
+        all_lines.iter().partition(|s| s.unit == CORES);
+    let idle_w: Vec<Option<f64>> = match panel {
+        Panel::Power => data.idle_w.clone(),
+        Panel::Activity => vec![None; lines.len()],
+    };
+    let mut top = 0.0f64;
+    for (s, idle) in lines.iter().zip(&idle_w) {
         for (t, v) in s.t_ns.iter().zip(&s.values) {
             if *t >= data.window.0 && *t <= data.window.1 && v.is_finite() {
-                ymax = ymax.max(*v);
+                top = top.max(*v);
             }
         }
         if let Some(w) = *idle {
-            ymax = ymax.max(w);
+            top = top.max(w);
         }
     }
-    let data_top = if ymax > 0.0 { ymax * 1.12 } else { 10.0 };
+    let data_top = match panel {
+        Panel::Power if top > 0.0 => top * 1.12,
+        Panel::Power => 10.0,
+        Panel::Activity if top > 100.0 => top * 1.05,
+        Panel::Activity => 105.0,
+    };
     // Overlapping spans (concurrent requests) cannot share full-height shading: they are
     // drawn as bars in lanes, in a band above the data.
     let (lanes, n_lanes) = span_lanes(&data.spans);
-    let band = if n_lanes > 1 {
+    let band = if primary && n_lanes > 1 {
         (0.045 * n_lanes as f64).clamp(0.15, 0.45)
     } else {
         0.0
@@ -490,27 +556,60 @@ fn draw_power<DB: DrawingBackend>(
     let ymax = data_top / (1.0 - band);
     let band_lo = data_top;
     let y_labels = tick_format(ymax);
-    // No watts along the band of span lanes.
-    let mut chart = time_panel(
+    let (caption, y_desc) = match panel {
+        Panel::Power => ("Power per device", "power (W)"),
+        Panel::Activity => ("Utilisation, activity and CPU time", "busy (%)"),
+    };
+    // No values along the band of span lanes.
+    let mut top_cores = 0.0f64;
+    for s in &cores {
+        for v in s.values_in(data.window.0, data.window.1) {
+            top_cores = top_cores.max(v);
+        }
+    }
+    let cores_max = (top_cores * 1.12).max(1.0) / (1.0 - band);
+    let cores_band_lo = cores_max * (1.0 - band);
+    let cores_ticks = tick_format(cores_max);
+    let cores_labels = |v: &f64| {
+        if *v <= cores_band_lo + 1e-9 {
+            cores_ticks(v)
+        } else {
+            String::new()
+        }
+    };
+    let mut dual = time_panel(
         area,
-        "Power per device",
+        caption,
         (x0, x1),
         ymax,
-        "power (W)",
+        y_desc,
         &|v: &f64| {
-            if *v <= band_lo {
+            if *v <= band_lo + 1e-9 {
                 y_labels(v)
             } else {
                 String::new()
             }
         },
+        (!cores.is_empty()).then_some((
+            cores_max,
+            "CPU time (cores)",
+            &cores_labels as &dyn Fn(&f64) -> String,
+        )),
     )?;
-    let plot_px = area.dim_in_pixel().0.saturating_sub(100) as f64;
-    let px_per_s = plot_px / (x1 - x0).max(1e-9);
-    let plot_h_px = area.dim_in_pixel().1.saturating_sub(90) as f64;
+    let chart = &mut *dual;
+    let (plot_w_px, plot_h_px) = {
+        let (w, h) = chart.plotting_area().dim_in_pixel();
+        (w as f64, h as f64)
+    };
+    let px_per_s = plot_w_px / (x1 - x0).max(1e-9);
     let label_font = font(12).color(&RGBColor(60, 60, 60));
-    if n_lanes <= 1 {
-        shade_spans(&mut chart, data, (0.0, ymax), 0.18)?;
+    let mut legend_texts: Vec<String> = Vec::new();
+    if !primary {
+        if n_lanes <= 1 {
+            shade_spans(chart, data, (0.0, ymax), 0.12)?;
+        }
+    } else if n_lanes <= 1 {
+        shade_spans(chart, data, (0.0, ymax), 0.18)?;
     } else {
         let lane_h = (ymax - band_lo) / n_lanes as f64;
         chart
@@ -544,70 +643,100 @@ fn draw_power<DB: DrawingBackend>(
             }
         }
     }
-    // Verdict legend entries (only verdicts present).
-    for v in Verdict::ALL {
-        let n = data.spans.iter().filter(|(_, x)| *x == v).count();
-        if n == 0 {
-            continue;
+    if primary {
+        // The state timeline: a strip along the bottom, in the verdicts' colours.
+        if !data.states.is_empty() {
+            let strip = ymax * 0.025;
+            let text = "machine state (bottom strip)";
+            legend_texts.push(text.into());
+            chart
+                .draw_series(data.states.iter().filter_map(|&(p, q, v)| {
+                    let a = data.x(p).max(x0);
+                    let b = data.x(q).min(x1);
+                    (b > a)
+                        .then(|| Rectangle::new([(a, 0.0), (b, strip)], verdict_color(v).filled()))
+                }))
+                .map_err(pe)?
+                .label(text)
+                .legend(|(x, y)| {
+                    Rectangle::new(
+                        [(x, y - 3), (x + 18, y + 3)],
+                        verdict_color(Verdict::GpuCompute).filled(),
+                    )
+                });
         }
-        let c = verdict_color(v);
+        // Verdict legend entries (only verdicts present).
+        for v in Verdict::ALL {
+            let n = data.spans.iter().filter(|(_, x)| *x == v).count();
+            if n == 0 {
+                continue;
+            }
+            let c = verdict_color(v);
+            let text = format!("span: {} ({n})", v.name());
+            legend_texts.push(text.clone());
+            chart
+                .draw_series(std::iter::empty::<Rectangle<(f64, f64)>>())
+                .map_err(pe)?
+                .label(text)
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 6), (x + 18, y + 6)], c.mix(0.35).filled())
+                });
+        }
+        // Mark ticks along the bottom.
+        let tick = ymax * 0.03;
         chart
-            .draw_series(std::iter::empty::<Rectangle<(f64, f64)>>())
-            .map_err(pe)?
-            .label(format!("span: {} ({n})", v.name()))
-            .legend(move |(x, y)| {
-                Rectangle::new([(x, y - 6), (x + 18, y + 6)], c.mix(0.35).filled())
-            });
-    }
-    // Mark ticks along the bottom.
-    let tick = ymax * 0.03;
-    chart
-        .draw_series(data.marks_ns.iter().map(|&t| {
-            let x = data.x(t);
-            PathElement::new(
-                vec![(x, 0.0), (x, tick)],
-                RGBColor(90, 90, 90).stroke_width(1),
-            )
-        }))
-        .map_err(pe)?;
-    // Labels of full-height spans, at the top, where they fit.
-    if n_lanes <= 1 {
-        let mut last_label_end = f64::NEG_INFINITY;
-        for (s, _) in &data.spans {
-            let a = data.x(s.start_ns).max(x0);
-            let b = data.x(s.end_ns).min(x1);
-            let text = s.label();
-            let text_px = text.chars().count() as f64 * 7.0 + 6.0;
-            let span_px = (b - a) * px_per_s;
-            if span_px >= text_px && a * px_per_s >= last_label_end {
-                chart
-                    .draw_series(std::iter::once(Text::new(
-                        text,
-                        (a + 3.0 / px_per_s, ymax * 0.985),
-                        label_font.clone(),
-                    )))
-                    .map_err(pe)?;
-                last_label_end = a * px_per_s + text_px;
+            .draw_series(data.marks_ns.iter().map(|&t| {
+                let x = data.x(t);
+                PathElement::new(
+                    vec![(x, 0.0), (x, tick)],
+                    RGBColor(90, 90, 90).stroke_width(1),
+                )
+            }))
+            .map_err(pe)?;
+        // Labels of full-height spans, at the top, where they fit.
+        if n_lanes <= 1 {
+            let mut last_label_end = f64::NEG_INFINITY;
+            for (s, _) in &data.spans {
+                let a = data.x(s.start_ns).max(x0);
+                let b = data.x(s.end_ns).min(x1);
+                let text = s.label();
+                let text_px = text.chars().count() as f64 * 7.0 + 6.0;
+                let span_px = (b - a) * px_per_s;
+                if span_px >= text_px && a * px_per_s >= last_label_end {
+                    chart
+                        .draw_series(std::iter::once(Text::new(
+                            text,
+                            (a + 3.0 / px_per_s, ymax * 0.985),
+                            label_font.clone(),
+                        )))
+                        .map_err(pe)?;
+                    last_label_end = a * px_per_s + text_px;
+                }
             }
         }
     }
-    // Power lines.
-    let buckets = plot_px.max(100.0) as usize;
+    // The lines.
+    let buckets = plot_w_px.max(100.0) as usize;
+    let colors: &[RGBColor] = match panel {
+        Panel::Power => &POWER_COLORS,
+        Panel::Activity => &ACTIVITY_COLORS,
+    };
     let mut idle_drawn = Vec::new();
-    for (i, s) in data.power.iter().enumerate() {
-        let color = POWER_COLORS[i % POWER_COLORS.len()];
+    for (i, s) in lines.iter().enumerate() {
+        let color = colors[i % colors.len()];
         let pts = decimate(&s.t_ns, &s.values, data.window.0, data.window.1, buckets);
         for (k, seg) in segments(pts, data).into_iter().enumerate() {
             let anno = chart
                 .draw_series(LineSeries::new(seg, color.stroke_width(1)))
                 .map_err(pe)?;
             if k == 0 {
+                legend_texts.push(s.label.clone());
                 anno.label(s.label.clone()).legend(move |(x, y)| {
                     PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
                 });
             }
         }
-        if let Some(w) = data.idle_w[i] {
+        if let Some(w) = idle_w[i] {
             let anno = chart
                 .draw_series(DashedLineSeries::new(
                     vec![(x0, w), (x1, w)],
@@ -616,14 +745,15 @@ fn draw_power<DB: DrawingBackend>(
                     color.mix(0.8).stroke_width(2),
                 ))
                 .map_err(pe)?;
-            anno.label(format!("{} idle {w:.1} W", s.device))
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 7, y)], color.stroke_width(2))
-                });
+            let text = format!("{} idle {w:.1} W", s.device);
+            legend_texts.push(text.clone());
+            anno.label(text).legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 7, y)], color.stroke_width(2))
+            });
             idle_drawn.push((s.device.clone(), w));
         }
     }
-    if data.power.is_empty() {
+    if all_lines.is_empty() {
         chart
             .draw_series(std::iter::once(Text::new(
                 "this trace has no power or energy channel",
@@ -632,44 +762,35 @@ fn draw_power<DB: DrawingBackend>(
             )))
             .map_err(pe)?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .margin(12)
-        .label_font(font(13))
-        .background_style(WHITE.mix(0.88))
-        .border_style(RGBColor(160, 160, 160))
-        .draw()
-        .map_err(pe)?;
-    Ok((data.power.len(), idle_drawn))
-}
-
-fn draw_activity<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, data: &PlotData) -> R<()> {
-    let (x0, x1) = (data.x(data.window.0), data.x(data.window.1));
-    let top = data
-        .activity
-        .iter()
-        .filter_map(Series::max)
-        .fold(100.0f64, f64::max);
-    let ymax = if top > 100.0 { top * 1.05 } else { 105.0 };
-    let mut chart = time_panel(
-        area,
-        "Utilisation and activity",
-        (x0, x1),
-        ymax,
-        "busy (%)",
-        &tick_format(ymax),
-    )?;
-    if span_lanes(&data.spans).1 <= 1 {
-        shade_spans(&mut chart, data, (0.0, ymax), 0.12)?;
-    }
-    let buckets = area.dim_in_pixel().0.saturating_sub(100).max(100) as usize;
-    for (i, s) in data.activity.iter().enumerate() {
-        let color = ACTIVITY_COLORS[i % ACTIVITY_COLORS.len()];
+    // The legend, top right: in the panel with the spans, below their lanes or labels, so
+    // that it never hides them.
+    let position = if primary {
+        for s in &cores {
+            legend_texts.push(s.label.clone());
+        }
+        let widest = legend_texts
+            .iter()
+            .map(|t| legend_text_px(t))
+            .fold(0.0, f64::max);
+        let box_w = widest + 18.0 + 8.0 + 2.0 * 12.0;
+        let below = if n_lanes > 1 {
+            band * plot_h_px
+        } else {
+            18.0 // the row of span labels
+        };
+        SeriesLabelPosition::Coordinate(
+            (plot_w_px - box_w - 12.0).max(0.0) as i32,
+            (below + 6.0) as i32,
+        )
+    } else {
+        SeriesLabelPosition::UpperRight
+    };
+    for (i, s) in cores.iter().enumerate() {
+        let color = colors[(lines.len() + i) % colors.len()];
         let pts = decimate(&s.t_ns, &s.values, data.window.0, data.window.1, buckets);
         for (k, seg) in segments(pts, data).into_iter().enumerate() {
-            let anno = chart
-                .draw_series(LineSeries::new(seg, color.stroke_width(1)))
+            let anno = dual
+                .draw_secondary_series(LineSeries::new(seg, color.stroke_width(2)))
                 .map_err(pe)?;
             if k == 0 {
                 anno.label(s.label.clone()).legend(move |(x, y)| {
@@ -678,27 +799,28 @@ fn draw_activity<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, data: &PlotD
             }
         }
     }
+    draw_legend(&mut dual, position)?;
+    Ok((all_lines.len(), idle_drawn))
+}
+
+fn draw_legend<'a, DB: DrawingBackend + 'a>(
+    chart: &mut ChartContext<
+        'a,
+        DB,
+        Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+    >,
+    position: SeriesLabelPosition,
+) -> R<()> {
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .margin(10)
-        .label_font(font(12))
+        .position(position)
+        .margin(12)
+        .label_font(font(13))
         .background_style(WHITE.mix(0.88))
         .border_style(RGBColor(160, 160, 160))
         .draw()
         .map_err(pe)?;
     Ok(())
-}
-
-/// `q`-quantile (0..1) of sorted values, linear between ranks.
-fn quantile(sorted: &[f64], q: f64) -> f64 {
-    let pos = q * (sorted.len() - 1) as f64;
-    let (i, f) = (pos.floor() as usize, pos.fract());
-    if i + 1 < sorted.len() {
-        sorted[i] * (1.0 - f) + sorted[i + 1] * f
-    } else {
-        sorted[i]
-    }
 }
 
 /// The spans the histogram counts: those of the most numerous span name (durations of
@@ -748,7 +870,7 @@ fn draw_histogram<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, data: &Plot
         (if log { lo - pad } else { (lo - pad).max(0.0) }, hi + pad)
     };
     let width = (hi - lo) / n_bins as f64;
-    let mut counts = vec![[0usize; 4]; n_bins];
+    let mut counts = vec![[0usize; Verdict::ALL.len()]; n_bins];
     for (s, v) in &spans {
         let x = to_axis(s.duration_s());
         let b = (((x - lo) / width).max(0.0) as usize).min(n_bins - 1);
@@ -762,7 +884,7 @@ fn draw_histogram<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, data: &Plot
         .unwrap_or(1) as f64;
     // Head room for the legend above the tallest bar.
     let ymax = tallest * 1.6 + 0.5;
-    let (p50s, p90s) = (quantile(&d, 0.5), quantile(&d, 0.9));
+    let (p50s, p90s) = (quantile_sorted(&d, 0.5), quantile_sorted(&d, 0.9));
     let (p50, p90) = (to_axis(p50s), to_axis(p90s));
     let caption = format!(
         "Durations of {name} spans — n={}, median {:.1} {unit}, p90 {:.1} {unit}{}",
@@ -801,7 +923,14 @@ fn draw_histogram<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, data: &Plot
         .x_desc(format!("span duration ({unit})"))
         .y_desc("spans")
         .x_label_formatter(&x_labels)
-        .y_label_formatter(&|v: &f64| format!("{v:.0}"))
+        // Whole spans only: a tick between two counts would repeat a label.
+        .y_label_formatter(&|v: &f64| {
+            if (v - v.round()).abs() < 1e-9 {
+                format!("{v:.0}")
+            } else {
+                String::new()
+            }
+        })
         .label_style(font(13))
         .axis_desc_style(font(14))
         .light_line_style(TRANSPARENT)
@@ -835,7 +964,13 @@ fn draw_histogram<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, data: &Plot
                 });
         }
     }
-    for (q, name) in [(p50, "median"), (p90, "p90")] {
+    // The median's label left of its line, the p90's right of its own: the median is never
+    // right of the p90, so however close the two lines are the labels never overlap.
+    let label_y = tallest * 1.05 + 0.3;
+    for (q, name, hpos, dx) in [
+        (p50, "median", HPos::Right, -0.1),
+        (p90, "p90", HPos::Left, 0.1),
+    ] {
         chart
             .draw_series(DashedLineSeries::new(
                 vec![(q, 0.0), (q, ymax)],
@@ -847,8 +982,8 @@ fn draw_histogram<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, data: &Plot
         chart
             .draw_series(std::iter::once(Text::new(
                 name.to_string(),
-                (q + width * 0.1, tallest * 1.05 + 0.3),
-                font(12),
+                (q + width * dx, label_y),
+                TextStyle::from(font(12)).pos(Pos::new(hpos, VPos::Top)),
             )))
             .map_err(pe)?;
     }
@@ -872,9 +1007,14 @@ const HIST_PX: u32 = 330;
 fn layout(data: &PlotData, opts: &PlotOptions) -> (u32, u32, bool, bool) {
     let activity = !data.activity.is_empty();
     let hist = data.show_histogram(opts.histogram);
+    // The activity panel takes the power panel's place when there is no power line.
     let h = TITLE_PX
         + POWER_PX
-        + if activity { ACTIVITY_PX } else { 0 }
+        + if activity && !data.power.is_empty() {
+            ACTIVITY_PX
+        } else {
+            0
+        }
         + if hist { HIST_PX } else { 0 };
     (opts.width, opts.height.unwrap_or(h), activity, hist)
 }
@@ -897,15 +1037,27 @@ fn draw_all<DB: DrawingBackend>(
     )
     .map_err(pe)?;
     // Share the body among the panels in proportion to their nominal heights.
-    let nominal =
-        POWER_PX + if activity { ACTIVITY_PX } else { 0 } + if hist { HIST_PX } else { 0 };
+    let nominal = POWER_PX
+        + if activity && !data.power.is_empty() {
+            ACTIVITY_PX
+        } else {
+            0
+        }
+        + if hist { HIST_PX } else { 0 };
     let body_h = h.saturating_sub(TITLE_PX) as f64;
     let px = |n: u32| ((n as f64 / nominal as f64) * body_h) as u32;
-    let (power_area, rest) = body.split_vertically(px(POWER_PX));
-    let (power_lines, idle) = draw_power(&power_area, data)?;
-    let rest = if activity {
+    let (top_area, rest) = body.split_vertically(px(POWER_PX));
+    // Without a power line the activity panel takes the top, with the spans.
+    let power = !data.power.is_empty() || !activity;
+    let (power_lines, idle) = if power {
+        draw_time_panel(&top_area, data, Panel::Power, true)?
+    } else {
+        draw_time_panel(&top_area, data, Panel::Activity, true)?;
+        (0, Vec::new())
+    };
+    let rest = if activity && power {
         let (a, r) = rest.split_vertically(px(ACTIVITY_PX));
-        draw_activity(&a, data)?;
+        draw_time_panel(&a, data, Panel::Activity, false)?;
         r
     } else {
         rest
@@ -928,11 +1080,13 @@ fn draw_all<DB: DrawingBackend>(
     })
 }
 
-/// Draws `data` into `path` (SVG or PNG by extension), whole or not at all.
+/// Draws `data` into `path` (SVG or PNG by extension), whole or not at all; an existing
+/// `path` is replaced only when `force` (see [`output::persist`]).
 pub fn render(
     data: &PlotData,
     opts: &PlotOptions,
     path: &Path,
+    force: bool,
 ) -> Result<PlotSummary, OutputError> {
     let werr = |message: String| OutputError::Write {
         path: path.to_owned(),
@@ -953,7 +1107,9 @@ pub fn render(
                 let root = SVGBackend::with_string(&mut svg, (w, h)).into_drawing_area();
                 draw_all(root, data, activity, hist).map_err(werr)?
             };
-            output::write_atomically(path, |f| std::io::Write::write_all(f, svg.as_bytes()))?;
+            output::write_atomically(path, force, |f| {
+                std::io::Write::write_all(f, svg.as_bytes())
+            })?;
             Ok(summary)
         }
         Format::Png => {
@@ -962,7 +1118,7 @@ pub fn render(
                 let root = BitMapBackend::new(tmp.path(), (w, h)).into_drawing_area();
                 draw_all(root, data, activity, hist).map_err(werr)?
             };
-            output::persist(tmp, path)?;
+            output::persist(tmp, path, force)?;
             Ok(summary)
         }
     }

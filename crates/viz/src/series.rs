@@ -154,8 +154,14 @@ fn with_breaks(trace: &Trace, ch: &ChannelData, t: Vec<u64>, v: Vec<f64>) -> (Ve
 /// Power from an energy counter: wrap-corrected differences over windows of at least one
 /// sensor update (and 20 ms), drawn as steps; a reset or a flagged reading breaks the line.
 pub fn counter_power(ch: &ChannelData) -> Option<(Vec<u64>, Vec<f64>)> {
+    counter_rate(ch, ch.spec.update_period_ns.unwrap_or(0).max(20_000_000))
+}
+
+/// The rate of a counter (per second): wrap-corrected differences over windows of at least
+/// `min_window_ns`, drawn as steps; a reset or a flagged reading breaks the line.
+pub fn counter_rate(ch: &ChannelData, min_window_ns: u64) -> Option<(Vec<u64>, Vec<f64>)> {
     let spec = *ch.spec.counter_spec()?;
-    let min_window = ch.spec.update_period_ns.unwrap_or(0).max(20_000_000);
+    let min_window = min_window_ns;
     let mut tracker = CounterTracker::new(spec, ch.spec.update_period_ns);
     let (mut t, mut v) = (Vec::new(), Vec::new());
     let mut window_start: Option<u64> = None;
@@ -243,9 +249,11 @@ pub fn power_series(trace: &Trace) -> Vec<Series> {
 }
 
 /// Utilisation and activity gauges (GPU utilisation, SM / tensor / DRAM activity, host CPU
-/// utilisation), in %, in header order.
+/// utilisation), in %, in header order; then the CPU time counters of devices without a
+/// utilisation gauge (the traced process tree's `proc.cpu_time`, the channel CPU verdicts
+/// are made from) as a rate in cores (unit `cores`: 1.5 = one and a half cores busy).
 pub fn activity_series(trace: &Trace) -> Vec<Series> {
-    trace
+    let mut out: Vec<Series> = trace
         .channels
         .iter()
         .filter(|c| {
@@ -269,8 +277,38 @@ pub fn activity_series(trace: &Trace) -> Vec<Series> {
                 values: v,
             }
         })
-        .collect()
+        .collect();
+    for c in &trace.channels {
+        if c.spec.quantity != Quantity::CpuTime
+            || !matches!(c.spec.kind, ChannelKind::Counter(_))
+            || out.iter().any(|s| s.device == c.spec.device)
+        {
+            continue;
+        }
+        // Ten ticks at least: CPU time advances in 10 ms ticks, so shorter windows only
+        // show the quantisation.
+        let window = c
+            .spec
+            .update_period_ns
+            .unwrap_or(0)
+            .saturating_mul(10)
+            .max(100_000_000);
+        if let Some((t, v)) = counter_rate(c, window) {
+            out.push(Series {
+                channel: c.spec.name.clone(),
+                device: c.spec.device.clone(),
+                label: format!("{} CPU time (cores, right axis)", c.spec.device),
+                unit: CORES.into(),
+                t_ns: t,
+                values: v,
+            });
+        }
+    }
+    out
 }
+
+/// The unit of a CPU time rate line: cores busy (drawn against an axis of its own).
+pub const CORES: &str = "cores";
 
 /// Keeps at most about `2 × buckets` points of a line inside `[lo_ns, hi_ns]`: the first,
 /// smallest, largest and last point of each time bucket, in time order, so peaks and dips

@@ -12,7 +12,7 @@ use crate::idle::Idle;
 use flinch_analysis::{Analyzer, Thresholds};
 use flinch_core::trace::Trace;
 
-pub use flinch_analysis::{Verdict, describe_labels, pair_marks};
+pub use flinch_analysis::{Composition, Verdict, describe_labels, pair_marks};
 
 /// One span between two marks.
 #[derive(Clone, Debug, PartialEq)]
@@ -144,6 +144,42 @@ pub fn verdicts(trace: &Trace, spans: &SpanSet, idle: Option<&Idle>) -> Vec<Verd
                 .verdict
         })
         .collect()
+}
+
+/// What `flinch analyze` says of each span, and of the machine moment by moment.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Judgement {
+    /// One per span.
+    pub verdicts: Vec<Verdict>,
+    /// One per span: its time by state.
+    pub compositions: Vec<Composition>,
+    /// The state timeline over the range asked for: `(start_ns, end_ns, state)`.
+    pub states: Vec<(u64, u64, Verdict)>,
+}
+
+/// The verdict and composition of every span and the state timeline over `range` (ns),
+/// from `flinch analyze`'s analysis with `idle`.
+pub fn judge(
+    trace: &Trace,
+    spans: &SpanSet,
+    idle: Option<&Idle>,
+    range: Option<(u64, u64)>,
+) -> Judgement {
+    let analyzer = Analyzer::new(
+        trace,
+        idle.map(|i| (&i.profile, i.via.as_str())),
+        Thresholds::default(),
+    );
+    let mut j = Judgement::default();
+    for s in &spans.spans {
+        let r = analyzer.span(&trace.marks[s.marks.0], &trace.marks[s.marks.1]);
+        j.verdicts.push(r.verdict);
+        j.compositions.push(r.composition);
+    }
+    if let Some((a, b)) = range {
+        j.states = analyzer.state_timeline(a, b);
+    }
+    j
 }
 
 #[cfg(test)]

@@ -1,9 +1,9 @@
 //! One wide CSV for spreadsheets and pandas:
 //!
 //! ```text
-//! t_ns,t_s,gpu0.power_samples,gpu0.util_gpu,...,mark
-//! 116710140738,-0.000331,118.4,,...,
-//! 135206475654,18.496758,,,...,infer_start req=0
+//! t_ns,t_s,gpu0.power_samples,gpu0.util_gpu,...,mark,mark_label,mark_req,mark_kind
+//! 116710140738,-0.000331,118.4,,...,,,,
+//! 135206475654,18.496758,,,...,infer_start req=0 kind=cpu,infer_start,0,cpu
 //! ```
 //!
 //! - a row per timestamp, in time order; `t_ns` is `CLOCK_MONOTONIC` ns, `t_s` seconds from
@@ -13,7 +13,9 @@
 //!   elsewhere; values are written with the shortest text that reads back to the same
 //!   number, so nothing is rounded;
 //! - a `mark` column holding the mark as its line (`LABEL key=value ...`, the time being the
-//!   row's `t_ns`).
+//!   row's `t_ns`), then the same mark split up: `mark_label`, and a `mark_KEY` column per
+//!   field key any mark has (`mark_req`, `mark_kind`, ...; in order of first appearance),
+//!   so that `df[df.mark_kind == "cpu"]` works without parsing the line.
 //!
 //! Every sample and every mark appears exactly once: where a channel has two samples, or
 //! two marks share a timestamp, the second goes into an extra row with the same `t_ns`.
@@ -67,12 +69,23 @@ pub fn write_wide_csv<W: Write>(
     header.extend(["t_ns", "t_s"]);
     header.extend(trace.channels.iter().map(|c| c.spec.name.as_str()));
     header.push("mark");
+    header.push("mark_label");
+    let mut keys: Vec<&str> = Vec::new();
+    for m in &trace.marks {
+        for (k, _) in &m.fields {
+            if !keys.contains(&k.as_str()) {
+                keys.push(k);
+            }
+        }
+    }
+    let key_columns: Vec<String> = keys.iter().map(|k| format!("mark_{k}")).collect();
+    header.extend(key_columns.iter().map(String::as_str));
     csv.write_record(&header).map_err(io_err)?;
 
     let mut cursor = vec![0usize; n];
     let mut mark_i = 0usize;
     let mut stats = TableStats::default();
-    let mut row: Vec<String> = vec![String::new(); n + 3];
+    let mut row: Vec<String> = vec![String::new(); n + 4 + keys.len()];
     let mut last_report = 0u64;
     loop {
         // The earliest pending timestamp over every channel and the marks.
@@ -100,6 +113,12 @@ pub fn write_wide_csv<W: Write>(
             && m.t_ns == t
         {
             row[n + 2] = mark_cell(m);
+            row[n + 3] = m.label.clone();
+            for (k, v) in &m.fields {
+                if let Some(j) = keys.iter().position(|x| x == k) {
+                    row[n + 4 + j] = v.clone();
+                }
+            }
             mark_i += 1;
             stats.marks += 1;
         }

@@ -96,10 +96,10 @@ pub fn write_demo_trace(path: &Path) -> std::io::Result<()> {
     while t <= t0 + 12_000_000_000 {
         let in_gap = t >= gap.0 && t < gap.1;
         if !in_gap {
-            if (t - t0) % 20_000_000 == 0 {
+            if (t - t0).is_multiple_of(20_000_000) {
                 rows.push((t, 2, power_at(t)));
             }
-            if (t - t0) % 100_000_000 == 0 {
+            if (t - t0).is_multiple_of(100_000_000) {
                 rows.push((t, 0, power_at(t) + 5.0));
                 rows.push((t, 1, 150.0));
                 rows.push((t, 3, energy));
@@ -176,6 +176,107 @@ pub fn write_demo_trace(path: &Path) -> std::io::Result<()> {
     w.finish(footer)?;
     Ok(())
 }
+
+/// Writes a 6-second trace of the `cpu` backend only (no power channel at all), as
+/// `flinch record --source cpu -- python3 prog.py` makes: host utilisation and busy time,
+/// and the process tree's CPU time, polled every 20 ms and counted in 10 ms ticks. Six
+/// `task_start`/`task_end` spans (req 0..5, `kind=cpu` or `kind=sleep`) start every 0.9 s
+/// from 0.5 s and last [`CPU_TASK_MS`]; during the `cpu` ones (even req) the process tree
+/// keeps one core busy, otherwise it uses none.
+pub fn write_cpu_trace(path: &Path) -> std::io::Result<()> {
+    let t0 = DEMO_T0;
+    let counter = CounterSpec {
+        wrap_range: None,
+        max_rate: Some(8.0),
+    };
+    let sources = vec![
+        SourceInfo::new("cpu.host", "cpu", DeviceClass::Cpu)
+            .with_channels(vec![
+                ChannelSpec::gauge("host", "cpu_util", Quantity::Utilization)
+                    .with_update_period_ns(10_000_000),
+                ChannelSpec::counter("host", "cpu_busy_s", Quantity::CpuTime, counter)
+                    .with_update_period_ns(10_000_000),
+            ])
+            .with_attribute("cpus", "8"),
+        SourceInfo::new("cpu.proc", "cpu", DeviceClass::Cpu)
+            .with_channels(vec![
+                ChannelSpec::counter("proc", "cpu_time", Quantity::CpuTime, counter)
+                    .with_update_period_ns(10_000_000),
+            ])
+            .with_scope(flinch_core::Scope::ProcessTree)
+            .with_attribute("root", "4242"),
+    ];
+    let anchor = ClockAnchor {
+        mono_ns: t0,
+        real_ns: 1_795_000_000_000_000_000,
+    };
+    let mut header = Header::new(20_000_000, anchor, sources);
+    header.host = "cpu-host".into();
+    let clock = Arc::new(ManualClock::new(t0, anchor.offset_ns()));
+    let file = std::fs::File::create(path)?;
+    let mut w = TraceWriter::new(file, &header, clock, 1_000_000_000)?;
+    let task = |i: u64| {
+        (
+            t0 + 500_000_000 + i * 900_000_000,
+            CPU_TASK_MS[i as usize] * 1_000_000,
+        )
+    };
+    let busy_at = |t: u64| {
+        (0..6).step_by(2).any(|i| {
+            let (s, d) = task(i);
+            t >= s && t < s + d
+        })
+    };
+    let mut marks = Vec::new();
+    for i in 0..6u64 {
+        let (s, d) = task(i);
+        let req = i.to_string();
+        let kind = if i % 2 == 0 { "cpu" } else { "sleep" };
+        marks.push(mark(s, "task_start", &[("req", &req), ("kind", kind)]));
+        marks.push(mark(s + d, "task_end", &[("req", &req), ("kind", kind)]));
+    }
+    let mut mi = 0;
+    let (mut host_ticks, mut proc_ticks) = (0u64, 0u64);
+    let mut t = t0;
+    while t <= t0 + 6_000_000_000 {
+        while mi < marks.len() && marks[mi].t_ns <= t {
+            w.mark(&marks[mi])?;
+            mi += 1;
+        }
+        // Two 10 ms ticks per 20 ms poll: the host has a background of 1 tick in 4 busy.
+        let busy = busy_at(t);
+        if busy {
+            proc_ticks += 2;
+        }
+        host_ticks += if busy { 2 } else { 0 } + u64::from((t - t0).is_multiple_of(40_000_000));
+        let util = if busy { 100.0 / 8.0 + 3.0 } else { 3.0 };
+        for (ch, v) in [
+            (0, util),
+            (1, host_ticks as f64 / 100.0),
+            (2, proc_ticks as f64 / 100.0),
+        ] {
+            w.sample(&Reading {
+                channel: ch,
+                t_ns: t,
+                value: v,
+            })?;
+        }
+        t += 20_000_000;
+    }
+    w.finish(Footer {
+        complete: true,
+        ended_by: "command".into(),
+        end_anchor: ClockAnchor {
+            mono_ns: t0 + 6_000_000_000,
+            real_ns: anchor.real_ns + 6_000_000_000,
+        },
+        ..Default::default()
+    })?;
+    Ok(())
+}
+
+/// How long the tasks of [`write_cpu_trace`] last, in ms (two share a histogram bin).
+pub const CPU_TASK_MS: [u64; 6] = [600, 610, 600, 605, 640, 601];
 
 /// What a trace-event file holds, as seen by [`check_trace_events`].
 #[derive(Clone, Debug, Default)]
@@ -362,5 +463,250 @@ pub fn check_trace_events(json: &str) -> Result<TraceEventsSummary, String> {
         Ok(s)
     } else {
         Err(errs.join("\n"))
+    }
+}
+
+/// What [`check_perfetto_proto`] saw in a Perfetto protobuf trace.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ProtoSummary {
+    /// Packets.
+    pub packets: usize,
+    /// Process names by pid.
+    pub process_names: BTreeMap<i32, String>,
+    /// Thread names by (pid, tid).
+    pub thread_names: BTreeMap<(i32, i64), String>,
+    /// Per counter track name: (absolute time ns, value), in file order.
+    pub counters: BTreeMap<String, Vec<(u64, f64)>>,
+    /// Slices: (thread name, slice name, start ns, end ns), in order of their ends.
+    pub slices: Vec<(String, String, u64, u64)>,
+    /// Instants: (thread name, name, time ns, annotations as name → text).
+    pub instants: Vec<(String, String, u64, BTreeMap<String, String>)>,
+}
+
+/// Checks a trace in Perfetto's protobuf format the way its importer reads it: the file
+/// decodes as `Trace`; every track is declared once, before its events, with a parent that
+/// is declared (a counter track's a process, a thread's its process with the same pid);
+/// counter values only on counter tracks, slices and instants only on others; a packet on a
+/// sequence-scoped clock (64–127) comes after that sequence's clock snapshot, and with an
+/// incremental clock its time is the sum of the deltas since it; on each track, in time
+/// order (file order among equals), every slice end closes an open slice and none is left
+/// open. Returns what it saw, with absolute times, or the problems (at most 20).
+pub fn check_perfetto_proto(bytes: &[u8]) -> Result<ProtoSummary, String> {
+    use crate::perfetto_proto::pb;
+    use prost::Message;
+    let trace = pb::Trace::decode(bytes).map_err(|e| format!("not a Perfetto trace: {e}"))?;
+    let mut problems: Vec<String> = Vec::new();
+    let mut bad = |p: String| {
+        if problems.len() < 20 {
+            problems.push(p)
+        }
+    };
+    let mut s = ProtoSummary {
+        packets: trace.packet.len(),
+        ..Default::default()
+    };
+    // uuid → (name, kind: 0 process, 1 thread, 2 counter, pid)
+    let mut tracks: BTreeMap<u64, (String, u8, i32)> = BTreeMap::new();
+    // sequence → (defaults' clock, defaults' track, incremental clock's last time)
+    #[derive(Default)]
+    struct Seq {
+        clock: Option<u32>,
+        track: Option<u64>,
+        incremental: BTreeMap<u32, u64>,
+        names: BTreeMap<u64, String>,
+        keys: BTreeMap<u64, String>,
+    }
+    let mut seqs: BTreeMap<u32, Seq> = BTreeMap::new();
+    /// (time, file order, track, kind, name, annotations)
+    type Event = (u64, usize, u64, i32, String, BTreeMap<String, String>);
+    let mut events: Vec<Event> = Vec::new();
+    for (i, p) in trace.packet.iter().enumerate() {
+        let seq_id = p.trusted_packet_sequence_id.unwrap_or(0);
+        if seq_id == 0 {
+            bad(format!("packet {i}: no trusted_packet_sequence_id"));
+        }
+        let seq = seqs.entry(seq_id).or_default();
+        if let Some(cs) = &p.clock_snapshot {
+            for c in &cs.clocks {
+                if let (Some(id), Some(t)) = (c.clock_id, c.timestamp)
+                    && id >= 64
+                {
+                    seq.incremental.insert(id, t);
+                    if c.is_incremental != Some(true) {
+                        bad(format!("packet {i}: clock {id} is not incremental"));
+                    }
+                }
+            }
+        }
+        if let Some(d) = &p.interned_data {
+            for n in &d.event_names {
+                seq.names
+                    .insert(n.iid.unwrap_or(0), n.name.clone().unwrap_or_default());
+            }
+            for n in &d.debug_annotation_names {
+                seq.keys
+                    .insert(n.iid.unwrap_or(0), n.name.clone().unwrap_or_default());
+            }
+        }
+        if let Some(d) = &p.trace_packet_defaults {
+            seq.clock = d.timestamp_clock_id;
+            seq.track = d.track_event_defaults.as_ref().and_then(|t| t.track_uuid);
+        }
+        if let Some(d) = &p.track_descriptor {
+            let Some(u) = d.uuid else {
+                bad(format!("packet {i}: a track without uuid"));
+                continue;
+            };
+            let parent = d.parent_uuid.map(|pu| tracks.get(&pu).cloned());
+            let entry = if let Some(pr) = &d.process {
+                (
+                    pr.process_name.clone().unwrap_or_default(),
+                    0,
+                    pr.pid.unwrap_or(0),
+                )
+            } else if let Some(th) = &d.thread {
+                let name = th.thread_name.clone().unwrap_or_default();
+                let pid = th.pid.unwrap_or(0);
+                match &parent {
+                    Some(Some((_, 0, ppid))) if *ppid == pid => {}
+                    _ => bad(format!("packet {i}: thread {name:?} without its process")),
+                }
+                s.thread_names
+                    .insert((pid, th.tid.unwrap_or(0)), name.clone());
+                (name, 1, pid)
+            } else if d.counter.is_some() {
+                if !matches!(parent, Some(Some((_, 0, _)))) {
+                    bad(format!(
+                        "packet {i}: counter track {:?} without a process",
+                        d.name
+                    ));
+                }
+                (d.name.clone().unwrap_or_default(), 2, 0)
+            } else {
+                (d.name.clone().unwrap_or_default(), 1, 0)
+            };
+            if entry.1 == 0 {
+                s.process_names.insert(entry.2, entry.0.clone());
+            }
+            if tracks.insert(u, entry).is_some() {
+                bad(format!("packet {i}: track {u} declared twice"));
+            }
+            continue;
+        }
+        let Some(ev) = &p.track_event else {
+            continue;
+        };
+        // the time: sequence-scoped clocks need their snapshot first
+        let clock = p.timestamp_clock_id.or(seq.clock).unwrap_or(6);
+        let raw = p.timestamp.unwrap_or(0);
+        let t = if clock >= 64 {
+            match seq.incremental.get_mut(&clock) {
+                Some(last) => {
+                    *last += raw;
+                    *last
+                }
+                None => {
+                    bad(format!("packet {i}: clock {clock} before its snapshot"));
+                    raw
+                }
+            }
+        } else {
+            raw
+        };
+        let Some(track) = ev.track_uuid.or(seq.track) else {
+            bad(format!("packet {i}: an event without a track"));
+            continue;
+        };
+        let Some((tname, kind, _)) = tracks.get(&track).cloned() else {
+            bad(format!(
+                "packet {i}: track {track} used before it is declared"
+            ));
+            continue;
+        };
+        let ty = ev.r#type.unwrap_or(0);
+        if (ty == pb::event_type::COUNTER) != (kind == 2) {
+            bad(format!(
+                "packet {i}: event type {ty} on track {tname:?} (counter track: {})",
+                kind == 2
+            ));
+            continue;
+        }
+        if ty == pb::event_type::COUNTER {
+            match ev.double_counter_value {
+                Some(v) if v.is_finite() => s.counters.entry(tname).or_default().push((t, v)),
+                _ => bad(format!(
+                    "packet {i}: a counter event without a finite value"
+                )),
+            }
+            continue;
+        }
+        let args = ev
+            .debug_annotations
+            .iter()
+            .map(|a| {
+                let v = a
+                    .string_value
+                    .clone()
+                    .or(a.int_value.map(|x| x.to_string()))
+                    .or(a.double_value.map(|x| x.to_string()))
+                    .or(a.bool_value.map(|x| x.to_string()))
+                    .unwrap_or_default();
+                let name = match (a.name.clone(), a.name_iid) {
+                    (Some(n), _) => n,
+                    (None, Some(iid)) => seq
+                        .keys
+                        .get(&iid)
+                        .cloned()
+                        .unwrap_or_else(|| format!("?{iid}")),
+                    _ => String::new(),
+                };
+                (name, v)
+            })
+            .collect::<BTreeMap<String, String>>();
+        if args.keys().any(|k| k.starts_with('?')) {
+            bad(format!("packet {i}: an annotation name interned nowhere"));
+        }
+        let name = match (ev.name.clone(), ev.name_iid) {
+            (Some(n), _) => n,
+            (None, Some(iid)) => match seq.names.get(&iid) {
+                Some(n) => n.clone(),
+                None => {
+                    bad(format!("packet {i}: event name {iid} interned nowhere"));
+                    String::new()
+                }
+            },
+            _ => String::new(),
+        };
+        events.push((t, i, track, ty, name, args));
+    }
+    // slices per track, in time order (file order among equals)
+    events.sort_by_key(|e| (e.0, e.1));
+    let mut open: BTreeMap<u64, Vec<(String, u64)>> = BTreeMap::new();
+    for (t, i, track, ty, name, args) in events {
+        let tname = tracks.get(&track).map(|x| x.0.clone()).unwrap_or_default();
+        match ty {
+            pb::event_type::SLICE_BEGIN => open.entry(track).or_default().push((name, t)),
+            pb::event_type::SLICE_END => match open.entry(track).or_default().pop() {
+                Some((n, a)) => s.slices.push((tname, n, a, t)),
+                None => bad(format!(
+                    "packet {i}: a slice end on {tname:?} with none open"
+                )),
+            },
+            pb::event_type::INSTANT => s.instants.push((tname, name, t, args)),
+            other => bad(format!("packet {i}: event type {other}")),
+        }
+    }
+    for (track, o) in open {
+        if !o.is_empty() {
+            bad(format!(
+                "{} slice(s) never closed on track {track}",
+                o.len()
+            ));
+        }
+    }
+    if problems.is_empty() {
+        Ok(s)
+    } else {
+        Err(problems.join("\n"))
     }
 }

@@ -14,24 +14,24 @@ use flinch_core::marks::{Mark, MarkVia};
 use flinch_core::trace::{ChannelData, Gap, Header, RowKind, Trace, TraceEvent};
 use std::path::PathBuf;
 
-const MS: u64 = 1_000_000;
-const T0: u64 = 1_000_000_000_000; // traces start at 1000 s of uptime
+pub(crate) const MS: u64 = 1_000_000;
+pub(crate) const T0: u64 = 1_000_000_000_000; // traces start at 1000 s of uptime
 
 /// A channel's values as a function of seconds since T0.
-type Curve = Box<dyn Fn(f64) -> f64>;
+pub(crate) type Curve = Box<dyn Fn(f64) -> f64>;
 
 /// A trace under construction: sources, then one function of time per channel, sampled on
 /// a grid.
-struct Build {
-    sources: Vec<SourceInfo>,
+pub(crate) struct Build {
+    pub(crate) sources: Vec<SourceInfo>,
     channels: Vec<ChannelData>,
-    marks: Vec<Mark>,
+    pub(crate) marks: Vec<Mark>,
     gaps: Vec<Gap>,
     events: Vec<TraceEvent>,
 }
 
 impl Build {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Build {
             sources: vec![],
             channels: vec![],
@@ -43,7 +43,7 @@ impl Build {
 
     /// Adds a source; `data[i]` gives (sample period, value at t seconds after T0) for
     /// channel i; samples run over [T0, T0 + len_s].
-    fn source(
+    pub(crate) fn source(
         mut self,
         name: &str,
         backend: &str,
@@ -79,14 +79,14 @@ impl Build {
     }
 
     /// Makes the last source added measure one process tree.
-    fn process_scoped(mut self) -> Self {
+    pub(crate) fn process_scoped(mut self) -> Self {
         if let Some(s) = self.sources.last_mut() {
             s.scope = flinch_core::Scope::ProcessTree;
         }
         self
     }
 
-    fn mark(mut self, label: &str, at_s: f64, req: Option<&str>) -> Self {
+    pub(crate) fn mark(mut self, label: &str, at_s: f64, req: Option<&str>) -> Self {
         self.marks.push(Mark {
             t_ns: T0 + (at_s * 1e9).round() as u64,
             recv_ns: T0 + (at_s * 1e9).round() as u64,
@@ -100,11 +100,11 @@ impl Build {
         self
     }
 
-    fn span(self, from: &str, to: &str, a_s: f64, b_s: f64) -> Self {
+    pub(crate) fn span(self, from: &str, to: &str, a_s: f64, b_s: f64) -> Self {
         self.mark(from, a_s, None).mark(to, b_s, None)
     }
 
-    fn build(mut self) -> Trace {
+    pub(crate) fn build(mut self) -> Trace {
         self.marks.sort_by_key(|m| m.t_ns);
         Trace {
             path: PathBuf::from("mem.flinch.csv"),
@@ -131,16 +131,16 @@ impl Build {
 }
 
 /// A square pulse: `hi` on [a, b) seconds, `lo` elsewhere.
-fn pulse(lo: f64, hi: f64, a: f64, b: f64) -> impl Fn(f64) -> f64 {
+pub(crate) fn pulse(lo: f64, hi: f64, a: f64, b: f64) -> impl Fn(f64) -> f64 {
     move |t| if t >= a && t < b { hi } else { lo }
 }
 
 /// The integral of a pulse function from 0 to t (for counters).
-fn pulse_energy(lo: f64, hi: f64, a: f64, b: f64) -> impl Fn(f64) -> f64 {
+pub(crate) fn pulse_energy(lo: f64, hi: f64, a: f64, b: f64) -> impl Fn(f64) -> f64 {
     move |t| lo * t + (hi - lo) * (t.min(b) - a).max(0.0)
 }
 
-fn gpu_channels() -> Vec<ChannelSpec> {
+pub(crate) fn gpu_channels() -> Vec<ChannelSpec> {
     vec![
         ChannelSpec::power("gpu0", "power_samples", PowerMethod::DriverSamples)
             .with_update_period_ns(20 * MS),
@@ -161,7 +161,7 @@ fn gpu_channels() -> Vec<ChannelSpec> {
 
 /// A GPU at 119 W idle that runs at 700 W over [busy_a, busy_b) s, with utilisation 100 %
 /// there (or `util_busy` as given).
-fn gpu_trace(busy_a: f64, busy_b: f64, util_busy: f64) -> Build {
+pub(crate) fn gpu_trace(busy_a: f64, busy_b: f64, util_busy: f64) -> Build {
     let p = move || Box::new(pulse(119.0, 700.0, busy_a, busy_b)) as Curve;
     Build::new().source(
         "nvml.gpu0",
@@ -180,7 +180,7 @@ fn gpu_trace(busy_a: f64, busy_b: f64, util_busy: f64) -> Build {
     )
 }
 
-fn idle_profile_of(trace: &Trace, a_s: f64, b_s: f64) -> IdleProfile {
+pub(crate) fn idle_profile_of(trace: &Trace, a_s: f64, b_s: f64) -> IdleProfile {
     let mut p = IdleProfile::from_trace(
         trace,
         T0 + (a_s * 1e9) as u64,
@@ -350,12 +350,18 @@ fn a_gap_makes_the_channel_unavailable_and_the_next_method_takes_over() {
                 .contains("buffer overran")
         );
     }
-    // ...and so is its utilisation: nothing is left to decide with
+    // ...and so is its utilisation: nothing is left to decide the span as a whole with
     assert_eq!(s.activity["gpu0.util_gpu"].status, ChannelStatus::Gap);
     assert_eq!(s.devices["gpu0"].state, State::Unknown);
     assert_eq!(s.devices["gpu0"].energy_j, None);
-    assert_eq!(s.verdict, Verdict::Unresolved, "{:?}", s.evidence);
     assert!(s.evidence.iter().any(|e| e.contains("no channel measured")));
+    // but outside the 100 ms hole the power samples show a busy GPU: by its parts (the
+    // hole and the 20 ms cells that touch it unresolved) the span computed on the GPU
+    assert_eq!(s.verdict, Verdict::GpuCompute, "{:?}", s.evidence);
+    assert_eq!(s.verdict_from, "composition");
+    let c = &s.composition;
+    assert!(c.unresolved > 0.1 && c.unresolved < 0.2, "{c:?}");
+    assert!((c.gpu_compute + c.unresolved - 1.0).abs() < 1e-9, "{c:?}");
 }
 
 #[test]
@@ -921,4 +927,131 @@ fn the_sensors_tail_after_a_burst_does_not_make_the_next_pause_busy() {
         "{:#?}",
         r.spans[0].evidence
     );
+}
+
+/// The synthetic source as `flinch record --source synthetic` makes it: a model whose power
+/// is a 2 s square wave (60 W, then 300 W over every odd second), its exact energy, and
+/// utilisation 100 % while high.
+fn with_synthetic(b: Build, class: DeviceClass) -> Build {
+    let high = |t: f64| (t as u64) % 2 == 1;
+    let mut b = b.source(
+        "synthetic",
+        "synthetic",
+        vec![
+            ChannelSpec::power("synthetic", "power", PowerMethod::Modelled),
+            ChannelSpec::energy_counter(
+                "synthetic",
+                "energy",
+                CounterSpec {
+                    wrap_range: Some(500.0),
+                    max_rate: Some(451.0),
+                },
+            ),
+            ChannelSpec::gauge("synthetic", "util", Quantity::Utilization),
+        ],
+        vec![
+            (
+                10 * MS,
+                Box::new(move |t| if high(t) { 300.0 } else { 60.0 }) as Curve,
+            ),
+            (
+                10 * MS,
+                Box::new(move |t: f64| {
+                    let whole = t.floor();
+                    let done = 180.0 * (whole / 2.0).floor() * 2.0
+                        + if (whole as u64) % 2 == 1 { 60.0 } else { 0.0 };
+                    (done + if high(t) { 300.0 } else { 60.0 } * (t - whole)) % 500.0
+                }),
+            ),
+            (
+                10 * MS,
+                Box::new(move |t| if high(t) { 100.0 } else { 0.0 }),
+            ),
+        ],
+        10.0,
+    );
+    let s = b.sources.last_mut().unwrap();
+    *s = SourceInfo::new("synthetic", "synthetic", class)
+        .modelled()
+        .with_channels(s.channels.clone());
+    b
+}
+
+#[test]
+fn a_modelled_source_never_votes_next_to_measured_ones() {
+    // The traced process computes on one core in "cpu" tasks and sleeps in "sleep" tasks,
+    // whatever the synthetic square wave next to it does (it is high over odd seconds).
+    let spec = CounterSpec {
+        wrap_range: None,
+        max_rate: Some(8.0),
+    };
+    let cpu_tasks = [(2.2, 2.8), (5.2, 5.8)]; // the model low, then high
+    let sleeps = [(3.2, 3.8), (4.2, 4.8)]; // the model high, then low
+    let proc_time = move |t: f64| {
+        cpu_tasks
+            .iter()
+            .map(|&(a, b): &(f64, f64)| (t.min(b) - a).max(0.0))
+            .sum::<f64>()
+    };
+    let mut b = with_synthetic(Build::new(), DeviceClass::Other).source(
+        "cpu.proc",
+        "cpu",
+        vec![
+            ChannelSpec::counter("proc", "cpu_time", Quantity::CpuTime, spec)
+                .with_update_period_ns(10 * MS),
+        ],
+        vec![(20 * MS, Box::new(proc_time))],
+        10.0,
+    );
+    b = b.process_scoped();
+    for (a, e) in cpu_tasks.iter().chain(&sleeps) {
+        b = b.span("task_start", "task_end", *a, *e);
+    }
+    let trace = b.build();
+    // Idle as `--idle-window` over 6..8 s (the model's mean, 180 W, is no idle at all) and
+    // as a profile taken while the model sat low (like `--idle idle.json`).
+    for idle in [
+        idle_profile_of(&trace, 6.0, 8.0),
+        idle_profile_of(&trace, 0.1, 0.9),
+    ] {
+        let r = Analyzer::new(&trace, Some((&idle, "test")), Thresholds::default())
+            .run("task_start", "task_end", &mut |_, _| {})
+            .unwrap();
+        let verdicts: Vec<Verdict> = r.spans.iter().map(|s| s.verdict).collect();
+        // In time order: cpu 2.2, sleep 3.2, sleep 4.2, cpu 5.2.
+        assert_eq!(
+            verdicts,
+            [
+                Verdict::CpuCompute,
+                Verdict::IdleWait,
+                Verdict::IdleWait,
+                Verdict::CpuCompute
+            ],
+            "{:#?}",
+            r.spans.iter().map(|s| &s.evidence).collect::<Vec<_>>()
+        );
+        for s in &r.spans {
+            assert!(s.devices["synthetic"].modelled);
+            assert!(s.activity["synthetic.util"].modelled && !s.activity["synthetic.util"].used);
+            assert!(
+                s.evidence
+                    .iter()
+                    .any(|e| e
+                        .contains("synthetic: a model (the synthetic source), not a measurement")),
+                "{:?}",
+                s.evidence
+            );
+        }
+    }
+    // On its own (a demonstration, flinch's own tests) the model still decides.
+    let alone = with_synthetic(Build::new(), DeviceClass::Gpu)
+        .span("s", "e", 3.2, 3.8)
+        .span("s", "e", 4.2, 4.8)
+        .build();
+    let idle = idle_profile_of(&alone, 0.1, 0.9);
+    let r = Analyzer::new(&alone, Some((&idle, "test")), Thresholds::default())
+        .run("s", "e", &mut |_, _| {})
+        .unwrap();
+    let verdicts: Vec<Verdict> = r.spans.iter().map(|s| s.verdict).collect();
+    assert_eq!(verdicts, [Verdict::GpuCompute, Verdict::IdleWait]);
 }

@@ -3,14 +3,16 @@
 
 use crate::Failure;
 use crate::cli::CalibrateArgs;
-use flinch_analysis::idle::{ChannelIdle, IdleProfile};
+use flinch_analysis::idle::{ChannelIdle, IdleProfile, MIN_RATE_CHUNK_NS};
+use flinch_core::ChannelKind;
 use flinch_core::clock::{Clock, MonotonicClock};
 use flinch_core::trace::read_trace;
 use flinch_record::recorder::{Recorder, RecorderConfig, RecordingSetup};
+use flinch_viz::output::{check_output, write_atomically};
 use indicatif::{ProgressBar, ProgressStyle};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -66,31 +68,66 @@ pub fn render(p: &IdleProfile) -> String {
     s
 }
 
-fn write_atomically(out: &Path, text: &str, force: bool) -> Result<(), Failure> {
-    if out.exists() && !force {
-        return Err(Failure::new(format!(
-            "{} exists; pass --force to replace it",
-            out.display()
-        )));
+/// The fewest values of each channel a profile is made from: enough for its p5/p95 and for
+/// the drift check's thirds (a handful of samples would pass any idle test).
+pub const MIN_CALIBRATION_VALUES: u64 = 10;
+
+/// How long a calibration must run for every channel of `sources` to give
+/// [`MIN_CALIBRATION_VALUES`] values, and the channel that needs it: a gauge gives a value
+/// per update (or per poll, when polled more slowly than it updates), a counter one rate per
+/// chunk of at least [`MIN_RATE_CHUNK_NS`] and two updates.
+pub fn shortest_calibration(
+    sources: &[Box<dyn flinch_core::Source>],
+    interval: Duration,
+) -> Option<(Duration, String, Duration)> {
+    let mut worst: Option<(Duration, String, Duration)> = None;
+    for s in sources {
+        let info = s.info();
+        let poll = s.interval().unwrap_or(interval);
+        // A source that returns several values of a channel per poll (a driver's sample
+        // buffer) gives one per update, however rarely it is polled.
+        let batched = s.max_readings_per_poll() > info.channels.len();
+        for c in &info.channels {
+            let update = c.update_period_ns.map(Duration::from_nanos);
+            let spacing = match update {
+                Some(u) if batched => u,
+                Some(u) => u.max(poll),
+                None => poll,
+            };
+            let per_value = match c.kind {
+                ChannelKind::Gauge => spacing,
+                ChannelKind::Counter(_) => Duration::from_nanos(MIN_RATE_CHUNK_NS)
+                    .max(2 * update.unwrap_or_default())
+                    .max(spacing),
+            };
+            let need = per_value * MIN_CALIBRATION_VALUES as u32;
+            if worst.as_ref().is_none_or(|(w, _, _)| need > *w) {
+                worst = Some((need, c.name.clone(), per_value));
+            }
+        }
     }
-    let tmp = out.with_extension("json.tmp");
-    std::fs::write(&tmp, text)
-        .map_err(|e| Failure::new(format!("cannot write {}: {e}", tmp.display())))?;
-    std::fs::rename(&tmp, out).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Failure::new(format!("cannot write {}: {e}", out.display()))
-    })
+    worst
 }
 
 pub fn run(a: CalibrateArgs) -> Result<ExitCode, Failure> {
-    if a.out.exists() && !a.force {
+    check_output(&a.out, a.force)?;
+    super::check_interval(a.interval)?;
+    let backends = crate::backends::Backends::build(&a.backends, false)?;
+    let ctx = flinch_core::backend::BackendContext::new(a.interval);
+    let (sources, used) = super::record::open_sources(&backends, &a.sources, &ctx)?;
+    if let Some((need, channel, per_value)) = shortest_calibration(&sources, a.interval)
+        && a.seconds < need
+    {
         return Err(Failure::new(format!(
-            "{} exists; pass --force to replace it",
-            a.out.display()
+            "--seconds {}: too short for a profile of {}: its slowest channel, {channel}, gives \
+             a value every {}, and a profile needs {MIN_CALIBRATION_VALUES} of them; calibrate \
+             for at least {} (the default is 30s)",
+            humantime::format_duration(a.seconds),
+            used.join(", "),
+            humantime::format_duration(per_value),
+            humantime::format_duration(Duration::from_secs(need.as_secs_f64().ceil() as u64))
         )));
     }
-    let backends = crate::backends::Backends::build(&a.backends, false)?;
-    let (sources, used) = super::record::open_sources(&backends, &a.sources, a.interval)?;
 
     let (trace_path, scratch) = match &a.keep_trace {
         Some(p) => (p.clone(), Scratch(None)),
@@ -150,6 +187,16 @@ pub fn run(a: CalibrateArgs) -> Result<ExitCode, Failure> {
                 code: 130,
             });
         }
+        if let Some(t) = rec.write_trouble().filter(|t| t.gave_up) {
+            bar.finish_and_clear();
+            let _ = rec.stop("write-error", None);
+            return Err(Failure::new(format!(
+                "the calibration's recording {} could not be written ({}): no idle profile \
+                 written",
+                trace_path.display(),
+                t.error
+            )));
+        }
         bar.set_position(started.elapsed().as_millis() as u64);
         bar.set_prefix(rec.stats().samples.load(Ordering::Relaxed).to_string());
         std::thread::sleep(Duration::from_millis(50));
@@ -205,7 +252,7 @@ pub fn run(a: CalibrateArgs) -> Result<ExitCode, Failure> {
         eprintln!("flinch: writing it anyway (--allow-busy); it is marked idle_ok: false");
     }
     let text = serde_json::to_string_pretty(&profile)? + "\n";
-    write_atomically(&a.out, &text, a.force)?;
+    write_atomically(&a.out, a.force, |w| w.write_all(text.as_bytes()))?;
     if !a.quiet {
         eprintln!(
             "flinch: wrote {} ({} channels over {:.1} s{})",

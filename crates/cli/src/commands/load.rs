@@ -25,6 +25,27 @@ fn bar(len: u64, quiet: bool, template: &str) -> ProgressBar {
     pb
 }
 
+/// Checks that `path` is a file before a trace is read from it, in the one wording every
+/// command uses (`analyze`, `plot`, `export`).
+pub fn check_trace_path(path: &Path) -> Result<(), Failure> {
+    let why = match std::fs::metadata(path) {
+        Ok(md) if md.is_file() => return Ok(()),
+        Ok(md) if md.is_dir() => "is a directory",
+        Ok(_) => "is not a regular file",
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => "does not exist",
+        Err(e) => {
+            return Err(Failure::new(format!(
+                "cannot read the trace {}: {e}",
+                path.display()
+            )));
+        }
+    };
+    Err(Failure::new(format!(
+        "{} {why}: give the trace file written by `flinch record`",
+        path.display()
+    )))
+}
+
 /// Reads a trace, showing a progress bar on a terminal for large files; notes what the
 /// reader found wrong but not fatal.
 pub fn load_trace(path: &Path, quiet: bool) -> Result<Trace, Failure> {

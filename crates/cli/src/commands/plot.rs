@@ -1,13 +1,13 @@
 //! `flinch plot`: one picture of a trace (see `flinch_viz::plot`).
 
-use super::load::{load_trace, spans};
+use super::load::{check_trace_path, load_trace, spans};
 use crate::Failure;
 use crate::cli::{HistogramArg, PlotArgs};
 use flinch_viz::idle::{Idle, parse_window, resolve_window};
 use flinch_viz::output::check_destination;
 use flinch_viz::plot::{Format, HistogramMode, PlotData, PlotOptions, render};
 use flinch_viz::series::{activity_series, power_series};
-use flinch_viz::spans::verdicts;
+use flinch_viz::spans::judge;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -49,13 +49,8 @@ pub fn run(a: PlotArgs) -> Result<ExitCode, Failure> {
         ));
     }
 
-    if !a.trace.is_file() {
-        return Err(Failure::new(format!(
-            "{} is not a file: give the trace written by `flinch record`",
-            a.trace.display()
-        )));
-    }
-    check_destination(&out, &a.trace)?;
+    check_trace_path(&a.trace)?;
+    check_destination(&out, &a.trace, a.force)?;
     let trace = load_trace(&a.trace, a.quiet)?;
     let set = spans(&trace, &a.spans, a.quiet, false)?;
     let power = power_series(&trace);
@@ -81,7 +76,8 @@ pub fn run(a: PlotArgs) -> Result<ExitCode, Failure> {
     } else {
         Idle::from_header(&trace).map_err(Failure::new)?
     };
-    let verdicts = verdicts(&trace, &set, idle.as_ref());
+    let range = window.or_else(|| trace.time_range_ns());
+    let judged = judge(&trace, &set, idle.as_ref(), range);
     let opts = PlotOptions {
         width: a.width,
         height: a.height,
@@ -95,20 +91,26 @@ pub fn run(a: PlotArgs) -> Result<ExitCode, Failure> {
     };
     if power.is_empty() && !a.quiet {
         eprintln!(
-            "flinch: note: {} has no power channel and no energy counter: the power panel is empty",
-            a.trace.display()
+            "flinch: note: {} has no power channel and no energy counter: {}",
+            a.trace.display(),
+            if activity.is_empty() {
+                "the power panel is empty"
+            } else {
+                "no power panel, the activity and CPU time panel is on top"
+            }
         );
     }
-    let data = PlotData::new(
+    let mut data = PlotData::new(
         &trace,
         &set,
-        &verdicts,
+        &judged.verdicts,
         power,
         activity,
         idle.as_ref(),
         &opts,
     );
-    let s = render(&data, &opts, &out)?;
+    data.states = judged.states;
+    let s = render(&data, &opts, &out, a.force)?;
     let mut parts = vec![format!("{} power line(s)", s.power_lines)];
     if s.activity_lines > 0 {
         parts.push(format!("{} activity line(s)", s.activity_lines));

@@ -11,8 +11,15 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 pub fn run(a: SourcesArgs) -> Result<ExitCode, Failure> {
+    if let Some(d) = a.interval {
+        super::check_interval(d)?;
+    }
     let backends = Backends::build(&a.backends, false)?;
-    let ctx = BackendContext::new(Duration::from_millis(10));
+    // As `record` would: an --interval given, or each source at its own cadence.
+    let ctx = match a.interval {
+        Some(d) => BackendContext::new(d),
+        None => BackendContext::auto(super::record::AUTO_INTERVAL),
+    };
     let mut statuses: Vec<BackendStatus> = backends.all().iter().map(|b| b.status(&ctx)).collect();
     for st in statuses.iter_mut().filter(|st| st.available) {
         st.notes.extend(backends.notes.iter().cloned());
@@ -24,7 +31,7 @@ pub fn run(a: SourcesArgs) -> Result<ExitCode, Failure> {
     if a.json {
         println!("{}", serde_json::to_string_pretty(&statuses)?);
     } else {
-        print!("{}", render(&statuses));
+        print!("{}", render(&statuses, ctx.interval, ctx.interval_given));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -106,8 +113,10 @@ fn fmt_period(ns: Option<u64>) -> String {
     }
 }
 
-/// The human table.
-pub fn render(statuses: &[BackendStatus]) -> String {
+/// The human table; `interval` is the `--interval` the cadences were asked for
+/// (`given: false`: none was, and `interval` is the default cadence of sources without one
+/// of their own).
+pub fn render(statuses: &[BackendStatus], interval: Duration, given: bool) -> String {
     use std::fmt::Write;
     let mut s = String::new();
     for st in statuses {
@@ -123,7 +132,21 @@ pub fn render(statuses: &[BackendStatus]) -> String {
             }
         }
         for src in &st.sources {
-            let _ = writeln!(s, "  source {}", src.name);
+            let polled = match st.poll_intervals_ns.get(&src.name) {
+                Some(&ns) if ns != interval.as_nanos() as u64 => format!(
+                    "  polled every {} (its own cadence, whatever --interval)",
+                    fmt_period(Some(ns))
+                ),
+                Some(&ns) if given => {
+                    format!("  polled every {} (--interval)", fmt_period(Some(ns)))
+                }
+                Some(&ns) => format!(
+                    "  polled every {} (the default cadence; --interval sets it)",
+                    fmt_period(Some(ns))
+                ),
+                None => String::new(),
+            };
+            let _ = writeln!(s, "  source {}{polled}", src.name);
             for c in &src.channels {
                 let kind = match &c.kind {
                     ChannelKind::Gauge => "gauge".to_string(),

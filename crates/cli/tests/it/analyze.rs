@@ -302,7 +302,7 @@ fn calibrate_refuses_a_busy_machine_and_says_what_it_saw() {
         "--synthetic",
         "20W/300ms,200W/300ms;class=gpu",
         "--seconds",
-        "1.2",
+        "2",
         "--out",
     ];
     let o = run(flinch().args(busy).arg(&out));
@@ -333,6 +333,50 @@ fn calibrate_refuses_a_busy_machine_and_says_what_it_saw() {
     let o = run(flinch().args(busy).arg(&out).arg("--allow-busy"));
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("--force"), "{}", stderr(&o));
+}
+
+#[test]
+fn calibrate_refuses_a_calibration_too_short_for_the_sources_and_says_how_long_it_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("idle.json");
+    let args = [
+        "calibrate",
+        "--quiet",
+        "--source",
+        "synthetic",
+        "--synthetic",
+        "20W;class=cpu",
+        "--out",
+    ];
+    // 10 ms samples and a counter read into 100 ms rates: 10 rates need 1 s.
+    let o = run(flinch().args(args).arg(&out).args(["--seconds", "0.05"]));
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(
+        e.contains("--seconds 50ms: too short for a profile of synthetic")
+            && e.contains("synthetic.energy, gives a value every 100ms")
+            && e.contains("calibrate for at least 1s"),
+        "{e}"
+    );
+    assert!(!out.exists());
+    // A slower interval needs longer: 10 values 250 ms apart.
+    let o = run(flinch()
+        .args(args)
+        .arg(&out)
+        .args(["--seconds", "2", "--interval", "250ms"]));
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(e.contains("calibrate for at least 3s"), "{e}");
+    assert!(!out.exists());
+    let o = run(flinch().args(args).arg(&out).args(["--seconds", "2"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let p: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert!(
+        p["channels"]["synthetic.power"]["samples"]
+            .as_u64()
+            .unwrap()
+            >= 10
+    );
 }
 
 #[test]
@@ -641,4 +685,265 @@ fn a_724_ms_burst_through_a_fake_rapl_tree_is_57_9_j_and_cpu_compute() {
         .unwrap();
     eprintln!("rapl idle: active {active:.3} J");
     assert!(active.abs() <= 1.5, "idle active {active} J");
+}
+
+/// An unusable output is refused before calibrating; the profile is written through a
+/// temporary file of its own in the output's folder, so a file that happens to carry the old
+/// fixed temporary name (`idle.json.tmp`) is neither used nor removed, and nothing else is
+/// left behind. (A write that fails at the end: flinch-viz's `output` tests.)
+#[test]
+fn calibrate_refuses_a_folder_at_once_and_leaves_no_temporary_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let calibrate = |out: &std::path::Path| {
+        run(flinch()
+            .args([
+                "calibrate",
+                "--force",
+                "--source",
+                "synthetic",
+                "--synthetic",
+                "20W;class=cpu",
+                "--seconds",
+                "1.2",
+                "--out",
+            ])
+            .arg(out))
+    };
+    let listing = || {
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+
+    let folder = dir.path().join("idle");
+    std::fs::create_dir(&folder).unwrap();
+    let o = calibrate(&folder);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains(&format!("{} is a directory", folder.display())),
+        "{e}"
+    );
+    assert!(
+        !e.contains("calibrating"),
+        "refused only after calibrating: {e}"
+    );
+    let o = calibrate(&dir.path().join("missing/idle.json"));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("does not exist; create it first"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(listing(), ["idle"]);
+    assert_eq!(std::fs::read_dir(&folder).unwrap().count(), 0);
+
+    let out = dir.path().join("idle.json");
+    let bystander = dir.path().join("idle.json.tmp");
+    std::fs::write(&bystander, "someone else's file").unwrap();
+    let o = calibrate(&out);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let p: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(p["format"], "flinch-idle");
+    assert_eq!(
+        std::fs::read_to_string(&bystander).unwrap(),
+        "someone else's file"
+    );
+    assert_eq!(listing(), ["idle", "idle.json", "idle.json.tmp"]);
+}
+
+#[test]
+fn text_histogram_bins_never_print_the_same_range_twice() {
+    // Ten spans of 20.100 ms + 4 µs steps: bins 3.6 µs wide.
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("t.csv");
+    let fifo = dir.path().join("m.fifo");
+    let rec = flinch()
+        .args([
+            "record",
+            "--quiet",
+            "--source",
+            "synthetic",
+            "--duration",
+            "1s",
+        ])
+        .arg("--out")
+        .arg(&trace)
+        .arg("--marks-fifo")
+        .arg(&fifo)
+        .spawn()
+        .unwrap();
+    header_of(&trace);
+    while !fifo.exists() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let t0 = monotonic_ns();
+    for i in 0..10u64 {
+        let s = t0 + i * 30 * MS;
+        send(&fifo, "a", s);
+        send(&fifo, "b", s + 20_100_000 + i * 4_000);
+    }
+    assert!(rec.wait_with_output().unwrap().status.success());
+    let o = run(flinch()
+        .arg("analyze")
+        .arg(&trace)
+        .args(["--from", "a", "--to", "b"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8(o.stdout).unwrap();
+    let bins: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(" – "))
+        .map(|l| l.split(" ms").next().unwrap().trim())
+        .collect();
+    assert!(bins.len() >= 3, "{text}");
+    let mut unique = bins.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), bins.len(), "{text}");
+    assert!(bins[0].starts_with("20.100"), "{text}");
+}
+
+fn llm_trace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/llm/llm.flinch.csv")
+}
+
+#[test]
+fn analyze_prints_one_line_per_span_and_the_evidence_on_request() {
+    let args = [
+        "--from",
+        "infer_start",
+        "--to",
+        "first_token",
+        "--idle-window",
+        "calib_start..calib_end",
+    ];
+    let text = |extra: &[&str]| {
+        let o = run(flinch()
+            .arg("analyze")
+            .arg(llm_trace())
+            .args(args)
+            .args(extra));
+        assert!(o.status.success(), "{}", stderr(&o));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let compact = text(&[]);
+    // The 16 spans are the lines that start with their number; nothing between them.
+    let lines: Vec<&str> = compact.lines().collect();
+    let first = lines
+        .iter()
+        .position(|l| l.trim_start().starts_with("1 "))
+        .unwrap();
+    for (k, l) in lines[first..first + 16].iter().enumerate() {
+        assert!(
+            l.trim_start().starts_with(&format!("{} ", k + 1)),
+            "line {k} of the table is not span {}: {l:?}\n{compact}",
+            k + 1
+        );
+    }
+    assert!(
+        lines[first + 16].contains("-v shows the evidence"),
+        "{compact}"
+    );
+    assert!(lines.len() < 40, "{} lines:\n{compact}", lines.len());
+    assert!(!compact.contains("proc.cpu_time"), "{compact}");
+    // -v: the evidence under each span (the first request's CPU time decided it).
+    let verbose = text(&["-v"]);
+    assert!(verbose.lines().count() > 16 * 3, "{verbose}");
+    assert!(verbose.contains("proc.cpu_time (cpu): "), "{verbose}");
+    assert!(!verbose.contains("-v shows the evidence"), "{verbose}");
+    // --json keeps everything.
+    let v = json_of(&run(flinch()
+        .arg("analyze")
+        .arg(llm_trace())
+        .args(args)
+        .arg("--json")));
+    let spans = v["spans"].as_array().unwrap();
+    assert_eq!(spans.len(), 16);
+    assert!(
+        spans
+            .iter()
+            .all(|s| !s["evidence"].as_array().unwrap().is_empty())
+    );
+}
+
+#[test]
+fn a_truncated_trace_is_warned_about_in_every_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    // The LLM trace cut a third of the way in, mid-row, before any mark.
+    let whole = std::fs::read(llm_trace()).unwrap();
+    let text = String::from_utf8_lossy(&whole);
+    let first_mark = text.find(",mark,").unwrap();
+    let cut = dir.path().join("cut.flinch.csv");
+    std::fs::write(&cut, &whole[..first_mark / 3]).unwrap();
+    let o = run(flinch().arg("analyze").arg(&cut));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(out.contains("no marks"), "{out}");
+    assert!(
+        out.contains("warning: ") && out.contains("no footer"),
+        "{out}"
+    );
+    let v = json_of(&run(flinch().arg("analyze").arg(&cut).arg("--json")));
+    let warnings = v["warnings"].as_array().unwrap();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("no footer")),
+        "{v}"
+    );
+    let o = run(flinch().arg("analyze").arg(&cut).args([
+        "--from",
+        "infer_start",
+        "--to",
+        "first_token",
+    ]));
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    assert!(
+        e.contains("no mark labelled \"infer_start\"")
+            && e.contains("warning: ")
+            && e.contains("no footer"),
+        "{e}"
+    );
+}
+
+#[test]
+fn span_json_carries_every_field_of_its_two_marks() {
+    // The LLM trace's marks carry req and more (batch=, tokens=, n=).
+    let trace = flinch_core::trace::read_trace(&llm_trace()).unwrap();
+    for (from, to) in [("infer_start", "first_token"), ("server_recv", "done")] {
+        let v = json_of(&run(flinch()
+            .arg("analyze")
+            .arg(llm_trace())
+            .args(["--from", from, "--to", to, "--json"])));
+        let spans = v["spans"].as_array().unwrap();
+        assert!(!spans.is_empty());
+        let mut extra = 0;
+        for s in spans {
+            for (side, label, t) in [
+                ("from_fields", from, "start_ns"),
+                ("to_fields", to, "end_ns"),
+            ] {
+                let t = s[t].as_u64().unwrap();
+                let m = trace
+                    .marks
+                    .iter()
+                    .find(|m| m.label == label && m.t_ns == t && m.req() == s["req"].as_str())
+                    .unwrap_or_else(|| panic!("no {label} mark at {t}"));
+                let want: serde_json::Map<String, Value> = m
+                    .fields
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                    .collect();
+                assert_eq!(s[side].as_object().unwrap(), &want, "{side} of {s}");
+                extra += m.fields.iter().filter(|(k, _)| k != "req").count();
+            }
+        }
+        if from == "server_recv" {
+            assert!(extra > 0, "the test needs marks with fields other than req");
+        }
+    }
 }

@@ -3,9 +3,13 @@
 mod analyze;
 mod common;
 mod dcgm;
+mod fidelity;
+mod pinned;
+mod prometheus;
 mod rapl;
 mod readme;
 mod record;
 mod reliability;
 mod soak;
+mod stream;
 mod viz;

@@ -123,16 +123,17 @@ fn sources_lists_every_zone_with_its_wrap_bound() {
         "{out}"
     );
     for needle in [
-        "source rapl.package-0\n",
+        "source rapl.package-0  polled every 100ms (the default cadence; --interval sets it)\n",
         "package-0.energy",
-        "source rapl.package-0.core\n",
+        "source rapl.package-0.core  polled every 100ms (the default cadence; --interval sets it)\n",
         "package-0.core.energy",
         "package-0.uncore.energy",
-        "source rapl.psys\n",
+        "source rapl.psys  polled every 100ms (the default cadence; --interval sets it)\n",
         "psys.energy",
         "counter, wraps at 262143.32885 J",
-        // Intel's range at 2 kW: 65.5 s; psys at 10 kW: 13.1 s.
-        "note: package-0 (intel-rapl:0, package): wraps at 262143.329 J; at up to 2000 W it cannot wrap twice unseen if polled at least every 65.5 s; polled every 10.0 ms",
+        // Intel's range at 2 kW: 65.5 s; psys at 10 kW: 13.1 s; polled at the default
+        // cadence of a recording without --interval.
+        "note: package-0 (intel-rapl:0, package): wraps at 262143.329 J; at up to 2000 W it cannot wrap twice unseen if polled at least every 65.5 s; polled every 100.0 ms",
         "note: psys (intel-rapl:1, psys): wraps at 262143.329 J; at up to 10000 W it cannot wrap twice unseen if polled at least every 13.1 s",
         "note: package-0 (intel-rapl-mmio:0) not used: the MMIO interface to the counter intel-rapl:0 already reads: counted once",
     ] {

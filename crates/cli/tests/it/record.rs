@@ -377,3 +377,204 @@ fn sources_lists_every_backend_with_json_too() {
     let text = String::from_utf8(o.stdout).unwrap();
     assert!(text.contains("synthetic.power"), "{text}");
 }
+
+#[test]
+fn negative_durations_and_watts_are_refused_with_flinchs_own_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("t.flinch.csv");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["record", "--duration", "-1"],
+            "a duration cannot be negative",
+        ),
+        (
+            vec!["record", "--interval", "-10ms"],
+            "a duration cannot be negative",
+        ),
+        (
+            vec!["record", "--nvml-energy-interval", "-1s"],
+            "a duration cannot be negative",
+        ),
+        (
+            vec!["record", "--synthetic", "-50W/1s"],
+            "power must be ≥ 0 W",
+        ),
+        (
+            vec!["calibrate", "--seconds", "-5"],
+            "a duration cannot be negative",
+        ),
+    ];
+    for (args, want) in cases {
+        let o = run(flinch()
+            .current_dir(dir.path())
+            .args(&args)
+            .args(["--source", "synthetic", "--out"])
+            .arg(&out));
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {e}");
+        assert!(e.contains(want), "{args:?}: expected {want:?} in {e}");
+        assert!(!e.contains("-- -"), "{args:?}: misleading hint in {e}");
+        assert!(!out.exists());
+    }
+    let trace =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../viz/tests/fixtures/rapl-only.flinch.csv");
+    for w in ["-5", "-5W", "package-0=-5W"] {
+        let o = run(flinch()
+            .current_dir(dir.path())
+            .args(["plot"])
+            .arg(&trace)
+            .args(["-o", "p.png", "--idle-watts", w]));
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{w}: {e}");
+        assert!(e.contains("an idle level cannot be negative"), "{w}: {e}");
+        assert!(!dir.path().join("p.png").exists());
+    }
+}
+
+#[test]
+fn record_says_when_a_modelled_source_is_mixed_with_measured_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("t.flinch.csv");
+    let o = run(flinch()
+        .args([
+            "record",
+            "--no-fifo",
+            "--source",
+            "synthetic",
+            "--source",
+            "cpu",
+        ])
+        .args(["--duration", "300ms", "--out"])
+        .arg(&out));
+    let e = stderr(&o);
+    assert!(o.status.success(), "{e}");
+    assert!(
+        e.contains("synthetic is a model, not a measurement")
+            && e.contains("will not let it decide any verdict"),
+        "{e}"
+    );
+    let t = read_trace(&out).unwrap();
+    let modelled: Vec<(&str, bool)> = t
+        .header
+        .sources
+        .iter()
+        .map(|s| (s.name.as_str(), s.modelled))
+        .collect();
+    assert!(modelled.contains(&("synthetic", true)), "{modelled:?}");
+    assert!(modelled.contains(&("cpu.host", false)), "{modelled:?}");
+    // The synthetic source alone (a demonstration) is recorded without the note.
+    let o = run(flinch()
+        .args(["record", "--no-fifo", "--source", "synthetic", "--force"])
+        .args(["--duration", "300ms", "--out"])
+        .arg(&out));
+    assert!(o.status.success());
+    assert!(!stderr(&o).contains("is a model"), "{}", stderr(&o));
+}
+
+#[test]
+fn intervals_need_a_unit_impossible_ones_are_refused_and_the_real_cadences_are_said() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("t.flinch.csv");
+    // A bare number: 10 ms or 10 s?
+    let o = run(flinch()
+        .args([
+            "record",
+            "--no-fifo",
+            "--source",
+            "synthetic",
+            "--interval",
+            "10",
+        ])
+        .args(["--duration", "1s", "--out"])
+        .arg(&out));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("\"10\" has no unit: give 10ms or 10s"),
+        "{}",
+        stderr(&o)
+    );
+    // Finer than a recording can sample: refused, saying the floor.
+    let o = run(flinch()
+        .args([
+            "record",
+            "--no-fifo",
+            "--source",
+            "synthetic",
+            "--interval",
+            "1us",
+        ])
+        .args(["--duration", "1s", "--out"])
+        .arg(&out));
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    assert!(
+        e.contains("--interval 1us: flinch samples every 1ms at the finest")
+            && e.contains("give 1ms or more"),
+        "{e}"
+    );
+    assert!(!out.exists());
+    // The CPU source keeps its own 20 ms: record says so, and the trace holds it.
+    let o = run(flinch()
+        .args([
+            "record",
+            "--no-fifo",
+            "--source",
+            "synthetic",
+            "--source",
+            "cpu",
+        ])
+        .args(["--interval", "5ms", "--duration", "500ms", "--out"])
+        .arg(&out));
+    let e = stderr(&o);
+    assert!(o.status.success(), "{e}");
+    assert!(
+        e.contains("recording synthetic every 5ms; cpu.host every 20ms (its own cadence)"),
+        "{e}"
+    );
+    let t = read_trace(&out).unwrap();
+    let cadences: Vec<(u64, Vec<String>)> = t
+        .footer
+        .unwrap()
+        .cadences
+        .into_iter()
+        .map(|c| (c.interval_ns, c.sources))
+        .collect();
+    assert!(
+        cadences.contains(&(20_000_000, vec!["cpu.host".to_owned()])),
+        "{cadences:?}"
+    );
+    assert!(
+        cadences.contains(&(5_000_000, vec!["synthetic".to_owned()])),
+        "{cadences:?}"
+    );
+    // `sources` shows the same, for the --interval asked.
+    let o = run(flinch().args(["sources", "--interval", "5ms"]));
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success());
+    assert!(
+        text.contains("source cpu.host  polled every 20ms (its own cadence"),
+        "{text}"
+    );
+    assert!(
+        text.contains("source synthetic  polled every 5ms (--interval)"),
+        "{text}"
+    );
+    let cpu_poll_ns = |args: &[&str]| {
+        let o = run(flinch().args(args));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let cpu = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["name"] == "cpu")
+            .unwrap()
+            .clone();
+        cpu["poll_intervals_ns"]["cpu.host"].clone()
+    };
+    assert_eq!(
+        cpu_poll_ns(&["sources", "--json", "--interval", "10ms"]),
+        20_000_000
+    );
+    // Without --interval, as `record` without one: the default cadence.
+    assert_eq!(cpu_poll_ns(&["sources", "--json"]), 100_000_000);
+}

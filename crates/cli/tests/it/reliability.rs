@@ -9,7 +9,7 @@ use flinch_core::trace::{RowKind, Trace, read_trace};
 use rustix::process::{Pid, Signal, kill_process};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ExitStatus, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// A recorder process that is killed if the test fails before ending it, so that a failed
@@ -669,4 +669,459 @@ fn a_broken_stderr_ends_neither_the_recording_nor_the_wrapped_command() {
     let t = read_trace(&out).unwrap();
     let f = t.footer.as_ref().unwrap();
     assert_eq!((f.ended_by.as_str(), f.command_exit), ("command", Some(4)));
+}
+
+#[test]
+fn a_mark_says_which_recorder_took_it_and_two_recorders_never_share_a_fifo() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    let fifo = run.join("flinch/marks.fifo");
+    let info = run.join("flinch/marks.fifo.recorder");
+    let t1 = dir.path().join("t1.flinch.csv");
+    let start = |out: &Path| {
+        flinch()
+            .args(["record", "--quiet", "--source", "synthetic", "--out"])
+            .arg(out)
+            .env("XDG_RUNTIME_DIR", &run)
+            .env_remove("FLINCH_MARKS")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut rec = Rec(Some(start(&t1)));
+    wait_for("the recorder to say who it is", || {
+        std::fs::read_to_string(&info).is_ok_and(|s| s.contains("t1.flinch.csv"))
+    });
+    assert_eq!(
+        std::fs::symlink_metadata(&info).unwrap().mode() & 0o777,
+        0o600,
+        "readable by its owner only"
+    );
+    let pid = rec.id();
+
+    // `flinch mark` names the recorder that took the mark.
+    let o = flinch()
+        .args(["mark", "infer_start", "req=7"])
+        .env("XDG_RUNTIME_DIR", &run)
+        .env_remove("FLINCH_MARKS")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "mark infer_start taken by recorder pid {pid} writing {}",
+            t1.display()
+        )),
+        "{err}"
+    );
+    // So does the Python client, when asked.
+    let py = Command::new("python3")
+        .arg("-c")
+        .arg("import json, flinch_marks; print(json.dumps(flinch_marks.Marks().recorder()))")
+        .env(
+            "PYTHONPATH",
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../python"),
+        )
+        .env("XDG_RUNTIME_DIR", &run)
+        .env_remove("FLINCH_MARKS")
+        .output()
+        .unwrap();
+    assert!(
+        py.status.success(),
+        "{}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&py.stdout).unwrap();
+    assert_eq!(v["pid"], pid);
+    assert_eq!(v["trace"], t1.display().to_string());
+
+    // A second recorder on the same default is refused at once, naming the first.
+    let t2 = dir.path().join("t2.flinch.csv");
+    let o = start(&t2).wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!(
+            "recorder pid {pid} (writing {}) is already reading marks from {}",
+            t1.display(),
+            fifo.display()
+        )) && err.contains("--marks-fifo"),
+        "{err}"
+    );
+    assert!(!t2.exists());
+
+    // `--fifo` given an ordinary file is refused, not appended to.
+    let txt = dir.path().join("notatrace.txt");
+    std::fs::write(&txt, "notes\n").unwrap();
+    let o = flinch()
+        .args(["mark", "x", "--fifo"])
+        .arg(&txt)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("not a FIFO (a regular file)") && err.contains("--file"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&txt).unwrap(), "notes\n");
+
+    signal(&rec, Signal::TERM);
+    assert!(wait_exit(&mut rec, "the first recorder").success());
+    assert!(!info.exists(), "the description outlived its recorder");
+    let t = read_trace(&t1).unwrap();
+    assert_eq!(t.marks.len(), 1);
+
+    // Two recorders started in the same instant: exactly one gets the FIFO.
+    let (a, b) = (dir.path().join("a.csv"), dir.path().join("b.csv"));
+    let mut both = [Rec(Some(start(&a))), Rec(Some(start(&b)))];
+    std::thread::sleep(Duration::from_millis(1500));
+    let exited: Vec<bool> = both
+        .iter_mut()
+        .map(|r| r.try_wait().unwrap().is_some())
+        .collect();
+    assert_eq!(
+        exited.iter().filter(|&&e| e).count(),
+        1,
+        "exactly one of two simultaneous recorders must be refused: {exited:?}"
+    );
+    for r in &mut both {
+        if r.try_wait().unwrap().is_none() {
+            signal(r, Signal::TERM);
+            assert!(wait_exit(r, "the recorder that got the FIFO").success());
+        }
+    }
+}
+
+fn read_pid(p: &Path) -> u32 {
+    wait_for("a pid file", || {
+        std::fs::read_to_string(p).is_ok_and(|s| s.ends_with('\n'))
+    });
+    std::fs::read_to_string(p).unwrap().trim().parse().unwrap()
+}
+
+/// Waits until `pid` no longer runs (gone, or a zombie nobody reaped yet).
+fn gone_within(pid: u32, within: Duration) -> bool {
+    let t = Instant::now();
+    while let Some(state) = process_state(pid)
+        && state != 'Z'
+    {
+        if t.elapsed() > within {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
+
+fn kill_quietly(pid: u32) {
+    let _ = kill_process(Pid::from_raw(pid as i32).unwrap(), Signal::KILL);
+}
+
+/// A command that forks two workers and waits: one ends on SIGTERM, one ignores it.
+fn forking_command(dir: &Path) -> (String, PathBuf, PathBuf, PathBuf) {
+    let (me, w1, w2) = (dir.join("cmd.pid"), dir.join("w1.pid"), dir.join("w2.pid"));
+    let script = format!(
+        "echo $$ > {me}; sleep 1000 & echo $! > {w1}; (trap '' TERM; exec sleep 1000) & \
+         echo $! > {w2}; wait",
+        me = me.display(),
+        w1 = w1.display(),
+        w2 = w2.display()
+    );
+    (script, me, w1, w2)
+}
+
+#[test]
+fn a_killed_recorder_ends_the_wrapped_commands_whole_process_group() {
+    // Twice: flinch started by a program (not a process group leader: the command gets a
+    // group of its own), and flinch leading its own group (a shell job: the command shares
+    // it, so the terminal's Ctrl-C and Ctrl-Z work as without flinch).
+    for leader in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let (script, me, w1, w2) = forking_command(dir.path());
+        let out = dir.path().join("t.csv");
+        let mut c = flinch();
+        c.args([
+            "record",
+            "--quiet",
+            "--no-fifo",
+            "--source",
+            "synthetic",
+            "--out",
+        ])
+        .arg(&out)
+        .args(["--", "sh", "-c", &script])
+        .stderr(Stdio::piped());
+        if leader {
+            std::os::unix::process::CommandExt::process_group(&mut c, 0);
+        }
+        let mut rec = Rec(Some(c.spawn().unwrap()));
+        let pids = [read_pid(&me), read_pid(&w1), read_pid(&w2)];
+        for p in pids {
+            assert!(matches!(process_state(p), Some('S' | 'R')), "{p}");
+        }
+        signal(&rec, Signal::KILL);
+        wait_exit(&mut rec, "SIGKILL");
+        // SIGTERM to the group at once, SIGKILL 3 s later for the worker ignoring it.
+        let ok: Vec<bool> = pids
+            .iter()
+            .map(|&p| gone_within(p, Duration::from_secs(15)))
+            .collect();
+        pids.iter().for_each(|&p| kill_quietly(p));
+        let err = stderr_of(rec.into_child());
+        assert_eq!(
+            ok, [true; 3],
+            "leader={leader}: the command and its workers must not outlive the recorder: {err}"
+        );
+        assert!(
+            err.contains("the recorder died: sent SIGTERM to the wrapped command's process group"),
+            "leader={leader}: {err}"
+        );
+    }
+}
+
+#[test]
+fn workers_left_behind_by_a_command_that_exits_are_ended_and_said() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path().join("w.pid");
+    let script = format!("sleep 1000 & echo $! > {}", w.display());
+    let (mut rec, out) = record(dir.path(), "t.csv", None, &["--", "sh", "-c", &script]);
+    let st = wait_exit(&mut rec, "the command exited");
+    let worker = read_pid(&w);
+    let ok = gone_within(worker, Duration::from_secs(5));
+    kill_quietly(worker);
+    assert!(ok, "the worker outlived the recording");
+    assert!(st.success());
+    let err = stderr_of(rec.into_child());
+    assert!(
+        err.contains("the command exited but left processes"),
+        "{err}"
+    );
+    let t = read_trace(&out).unwrap();
+    assert!(t.events.iter().any(|e| e.label == "command_leftovers"));
+}
+
+#[test]
+fn hup_usr1_and_usr2_are_passed_to_the_wrapped_command_and_the_recording_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let py = r#"
+import signal, sys, time
+log = sys.argv[1]
+def h(sig, frame):
+    with open(log, "a") as f:
+        f.write(signal.Signals(sig).name + "\n")
+for s in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+    signal.signal(s, h)
+with open(log, "a") as f:
+    f.write("ready\n")
+while True:
+    time.sleep(0.01)
+"#;
+    let (mut rec, out) = record(
+        dir.path(),
+        "t.csv",
+        None,
+        &["--", "python3", "-c", py, log.to_str().unwrap()],
+    );
+    let lines = || -> Vec<String> {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+    wait_for("the command's handlers", || lines().len() == 1);
+    for (sig, name) in [
+        (Signal::HUP, "SIGHUP"),
+        (Signal::USR1, "SIGUSR1"),
+        (Signal::USR2, "SIGUSR2"),
+    ] {
+        signal(&rec, sig);
+        wait_for(name, || lines().last().map(String::as_str) == Some(name));
+    }
+    assert!(
+        rec.try_wait().unwrap().is_none(),
+        "a HUP ended the recording"
+    );
+    signal(&rec, Signal::TERM);
+    let st = wait_exit(&mut rec, "after SIGTERM");
+    assert_eq!(st.code(), Some(128 + 15), "{}", stderr_of(rec.into_child()));
+    assert_eq!(lines(), ["ready", "SIGHUP", "SIGUSR1", "SIGUSR2"]);
+    let t = read_trace(&out).unwrap();
+    assert_eq!(t.footer.unwrap().command_exit, Some(143));
+}
+
+/// Lines of a child's stderr as they come, each with when it came.
+fn collect_lines(
+    r: impl std::io::Read + Send + 'static,
+) -> std::sync::Arc<std::sync::Mutex<Vec<(Instant, String)>>> {
+    use std::io::BufRead;
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let l2 = lines.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(r).lines().map_while(Result::ok) {
+            l2.lock().unwrap().push((Instant::now(), line));
+        }
+    });
+    lines
+}
+
+fn limit_file_size(pid: u32, bytes: Option<u64>) {
+    rustix::process::prlimit(
+        Pid::from_raw(pid as i32),
+        rustix::process::Resource::Fsize,
+        rustix::process::Rlimit {
+            current: bytes,
+            maximum: None,
+        },
+    )
+    .unwrap();
+}
+
+const FSIZE_LIMIT: u64 = 40_000;
+
+fn record_into_a_small_file(dir: &Path, write_retry: &str) -> (Rec, PathBuf, PathBuf) {
+    let out = dir.join("t.csv");
+    let fifo = dir.join("m.fifo");
+    let rec = Rec(Some(
+        flinch()
+            .args(["record", "--source", "synthetic", "--interval", "1ms"])
+            .args(["--write-retry", write_retry, "--out"])
+            .arg(&out)
+            .arg("--marks-fifo")
+            .arg(&fifo)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ));
+    // A file-size limit (`ulimit -f`) on the recorder, set from outside: the header is
+    // smaller than it, the rows soon are not. Writes past it fail with EFBIG (SIGXFSZ is
+    // not ignored here: flinch must handle it itself).
+    limit_file_size(rec.id(), Some(FSIZE_LIMIT));
+    wait_for("the FIFO", || MarkClient::open(&fifo).is_ok());
+    (rec, out, fifo)
+}
+
+fn wait_line(lines: &std::sync::Mutex<Vec<(Instant, String)>>, what: &str) -> (Instant, String) {
+    let find = || {
+        lines
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(_, l)| l.contains(what))
+            .cloned()
+    };
+    wait_for(what, || find().is_some());
+    find().unwrap()
+}
+
+#[test]
+fn a_full_disk_is_reported_at_once_held_and_retried_and_the_recording_stops_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut rec, out, fifo) = record_into_a_small_file(dir.path(), "2s");
+    let lines = collect_lines(rec.stderr.take().unwrap());
+    mark(&fifo, "before");
+    let (t_err, err) = wait_line(&lines, "flinch: error: cannot write");
+    assert!(
+        err.contains("File too large") && err.contains("retrying"),
+        "{err}"
+    );
+    // Reported while recording, not at the end: the recorder holds on for --write-retry.
+    assert!(rec.try_wait().unwrap().is_none(), "{err}");
+    mark(&fifo, "during");
+    let st = wait_exit(&mut rec, "a recording that cannot be written");
+    let t_exit = Instant::now();
+    std::thread::sleep(Duration::from_millis(200));
+    let all: Vec<String> = lines
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, l)| l.clone())
+        .collect();
+    let all = all.join("\n");
+    assert_eq!(st.code(), Some(2), "{all}");
+    assert!(
+        t_exit - t_err >= Duration::from_millis(1500),
+        "the error was said only {:?} before the end: {all}",
+        t_exit - t_err
+    );
+    assert!(
+        all.contains("still cannot be written") && all.contains("stopping the recording"),
+        "{all}"
+    );
+    assert!(
+        all.contains("bytes of rows held in memory are lost")
+            && all.contains("readable up to there"),
+        "{all}"
+    );
+    // The file: within the limit, whole rows only, readable, the early mark in it.
+    let bytes = std::fs::read(&out).unwrap();
+    assert!(bytes.len() as u64 <= FSIZE_LIMIT);
+    assert_eq!(bytes.last(), Some(&b'\n'), "a row cut in the middle");
+    let t = read_trace(&out).unwrap();
+    assert!(!t.complete());
+    assert!(
+        t.warnings.iter().any(|w| w.contains("no footer")),
+        "{:?}",
+        t.warnings
+    );
+    assert!(
+        !t.warnings.iter().any(|w| w.contains("cut")),
+        "{:?}",
+        t.warnings
+    );
+    assert_eq!(
+        t.marks.iter().map(|m| m.label.as_str()).collect::<Vec<_>>(),
+        ["before"]
+    );
+    assert!(samples_in_file(&t) > 100);
+}
+
+#[test]
+fn a_disk_that_frees_up_within_the_retry_time_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut rec, out, fifo) = record_into_a_small_file(dir.path(), "60s");
+    let lines = collect_lines(rec.stderr.take().unwrap());
+    mark(&fifo, "before");
+    wait_line(&lines, "flinch: error: cannot write");
+    mark(&fifo, "during");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(rec.try_wait().unwrap().is_none());
+    limit_file_size(rec.id(), None); // space again
+    wait_line(&lines, "flinch: writing");
+    mark(&fifo, "after");
+    std::thread::sleep(Duration::from_millis(200));
+    signal(&rec, Signal::TERM);
+    let st = wait_exit(&mut rec, "SIGTERM");
+    let all: Vec<String> = lines
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, l)| l.clone())
+        .collect();
+    assert!(st.success(), "{all:?}");
+    let t = read_trace(&out).unwrap();
+    assert!(t.complete(), "{:?}", t.warnings);
+    assert!(std::fs::metadata(&out).unwrap().len() > FSIZE_LIMIT);
+    assert_eq!(
+        t.marks.iter().map(|m| m.label.as_str()).collect::<Vec<_>>(),
+        ["before", "during", "after"]
+    );
+    let rec_ev = t
+        .events
+        .iter()
+        .find(|e| e.label == "write_recovered")
+        .expect("the trace says it could not be written for a while");
+    assert!(rec_ev.text.contains("File too large"), "{}", rec_ev.text);
+    // The samples held in memory meanwhile are all there: no hole in the 1 ms series.
+    let ts = &t.channel("synthetic.power").unwrap().t_ns;
+    let widest = ts.windows(2).map(|w| w[1] - w[0]).max().unwrap();
+    assert!(
+        widest < 200_000_000,
+        "a hole of {} ms in the samples",
+        widest / 1_000_000
+    );
 }

@@ -53,6 +53,9 @@ struct Soak {
     marks_in_trace: u64,
     missing_marks: u64,
     samples: u64,
+    /// Readings the synthetic source wrote at the steps of its schedule (just before and at
+    /// each step), besides those of its polls.
+    step_readings: u64,
     trace_bytes: u64,
     dropped_readings: u64,
     ticks: u64,
@@ -166,7 +169,7 @@ fn soak(duration: Duration, dir: &Path) -> Soak {
             while !done.load(Ordering::SeqCst) {
                 let ns = n.to_string();
                 let fields = [("n", ns.as_str()), ("req", "soak")];
-                let r = if n % 2 == 0 {
+                let r = if n.is_multiple_of(2) {
                     long_lived.mark("tick", &fields)
                 } else {
                     MarkClient::open(&fifo).and_then(|mut c| c.mark("tick", &fields))
@@ -221,6 +224,21 @@ fn soak(duration: Duration, dir: &Path) -> Soak {
         .collect();
     let missing = sent.iter().filter(|n| !got.contains(n)).count() as u64;
     let cad = footer.cadences.first().cloned().unwrap_or_default();
+    // The default schedule steps every second from the source's origin.
+    let origin: u64 = trace.header.sources[0].attributes["origin_ns"]
+        .parse()
+        .unwrap();
+    let step_readings = trace
+        .channel("synthetic.power")
+        .unwrap()
+        .t_ns
+        .iter()
+        .filter(|&&t| {
+            let phase = t.saturating_sub(origin) % 1_000_000_000;
+            phase == 0 || phase == 999_999_999
+        })
+        .count() as u64
+        * 3;
     Soak {
         duration,
         series,
@@ -229,6 +247,7 @@ fn soak(duration: Duration, dir: &Path) -> Soak {
         marks_in_trace: trace.marks.len() as u64,
         missing_marks: missing,
         samples: trace.sample_count() as u64,
+        step_readings,
         trace_bytes: std::fs::metadata(&out).unwrap().len(),
         dropped_readings: footer.dropped_readings,
         ticks: cad.ticks,
@@ -262,11 +281,12 @@ fn check(s: &Soak, rss_tolerance_kib: u64) {
     );
     assert_eq!(s.dropped_readings, 0, "readings dropped");
     // 3 channels at 1 kHz; the schedule skips (and counts) ticks it could not keep, so
-    // count what was scheduled.
+    // count what was scheduled; the synthetic source also writes its steps at their times.
+    assert!(s.step_readings > 0);
     assert_eq!(
         s.samples,
-        3 * s.ticks + 3,
-        "every tick's readings plus the final poll"
+        3 * s.ticks + 3 + s.step_readings,
+        "every tick's readings plus the final poll and the schedule's steps"
     );
     // Flat: from 10 s in (the allocator and buffers have grown to their working size) to the
     // end, memory within a tolerance and not one descriptor more.

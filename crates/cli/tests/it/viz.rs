@@ -74,7 +74,7 @@ fn plot_draws_the_real_llm_trace_and_the_rapl_only_trace() {
     assert!(o.status.success(), "{err}");
     assert!(out.contains("16 span(s)"), "{out}");
     assert!(
-        out.contains("gpu0 idle 120.0 W") && out.contains("7 activity line(s)"),
+        out.contains("gpu0 idle 120.0 W") && out.contains("8 activity line(s)"),
         "{out}"
     );
     assert!(out.contains("histogram"), "{out}");
@@ -136,7 +136,8 @@ fn export_writes_valid_perfetto_and_a_wide_csv_for_real_and_rapl_traces() {
             .arg("--perfetto")
             .arg(&json)
             .arg("--csv")
-            .arg(&csv));
+            .arg(&csv)
+            .arg("--force"));
         assert!(o.status.success(), "{err}");
         assert!(out.contains("ui.perfetto.dev"), "{out}");
         let t = flinch_core::trace::read_trace(&trace).unwrap();
@@ -150,7 +151,7 @@ fn export_writes_valid_perfetto_and_a_wide_csv_for_real_and_rapl_traces() {
         let text = std::fs::read_to_string(&csv).unwrap();
         let header = text.lines().next().unwrap();
         assert!(
-            header.starts_with("t_ns,t_s,") && header.ends_with(",mark"),
+            header.starts_with("t_ns,t_s,") && header.contains(",mark,mark_label"),
             "{header}"
         );
         assert!(
@@ -164,11 +165,13 @@ fn export_writes_valid_perfetto_and_a_wide_csv_for_real_and_rapl_traces() {
     }
     // The LLM trace's requests become threads with their stages.
     let json = dir.path().join("t.json");
-    run(flinch()
+    let (o, _, err) = run(flinch()
         .arg("export")
         .arg(llm())
         .arg("--perfetto")
-        .arg(&json));
+        .arg(&json)
+        .arg("--force"));
+    assert!(o.status.success(), "{err}");
     let s = check_trace_events(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert!(s.thread_names.values().any(|n| n == "req 15"));
     assert!(s.slices.iter().any(|x| x.2 == "infer_start → first_token"));
@@ -212,7 +215,7 @@ fn bad_input_gets_a_clear_error_and_no_output() {
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
             vec!["plot", "missing.flinch.csv"],
-            "missing.flinch.csv is not a file",
+            "missing.flinch.csv does not exist",
         ),
         (
             vec!["plot", "ok.flinch.csv", "-o", "out.jpg"],
@@ -287,5 +290,129 @@ fn bad_input_gets_a_clear_error_and_no_output() {
             vec!["bad.flinch.csv", "ok.flinch.csv"],
             "{args:?}"
         );
+    }
+}
+
+#[test]
+fn outputs_never_replace_a_file_without_force_nor_write_through_a_symlink() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::copy(rapl(), d.join("t.flinch.csv")).unwrap();
+    let mine = "print('the user program')\n";
+    std::fs::write(d.join("prog.py"), mine).unwrap();
+    std::fs::write(d.join("t.png"), "an older picture").unwrap();
+    std::fs::write(d.join("idle.json"), "{}").unwrap();
+    std::os::unix::fs::symlink(d.join("prog.py"), d.join("link.json")).unwrap();
+    let before = files(d);
+    for args in [
+        vec!["export", "t.flinch.csv", "--csv", "prog.py"],
+        vec!["export", "t.flinch.csv", "--perfetto", "link.json"],
+        vec!["plot", "t.flinch.csv"], // the default t.png
+        vec!["plot", "t.flinch.csv", "-o", "t.png"],
+        vec!["calibrate", "--source", "synthetic", "--seconds", "1s"],
+        vec![
+            "calibrate",
+            "--source",
+            "synthetic",
+            "--seconds",
+            "1s",
+            "--out",
+            "link.json",
+        ],
+    ] {
+        let (o, _, err) = run(flinch().current_dir(d).args(&args));
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("already exists"), "{args:?}: {err}");
+        assert!(err.contains("--force"), "{args:?}: {err}");
+        assert_eq!(files(d), before, "{args:?} left files behind");
+        assert_eq!(std::fs::read_to_string(d.join("prog.py")).unwrap(), mine);
+        assert_eq!(
+            std::fs::read_to_string(d.join("t.png")).unwrap(),
+            "an older picture"
+        );
+    }
+    // With --force the names are replaced; the symlink's target is not written through.
+    for args in [
+        vec![
+            "export",
+            "t.flinch.csv",
+            "--perfetto",
+            "link.json",
+            "--force",
+        ],
+        vec!["plot", "t.flinch.csv", "--force"],
+    ] {
+        let (o, _, err) = run(flinch().current_dir(d).args(&args));
+        assert!(o.status.success(), "{args:?}: {err}");
+    }
+    assert_eq!(std::fs::read_to_string(d.join("prog.py")).unwrap(), mine);
+    let link = std::fs::symlink_metadata(d.join("link.json")).unwrap();
+    assert!(link.is_file(), "the symlink was replaced by the output");
+    check_trace_events(&std::fs::read_to_string(d.join("link.json")).unwrap()).unwrap();
+    assert_eq!(png_size(&d.join("t.png")).0, 1400);
+    assert_eq!(files(d), before, "temporary files left behind");
+}
+
+#[test]
+fn the_messages_a_new_user_met_say_what_is_wrong_in_one_wording() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // A missing trace: the same words from every command.
+    for cmd in ["analyze", "plot", "export"] {
+        let mut c = flinch();
+        c.current_dir(d).args([cmd, "missing.flinch.csv"]);
+        if cmd == "export" {
+            c.args(["--csv", "out.csv"]);
+        }
+        let (o, _, err) = run(&mut c);
+        assert_eq!(o.status.code(), Some(2), "{cmd}: {err}");
+        assert!(
+            err.contains(
+                "missing.flinch.csv does not exist: give the trace file written by `flinch record`"
+            ),
+            "{cmd}: {err}"
+        );
+    }
+    // A trace cut inside its header line: said to be cut, not to lack a header.
+    let whole = std::fs::read_to_string(rapl()).unwrap();
+    let cut_at = whole.find("\n# header ").unwrap() + 40;
+    std::fs::write(d.join("cut.flinch.csv"), &whole[..cut_at]).unwrap();
+    for cmd in ["analyze", "plot", "export"] {
+        let mut c = flinch();
+        c.current_dir(d).args([cmd, "cut.flinch.csv"]);
+        if cmd == "export" {
+            c.args(["--csv", "out.csv"]);
+        }
+        let (o, _, err) = run(&mut c);
+        assert_eq!(o.status.code(), Some(2), "{cmd}: {err}");
+        assert!(
+            err.contains("cut.flinch.csv:2: the header line is cut short"),
+            "{cmd}: {err}"
+        );
+    }
+    // export with no output names both ways to give one.
+    std::fs::copy(rapl(), d.join("ok.flinch.csv")).unwrap();
+    let (o, _, err) = run(flinch().current_dir(d).args(["export", "ok.flinch.csv"]));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        err.contains("--perfetto <OUT.pftrace|OUT.json>|--csv <OUT.csv>|--parquet <DIR>"),
+        "{err}"
+    );
+    // The helps of analyze and plot say the same about the idle level: one source, never
+    // "A wins over B" while giving both is an error.
+    for (cmd, both) in [("analyze", "not both"), ("plot", "not several")] {
+        let (o, help, _) = run(flinch().args([cmd, "--help"]));
+        assert!(o.status.success());
+        let flat = help.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(
+            flat.contains("The idle level: give one of"),
+            "{cmd}: {flat}"
+        );
+        assert!(flat.contains(both), "{cmd}: {flat}");
+        assert!(
+            flat.contains("the profile embedded by `record --idle` is used, if any"),
+            "{cmd}: {flat}"
+        );
+        assert!(!flat.contains("else --idle"), "{cmd}: {flat}");
     }
 }

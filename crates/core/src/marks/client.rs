@@ -159,6 +159,17 @@ impl MarkClient {
         self.is_fifo
     }
 
+    /// The recorder reading this FIFO, as it describes itself next to it (its pid and
+    /// trace; see [`super::owner`]). `None` for a marks file, or when no trustworthy
+    /// description is there (a recorder of an older flinch, or one that just stopped).
+    pub fn recorder(&self) -> Option<super::owner::RecorderInfo> {
+        if !self.is_fifo {
+            return None;
+        }
+        let md = self.file.metadata().ok()?;
+        super::owner::read_recorder_info(&self.path, Some((md.dev(), md.ino())))
+    }
+
     /// Marks dropped so far because the pipe was full.
     pub fn dropped(&self) -> u64 {
         self.dropped

@@ -31,6 +31,7 @@
 //! they send: [`paths`].
 
 pub mod client;
+pub mod owner;
 pub mod paths;
 
 use std::fmt;

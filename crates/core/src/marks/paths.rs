@@ -19,6 +19,25 @@ pub fn default_dir() -> PathBuf {
     }
 }
 
+/// Every place a client may look for the per-user default FIFO, the current default first:
+/// `$XDG_RUNTIME_DIR/flinch/marks.fifo` (when set), systemd's `/run/user/<uid>/flinch/marks.fifo`
+/// and `/tmp/flinch-<uid>/marks.fifo`. A client started without `XDG_RUNTIME_DIR` (cron, ssh
+/// without a login session, sudo) uses the last one while a recorder started in a desktop
+/// session uses the first.
+pub fn default_fifo_candidates() -> Vec<PathBuf> {
+    let uid = rustix::process::geteuid().as_raw();
+    let mut v = vec![default_fifo_path()];
+    for p in [
+        PathBuf::from(format!("/run/user/{uid}/flinch/marks.fifo")),
+        PathBuf::from(format!("/tmp/flinch-{uid}/marks.fifo")),
+    ] {
+        if !v.contains(&p) {
+            v.push(p);
+        }
+    }
+    v
+}
+
 /// The default FIFO path: `<default_dir>/marks.fifo`.
 pub fn default_fifo_path() -> PathBuf {
     default_dir().join("marks.fifo")

@@ -21,10 +21,11 @@
 //! never needs CSV quoting and never contains pandas' comment character.
 
 mod reader;
+pub mod stream;
 mod writer;
 
 pub use reader::{ChannelData, Gap, Trace, TraceEvent, read_trace, read_trace_from};
-pub use writer::{TraceWriter, create_trace_file};
+pub use writer::{CutBack, TraceWriter, create_trace_file};
 
 use crate::channel::SourceInfo;
 use crate::clock::ClockAnchor;
@@ -58,6 +59,10 @@ pub struct Header {
     /// Kernel release.
     #[serde(default)]
     pub kernel: String,
+    /// What the machine is (CPU model, cores, memory, OS, kernel), as the recorder found it;
+    /// `None` in traces written before it was recorded, and where nothing could be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine: Option<MachineInfo>,
     /// flinch's own command line.
     #[serde(default)]
     pub argv: Vec<String>,
@@ -100,6 +105,42 @@ impl Header {
     }
 }
 
+/// The machine a recording was made on. Every field is optional: a reader must accept any of
+/// them missing (an OS that does not say, a trace written before the field existed), and
+/// newer writers may add fields.
+///
+/// `flinch-record` fills it at the start of a recording (through the `sysinfo` crate); the
+/// host name and the bare kernel release stay in [`Header::host`] and [`Header::kernel`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct MachineInfo {
+    /// The CPU model as the OS names it (`model name` in `/proc/cpuinfo`), e.g.
+    /// `AMD EPYC 9654 96-Core Processor`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_model: Option<String>,
+    /// Logical CPUs (hardware threads) the OS lists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logical_cpus: Option<u32>,
+    /// Physical cores, over all sockets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub physical_cores: Option<u32>,
+    /// Total memory (RAM), bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+    /// The operating system's name (`NAME` in `/etc/os-release`), e.g. `Debian GNU/Linux`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os: Option<String>,
+    /// The operating system's version (`VERSION_ID`), e.g. `13`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os_version: Option<String>,
+    /// The kernel's name and release, e.g. `Linux 6.12.13-200.fc41.x86_64`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<String>,
+    /// The CPU architecture, e.g. `x86_64`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arch: Option<String>,
+}
+
 /// Where a recording took its marks from.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MarksInfo {
@@ -111,18 +152,22 @@ pub struct MarksInfo {
     pub file: Option<String>,
 }
 
-/// Timing of one sampler thread, written in the footer.
+/// Timing of one cadence (a source polled on its own schedule), written in the footer.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct CadenceStats {
-    /// The thread's interval, ns.
+    /// The cadence's interval, ns (for a phase-locked source: the sensor's period as
+    /// declared).
     pub interval_ns: u64,
-    /// Sources polled by it.
+    /// Sources polled on it.
     pub sources: Vec<String>,
-    /// Ticks run.
+    /// The sampler thread that polled them ([`ThreadStats::name`]).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub thread: String,
+    /// Polls made (for a phase-locked source: guards, probes and retries included).
     pub ticks: u64,
-    /// Ticks skipped because a tick ran past the next deadline.
+    /// Deadlines skipped because the thread was still busy past them.
     pub missed_ticks: u64,
-    /// Median |poll start − its deadline| on the absolute schedule, ns.
+    /// Median |wake-up − the deadline the thread woke for| over this cadence's polls, ns.
     #[serde(alias = "lag_p50_ns")]
     pub deviation_p50_ns: u64,
     /// 99th percentile of that deviation, ns.
@@ -131,7 +176,56 @@ pub struct CadenceStats {
     /// Largest deviation, ns.
     #[serde(alias = "lag_max_ns")]
     pub deviation_max_ns: u64,
-    /// CPU time the thread used, ns (polls, clock reads, channel sends).
+    /// CPU time of its polls, ns, from the thread's CPU clock read after each poll (the
+    /// cost of the wake-ups themselves is in [`ThreadStats::cpu_ns`]). Traces written
+    /// before 2026-12 shared each wake-up's CPU between the sources polled by wall time.
+    pub cpu_ns: u64,
+    /// Wall time spent inside its polls, ns.
+    #[serde(default)]
+    pub poll_ns: u64,
+    /// What the phase lock did, for a source polled once per sensor update.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase_lock: Option<PhaseStats>,
+}
+
+/// What the phase lock of a source polled once per sensor update did over a recording
+/// (written in the footer).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PhaseStats {
+    /// The update period declared by the source, ns.
+    pub declared_period_ns: u64,
+    /// The period measured, ns.
+    pub period_ns: u64,
+    /// Polls made.
+    pub polls: u64,
+    /// Value changes seen (sensor updates).
+    pub updates: u64,
+    /// Guard polls (just before a predicted window: a change there means the phase was
+    /// lost).
+    pub guards: u64,
+    /// Probe polls (inside a predicted window, to narrow it).
+    pub probes: u64,
+    /// Retry polls (an update that came later than predicted).
+    pub retries: u64,
+    /// Periods in which no change was found (the update came much later, or the sensor
+    /// repeated its value).
+    pub misses: u64,
+    /// Times the lock started over, polling every `P/20` until a change (the first
+    /// included).
+    pub acquisitions: u64,
+    /// Width of the bracket around the last update when the recording ended, ns.
+    pub bracket_ns: u64,
+}
+
+/// One sampler thread, written in the footer.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ThreadStats {
+    /// The thread's name (`flinch-sample` for the one that polls every cheap source,
+    /// `flinch-slow-<interval>` for slow ones).
+    pub name: String,
+    /// Times it woke to poll.
+    pub wakeups: u64,
+    /// All the CPU time it used, ns: polls, sleeping and waking, sending readings.
     pub cpu_ns: u64,
 }
 
@@ -140,7 +234,8 @@ pub struct CadenceStats {
 pub struct Footer {
     /// Always true when present.
     pub complete: bool,
-    /// What ended the recording: `duration`, `signal`, `command`, `stopped`.
+    /// What ended the recording: `duration`, `signal`, `command`, `stopped`,
+    /// `output-closed`, `error`.
     pub ended_by: String,
     /// The (monotonic, realtime) pair taken at the end.
     pub end_anchor: ClockAnchor,
@@ -154,8 +249,11 @@ pub struct Footer {
     pub dropped_readings: u64,
     /// Gaps opened (source errors).
     pub gaps: u64,
-    /// Per sampler thread.
+    /// Per cadence.
     pub cadences: Vec<CadenceStats>,
+    /// Per sampler thread.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub threads: Vec<ThreadStats>,
     /// The wrapped command's exit code (128 + signal when killed), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command_exit: Option<i32>,

@@ -1,4 +1,12 @@
 //! Writing traces: buffered, append-only, flushed on every mark and at least every second.
+//!
+//! Rows are formatted whole into a buffer of the writer's own; a flush writes the buffer
+//! out and keeps whatever the file did not take. So a write that fails (a full disk, a
+//! file-size limit) loses nothing and cuts no row in memory: rows go on being appended to
+//! the buffer, and a later flush continues exactly where the file stopped. The caller
+//! decides how long to hold rows that way ([`TraceWriter::set_holding`]) and, when it gives
+//! up, [`TraceWriter::pending_bytes`] says what is lost and a file can be cut back to its
+//! last whole row ([`TraceWriter::cut_to_last_row`]).
 
 use super::{
     COLUMNS_LINE, FOOTER_PREFIX, Footer, HEADER_PREFIX, Header, MAGIC_LINE, RowKind, escape_text,
@@ -9,7 +17,7 @@ use crate::marks::Mark;
 use crate::source::Reading;
 use rustix::fs::OFlags;
 use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -47,10 +55,19 @@ pub fn create_trace_file(path: &Path, force: bool) -> Result<File> {
     }
 }
 
+/// The buffer is written out when it holds this much (and on every flush).
+const BUFFER_BYTES: usize = 256 * 1024;
+
 /// Writes one trace. Rows are formatted straight into the buffer: no heap allocation per
 /// sample.
 pub struct TraceWriter<W: Write> {
-    out: BufWriter<W>,
+    out: W,
+    buf: Vec<u8>,
+    /// Rows are only appended, never written out, until a flush (after a write error).
+    holding: bool,
+    /// Bytes the file has taken, and the end of its last whole row.
+    written: u64,
+    written_rows_end: u64,
     clock: Arc<dyn Clock>,
     channel_names: Vec<String>,
     flush_interval_ns: u64,
@@ -72,20 +89,23 @@ impl<W: Write> TraceWriter<W> {
         clock: Arc<dyn Clock>,
         flush_interval_ns: u64,
     ) -> io::Result<Self> {
-        let mut out = BufWriter::with_capacity(256 * 1024, out);
+        let mut buf = Vec::with_capacity(BUFFER_BYTES + 8192);
         let json = serde_json::to_string(header).map_err(io::Error::other)?;
-        writeln!(out, "{MAGIC_LINE}")?;
-        writeln!(out, "{HEADER_PREFIX}{json}")?;
-        writeln!(out, "{COLUMNS_LINE}")?;
-        out.flush()?;
+        writeln!(buf, "{MAGIC_LINE}")?;
+        writeln!(buf, "{HEADER_PREFIX}{json}")?;
+        writeln!(buf, "{COLUMNS_LINE}")?;
         let channel_names = header
             .sources
             .iter()
             .flat_map(|s| s.channels.iter().map(|c| c.name.clone()))
             .collect();
         let now = clock.now_ns();
-        Ok(TraceWriter {
+        let mut w = TraceWriter {
             out,
+            buf,
+            holding: false,
+            written: 0,
+            written_rows_end: 0,
             clock,
             channel_names,
             flush_interval_ns,
@@ -95,7 +115,58 @@ impl<W: Write> TraceWriter<W> {
             marks: 0,
             bad_marks: 0,
             gaps: 0,
-        })
+        };
+        w.flush()?;
+        Ok(w)
+    }
+
+    /// Writes the buffer out once it is full (not while holding).
+    fn row_done(&mut self) -> io::Result<()> {
+        if self.buf.len() >= BUFFER_BYTES && !self.holding {
+            self.write_out()?;
+        }
+        Ok(())
+    }
+
+    /// Writes out as much of the buffer as the file takes, dropping what it took.
+    fn write_out(&mut self) -> io::Result<()> {
+        let mut done = 0;
+        let r = loop {
+            if done == self.buf.len() {
+                break Ok(());
+            }
+            match self.out.write(&self.buf[done..]) {
+                Ok(0) => break Err(io::Error::from(io::ErrorKind::WriteZero)),
+                Ok(n) => {
+                    if let Some(i) = self.buf[done..done + n].iter().rposition(|&b| b == b'\n') {
+                        self.written_rows_end = self.written + (i + 1) as u64;
+                    }
+                    self.written += n as u64;
+                    done += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        self.buf.drain(..done);
+        r
+    }
+
+    /// While holding, rows are only appended to memory; [`TraceWriter::flush`] still
+    /// writes. Set after a write error, so that the rows that follow wait for a retry
+    /// instead of each failing again.
+    pub fn set_holding(&mut self, holding: bool) {
+        self.holding = holding;
+    }
+
+    /// Bytes formatted but not yet taken by the file.
+    pub fn pending_bytes(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Bytes the file has taken.
+    pub fn written_bytes(&self) -> u64 {
+        self.written
     }
 
     fn channel_name(&self, channel: u32) -> &str {
@@ -112,9 +183,9 @@ impl<W: Write> TraceWriter<W> {
             .get(r.channel as usize)
             .map(String::as_str)
             .unwrap_or("?");
-        writeln!(self.out, "{},sample,{},{},,", r.t_ns, name, r.value)?;
+        writeln!(self.buf, "{},sample,{},{},,", r.t_ns, name, r.value)?;
         self.samples += 1;
-        Ok(())
+        self.row_done()
     }
 
     /// Writes a mark and flushes at once: a received mark is never left in a buffer.
@@ -145,7 +216,7 @@ impl<W: Write> TraceWriter<W> {
         if m.t_from_client {
             let delay = m.recv_ns as i128 - m.t_ns as i128;
             writeln!(
-                self.out,
+                self.buf,
                 "{},mark,{},{},{},{}",
                 m.t_ns,
                 m.via.name(),
@@ -155,7 +226,7 @@ impl<W: Write> TraceWriter<W> {
             )?;
         } else {
             writeln!(
-                self.out,
+                self.buf,
                 "{},mark,{},,{},{}",
                 m.t_ns,
                 m.via.name(),
@@ -164,12 +235,13 @@ impl<W: Write> TraceWriter<W> {
             )?;
         }
         self.marks += 1;
-        Ok(())
+        self.row_done()
     }
 
     /// Writes a (monotonic, realtime) anchor row.
     pub fn anchor(&mut self, a: ClockAnchor) -> io::Result<()> {
-        writeln!(self.out, "{},anchor,,,,real_ns={}", a.mono_ns, a.real_ns)
+        writeln!(self.buf, "{},anchor,,,,real_ns={}", a.mono_ns, a.real_ns)?;
+        self.row_done()
     }
 
     fn text_row(
@@ -187,18 +259,19 @@ impl<W: Write> TraceWriter<W> {
         escape_text(text, &mut self.scratch);
         match value {
             Some(v) => writeln!(
-                self.out,
+                self.buf,
                 "{t_ns},{},{channel},{v},{esc_label},{}",
                 kind.name(),
                 self.scratch
             ),
             None => writeln!(
-                self.out,
+                self.buf,
                 "{t_ns},{},{channel},,{esc_label},{}",
                 kind.name(),
                 self.scratch
             ),
-        }
+        }?;
+        self.row_done()
     }
 
     /// A source stopped answering (`start`) or answered again (`end`).
@@ -280,8 +353,10 @@ impl<W: Write> TraceWriter<W> {
         self.last_flush_ns + self.flush_interval_ns
     }
 
-    /// Pushes everything buffered to the file.
+    /// Pushes everything buffered to the file. On an error, what the file did not take
+    /// stays buffered, whole, for the next flush.
     pub fn flush(&mut self) -> io::Result<()> {
+        self.write_out()?;
         self.out.flush()?;
         self.last_flush_ns = self.clock.now_ns();
         Ok(())
@@ -306,15 +381,138 @@ impl<W: Write> TraceWriter<W> {
 
     /// Writes the footer (filling in the counts this writer kept), flushes and returns the
     /// inner writer.
-    pub fn finish(mut self, mut footer: Footer) -> io::Result<W> {
+    pub fn finish(mut self, footer: Footer) -> io::Result<W> {
+        self.write_footer(footer)?;
+        Ok(self.out)
+    }
+
+    /// Appends the footer (filling in the counts this writer kept) and flushes.
+    pub fn write_footer(&mut self, mut footer: Footer) -> io::Result<()> {
         footer.complete = true;
         footer.samples = self.samples;
         footer.marks = self.marks;
         footer.bad_marks = self.bad_marks;
         footer.gaps = self.gaps;
         let json = serde_json::to_string(&footer).map_err(io::Error::other)?;
-        writeln!(self.out, "{FOOTER_PREFIX}{json}")?;
-        self.out.flush()?;
-        self.out.into_inner().map_err(|e| e.into_error())
+        writeln!(self.buf, "{FOOTER_PREFIX}{json}")?;
+        self.flush()
+    }
+
+    /// The inner writer (anything still buffered is dropped: flush first).
+    pub fn into_inner(self) -> W {
+        self.out
+    }
+}
+
+/// A trace's destination that can be cut back to a length: a file can, a pipe cannot.
+pub trait CutBack: Write {
+    /// Cuts to `len` bytes and goes on writing there; `Ok(false)` when this destination
+    /// cannot be cut (nothing was done).
+    fn cut_back(&mut self, len: u64) -> io::Result<bool>;
+}
+
+impl CutBack for File {
+    fn cut_back(&mut self, len: u64) -> io::Result<bool> {
+        self.set_len(len)?;
+        io::Seek::seek(self, io::SeekFrom::Start(len))?;
+        Ok(true)
+    }
+}
+
+impl<W: CutBack> TraceWriter<W> {
+    /// Cuts the file back to the end of its last whole row, when a failed write left part
+    /// of a row in it (a file-size limit takes bytes up to the limit), so that it reads
+    /// cleanly up to there. Returns the file's new length (what was written, for a
+    /// destination that cannot be cut).
+    pub fn cut_to_last_row(&mut self) -> io::Result<u64> {
+        if self.written_rows_end < self.written && self.out.cut_back(self.written_rows_end)? {
+            self.written = self.written_rows_end;
+        }
+        Ok(self.written)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::trace::read_trace_from;
+
+    /// A file that takes `room` bytes and then fails like a full disk; the first write that
+    /// crosses the limit is cut short, as the kernel does under a file-size limit.
+    struct Limited {
+        data: Vec<u8>,
+        room: usize,
+    }
+    impl Write for Limited {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            let n = b.len().min(self.room - self.data.len());
+            if n == 0 {
+                return Err(io::Error::from_raw_os_error(28)); // ENOSPC
+            }
+            self.data.extend_from_slice(&b[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_failed_write_loses_no_row_and_a_later_flush_continues_where_the_file_stopped() {
+        let clock = Arc::new(ManualClock::new(0, 0));
+        let header = Header::new(10_000_000, clock.anchor(), Vec::new());
+        let out = Limited {
+            data: Vec::new(),
+            room: 1_000_000,
+        };
+        let mut w = TraceWriter::new(out, &header, clock.clone(), 1_000_000_000).unwrap();
+        let header_len = w.written_bytes() as usize;
+        w.out.room = header_len + 100; // the disk fills up in the middle of the rows below
+        for t in 0..10 {
+            w.event(t, "e", &format!("row {t}")).unwrap();
+        }
+        let e = w.flush().unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(28));
+        assert_eq!(w.written_bytes() as usize, header_len + 100);
+        assert!(w.pending_bytes() > 0);
+        // Held rows wait in memory, whole.
+        w.set_holding(true);
+        for t in 10..20 {
+            w.event(t, "e", &format!("row {t}")).unwrap();
+        }
+        assert!(w.flush().is_err());
+        // Room again: everything lands, in order, with no row cut or repeated.
+        w.out.room = 1_000_000;
+        w.set_holding(false);
+        w.flush().unwrap();
+        assert_eq!(w.pending_bytes(), 0);
+        let bytes = w.finish(Footer::default()).unwrap().data;
+        let t = read_trace_from(&bytes[..], std::path::Path::new("t")).unwrap();
+        assert!(t.complete(), "{:?}", t.warnings);
+        let texts: Vec<&str> = t.events.iter().map(|e| e.text.as_str()).collect();
+        let want: Vec<String> = (0..20).map(|i| format!("row {i}")).collect();
+        assert_eq!(texts, want);
+    }
+
+    #[test]
+    fn a_file_cut_in_the_middle_of_a_row_is_cut_back_to_its_last_whole_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.csv");
+        let clock = Arc::new(ManualClock::new(0, 0));
+        let header = Header::new(10_000_000, clock.anchor(), Vec::new());
+        let f = create_trace_file(&path, false).unwrap();
+        let mut w = TraceWriter::new(f, &header, clock, 1_000_000_000).unwrap();
+        w.event(1, "e", "whole").unwrap();
+        w.flush().unwrap();
+        let whole = w.written_bytes();
+        // Simulate a write the file took only part of.
+        w.buf.extend_from_slice(b"2,event,,,e,cut");
+        w.write_out().unwrap();
+        assert!(w.written_bytes() > whole);
+        assert_eq!(w.cut_to_last_row().unwrap(), whole);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), whole);
+        let t = crate::trace::read_trace(&path).unwrap();
+        assert_eq!(t.events.len(), 1);
     }
 }

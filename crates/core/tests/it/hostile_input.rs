@@ -107,7 +107,7 @@ fn noise(seed: u64, len: usize, newline_every: u64) -> Vec<u8> {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            if x % newline_every == 0 {
+            if x.is_multiple_of(newline_every) {
                 return b'\n';
             }
             match (x >> 32) % 8 {

@@ -3,7 +3,8 @@
 use flinch_core::clock::{ClockAnchor, ManualClock};
 use flinch_core::marks::{Mark, MarkVia};
 use flinch_core::trace::{
-    Footer, Header, RowKind, TraceWriter, create_trace_file, read_trace, read_trace_from,
+    Footer, Header, MachineInfo, RowKind, TraceWriter, create_trace_file, read_trace,
+    read_trace_from,
 };
 use flinch_core::{Error, Reading};
 use std::io::Write;
@@ -16,6 +17,16 @@ fn header() -> Header {
         .attributes
         .insert("driver".to_owned(), "1.2.3".to_owned());
     h.meta.insert("batch".into(), "8".into());
+    let mut m = MachineInfo::default();
+    m.cpu_model = Some("AMD EPYC 9654 96-Core Processor".into());
+    m.logical_cpus = Some(192);
+    m.physical_cores = Some(96);
+    m.memory_bytes = Some(1_622_000_000_000);
+    m.os = Some("Debian GNU/Linux".into());
+    m.os_version = Some("13".into());
+    m.kernel = Some("Linux 6.12.13".into());
+    m.arch = Some("x86_64".into());
+    h.machine = Some(m);
     h
 }
 
@@ -294,4 +305,128 @@ fn an_existing_trace_is_never_overwritten_or_written_through_a_symlink() {
             .file_type()
             .is_symlink()
     );
+}
+
+/// Every kind of row, rows out of order, `\r\n` and empty lines, a footer.
+fn everything_body() -> String {
+    let mut b = String::new();
+    for k in 0..400u64 {
+        let t = 1_000 + k * 10_000;
+        b.push_str(&format!("{t},sample,dev.power,{}.5,,\n", k % 7));
+        if k % 3 == 0 {
+            b.push_str(&format!(
+                "{},sample,dev.energy,{},,\r\n",
+                t + 3,
+                (k * 3) % 100
+            ));
+        }
+        if k % 50 == 7 {
+            // a driver-buffer sample arriving late
+            b.push_str(&format!("{},sample,dev.power,9,,\n", t - 25_000));
+            b.push_str(&format!("{t},mark,fifo,120,step,req={} x=a%2Cb\n", k % 4));
+            b.push_str(&format!("{t},gap,dev,,start,timeout%3A 5 s\n"));
+            b.push_str(&format!("{},gap,dev,,end,\n", t + 5_000));
+            b.push_str(&format!("{t},reset,dev.energy,0,reset,from=99\n"));
+            b.push_str(&format!("{t},hologram,,,,\n\n"));
+            b.push_str(&format!("{t},anchor,,,,real_ns={}\n", t * 2));
+        }
+    }
+    b.push_str("# end {\"complete\":true,\"ended_by\":\"duration\",\"end_anchor\":{\"mono_ns\":9,\"real_ns\":9},\"samples\":1,\"marks\":1,\"bad_marks\":0,\"dropped_readings\":0,\"gaps\":1,\"cadences\":[]}\n");
+    b
+}
+
+fn read_in_blocks(p: &Path, block: usize) -> Result<flinch_core::trace::Trace, Error> {
+    use flinch_core::trace::stream::{TraceBuilder, TraceStream};
+    let f = std::io::BufReader::new(std::fs::File::open(p).unwrap());
+    let mut s = TraceStream::open(f, p)?.with_block_bytes(block);
+    let mut b = TraceBuilder::new(s.header().clone(), p);
+    while let Some(batches) = s.next_chunk(3 * block)? {
+        for batch in batches {
+            b.push(batch);
+        }
+    }
+    Ok(b.finish(s.warnings()))
+}
+
+#[test]
+fn blocks_of_any_size_read_the_same_trace_and_name_the_same_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = everything_body();
+    let p = write_raw(dir.path(), &body);
+    let whole = format!("{:?}", read_trace(&p).unwrap());
+    let t = read_trace(&p).unwrap();
+    assert!(t.channel("dev.power").unwrap().t_ns.is_sorted());
+    assert_eq!((t.marks.len(), t.gaps.len(), t.events.len()), (8, 8, 8));
+    assert!(
+        t.warnings
+            .iter()
+            .any(|w| w.contains("rows of unknown kinds"))
+    );
+    for block in [1, 7, 64, 100, 4096] {
+        assert_eq!(
+            format!("{:?}", read_in_blocks(&p, block).unwrap()),
+            whole,
+            "blocks of {block} bytes"
+        );
+    }
+    // An error deep inside: the same line whatever the blocks.
+    let lines = body.lines().count() as u64;
+    let bad = format!("{body}1,sample,dev.power,oops,,\n");
+    let p = write_raw(dir.path(), &bad);
+    for block in [1, 7, 100, 1 << 20] {
+        let (l, m) = parse_error(read_in_blocks(&p, block));
+        assert_eq!(l, 3 + lines + 1, "blocks of {block}: {m}");
+    }
+    // A last line cut short, at every block size.
+    let cut = format!("{body}77,sample,dev.po");
+    let p = write_raw(dir.path(), &cut);
+    for block in [1, 7, 100, 1 << 20] {
+        let t = read_in_blocks(&p, block).unwrap();
+        let want = format!("line {}: the last line is cut short", 3 + lines + 1);
+        assert!(
+            t.warnings.iter().any(|w| w.starts_with(&want)),
+            "blocks of {block}: {:?}",
+            t.warnings
+        );
+    }
+}
+
+/// Traces written before the header described the machine read as they did (the shipped
+/// examples are such recordings), and a newer writer's additions to `machine` are ignored.
+#[test]
+fn headers_without_a_machine_or_with_more_in_it_still_read() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    for name in [
+        "examples/llm/llm.flinch.csv",
+        "examples/workloads/busy-idle.flinch.csv",
+    ] {
+        let path = repo.join(name);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            !text.contains("\"machine\""),
+            "{name} is no longer an old trace"
+        );
+        let t = read_trace(&path).unwrap();
+        assert_eq!(t.header.machine, None, "{name}");
+        assert!(
+            !t.header.host.is_empty() && !t.header.kernel.is_empty(),
+            "{name}"
+        );
+        assert!(t.sample_count() > 0, "{name}");
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = serde_json::to_value(header()).unwrap();
+    h["machine"]["gpu_topology"] = serde_json::json!("NV18");
+    h["machine"].as_object_mut().unwrap().remove("os_version");
+    let p = dir.path().join("newer.csv");
+    std::fs::write(
+        &p,
+        format!("# flinch-trace v1\n# header {h}\nt_ns,kind,channel,value,label,fields\n"),
+    )
+    .unwrap();
+    let m = read_trace(&p).unwrap().header.machine.unwrap();
+    assert_eq!(m.logical_cpus, Some(192));
+    assert_eq!(m.os_version, None);
+    assert_eq!(m.memory_bytes, Some(1_622_000_000_000));
 }

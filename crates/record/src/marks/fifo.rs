@@ -5,7 +5,9 @@
 //! if it is a FIFO owned by the user, not a symlink, accessible to nobody else, and nobody
 //! is reading it (a FIFO left behind by a recorder that was killed is reused that way). The
 //! checks are made again on what was actually opened, so a path swapped in between is
-//! refused too. The recorder
+//! refused too. A recorder claims the FIFO's path before it touches it and says who it is
+//! next to it ([`flinch_core::marks::owner`]), so that two recorders never read one FIFO and a client can
+//! tell which recorder takes its marks. The recorder
 //! holds a write end open itself, so reads never see end-of-file when clients come and go,
 //! and raises the pipe buffer to 1 MiB so that bursts of marks from non-blocking clients fit
 //! while the reader catches up.
@@ -145,9 +147,12 @@ fn prepare_fifo(path: &Path) -> Result<bool> {
 /// The receiving end of a marks FIFO, read by a thread of its own.
 pub struct FifoReceiver {
     path: PathBuf,
+    claim: Option<flinch_core::marks::owner::FifoClaim>,
     created: bool,
     stale: Option<(u64, u64)>,
     stop: Arc<AtomicBool>,
+    /// Written to on stop: wakes the reader, which otherwise sleeps until a mark comes.
+    wake: Option<std::os::fd::OwnedFd>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -155,6 +160,7 @@ impl FifoReceiver {
     /// Creates or validates the FIFO at `path` (see the module docs), then reads marks from
     /// it on a thread, passing each line to `sink` stamped with `clock`.
     pub fn start(path: &Path, clock: Arc<dyn Clock>, sink: MarkSink) -> Result<Self> {
+        let mut claim = flinch_core::marks::owner::FifoClaim::acquire(path)?;
         let created = prepare_fifo(path)?;
         let cleanup = |e: Error| {
             if created {
@@ -197,17 +203,30 @@ impl FifoReceiver {
             }
         }
         let stale = discard_stale(&read, stale_bytes);
+        claim.publish(path, None).map_err(cleanup)?;
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
+        let (wake_r, wake_w) = rustix::pipe::pipe_with(
+            rustix::pipe::PipeFlags::CLOEXEC | rustix::pipe::PipeFlags::NONBLOCK,
+        )
+        .map_err(|e| {
+            cleanup(Error::io(
+                "cannot create a wake-up pipe for",
+                path,
+                e.into(),
+            ))
+        })?;
         let thread = std::thread::Builder::new()
             .name("flinch-marks-fifo".into())
-            .spawn(move || read_loop(read, keepalive, stop2, clock, sink))
+            .spawn(move || read_loop(read, keepalive, wake_r, stop2, clock, sink))
             .map_err(|e| cleanup(Error::io("cannot start the marks reader for", path, e)))?;
         Ok(FifoReceiver {
             path: path.to_owned(),
+            claim: Some(claim),
             created,
             stale,
             stop,
+            wake: Some(wake_w),
             thread: Some(thread),
         })
     }
@@ -215,6 +234,14 @@ impl FifoReceiver {
     /// The FIFO's path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Says, next to the FIFO, that this recorder writes `trace` (see [`flinch_core::marks::owner`]).
+    pub fn publish_trace(&mut self, trace: &Path) -> Result<()> {
+        match &mut self.claim {
+            Some(c) => c.publish(&self.path, Some(trace)),
+            None => Ok(()),
+        }
     }
 
     /// `(bytes, lines)` found in the FIFO when this receiver opened it, and discarded.
@@ -235,6 +262,9 @@ impl FifoReceiver {
 
     fn shutdown(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+        if let Some(w) = self.wake.take() {
+            let _ = rustix::io::write(&w, &[1]);
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -242,6 +272,7 @@ impl FifoReceiver {
             let _ = std::fs::remove_file(&self.path);
             self.created = false;
         }
+        self.claim = None;
     }
 }
 
@@ -279,21 +310,27 @@ fn discard_stale(read: &File, mut left: u64) -> Option<(u64, u64)> {
 fn read_loop(
     read: File,
     _keepalive: File,
+    wake: std::os::fd::OwnedFd,
     stop: Arc<AtomicBool>,
     clock: Arc<dyn Clock>,
     sink: MarkSink,
 ) {
     let mut buf = vec![0u8; 64 * 1024];
     let mut splitter = LineSplitter::default();
+    // Sleeps until a mark or the stop comes: no periodic wake-ups while the FIFO is quiet.
+    // A second's timeout only guards against a lost wake-up.
     let timeout = rustix::time::Timespec {
-        tv_sec: 0,
-        tv_nsec: 50_000_000,
+        tv_sec: 1,
+        tv_nsec: 0,
     };
     loop {
         // Read the flag before draining, so that everything written before stop() is read.
         let stopping = stop.load(Ordering::SeqCst);
         if !stopping {
-            let mut fds = [PollFd::new(&read, PollFlags::IN)];
+            let mut fds = [
+                PollFd::new(&read, PollFlags::IN),
+                PollFd::new(&wake, PollFlags::IN),
+            ];
             match poll(&mut fds, Some(&timeout)) {
                 Ok(_) | Err(Errno::INTR) => {}
                 Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),

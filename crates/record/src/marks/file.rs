@@ -107,19 +107,19 @@ fn tail_loop(
     let mut splitter = LineSplitter::default();
     loop {
         let stopping = stop.load(Ordering::SeqCst);
-        if let Ok(md) = file.metadata() {
-            if md.len() < offset {
-                // Truncated under us: start again from the top.
-                sink(MarkEvent::Bad {
-                    via: MarkVia::File,
-                    recv_ns: clock.now_ns(),
-                    line: format!("<file truncated from {offset} to {} bytes>", md.len()),
-                    error: MarkParseError::Empty,
-                });
-                offset = 0;
-                splitter = LineSplitter::default();
-                let _ = file.seek(SeekFrom::Start(0));
-            }
+        if let Ok(md) = file.metadata()
+            && md.len() < offset
+        {
+            // Truncated under us: start again from the top.
+            sink(MarkEvent::Bad {
+                via: MarkVia::File,
+                recv_ns: clock.now_ns(),
+                line: format!("<file truncated from {offset} to {} bytes>", md.len()),
+                error: MarkParseError::Empty,
+            });
+            offset = 0;
+            splitter = LineSplitter::default();
+            let _ = file.seek(SeekFrom::Start(0));
         }
         loop {
             match file.read(&mut buf) {

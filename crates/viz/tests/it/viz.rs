@@ -8,7 +8,7 @@ use flinch_viz::idle::Idle;
 use flinch_viz::plot::{HistogramMode, PlotData, PlotOptions, render};
 use flinch_viz::series::{activity_series, power_series};
 use flinch_viz::spans::{SpanSet, SpanSpec, Verdict, find_spans, verdicts};
-use flinch_viz::testing::{check_trace_events, write_demo_trace};
+use flinch_viz::testing::{CPU_TASK_MS, check_trace_events, write_cpu_trace, write_demo_trace};
 use flinch_viz::{perfetto, table};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -252,16 +252,34 @@ fn assert_round_trip(t: &Trace) {
     let stats = table::write_wide_csv(t, &mut out, &mut |_, _| {}).unwrap();
     let (header, rows) = read_wide(&out);
     let n = t.channels.len();
-    assert_eq!(header.len(), n + 3);
+    // Every field key of any mark gets a column of its own, after mark and mark_label.
+    let mut keys: Vec<&str> = Vec::new();
+    for m in &t.marks {
+        for (k, _) in &m.fields {
+            if !keys.contains(&k.as_str()) {
+                keys.push(k);
+            }
+        }
+    }
+    assert_eq!(header.len(), n + 4 + keys.len());
     assert_eq!(
-        (&header[0][..], &header[1][..], &header[n + 2][..]),
-        ("t_ns", "t_s", "mark")
+        (
+            &header[0][..],
+            &header[1][..],
+            &header[n + 2][..],
+            &header[n + 3][..]
+        ),
+        ("t_ns", "t_s", "mark", "mark_label")
     );
+    for (j, k) in keys.iter().enumerate() {
+        assert_eq!(header[n + 4 + j], format!("mark_{k}"));
+    }
+    let mut split_marks: Vec<(String, Vec<(String, String)>)> = Vec::new();
     let mut got: Vec<Vec<(u64, f64)>> = vec![Vec::new(); n];
     let mut marks = Vec::new();
     let mut prev = 0u64;
     for row in &rows {
-        assert_eq!(row.len(), n + 3);
+        assert_eq!(row.len(), n + 4 + keys.len());
         let ts: u64 = row[0].parse().unwrap();
         assert!(ts >= prev, "rows out of order");
         prev = ts;
@@ -277,7 +295,19 @@ fn assert_round_trip(t: &Trace) {
         }
         if !row[n + 2].is_empty() {
             marks.push((ts, row[n + 2].clone()));
+            let fields = keys
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| !row[n + 4 + j].is_empty())
+                .map(|(j, k)| (k.to_string(), row[n + 4 + j].clone()))
+                .collect();
+            split_marks.push((row[n + 3].clone(), fields));
             filled += 1;
+        } else {
+            assert!(
+                row[n + 3..].iter().all(String::is_empty),
+                "fields without a mark"
+            );
         }
         assert!(filled > 0, "an empty row at {ts}");
     }
@@ -300,11 +330,27 @@ fn assert_round_trip(t: &Trace) {
         .map(|m| (m.t_ns, table::mark_cell(m)))
         .collect();
     assert_eq!(marks, want_marks);
-    // The mark cell is a mark line: it parses back to the same label and fields.
-    for (m, (_, cell)) in t.marks.iter().zip(&marks) {
+    // The mark cell is a mark line: it parses back to the same label and fields; and the
+    // split columns hold the same label and fields (a field of an empty value aside).
+    for ((m, (_, cell)), (label, fields)) in t.marks.iter().zip(&marks).zip(&split_marks) {
         let p = flinch_core::marks::parse_mark(cell.as_bytes()).unwrap();
         assert_eq!((&p.label, &p.fields), (&m.label, &m.fields));
+        assert_eq!(label, &m.label);
+        let mut want: Vec<(String, String)> = m
+            .fields
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .cloned()
+            .collect();
+        let mut got = fields.clone();
+        want.sort();
+        got.sort();
+        assert_eq!(got, want);
     }
+    assert!(
+        t.marks.is_empty() || !split_marks.is_empty(),
+        "marks without their columns"
+    );
     assert_eq!(stats.samples as usize, t.sample_count());
     assert_eq!(stats.marks as usize, t.marks.len());
     assert_eq!(stats.rows as usize, rows.len());
@@ -403,7 +449,7 @@ fn plot(
         idle.as_ref(),
         opts,
     );
-    render(&data, opts, out).unwrap()
+    render(&data, opts, out, true).unwrap()
 }
 
 #[test]
@@ -454,7 +500,7 @@ fn plots_of_demo_rapl_and_real_traces_show_their_panels() {
         "Power per device",
         "power (W)",
         "time since the trace",
-        "Utilisation and activity",
+        "Utilisation, activity and CPU time",
         "gpu0 util gpu",
         "gpu0 sm active",
         "Durations of phase spans — n=6, median 700.0 ms",
@@ -516,6 +562,166 @@ fn plots_of_demo_rapl_and_real_traces_show_their_panels() {
         assert!(s.activity_lines >= 2);
         assert_eq!(png_size_and_pixels(&out).0, s.size);
     }
+}
+
+/// `<text>` elements of an SVG: (x, y, text-anchor, text).
+fn svg_texts(svg: &str) -> Vec<(f64, f64, String, String)> {
+    let attr = |tag: &str, name: &str| -> Option<String> {
+        let i = tag.find(&format!(" {name}=\""))? + name.len() + 3;
+        Some(tag[i..].split('"').next()?.to_owned())
+    };
+    svg.split("<text")
+        .skip(1)
+        .filter_map(|rest| {
+            let (tag, after) = rest.split_once('>')?;
+            let text = after.split("</text>").next()?.trim().to_owned();
+            Some((
+                attr(tag, "x")?.parse().ok()?,
+                attr(tag, "y")?.parse().ok()?,
+                attr(tag, "text-anchor").unwrap_or_else(|| "start".into()),
+                text,
+            ))
+        })
+        .collect()
+}
+
+#[test]
+fn a_cpu_only_trace_gets_no_empty_power_panel_and_its_process_cpu_time_is_drawn() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("cpuonly.flinch.csv");
+    write_cpu_trace(&p).unwrap();
+    let t = read_trace(&p).unwrap();
+    let spans = find_spans(
+        &t,
+        &SpanSpec::Labels {
+            from: "task_start".into(),
+            to: "task_end".into(),
+        },
+    )
+    .unwrap();
+    assert_eq!(spans.spans.len(), 6);
+    // proc.cpu_time, the channel CPU verdicts are made from, is a line: one core busy in
+    // the cpu tasks, none in the sleeps.
+    let act = activity_series(&t);
+    let labels: Vec<&str> = act.iter().map(|s| s.label.as_str()).collect();
+    assert_eq!(
+        labels,
+        ["host cpu util", "proc CPU time (cores, right axis)"]
+    );
+    for (i, s) in spans.spans.iter().enumerate() {
+        let mean = act[1]
+            .window_mean(s.start_ns + 150_000_000, s.end_ns - 150_000_000)
+            .unwrap();
+        let want = if i % 2 == 0 { 1.0 } else { 0.0 };
+        assert!((mean - want).abs() < 0.05, "task {i}: {mean} cores");
+    }
+    let svg = dir.path().join("cpu.svg");
+    let s = plot(&t, &spans, None, &PlotOptions::default(), &svg);
+    assert_eq!((s.power_lines, s.activity_lines, s.spans), (0, 2, 6));
+    assert!(s.histogram);
+    // Title, one time panel and the histogram: no empty power panel.
+    assert_eq!(s.size, (1400, 64 + 430 + 330));
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(!text.contains("Power per device"));
+    assert!(!text.contains("no power or energy channel"));
+    for needle in [
+        "Utilisation, activity and CPU time",
+        "proc CPU time (cores, right axis)",
+        "CPU time (cores)",
+        "span: ",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?}");
+    }
+    // The histogram's count axis labels whole spans, each once (not "2, 2, 1, 1, 0").
+    let hist_top = 64.0 + 430.0;
+    let counts: Vec<String> = svg_texts(&text)
+        .into_iter()
+        .filter(|(x, y, _, t)| *y > hist_top + 30.0 && *x < 80.0 && t.parse::<u32>().is_ok())
+        .map(|(_, _, _, t)| t)
+        .collect();
+    let mut unique = counts.clone();
+    unique.sort();
+    unique.dedup();
+    assert!(counts.len() >= 3, "{counts:?}");
+    assert_eq!(
+        unique.len(),
+        counts.len(),
+        "repeated count labels: {counts:?}"
+    );
+    assert_eq!(CPU_TASK_MS.len(), 6);
+}
+
+#[test]
+fn the_median_and_p90_labels_never_overlap() {
+    // The demo's six phases all last 700 ms: the median and p90 lines coincide.
+    let (d, t) = demo();
+    let spans = find_spans(
+        &t,
+        &SpanSpec::Labels {
+            from: "phase_start".into(),
+            to: "phase_end".into(),
+        },
+    )
+    .unwrap();
+    let svg = d.path().join("h.svg");
+    let opts = PlotOptions {
+        histogram: HistogramMode::Always,
+        ..Default::default()
+    };
+    plot(&t, &spans, None, &opts, &svg);
+    let texts = svg_texts(&std::fs::read_to_string(&svg).unwrap());
+    let find = |name: &str| {
+        texts
+            .iter()
+            .find(|(_, _, _, t)| t == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} label"))
+    };
+    let (mx, my, manchor, _) = find("median");
+    let (px, py, panchor, _) = find("p90");
+    assert_eq!(my, py);
+    // The median's label ends left of its line, the p90's starts right of its own.
+    assert_eq!((manchor.as_str(), panchor.as_str()), ("end", "start"));
+    assert!(mx < px, "median at {mx}, p90 at {px}");
+}
+
+#[test]
+fn the_legend_never_hides_the_span_lanes() {
+    // Two overlapping requests (lanes) at the right edge of the picture, where the legend
+    // is drawn: their bars must keep their colour.
+    let (d, t) = demo();
+    let spans = find_spans(
+        &t,
+        &SpanSpec::Labels {
+            from: "server_recv".into(),
+            to: "done".into(),
+        },
+    )
+    .unwrap();
+    assert_eq!(spans.spans.len(), 2);
+    let t0 = flinch_viz::testing::DEMO_T0;
+    let opts = PlotOptions {
+        window: Some((t0 + 2_000_000_000, t0 + 9_250_000_000)),
+        histogram: HistogramMode::Never,
+        ..Default::default()
+    };
+    let png = d.path().join("lanes.png");
+    let idle = Idle::from_watts(&t, &["100".into()]).unwrap();
+    let s = plot(&t, &spans, Some(idle), &opts, &png);
+    assert_eq!(s.verdicts[0], (Verdict::GpuCompute, 2));
+    let ((w, _), buf, ch) = png_size_and_pixels(&png);
+    // Strongly red pixels (the gpu-compute bars) in the top right corner of the power
+    // panel, where an upper-right legend box would wash them out.
+    let mut red = 0;
+    for y in 64..64 + 140 {
+        for x in 1200..1370 {
+            let i = (y * w as usize + x) * ch;
+            if buf[i] as i32 - buf[i + 1] as i32 > 60 {
+                red += 1;
+            }
+        }
+    }
+    assert!(red > 1000, "the lanes are hidden: {red} red pixels");
 }
 
 #[test]

@@ -1,0 +1,5 @@
+//! flinch-prometheus's integration tests: one binary, a module per subject.
+
+mod abuse;
+mod common;
+mod live;
