@@ -59,6 +59,10 @@ def _device_columns(span: Mapping[str, Any]) -> Dict[str, Any]:
         row[dev + ".state"] = d.get("state")
         row[dev + ".method"] = d.get("method")
         row[dev + ".resolved"] = bool(ce.get("resolved", False))
+        for k in ("energy", "active_energy"):
+            b = d.get(k + "_bound_j")
+            row[dev + "." + k + "_lo_j"] = None if b is None else b[0]
+            row[dev + "." + k + "_hi_j"] = None if b is None else b[1]
     return row
 
 
@@ -125,7 +129,10 @@ def analyze(
         ``<device>.active_energy_j`` (None without an idle level), ``<device>.mean_power_w``,
         ``<device>.idle_power_w``, ``<device>.state`` (``busy``, ``idle``, ``unresolved``,
         ``unknown``), ``<device>.method`` (the channel the energy came from) and
-        ``<device>.resolved`` (whether that sensor could see the span), and ``evidence``
+        ``<device>.resolved`` (whether that sensor could see the span),
+        ``<device>.energy_lo_j``/``_hi_j`` and ``<device>.active_energy_lo_j``/``_hi_j``
+        (the bounds on the energy given the sensors' update periods, the edges and the
+        idle spread; None where there are none), and ``evidence``
         (the lines that decided the verdict). ``df.attrs`` holds ``summary`` (count,
         duration distribution, histogram, verdict counts, energy statistics per device),
         ``warnings``, ``unmatched``, ``idle``, ``thresholds``, ``trace``, ``from``, ``to``.

@@ -10,7 +10,18 @@ import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, TypeVar, Union
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    TypeVar,
+    Union,
+)
 
 from . import _flinch
 from ._errors import InvalidInput, NotIdleError
@@ -70,6 +81,10 @@ def _sources(sources: Union[None, str, Sequence[str]]) -> List[str]:
     return [str(s) for s in sources]
 
 
+def _bound(b: Any) -> Optional[Tuple[float, float]]:
+    return None if b is None else (float(b[0]), float(b[1]))
+
+
 @dataclass
 class Measurement:
     """What a window measured, computed by the code behind ``flinch analyze``.
@@ -92,6 +107,9 @@ class Measurement:
         mean_power_w, idle_power_w: per device, W.
         methods: per device, the kind of channel the energy came from
             (``driver-samples``, ``instant``, ``modelled``, ``counter``, ``average``).
+        energy_bound_j, active_energy_bound_j: per device, ``(lo, hi)`` J: where the true
+            energy (above idle) lies given the sensors' update periods, the edges and the
+            idle spread (None where there is none); see ``docs/analysis.md``.
         span: the whole span as ``flinch analyze --json`` reports it (per channel energy
             with sensor updates and status, per device state, activity).
     """
@@ -110,6 +128,8 @@ class Measurement:
     mean_power_w: Dict[str, Optional[float]]
     idle_power_w: Dict[str, Optional[float]]
     methods: Dict[str, Optional[str]]
+    energy_bound_j: Dict[str, Optional[Tuple[float, float]]]
+    active_energy_bound_j: Dict[str, Optional[Tuple[float, float]]]
     span: Dict[str, Any] = field(repr=False)
 
     @classmethod
@@ -132,6 +152,10 @@ class Measurement:
             mean_power_w={d: v.get("mean_power_w") for d, v in devs.items()},
             idle_power_w={d: v.get("idle_power_w") for d, v in devs.items()},
             methods={d: v.get("method") for d, v in devs.items()},
+            energy_bound_j={d: _bound(v.get("energy_bound_j")) for d, v in devs.items()},
+            active_energy_bound_j={
+                d: _bound(v.get("active_energy_bound_j")) for d, v in devs.items()
+            },
             span=s,
         )
 

@@ -171,6 +171,9 @@ def test_the_decorator_and_threads(tmp_path):
         m = by_req[row.req]
         assert (row.start_ns, row.end_ns) == (m.start_ns, m.end_ns)
         assert row["synthetic.energy_j"] == pytest.approx(m.energy_j["synthetic"], rel=1e-9)
+        lo, hi = m.energy_bound_j["synthetic"]
+        assert lo <= m.energy_j["synthetic"] <= hi
+        assert (row["synthetic.energy_lo_j"], row["synthetic.energy_hi_j"]) == pytest.approx((lo, hi), rel=1e-9)
         assert row.verdict == m.verdict
     marks = flinch.read_trace(out).marks
     starts = marks[marks.label == "step_start"]
@@ -198,6 +201,12 @@ def test_windows_on_a_fake_rapl_tree(tmp_path, fake_rapl):
         (dev,) = m.energy_j
         want = fake.energy_j(m.end_ns) - fake.energy_j(m.start_ns)
         assert close_to(m.energy_j[dev], want), (m.energy_j, want)
+        # The bound holds the measured energy, and the true one up to the fake's own
+        # staleness (its counter is written a fraction of a millisecond late).
+        lo, hi = m.energy_bound_j[dev]
+        assert lo <= m.energy_j[dev] <= hi
+        slack = 1e-3 * want
+        assert lo - slack <= want <= hi + slack, (lo, want, hi)
         assert m.methods[dev] == "counter"
         assert m.resolved, m.reason
     trace = flinch.read_trace(out)

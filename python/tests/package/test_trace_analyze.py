@@ -115,6 +115,13 @@ def test_analyze_gives_the_numbers_of_flinch_analyze_json(name, from_, to, idle_
                     assert got is None or (isinstance(got, float) and math.isnan(got)), (dev, k)
                 else:
                     assert got == want, (dev, k)
+            for k in ("energy", "active_energy"):
+                want = d.get(k + "_bound_j")
+                got = (row[dev + "." + k + "_lo_j"], row[dev + "." + k + "_hi_j"])
+                if want is None:
+                    assert all(g is None or math.isnan(g) for g in got), (dev, k)
+                else:
+                    assert list(got) == want, (dev, k)
     assert df.attrs["summary"] == cli["summary"]
     assert df.attrs["warnings"] == cli["warnings"]
     assert df.attrs["unmatched"] == cli["unmatched"]
