@@ -121,9 +121,13 @@ def main():
     torch.cuda.synchronize()
     time.sleep(2.0)  # let power settle after the warm-up
 
-    # The idle level with the CUDA context open: the state the idle phases wait in.
+    # The idle level with the CUDA context open: the state the idle phases wait in. NVML's
+    # energy counter read every 100 ms, in the profile as in the recording (its default
+    # interval is 30 s: no rate of it in a few seconds).
+    extra = {} if a.dry_run else {"nvml_energy_interval": "100ms"}
     idle_path = os.path.join(a.out, "idle.json")
-    profile = flinch.calibrate(a.calibrate_s, out=idle_path, force=True, allow_busy=True, **src)
+    profile = flinch.calibrate(a.calibrate_s, out=idle_path, force=True, allow_busy=True,
+                               **src, **extra)
     power = {k: v["mean"] for k, v in profile["channels"].items() if v["quantity"] == "power"}
     say("calibrate: idle_ok", profile["idle_ok"], "power means", json.dumps(power),
         "warnings", profile["warnings"])
@@ -131,7 +135,6 @@ def main():
     trace = os.path.join(a.out, "py.flinch.csv")
     lengths_ms = [1000, 500, 300, 200, 100]
     windows = []
-    extra = {} if a.dry_run else {"nvml_energy_interval": "100ms"}
     with flinch.Recorder(out=trace, force=True, idle=idle_path, meta={"check": "gpu-python-check"},
                          **rec_src, **extra) as rec:
         say("recording", rec.backends, "->", rec.out)
