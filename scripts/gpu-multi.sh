@@ -86,15 +86,17 @@ def record(name, exporter, gpus=None):
                         "ms_p50": ms[len(ms) // 2] if ms else None, "ms_max": ms[-1] if ms else None,
                         "bytes_last": ok[-1]["bytes"] if ok else None,
                         "series_last": ok[-1]["series"] if ok else None}
-        if ok and ok[-1].get("body") is None:
-            pass
         last_body = None
         try:
             last_body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1).read().decode()
         except Exception:  # noqa: BLE001
             pass
-        r["scrapes"]["last_metrics_gpu_lines"] = [l for l in (scrapes[0].get("body") or "").splitlines()
-                                                  if l.startswith("flinch_energy_joules_total") or l.startswith("flinch_spans_total")][:20]
+        body = last_body or (scrapes[0].get("body") or "")
+        series = [l for l in body.splitlines() if l and not l.startswith("#")]
+        r["scrapes"]["series_per_gpu"] = {f"gpu{g}": sum(1 for l in series if f'"gpu{g}' in l) for g in range(ngpu)}
+        r["scrapes"]["series_without_gpu"] = sum(1 for l in series if '"gpu' not in l)
+        with open(os.path.join(out, f"multi-{name}.metrics.txt"), "w") as fh:
+            fh.write(body)
     return r
 
 
