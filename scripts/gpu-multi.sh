@@ -8,7 +8,7 @@
 #   scripts/gpu-multi.sh [BIN_DIR] [OUT_DIR]      # there, from the repository root
 #
 # Writes OUT_DIR/gpu-multi.json (every figure), OUT_DIR/gpu-multi.log and the two traces.
-# About 2 minutes on 2 GPUs.
+# About 3 minutes on 2 GPUs (three recordings: all GPUs with and without the exporter, GPU 0).
 set -u
 BIN=${1:-.device-carry}
 OUT=${2:-${OUT:-gpu-results}}
@@ -38,9 +38,12 @@ def proc_cpu_s(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def record(name, exporter):
+def record(name, exporter, gpus=None):
     trace = os.path.join(out, f"multi-{name}.flinch.csv")
     cmd = [flinch, "record", "--quiet", "--force", "--out", trace]
+    if gpus is not None:
+        cmd += ["--gpus", ",".join(map(str, gpus))]
+    nrec = len(gpus) if gpus is not None else ngpu
     port = None
     if exporter:
         port = free_port()
@@ -74,7 +77,8 @@ def record(name, exporter):
     if len(cpu) > 6:
         (ta, ca), (tb, cb) = cpu[4], cpu[-1]
         r["cpu_ms_per_s"] = (cb - ca) / (tb - ta) * 1e3
-        r["cpu_ms_per_s_per_gpu"] = r["cpu_ms_per_s"] / ngpu
+        r["cpu_ms_per_s_per_gpu"] = r["cpu_ms_per_s"] / nrec
+    r["gpus_recorded"] = nrec
     ok = [s for s in scrapes if "ms" in s]
     if scrapes:
         ms = sorted(s["ms"] for s in ok)
@@ -82,15 +86,17 @@ def record(name, exporter):
                         "ms_p50": ms[len(ms) // 2] if ms else None, "ms_max": ms[-1] if ms else None,
                         "bytes_last": ok[-1]["bytes"] if ok else None,
                         "series_last": ok[-1]["series"] if ok else None}
-        if ok and ok[-1].get("body") is None:
-            pass
         last_body = None
         try:
             last_body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1).read().decode()
         except Exception:  # noqa: BLE001
             pass
-        r["scrapes"]["last_metrics_gpu_lines"] = [l for l in (scrapes[0].get("body") or "").splitlines()
-                                                  if l.startswith("flinch_energy_joules_total") or l.startswith("flinch_spans_total")][:20]
+        body = last_body or (scrapes[0].get("body") or "")
+        series = [l for l in body.splitlines() if l and not l.startswith("#")]
+        r["scrapes"]["series_per_gpu"] = {f"gpu{g}": sum(1 for l in series if f'"gpu{g}' in l) for g in range(ngpu)}
+        r["scrapes"]["series_without_gpu"] = sum(1 for l in series if '"gpu' not in l)
+        with open(os.path.join(out, f"multi-{name}.metrics.txt"), "w") as fh:
+            fh.write(body)
     return r
 
 
@@ -102,18 +108,18 @@ def footer(trace):
     return None
 
 
-def analyse(trace):
+def analyse(trace, gpus):
     a = {}
     a["bytes"] = os.path.getsize(trace)
     df = pd.read_csv(trace, comment="#")
     s = df[df.kind == "sample"]
     dur = (df.t_ns.max() - df.t_ns.min()) / 1e9
     a["duration_s"] = dur
-    a["bytes_per_s_per_gpu"] = a["bytes"] / dur / ngpu
+    a["bytes_per_s_per_gpu"] = a["bytes"] / dur / len(gpus)
     # each GPU's recorded energy vs its own counter: driver samples integrated between the
     # counter's first and last readings
     per = {}
-    for g in range(ngpu):
+    for g in gpus:
         e = s[s.channel == f"gpu{g}.energy"]
         p = s[s.channel == f"gpu{g}.power_samples"].sort_values("t_ns")
         if len(e) < 2 or len(p) < 2:
@@ -145,6 +151,8 @@ def analyse(trace):
     for sp in report["spans"]:
         fields = dict(sp.get("from_fields") or {})
         g, kind = fields.get("gpu"), fields.get("kind")
+        if g is None or int(g) not in gpus:
+            continue  # a GPU this run does not record
         d = sp["devices"].get(f"gpu{g}", {})
         state = d.get("state")
         expect = "idle" if kind == "idle" else "busy"
@@ -165,11 +173,16 @@ def analyse(trace):
     return a
 
 
-for name, exporter in [("exporter", True), ("plain", False)]:
+# All GPUs with the exporter scraped each second, all GPUs without it, and GPU 0 alone (the
+# same workload on every GPU: what one recorded GPU costs next to all of them).
+runs = [("exporter", True, None), ("plain", False, None)]
+if ngpu > 1:
+    runs.append(("one", False, [0]))
+for name, exporter, gpus in runs:
     print(f"== run {name}", flush=True)
-    r = record(name, exporter)
+    r = record(name, exporter, gpus)
     if os.path.exists(r["trace"]):
-        r["analysis"] = analyse(r["trace"])
+        r["analysis"] = analyse(r["trace"], gpus if gpus is not None else list(range(ngpu)))
     result["runs"][name] = r
     print(json.dumps({k: v for k, v in r.items() if k not in ("analysis",)}, indent=1)[:3000], flush=True)
     an = r.get("analysis", {})
