@@ -38,6 +38,21 @@ def proc_cpu_s(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def threads_cpu_s(pid):
+    """utime + stime of each thread of a live process, summed by thread name, s."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                head, rest = f.read().rsplit(")", 1)
+            comm = head.split("(", 1)[1]
+            fields = rest.split()
+            out[comm] = out.get(comm, 0.0) + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            pass
+    return out
+
+
 def record(name, exporter, gpus=None):
     trace = os.path.join(out, f"multi-{name}.flinch.csv")
     cmd = [flinch, "record", "--quiet", "--force", "--out", trace]
@@ -53,10 +68,10 @@ def record(name, exporter, gpus=None):
     rec = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     err = []
     threading.Thread(target=lambda: err.append(rec.stderr.read()), daemon=True).start()
-    scrapes, cpu = [], []
+    scrapes, cpu, last_body = [], [], ""
     while rec.poll() is None:
         try:
-            cpu.append((time.monotonic(), proc_cpu_s(rec.pid)))
+            cpu.append((time.monotonic(), proc_cpu_s(rec.pid), threads_cpu_s(rec.pid)))
         except (OSError, IndexError, ValueError):
             pass
         if port:
@@ -64,8 +79,8 @@ def record(name, exporter, gpus=None):
             try:
                 body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read()
                 scrapes.append({"t": a - t0, "ms": (time.monotonic() - a) * 1e3, "bytes": len(body),
-                                "series": sum(1 for l in body.decode().splitlines() if l and not l.startswith("#")),
-                                "body": body.decode() if not scrapes else None})
+                                "series": sum(1 for l in body.decode().splitlines() if l and not l.startswith("#"))})
+                last_body = body.decode()
             except Exception as e:  # noqa: BLE001
                 scrapes.append({"t": a - t0, "error": str(e)})
         time.sleep(1.0)
@@ -75,8 +90,12 @@ def record(name, exporter, gpus=None):
          "wall_s": time.monotonic() - t0}
     # CPU over the steady middle: from the 5th CPU sample to the last (start-up excluded)
     if len(cpu) > 6:
-        (ta, ca), (tb, cb) = cpu[4], cpu[-1]
+        (ta, ca, tha), (tb, cb, thb) = cpu[4], cpu[-1]
         r["cpu_ms_per_s"] = (cb - ca) / (tb - ta) * 1e3
+        # by thread: the exporter's cost is flinch-metrics (serving) plus its share of
+        # flinch-writer (the observer that keeps the metrics, on the writer thread)
+        r["cpu_ms_per_s_by_thread"] = {k: (thb.get(k, 0.0) - tha.get(k, 0.0)) / (tb - ta) * 1e3
+                                       for k in thb}
         r["cpu_ms_per_s_per_gpu"] = r["cpu_ms_per_s"] / nrec
     r["gpus_recorded"] = nrec
     ok = [s for s in scrapes if "ms" in s]
@@ -86,12 +105,7 @@ def record(name, exporter, gpus=None):
                         "ms_p50": ms[len(ms) // 2] if ms else None, "ms_max": ms[-1] if ms else None,
                         "bytes_last": ok[-1]["bytes"] if ok else None,
                         "series_last": ok[-1]["series"] if ok else None}
-        last_body = None
-        try:
-            last_body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1).read().decode()
-        except Exception:  # noqa: BLE001
-            pass
-        body = last_body or (scrapes[0].get("body") or "")
+        body = last_body
         series = [l for l in body.splitlines() if l and not l.startswith("#")]
         r["scrapes"]["series_per_gpu"] = {f"gpu{g}": sum(1 for l in series if f'"gpu{g}' in l) for g in range(ngpu)}
         r["scrapes"]["series_without_gpu"] = sum(1 for l in series if '"gpu' not in l)
