@@ -6,7 +6,7 @@
 #   scripts/gpu-check.sh [BIN_DIR] [OUT_DIR] [STEP ...]
 #
 # Steps (default, in this order): info sources tests calibrate bench busy llm analyze
-# (also: overhead)
+# (also: overhead prometheus multi sampling python, which run the scripts named below)
 #   info      nvidia-smi and torch facts
 #   sources   flinch sources, and --probe (read costs and update intervals)
 #   tests     the NVML tests that need a GPU (ignored on CI)
@@ -17,6 +17,11 @@
 #   busy      busy/light/idle matmul phases of 50 ms to 1 s with marks (busy-idle.flinch.csv)
 #   llm       a transformers model with random weights serving requests (llm.flinch.csv)
 #   analyze   flinch analyze on both traces, when this flinch has the command
+#   prometheus scripts/prometheus-gpu-check.sh: scraped energy vs the NVML counter (~1 min)
+#   multi     scripts/gpu-multi.sh: every GPU at once, with and without the exporter (~2 min)
+#   sampling  scripts/gpu-sampling.sh with SAMPLING_STEPS (default "costs side1 side2")
+#   python    scripts/gpu-python-check.sh: the Python package on the GPU (needs the wheel)
+# Their files land in OUT_DIR beside gpu-check.log.
 set -u
 BIN=${1:-.device-carry}
 OUT=${2:-gpu-results}
@@ -118,5 +123,29 @@ if want analyze && "$FLINCH" analyze --help >/dev/null 2>&1; then
         "$FLINCH" analyze "$OUT/llm.flinch.csv" --from enqueue --to dequeue \
             --idle-window calib_start..calib_end -v >>"$LOG" 2>&1
     fi
+fi
+if want prometheus; then
+    say "prometheus"
+    timeout 240 bash scripts/prometheus-gpu-check.sh "$BIN" "$OUT" >/dev/null 2>&1
+    say "prometheus exit status $?"
+fi
+
+if want multi; then
+    say "multi"
+    timeout 300 bash scripts/gpu-multi.sh "$BIN" "$OUT" >/dev/null 2>&1
+    say "multi exit status $?"
+fi
+
+if want sampling; then
+    say "sampling: ${SAMPLING_STEPS:-costs side1 side2}"
+    STEPS="${SAMPLING_STEPS:-costs side1 side2}" timeout 420 bash scripts/gpu-sampling.sh \
+        "$BIN" "$OUT" >/dev/null 2>&1
+    say "sampling exit status $?"
+fi
+
+if want python; then
+    say "python"
+    timeout 300 bash scripts/gpu-python-check.sh "$BIN" "$OUT" >>"$LOG" 2>&1
+    say "python exit status $?"
 fi
 say "done"

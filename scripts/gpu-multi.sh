@@ -8,7 +8,7 @@
 #   scripts/gpu-multi.sh [BIN_DIR] [OUT_DIR]      # there, from the repository root
 #
 # Writes OUT_DIR/gpu-multi.json (every figure), OUT_DIR/gpu-multi.log and the two traces.
-# About 2 minutes on 2 GPUs.
+# About 3 minutes on 2 GPUs (three recordings: all GPUs with and without the exporter, GPU 0).
 set -u
 BIN=${1:-.device-carry}
 OUT=${2:-${OUT:-gpu-results}}
@@ -38,9 +38,27 @@ def proc_cpu_s(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def record(name, exporter):
+def threads_cpu_s(pid):
+    """utime + stime of each thread of a live process, summed by thread name, s."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                head, rest = f.read().rsplit(")", 1)
+            comm = head.split("(", 1)[1]
+            fields = rest.split()
+            out[comm] = out.get(comm, 0.0) + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            pass
+    return out
+
+
+def record(name, exporter, gpus=None):
     trace = os.path.join(out, f"multi-{name}.flinch.csv")
     cmd = [flinch, "record", "--quiet", "--force", "--out", trace]
+    if gpus is not None:
+        cmd += ["--gpus", ",".join(map(str, gpus))]
+    nrec = len(gpus) if gpus is not None else ngpu
     port = None
     if exporter:
         port = free_port()
@@ -50,10 +68,10 @@ def record(name, exporter):
     rec = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     err = []
     threading.Thread(target=lambda: err.append(rec.stderr.read()), daemon=True).start()
-    scrapes, cpu = [], []
+    scrapes, cpu, last_body = [], [], ""
     while rec.poll() is None:
         try:
-            cpu.append((time.monotonic(), proc_cpu_s(rec.pid)))
+            cpu.append((time.monotonic(), proc_cpu_s(rec.pid), threads_cpu_s(rec.pid)))
         except (OSError, IndexError, ValueError):
             pass
         if port:
@@ -61,8 +79,8 @@ def record(name, exporter):
             try:
                 body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read()
                 scrapes.append({"t": a - t0, "ms": (time.monotonic() - a) * 1e3, "bytes": len(body),
-                                "series": sum(1 for l in body.decode().splitlines() if l and not l.startswith("#")),
-                                "body": body.decode() if not scrapes else None})
+                                "series": sum(1 for l in body.decode().splitlines() if l and not l.startswith("#"))})
+                last_body = body.decode()
             except Exception as e:  # noqa: BLE001
                 scrapes.append({"t": a - t0, "error": str(e)})
         time.sleep(1.0)
@@ -72,9 +90,14 @@ def record(name, exporter):
          "wall_s": time.monotonic() - t0}
     # CPU over the steady middle: from the 5th CPU sample to the last (start-up excluded)
     if len(cpu) > 6:
-        (ta, ca), (tb, cb) = cpu[4], cpu[-1]
+        (ta, ca, tha), (tb, cb, thb) = cpu[4], cpu[-1]
         r["cpu_ms_per_s"] = (cb - ca) / (tb - ta) * 1e3
-        r["cpu_ms_per_s_per_gpu"] = r["cpu_ms_per_s"] / ngpu
+        # by thread: the exporter's cost is flinch-metrics (serving) plus its share of
+        # flinch-writer (the observer that keeps the metrics, on the writer thread)
+        r["cpu_ms_per_s_by_thread"] = {k: (thb.get(k, 0.0) - tha.get(k, 0.0)) / (tb - ta) * 1e3
+                                       for k in thb}
+        r["cpu_ms_per_s_per_gpu"] = r["cpu_ms_per_s"] / nrec
+    r["gpus_recorded"] = nrec
     ok = [s for s in scrapes if "ms" in s]
     if scrapes:
         ms = sorted(s["ms"] for s in ok)
@@ -82,15 +105,12 @@ def record(name, exporter):
                         "ms_p50": ms[len(ms) // 2] if ms else None, "ms_max": ms[-1] if ms else None,
                         "bytes_last": ok[-1]["bytes"] if ok else None,
                         "series_last": ok[-1]["series"] if ok else None}
-        if ok and ok[-1].get("body") is None:
-            pass
-        last_body = None
-        try:
-            last_body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1).read().decode()
-        except Exception:  # noqa: BLE001
-            pass
-        r["scrapes"]["last_metrics_gpu_lines"] = [l for l in (scrapes[0].get("body") or "").splitlines()
-                                                  if l.startswith("flinch_energy_joules_total") or l.startswith("flinch_spans_total")][:20]
+        body = last_body
+        series = [l for l in body.splitlines() if l and not l.startswith("#")]
+        r["scrapes"]["series_per_gpu"] = {f"gpu{g}": sum(1 for l in series if f'"gpu{g}' in l) for g in range(ngpu)}
+        r["scrapes"]["series_without_gpu"] = sum(1 for l in series if '"gpu' not in l)
+        with open(os.path.join(out, f"multi-{name}.metrics.txt"), "w") as fh:
+            fh.write(body)
     return r
 
 
@@ -102,18 +122,18 @@ def footer(trace):
     return None
 
 
-def analyse(trace):
+def analyse(trace, gpus):
     a = {}
     a["bytes"] = os.path.getsize(trace)
     df = pd.read_csv(trace, comment="#")
     s = df[df.kind == "sample"]
     dur = (df.t_ns.max() - df.t_ns.min()) / 1e9
     a["duration_s"] = dur
-    a["bytes_per_s_per_gpu"] = a["bytes"] / dur / ngpu
+    a["bytes_per_s_per_gpu"] = a["bytes"] / dur / len(gpus)
     # each GPU's recorded energy vs its own counter: driver samples integrated between the
     # counter's first and last readings
     per = {}
-    for g in range(ngpu):
+    for g in gpus:
         e = s[s.channel == f"gpu{g}.energy"]
         p = s[s.channel == f"gpu{g}.power_samples"].sort_values("t_ns")
         if len(e) < 2 or len(p) < 2:
@@ -145,6 +165,8 @@ def analyse(trace):
     for sp in report["spans"]:
         fields = dict(sp.get("from_fields") or {})
         g, kind = fields.get("gpu"), fields.get("kind")
+        if g is None or int(g) not in gpus:
+            continue  # a GPU this run does not record
         d = sp["devices"].get(f"gpu{g}", {})
         state = d.get("state")
         expect = "idle" if kind == "idle" else "busy"
@@ -165,11 +187,16 @@ def analyse(trace):
     return a
 
 
-for name, exporter in [("exporter", True), ("plain", False)]:
+# All GPUs with the exporter scraped each second, all GPUs without it, and GPU 0 alone (the
+# same workload on every GPU: what one recorded GPU costs next to all of them).
+runs = [("exporter", True, None), ("plain", False, None)]
+if ngpu > 1:
+    runs.append(("one", False, [0]))
+for name, exporter, gpus in runs:
     print(f"== run {name}", flush=True)
-    r = record(name, exporter)
+    r = record(name, exporter, gpus)
     if os.path.exists(r["trace"]):
-        r["analysis"] = analyse(r["trace"])
+        r["analysis"] = analyse(r["trace"], gpus if gpus is not None else list(range(ngpu)))
     result["runs"][name] = r
     print(json.dumps({k: v for k, v in r.items() if k not in ("analysis",)}, indent=1)[:3000], flush=True)
     an = r.get("analysis", {})

@@ -19,7 +19,12 @@
 #           at the same time by the previous flinch (nvml + cpu, --pid of the workload) and
 #           by this flinch with --precise-sleep (nvml); the previous trace gets the marks,
 #           both are analysed with this flinch, span by span
+#
+# STEPS (environment) picks steps, e.g. STEPS="costs side1" for a quick re-measure (~2 min);
+# all four by default.
 set -u
+STEPS=${STEPS:-costs side1 side2 busy}
+want() { [[ " $STEPS " == *" $1 "* ]]; }
 BIN=${1:-.device-carry}
 OUT=${2:-${OUT:-gpu-results}}
 NEW="$BIN/flinch"
@@ -40,9 +45,11 @@ say "info: $NGPU GPU(s)"
 { nvidia-smi --query-gpu=index,name,driver_version,power.draw,clocks.sm,pstate --format=csv;
   nproc; uname -r; "$NEW" --version; "$BASE" --version; } >>"$LOG" 2>&1
 
-say "costs"
-timeout 120 "$COSTS" --gpu 0 --json "$W/nvml_costs.json" >"$W/nvml_costs.txt" 2>>"$LOG"
-cat "$W/nvml_costs.txt" >>"$LOG"
+if want costs; then
+    say "costs"
+    timeout 120 "$COSTS" --gpu 0 --json "$W/nvml_costs.json" >"$W/nvml_costs.txt" 2>>"$LOG"
+    cat "$W/nvml_costs.txt" >>"$LOG"
+fi
 
 # side NAME GPUS: the three samplers at once on GPUS, under a load.
 side() {
@@ -66,40 +73,42 @@ side() {
     rm -f "$W/$name-seed.csv"
 }
 
-side side1 0 1
-if [ "$NGPU" -ge 2 ]; then
+want side1 && side side1 0 1
+if want side2 && [ "$NGPU" -ge 2 ]; then
     side side2 0,1 2
 fi
 
-say "busy: busy/idle workload recorded by this flinch, the previous one and this one with --precise-sleep"
-rm -f "$W/wl.pid"
-timeout 300 "$NEW" record --quiet --source nvml --source cpu --gpus 0 --force \
-    --marks-fifo "$W/busy-new.fifo" --meta workload=busy_idle --out "$W/busy-new.flinch.csv" \
-    -- sh -c "echo \$\$ > $W/wl.pid; exec python3 examples/workloads/busy_idle.py" >>"$LOG" 2>&1 &
-NEWREC=$!
-for _ in $(seq 100); do [ -s "$W/wl.pid" ] && break; sleep 0.1; done
-WL=$(cat "$W/wl.pid" 2>/dev/null)
-timeout 300 "$BASE" record --quiet --source nvml --source cpu --gpus 0 --pid "$WL" --force \
-    --marks-fifo "$W/busy-base.fifo" --out "$W/busy-base.flinch.csv" >>"$LOG" 2>&1 &
-BASEREC=$!
-timeout 300 "$NEW" record --quiet --source nvml --gpus 0 --precise-sleep --force \
-    --marks-fifo "$W/busy-precise.fifo" --out "$W/busy-precise.flinch.csv" >>"$LOG" 2>&1 &
-PRECREC=$!
-wait "$NEWREC"
-say "busy: workload done (exit $?)"
-kill -INT "$BASEREC" "$PRECREC" 2>/dev/null
-wait "$BASEREC" "$PRECREC"
-$REPORT merge-marks "$W/busy-new.flinch.csv" "$W/busy-base.flinch.csv" "$W/busy-base-marks.flinch.csv" >>"$LOG" 2>&1
-for t in new base-marks; do
-    "$NEW" analyze "$W/busy-$t.flinch.csv" --from phase_start --to phase_end \
-        --idle-window calib_start..calib_end --json >"$W/busy-$t.analysis.json" 2>>"$LOG"
-done
-{ $REPORT --json "$W/busy-compare.json" compare "$W/busy-base-marks.analysis.json" "$W/busy-new.analysis.json";
-  $REPORT --json "$W/busy-traces.json" traces "$W/busy-base.flinch.csv" "$W/busy-new.flinch.csv" "$W/busy-precise.flinch.csv"; } \
-    >"$W/busy-report.txt" 2>&1
-cat "$W/busy-report.txt" >>"$LOG"
-"$NEW" analyze "$W/busy-new.flinch.csv" --from phase_start --to phase_end \
-    --idle-window calib_start..calib_end >"$W/busy-new.analysis.txt" 2>>"$LOG"
+if want busy; then
+    say "busy: busy/idle workload recorded by this flinch, the previous one and this one with --precise-sleep"
+    rm -f "$W/wl.pid"
+    timeout 300 "$NEW" record --quiet --source nvml --source cpu --gpus 0 --force \
+        --marks-fifo "$W/busy-new.fifo" --meta workload=busy_idle --out "$W/busy-new.flinch.csv" \
+        -- sh -c "echo \$\$ > $W/wl.pid; exec python3 examples/workloads/busy_idle.py" >>"$LOG" 2>&1 &
+    NEWREC=$!
+    for _ in $(seq 100); do [ -s "$W/wl.pid" ] && break; sleep 0.1; done
+    WL=$(cat "$W/wl.pid" 2>/dev/null)
+    timeout 300 "$BASE" record --quiet --source nvml --source cpu --gpus 0 --pid "$WL" --force \
+        --marks-fifo "$W/busy-base.fifo" --out "$W/busy-base.flinch.csv" >>"$LOG" 2>&1 &
+    BASEREC=$!
+    timeout 300 "$NEW" record --quiet --source nvml --gpus 0 --precise-sleep --force \
+        --marks-fifo "$W/busy-precise.fifo" --out "$W/busy-precise.flinch.csv" >>"$LOG" 2>&1 &
+    PRECREC=$!
+    wait "$NEWREC"
+    say "busy: workload done (exit $?)"
+    kill -INT "$BASEREC" "$PRECREC" 2>/dev/null
+    wait "$BASEREC" "$PRECREC"
+    $REPORT merge-marks "$W/busy-new.flinch.csv" "$W/busy-base.flinch.csv" "$W/busy-base-marks.flinch.csv" >>"$LOG" 2>&1
+    for t in new base-marks; do
+        "$NEW" analyze "$W/busy-$t.flinch.csv" --from phase_start --to phase_end \
+            --idle-window calib_start..calib_end --json >"$W/busy-$t.analysis.json" 2>>"$LOG"
+    done
+    { $REPORT --json "$W/busy-compare.json" compare "$W/busy-base-marks.analysis.json" "$W/busy-new.analysis.json";
+      $REPORT --json "$W/busy-traces.json" traces "$W/busy-base.flinch.csv" "$W/busy-new.flinch.csv" "$W/busy-precise.flinch.csv"; } \
+        >"$W/busy-report.txt" 2>&1
+    cat "$W/busy-report.txt" >>"$LOG"
+    "$NEW" analyze "$W/busy-new.flinch.csv" --from phase_start --to phase_end \
+        --idle-window calib_start..calib_end >"$W/busy-new.analysis.txt" 2>>"$LOG"
+fi
 rm -f "$W"/*.fifo "$W/wl.pid" "$W"/*.ready
 say "done"
 tar -czf "$OUT/gpu-sampling.tar.gz" -C "$OUT" gpu-sampling gpu-sampling.log && rm -rf "$W"

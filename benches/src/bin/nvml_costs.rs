@@ -66,11 +66,13 @@ fn summary(name: &str, mut v: Vec<u64>, extra: Value) -> Value {
     let mean = v.iter().sum::<u64>() as f64 / n as f64;
     let median = v.get(v.len() / 2).copied().unwrap_or(0);
     let p90 = v.get(v.len() * 9 / 10).copied().unwrap_or(0);
+    let p99 = v.get(v.len() * 99 / 100).copied().unwrap_or(0);
     println!(
-        "{name:44} median {:>9.1} µs  mean {:>9.1} µs  p90 {:>9.1} µs  ({} calls) {}",
+        "{name:44} median {:>9.1} µs  mean {:>9.1} µs  p90 {:>9.1} µs  p99 {:>9.1} µs  ({} calls) {}",
         median as f64 / 1e3,
         mean / 1e3,
         p90 as f64 / 1e3,
+        p99 as f64 / 1e3,
         v.len(),
         if extra.is_null() {
             String::new()
@@ -78,7 +80,7 @@ fn summary(name: &str, mut v: Vec<u64>, extra: Value) -> Value {
             extra.to_string()
         }
     );
-    json!({"name": name, "calls": v.len(), "median_ns": median, "mean_ns": mean, "p90_ns": p90, "extra": extra})
+    json!({"name": name, "calls": v.len(), "median_ns": median, "mean_ns": mean, "p90_ns": p90, "p99_ns": p99, "extra": extra})
 }
 
 fn poll(src: &mut dyn Source, buf: &mut Vec<Reading>) -> usize {
@@ -110,7 +112,7 @@ fn main() {
             .position(|s| s.info().name.ends_with(suffix))?;
         Some(sources.remove(i))
     };
-    let (fast, activity, gpm, samples, energy) = (
+    let (mut fast, activity, mut gpm, samples, energy) = (
         by(".fast"),
         by(".activity"),
         by(".gpm"),
@@ -131,7 +133,7 @@ fn main() {
     );
 
     // What flinch's sources do, one poll each.
-    if let Some(mut s) = fast {
+    if let Some(s) = fast.as_mut() {
         results.push(summary(
             "instant power (field 186), one poll",
             measure(reps * 5, Duration::ZERO, || {
@@ -150,7 +152,7 @@ fn main() {
             Value::Null,
         ));
     }
-    if let Some(mut s) = gpm {
+    if let Some(s) = gpm.as_mut() {
         poll(s.as_mut(), &mut buf);
         results.push(summary(
             "GPM poll, two samples kept (flinch now)",
@@ -306,6 +308,55 @@ fn main() {
         results.push(summary(
             &format!("one sleep and wake-up, {period_ms} ms apart"),
             v,
+            Value::Null,
+        ));
+    }
+    // The sampler's 100-ms wake-up as it is made: sleep to an absolute deadline, then
+    // instant power, activity and GPM, one after another. The CPU of the whole cycle
+    // (wake-up included) and of the reads alone, after the sleep: what the reads cost when
+    // the caches and the driver are cold, not back to back.
+    if let (Some(f), Some(ac), Some(g)) = (fast.as_mut(), activity.as_mut(), gpm.as_mut()) {
+        let clock = MonotonicClock;
+        let mut next = clock.now_ns();
+        let (mut whole, mut reads) = (Vec::with_capacity(50), Vec::with_capacity(50));
+        for _ in 0..50 {
+            next += 100_000_000;
+            let a0 = thread_cpu_ns();
+            clock.sleep_until(next);
+            let a1 = thread_cpu_ns();
+            poll(f.as_mut(), &mut buf);
+            poll(ac.as_mut(), &mut buf);
+            poll(g.as_mut(), &mut buf);
+            let a2 = thread_cpu_ns();
+            whole.push(a2 - a0);
+            reads.push(a2 - a1);
+        }
+        results.push(summary(
+            "100-ms cycle: sleep, power, activity, GPM",
+            whole,
+            Value::Null,
+        ));
+        results.push(summary(
+            "  of which the three reads, after the sleep",
+            reads,
+            Value::Null,
+        ));
+    }
+
+    // How late this machine wakes a thread that sleeps to an absolute deadline (wall
+    // time, in µs in the table): the floor under the sampler's schedule deviation.
+    for (period_ms, n) in [(10u64, 500usize), (100, 50)] {
+        let clock = MonotonicClock;
+        let mut next = clock.now_ns();
+        let mut late = Vec::with_capacity(n);
+        for _ in 0..n {
+            next += period_ms * 1_000_000;
+            clock.sleep_until(next);
+            late.push(clock.now_ns().saturating_sub(next));
+        }
+        results.push(summary(
+            &format!("wake-up lateness (wall), {period_ms} ms apart"),
+            late,
             Value::Null,
         ));
     }

@@ -30,12 +30,13 @@
 //! ```
 
 use crate::stats::{mean_std, quantile_sorted};
+use crate::stream::SpanStream;
 use flinch_core::channel::{ChannelKind, ChannelSpec, Quantity, SourceInfo};
 use flinch_core::counter::{CounterStep, CounterTracker};
 use flinch_core::device::DeviceClass;
 use flinch_core::error::{Error, Result};
 use flinch_core::integrate::{Method, integrate_counter, integrate_gauge};
-use flinch_core::trace::Trace;
+use flinch_core::trace::{Header, Trace};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -154,6 +155,75 @@ pub struct IdleProfile {
     /// The sources and channels that were recorded (the channel set).
     #[serde(default)]
     pub sources: Vec<SourceInfo>,
+}
+
+/// Where an analysis takes its idle level from, in `flinch analyze`'s order of precedence
+/// (the caller picks the first one given).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum IdleFrom<'a> {
+    /// A stretch `A..B` of the analysed trace itself (`--idle-window`).
+    Window(&'a str),
+    /// A profile file written by `flinch calibrate` (`--idle FILE`).
+    File(&'a Path),
+    /// A profile already in memory.
+    Profile(Box<IdleProfile>),
+    /// The profile embedded in the trace's header by `record --idle`, if any.
+    Embedded,
+}
+
+/// The idle profile for analysing the trace at `path` (whose header is `header`), with how
+/// it came (`window`, `file`, `profile`, `embedded`), or `None` when the trace embeds none.
+/// `options` are how the window and file options are spelled in messages
+/// (`("--idle-window", "--idle")`). A window is read from the file as it streams by
+/// ([`SpanStream::stretch`]: only the stretch is held in memory), with `progress(bytes
+/// read, file length)`.
+pub fn choose_idle(
+    path: &Path,
+    header: &Header,
+    from: IdleFrom<'_>,
+    options: (&str, &str),
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Option<(IdleProfile, &'static str)>> {
+    let (window_opt, file_opt) = options;
+    match from {
+        IdleFrom::Window(w) => {
+            let (x, y) = crate::window::parse_window(w)
+                .map_err(|e| Error::Invalid(format!("{window_opt} {e}")))?;
+            let (trace, s, e) = SpanStream::open(path)?.stretch(&x, &y, progress)?;
+            let origin = format!("window {w} of {}", path.display());
+            let mut p = IdleProfile::from_trace(&trace, s, e, &origin)?;
+            if p.channels.is_empty() {
+                let o = trace.header.start_anchor.mono_ns;
+                return Err(Error::Invalid(format!(
+                    "{window_opt} {w}: no channel has samples between {:.3} s and {:.3} s of the trace",
+                    s.saturating_sub(o) as f64 / 1e9,
+                    e.saturating_sub(o) as f64 / 1e9
+                )));
+            }
+            p.assess();
+            Ok(Some((p, "window")))
+        }
+        IdleFrom::File(file) => match IdleProfile::read(file) {
+            Ok(p) => Ok(Some((p, "file"))),
+            Err(Error::Invalid(m)) => Err(Error::Invalid(format!("{file_opt} {m}"))),
+            // A file that cannot be read stays an I/O error (it names the file).
+            Err(e) => Err(e),
+        },
+        IdleFrom::Profile(p) => Ok(Some((*p, "profile"))),
+        IdleFrom::Embedded => match &header.idle {
+            Some(v) => IdleProfile::from_value(v)
+                .map(|p| Some((p, "embedded")))
+                .map_err(|e| {
+                    Error::Invalid(format!(
+                        "{}: the idle profile embedded in the header is not usable ({e}); \
+                         pass {file_opt} FILE or {window_opt} A..B instead",
+                        path.display()
+                    ))
+                }),
+            None => Ok(None),
+        },
+    }
 }
 
 impl IdleProfile {

@@ -62,7 +62,7 @@ mod window;
 pub use aggregate::{Aggregate, Aggregator, DeviceAggregate, SpanUnion, Totals};
 pub use analyzer::Analyzer;
 pub use bound::{Bound, BoundTerms};
-pub use idle::{ChannelIdle, IdleProfile};
+pub use idle::{ChannelIdle, IdleFrom, IdleProfile, choose_idle};
 pub use measure::{POWER_TAIL_NS, settle_ns};
 pub use pairing::{Paired, Pairer, Pairing, pair_marks};
 pub use report::{

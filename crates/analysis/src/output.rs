@@ -4,8 +4,8 @@
 //! ([`Spill`]), and the `--json` object written piece by piece exactly as
 //! `serde_json::to_string_pretty` writes a whole [`Report`](crate::Report) ([`JsonReport`]).
 
-use crate::report::{IdleUsed, Summary, UnmatchedMark};
-use crate::stream::{Outcome, SpanKey};
+use crate::report::{IdleUsed, SpanReport, Summary, UnmatchedMark};
+use crate::stream::{Outcome, SpanKey, SpanSink};
 use crate::thresholds::Thresholds;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -286,6 +286,57 @@ impl JsonReport {
         }
         write_tail(&outcome.unmatched, &outcome.summary, out)?;
         out.write_all(b"\n}\n")
+    }
+}
+
+/// The [`SpanSink`] of `flinch analyze --json` (and the Python package's `analyze`): spans
+/// put back in start order, kept (in a temporary file past a budget) until the warnings
+/// that come first in the object are known, then written by [`JsonSink::finish`].
+pub struct JsonSink {
+    order: StartOrder,
+    json: JsonReport,
+}
+
+impl Default for JsonSink {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl JsonSink {
+    /// No span yet.
+    pub fn new() -> Self {
+        JsonSink {
+            order: StartOrder::new(MEMORY_BUDGET),
+            json: JsonReport::new(),
+        }
+    }
+
+    /// Writes the whole object (and a newline), once the stream's run returned `outcome`.
+    pub fn finish(self, outcome: &Outcome, out: &mut dyn Write) -> io::Result<()> {
+        self.json.finish(outcome, out)
+    }
+}
+
+fn sink_err(e: io::Error) -> flinch_core::error::Error {
+    flinch_core::error::Error::io("cannot write the analysis", "a temporary file", e)
+}
+
+impl SpanSink for JsonSink {
+    type Item = io::Result<String>;
+    fn prepare(&self, _key: SpanKey, r: SpanReport) -> Self::Item {
+        JsonReport::span_text(&r)
+    }
+    fn span(&mut self, key: SpanKey, item: Self::Item) -> flinch_core::error::Result<()> {
+        self.order
+            .push(key, item.map_err(sink_err)?)
+            .map_err(sink_err)
+    }
+    fn settled(&mut self, key: SpanKey) -> flinch_core::error::Result<()> {
+        let json = &mut self.json;
+        self.order
+            .release(key, &mut |_, text| json.push_span(&text))
+            .map_err(sink_err)
     }
 }
 

@@ -113,6 +113,21 @@ pub trait Observer: Send {
     fn event(&mut self, t_ns: u64, label: &str, text: &str) {}
     /// The writer finished a pass that took readings; `now_ns` is the time.
     fn flushed(&mut self, now_ns: u64) {}
+    /// Asked every time before the writer sleeps (also before its first sleep): the
+    /// `CLOCK_MONOTONIC` time, ns, by which this observer wants the readings queued until
+    /// then, or `None` when the writer's own schedule will do. The writer sleeps until a
+    /// mark or event arrives, a flush or anchor is due, or the earliest time the observers
+    /// returned; then it takes the queued readings and calls [`Observer::readings`] and
+    /// [`Observer::flushed`]. Without this, readings come at least every
+    /// [`RecorderConfig::flush_interval`](crate::recorder::RecorderConfig::flush_interval)
+    /// and with every mark: an observer waiting on a deadline (a window measured once the
+    /// sensors have covered its end) returns that deadline, or a short recheck period
+    /// while it waits, and `None` once it waits for nothing. The writer waits at least a
+    /// millisecond between passes whatever is returned, and the trace is flushed on its own
+    /// schedule only (an early pass writes the readings into the buffer, not the file).
+    fn next_wake_ns(&mut self, now_ns: u64) -> Option<u64> {
+        None
+    }
     /// The recording ended; the footer has the final counts and every sampler thread's timing and CPU.
     fn finish(&mut self, footer: &Footer) {}
 }
@@ -138,6 +153,18 @@ impl Observers {
 
     pub(crate) fn is_empty(&self) -> bool {
         self.list.is_empty()
+    }
+
+    /// The earliest time any observer wants the queued readings by ([`Observer::next_wake_ns`]),
+    /// `u64::MAX` when none does.
+    pub(crate) fn next_wake_ns(&mut self, now_ns: u64) -> u64 {
+        let mut due = u64::MAX;
+        self.each(|o| {
+            if let Some(t) = o.next_wake_ns(now_ns) {
+                due = due.min(t);
+            }
+        });
+        due
     }
 
     /// Calls `f` on every observer; one that panics is dropped.

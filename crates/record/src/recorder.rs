@@ -273,13 +273,63 @@ impl TraceOut {
 /// the writer wakes about once a second instead of hundreds of times.
 enum Msg {
     Mark(Box<Mark>),
-    BadMark(Box<(MarkVia, u64, String, MarkParseError)>),
-    Gap(Box<(u64, u32, Option<String>)>),
-    Dropped(u64, u32, u64),
-    Event(Box<(u64, String, String)>),
+    BadMark(Box<BadMarkMsg>),
+    Gap(Box<GapMsg>),
+    /// `count` readings of source number `source` were lost at `t_ns` (the sample queue
+    /// was full).
+    Dropped {
+        t_ns: u64,
+        source: u32,
+        count: u64,
+    },
+    Event(Box<EventMsg>),
     /// The sample queue is a quarter full: write it out now.
     Drain,
     Stop,
+}
+
+/// A mark line that did not parse, as received.
+struct BadMarkMsg {
+    via: MarkVia,
+    recv_ns: u64,
+    line: String,
+    error: MarkParseError,
+}
+
+/// A source stopped answering (`reason` given: the gap starts) or answers again (`None`:
+/// the gap ends) at `t_ns`.
+struct GapMsg {
+    t_ns: u64,
+    /// The source's index in the recording's source list.
+    source: u32,
+    reason: Option<String>,
+}
+
+/// An event row (`command_start`, `stale_marks_discarded`, ...).
+struct EventMsg {
+    t_ns: u64,
+    label: String,
+    text: String,
+}
+
+impl EventMsg {
+    fn boxed(t_ns: u64, label: &str, text: String) -> Msg {
+        Msg::Event(Box::new(EventMsg {
+            t_ns,
+            label: label.to_owned(),
+            text,
+        }))
+    }
+}
+
+impl GapMsg {
+    fn boxed(t_ns: u64, source: u32, reason: Option<String>) -> Msg {
+        Msg::Gap(Box::new(GapMsg {
+            t_ns,
+            source,
+            reason,
+        }))
+    }
 }
 
 /// About how much heap memory a queued message holds, for the queue's budget: every
@@ -298,18 +348,10 @@ fn msg_bytes(msg: &Msg) -> usize {
                     + ALLOC
                     + m.fields.iter().map(|(k, v)| s(k) + s(v)).sum::<usize>()
             }
-            Msg::BadMark(b) => {
-                std::mem::size_of::<(MarkVia, u64, String, MarkParseError)>() + ALLOC + s(&b.2) + 64
-            }
-            Msg::Gap(g) => {
-                std::mem::size_of::<(u64, u32, Option<String>)>()
-                    + ALLOC
-                    + g.2.as_ref().map_or(0, s)
-            }
-            Msg::Event(e) => {
-                std::mem::size_of::<(u64, String, String)>() + ALLOC + s(&e.1) + s(&e.2)
-            }
-            Msg::Dropped(..) | Msg::Drain | Msg::Stop => 0,
+            Msg::BadMark(b) => std::mem::size_of::<BadMarkMsg>() + ALLOC + s(&b.line) + 64,
+            Msg::Gap(g) => std::mem::size_of::<GapMsg>() + ALLOC + g.reason.as_ref().map_or(0, s),
+            Msg::Event(e) => std::mem::size_of::<EventMsg>() + ALLOC + s(&e.label) + s(&e.text),
+            Msg::Dropped { .. } | Msg::Drain | Msg::Stop => 0,
         }
 }
 
@@ -349,23 +391,23 @@ impl Sink for ChannelSink {
     fn gap(&mut self, t_ns: u64, source: u32, error: Option<&SourceError>) {
         send(
             &self.tx,
-            Msg::Gap(Box::new((
-                t_ns,
-                source,
-                error.map(|e| format!("{}: {}", e.kind, e)),
-            ))),
+            GapMsg::boxed(t_ns, source, error.map(|e| format!("{}: {}", e.kind, e))),
         );
     }
     fn dropped(&mut self, t_ns: u64, source: u32, count: u64) {
-        send(&self.tx, Msg::Dropped(t_ns, source, count));
+        send(
+            &self.tx,
+            Msg::Dropped {
+                t_ns,
+                source,
+                count,
+            },
+        );
     }
     fn data_gap(&mut self, source: u32, gap: &flinch_core::source::DataGap) {
         let reason = format!("data-gap: {}", gap.reason);
-        send(
-            &self.tx,
-            Msg::Gap(Box::new((gap.start_ns, source, Some(reason)))),
-        );
-        send(&self.tx, Msg::Gap(Box::new((gap.end_ns, source, None))));
+        send(&self.tx, GapMsg::boxed(gap.start_ns, source, Some(reason)));
+        send(&self.tx, GapMsg::boxed(gap.end_ns, source, None));
     }
 }
 
@@ -549,7 +591,12 @@ impl Recorder {
                         recv_ns,
                         line,
                         error,
-                    } => Msg::BadMark(Box::new((via, recv_ns, line, error))),
+                    } => Msg::BadMark(Box::new(BadMarkMsg {
+                        via,
+                        recv_ns,
+                        line,
+                        error,
+                    })),
                 };
                 // Blocking: a received mark is never dropped, and the queue is bounded by
                 // memory; while it is full the reader stops reading, the pipe fills and
@@ -568,14 +615,14 @@ impl Recorder {
         if let Some((bytes, lines)) = fifo.as_ref().and_then(|f| f.stale_discarded()) {
             send(
                 &tx,
-                Msg::Event(Box::new((
+                EventMsg::boxed(
                     clock.now_ns(),
-                    "stale_marks_discarded".to_owned(),
+                    "stale_marks_discarded",
                     format!(
                         "{bytes} bytes ({lines} lines) sent to an earlier recorder that stopped \
                          reading were waiting in the FIFO; discarded"
                     ),
-                ))),
+                ),
             );
         }
         let file = match &setup.marks_file {
@@ -765,11 +812,7 @@ impl Recorder {
     pub fn event(&self, label: &str, text: &str) {
         send(
             &self.tx,
-            Msg::Event(Box::new((
-                self.clock.now_ns(),
-                label.to_owned(),
-                text.to_owned(),
-            ))),
+            EventMsg::boxed(self.clock.now_ns(), label, text.to_owned()),
         );
     }
 
@@ -985,13 +1028,18 @@ fn writer_loop(
     let mut stopping = false;
     // Readings as the observers get them, one batch per drain (reused).
     let mut observed: Vec<Observed> = Vec::new();
+    // When the observers want the queued readings next (`Observer::next_wake_ns`).
+    let mut observers_due = u64::MAX;
     loop {
         let now = clock.now_ns();
+        if !observers.is_empty() {
+            observers_due = observers.next_wake_ns(now);
+        }
         let mut due = w.next_flush_ns().min(next_anchor);
         if let Some(f) = &failing {
             due = f.next_retry_ns;
         }
-        let wait = due.saturating_sub(now).max(1_000_000);
+        let wait = due.min(observers_due).saturating_sub(now).max(1_000_000);
         let first = if stopping {
             ctl.try_recv()
         } else {
@@ -1023,13 +1071,13 @@ fn writer_loop(
                 }
                 if gave_up.is_none() {
                     if let Msg::Gap(g) = &msg
-                        && g.2.is_some()
+                        && g.reason.is_some()
                     {
                         // A source stopped answering: what it read before is written first,
                         // held readings included, so its data reaches the gap.
                         if let Err(e) =
                             drain_samples(&mut w, &data, &mut chans, true, keep, &mut observed)
-                                .and_then(|()| chans.flush_source(&mut w, g.1 as usize))
+                                .and_then(|()| chans.flush_source(&mut w, g.source as usize))
                         {
                             errors.get_or_insert(e);
                         }
@@ -1047,9 +1095,16 @@ fn writer_loop(
             };
         }
         let now = clock.now_ns();
-        if stopping || drain || wrote_mark || now >= w.next_flush_ns() || failing.is_some() {
+        if stopping
+            || drain
+            || wrote_mark
+            || now >= w.next_flush_ns()
+            || now >= observers_due
+            || failing.is_some()
+        {
             // Samples reach the file here: when a flush is due, with a mark, when the
-            // queue filled a quarter, and at the end (and into memory while failing).
+            // queue filled a quarter, when an observer asked for them, and at the end (and
+            // into memory while failing).
             drain_asked.store(false, Ordering::Release);
             let keep = !observers.is_empty();
             if let Err(e) = drain_samples(
@@ -1186,16 +1241,20 @@ fn writer_loop(
 fn observe(observers: &mut Observers, msg: &Msg, infos: &[SourceInfo]) {
     match msg {
         Msg::Mark(m) => observers.each(|o| o.mark(m)),
-        Msg::BadMark(b) => observers.each(|o| o.bad_mark(b.0, b.1, &b.3)),
+        Msg::BadMark(b) => observers.each(|o| o.bad_mark(b.via, b.recv_ns, &b.error)),
         Msg::Gap(g) => {
-            let name = source_name(infos, g.1);
-            observers.each(|o| o.gap(g.0, name, g.2.as_deref()));
+            let name = source_name(infos, g.source);
+            observers.each(|o| o.gap(g.t_ns, name, g.reason.as_deref()));
         }
-        Msg::Dropped(t, src, n) => {
-            let name = source_name(infos, *src);
-            observers.each(|o| o.dropped(*t, name, *n));
+        Msg::Dropped {
+            t_ns,
+            source,
+            count,
+        } => {
+            let name = source_name(infos, *source);
+            observers.each(|o| o.dropped(*t_ns, name, *count));
         }
-        Msg::Event(e) => observers.each(|o| o.event(e.0, &e.1, &e.2)),
+        Msg::Event(e) => observers.each(|o| o.event(e.t_ns, &e.label, &e.text)),
         Msg::Drain | Msg::Stop => {}
     }
 }
@@ -1402,24 +1461,25 @@ fn handle(
             *wrote_mark = true;
         }
         Msg::BadMark(b) => {
-            let (via, recv, line, err) = *b;
-            w.bad_mark(recv, via.name(), &line, &err.to_string())?;
+            w.bad_mark(b.recv_ns, b.via.name(), &b.line, &b.error.to_string())?;
         }
         Msg::Gap(g) => {
-            let (t, src, reason) = *g;
-            let name = source_name(infos, src).to_owned();
-            match reason {
-                Some(r) => w.gap(t, &name, true, &r)?,
-                None => w.gap(t, &name, false, "")?,
+            let name = source_name(infos, g.source);
+            match &g.reason {
+                Some(r) => w.gap(g.t_ns, name, true, r)?,
+                None => w.gap(g.t_ns, name, false, "")?,
             }
         }
-        Msg::Dropped(t, src, n) => {
-            let name = source_name(infos, src).to_owned();
-            w.dropped(t, &name, n)?;
+        Msg::Dropped {
+            t_ns,
+            source,
+            count,
+        } => {
+            let name = source_name(infos, source);
+            w.dropped(t_ns, name, count)?;
         }
         Msg::Event(e) => {
-            let (t, label, text) = *e;
-            w.event(t, &label, &text)?;
+            w.event(e.t_ns, &e.label, &e.text)?;
         }
         Msg::Stop | Msg::Drain => {}
     }

@@ -4,10 +4,10 @@
 
 use crate::Failure;
 use crate::cli::AnalyzeArgs;
-use flinch_analysis::idle::IdleProfile;
-use flinch_analysis::output::{JsonReport, MEMORY_BUDGET, Spill, StartOrder, jsonl_tail};
+use flinch_analysis::idle::{IdleFrom, IdleProfile, choose_idle};
+use flinch_analysis::output::{JsonSink, MEMORY_BUDGET, Spill, StartOrder, jsonl_tail};
 use flinch_analysis::stream::{Outcome, SpanKey, SpanSink, SpanStream};
-use flinch_analysis::{SpanReport, State, Thresholds, parse_window};
+use flinch_analysis::{SpanReport, State, Thresholds};
 use flinch_core::error::{Error, Result as CoreResult};
 use flinch_core::trace::Header;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -44,40 +44,26 @@ fn idle_for(
     header: &Header,
     show: bool,
 ) -> Result<Option<(IdleProfile, &'static str)>, Failure> {
-    if let Some(w) = &a.idle_window {
-        let (x, y) = parse_window(w).map_err(|e| Failure::new(format!("--idle-window {e}")))?;
-        let s = SpanStream::open(&a.trace)?;
-        let b = bar(s.len(), "idle window", show);
-        let (trace, s, e) = s.stretch(&x, &y, &mut |d, _| b.set_position(d))?;
+    let from = match (&a.idle_window, &a.idle) {
+        (Some(w), _) => IdleFrom::Window(w),
+        (None, Some(p)) => IdleFrom::File(p),
+        (None, None) => IdleFrom::Embedded,
+    };
+    let mut b: Option<ProgressBar> = None;
+    let idle = choose_idle(
+        &a.trace,
+        header,
+        from,
+        ("--idle-window", "--idle"),
+        &mut |d, len| {
+            b.get_or_insert_with(|| bar(len, "idle window", show))
+                .set_position(d)
+        },
+    )?;
+    if let Some(b) = b {
         b.finish_and_clear();
-        let origin = format!("window {w} of {}", a.trace.display());
-        let mut p = IdleProfile::from_trace(&trace, s, e, &origin)?;
-        if p.channels.is_empty() {
-            return Err(Failure::new(format!(
-                "--idle-window {w}: no channel has samples between {:.3} s and {:.3} s of the trace",
-                s.saturating_sub(trace.header.start_anchor.mono_ns) as f64 / 1e9,
-                e.saturating_sub(trace.header.start_anchor.mono_ns) as f64 / 1e9
-            )));
-        }
-        p.assess();
-        return Ok(Some((p, "window")));
     }
-    if let Some(path) = &a.idle {
-        let p = IdleProfile::read(path).map_err(|e| Failure::new(format!("--idle {e}")))?;
-        return Ok(Some((p, "file")));
-    }
-    match &header.idle {
-        Some(v) => IdleProfile::from_value(v)
-            .map(|p| Some((p, "embedded")))
-            .map_err(|e| {
-                Failure::new(format!(
-                    "{}: the idle profile embedded in the header is not usable ({e}); \
-                 pass --idle FILE or --idle-window A..B instead",
-                    a.trace.display()
-                ))
-            }),
-        None => Ok(None),
-    }
+    Ok(idle)
 }
 
 fn list_labels(a: &AnalyzeArgs, show: bool) -> Result<ExitCode, Failure> {
@@ -115,31 +101,6 @@ fn list_labels(a: &AnalyzeArgs, show: bool) -> Result<ExitCode, Failure> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// `--json`: spans put back in start order, kept (in a temporary file past a budget) until
-/// the warnings that come first in the object are known.
-struct JsonSink {
-    order: StartOrder,
-    json: JsonReport,
-}
-
-impl SpanSink for JsonSink {
-    type Item = io::Result<String>;
-    fn prepare(&self, _key: SpanKey, r: SpanReport) -> Self::Item {
-        JsonReport::span_text(&r)
-    }
-    fn span(&mut self, key: SpanKey, item: Self::Item) -> CoreResult<()> {
-        self.order
-            .push(key, item.map_err(out_err)?)
-            .map_err(out_err)
-    }
-    fn settled(&mut self, key: SpanKey) -> CoreResult<()> {
-        let json = &mut self.json;
-        self.order
-            .release(key, &mut |_, text| json.push_span(&text))
-            .map_err(out_err)
-    }
 }
 
 /// `--jsonl`: each span on its line as soon as it is measured.
@@ -273,10 +234,7 @@ pub fn run(a: AnalyzeArgs) -> Result<ExitCode, Failure> {
         writeln!(sink.out, "{tail}")?;
         sink.out.flush()?;
     } else if a.json {
-        let mut sink = JsonSink {
-            order: StartOrder::new(MEMORY_BUDGET),
-            json: JsonReport::new(),
-        };
+        let mut sink = JsonSink::new();
         let outcome = stream.run(
             from,
             to,
@@ -287,7 +245,7 @@ pub fn run(a: AnalyzeArgs) -> Result<ExitCode, Failure> {
         )?;
         b.finish_and_clear();
         let mut out = BufWriter::with_capacity(1 << 20, io::stdout().lock());
-        sink.json.finish(&outcome, &mut out)?;
+        sink.finish(&outcome, &mut out)?;
         out.flush()?;
     } else {
         let mut sink = TextSink {
