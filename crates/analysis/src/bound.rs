@@ -114,6 +114,20 @@ pub fn idle_uncertainty_w(l: &ChannelIdle, duration_s: f64, update_period_ns: Op
 }
 
 /// One edge of a measured stretch.
+/// The response time `τ` a bound of channel `spec` from `a` on uses, ns: [`response_ns`],
+/// or, for a channel that states no period, 1.5 × the spacing of its samples `t` around
+/// `a` (the same from all the samples held or from those [`crate::measure::Near::around`]
+/// a span starting at `a` that the channel measured).
+pub(crate) fn response_at(spec: &ChannelSpec, t: &[u64], a: u64) -> u64 {
+    response_ns(spec).unwrap_or_else(|| {
+        let k = t.partition_point(|&x| x <= a).clamp(1, t.len().max(2) - 1);
+        t.get(k)
+            .zip(t.get(k - 1))
+            .map(|(x, y)| 3 * (x - y) / 2)
+            .unwrap_or(0)
+    })
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub(crate) struct Edge {
     /// The most energy misplaced across this edge, J (`τ × ΔP`).
@@ -148,22 +162,14 @@ impl Analyzer<'_> {
         self.limits_in(i, &ch.t_ns, &ch.values, a, b)
     }
 
-    /// [`Analyzer::limits`] over samples `t`, `v` of channel `i`: all of them, or, when
-    /// the channel states its update period, those [`crate::measure::Near::around`]
-    /// `[a − τ, b + τ]` ([`response_ns`]).
+    /// [`Analyzer::limits`] over samples `t`, `v` of channel `i`: all of them, or those
+    /// [`crate::measure::Near::around`] `[a − τ, b + τ]` ([`response_at`]).
     pub(crate) fn limits_in(&self, i: usize, t: &[u64], v: &[f64], a: u64, b: u64) -> Limits {
         let ch = &self.trace.channels[i];
         let (Some(&first), Some(&last)) = (t.first(), t.last()) else {
             return Limits::default();
         };
-        let tau = response_ns(&ch.spec).unwrap_or_else(|| {
-            // no stated period: 1.5 × the spacing of the samples around the start
-            let k = t.partition_point(|&x| x <= a).clamp(1, t.len().max(2) - 1);
-            t.get(k)
-                .zip(t.get(k - 1))
-                .map(|(x, y)| 3 * (x - y) / 2)
-                .unwrap_or(0)
-        });
+        let tau = response_at(&ch.spec, t, a);
         // Everything below reads the samples within `tau` of the span and the one on
         // either side of them: searched in those alone, they are found at the same
         // places (`first` and `last` stay the channel's).

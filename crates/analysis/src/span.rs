@@ -3,7 +3,7 @@
 
 use crate::aggregate::{DevicePart, StretchPart};
 use crate::analyzer::Analyzer;
-use crate::bound::{Bound, BoundTerms, Limits, idle_uncertainty_w, response_ns};
+use crate::bound::{Bound, BoundTerms, Limits, idle_uncertainty_w, response_at};
 use crate::measure::{Near, gauge_inside, settle_ns};
 use crate::report::{
     ActivitySpan, ChannelEnergy, ChannelStatus, DeviceSpan, SpanReport, State, Verdict,
@@ -60,15 +60,8 @@ impl Analyzer<'_> {
 
         for (i, ch) in self.trace.channels.iter().enumerate() {
             let c = &self.chans[i];
-            // The samples near the span, as far as its bound reads when the channel
-            // states its period (else the bound reads them all).
-            let margin = response_ns(&ch.spec).unwrap_or(0);
-            let r = near.around(
-                i,
-                &ch.t_ns,
-                start.saturating_sub(margin),
-                end.saturating_add(margin),
-            );
+            // The samples near the span (its bound reads a little further: below).
+            let r = near.around(i, &ch.t_ns, start, end);
             let (t, v) = (&ch.t_ns[r.clone()], &ch.values[r]);
             let m = self.measure_in(i, t, v, start, end);
             debug_assert_eq!(
@@ -329,19 +322,22 @@ impl Analyzer<'_> {
                 None
             };
             let limits = (detail || union).then(|| {
+                // The samples within the response time of the span's edges.
                 let ch = &self.trace.channels[ci];
-                if response_ns(&ch.spec).is_some() {
-                    let r = near.range(ci);
-                    let lim = self.limits_in(ci, &ch.t_ns[r.clone()], &ch.values[r], start, end);
-                    debug_assert_eq!(
-                        format!("{lim:?}"),
-                        format!("{:?}", self.limits(ci, start, end)),
-                        "channel {ci} over {start}..{end}: the samples near it bound otherwise"
-                    );
-                    lim
-                } else {
-                    self.limits(ci, start, end)
-                }
+                let tau = response_at(&ch.spec, &ch.t_ns[near.range(ci)], start);
+                let r = near.around(
+                    ci,
+                    &ch.t_ns,
+                    start.saturating_sub(tau),
+                    end.saturating_add(tau),
+                );
+                let lim = self.limits_in(ci, &ch.t_ns[r.clone()], &ch.values[r], start, end);
+                debug_assert_eq!(
+                    format!("{lim:?}"),
+                    format!("{:?}", self.limits(ci, start, end)),
+                    "channel {ci} over {start}..{end}: the samples near it bound otherwise"
+                );
+                lim
             });
             let (energy_bound_j, active_energy_bound_j, bound_terms) = match &limits {
                 Some(lim) if detail => {
