@@ -234,23 +234,44 @@ impl Window {
 
     /// Adds a batch; its marks go to `marks` with their file-order number.
     fn push(&mut self, batch: RowBatch, marks: &mut Vec<(u64, Mark)>, measured_to: u64) {
+        // `see` for each sample, with the fields it touches borrowed once for the batch.
+        let Window {
+            b,
+            wm,
+            inv,
+            last,
+            spacing,
+            let_go_below,
+            reordered_late,
+            max_t,
+            lateness,
+            range,
+            ..
+        } = self;
+        let channels = &mut b.trace_mut().channels;
+        let (mut lo, mut hi) = range.unwrap_or((u64::MAX, 0));
         for s in &batch.samples {
             let i = s.channel as usize;
             let (t, v) = (s.t_ns, s.value);
-            self.see(t);
-            let ch = &mut self.b.trace_mut().channels[i];
+            if t < *max_t {
+                *lateness = (*lateness).max(*max_t - t);
+            } else {
+                *max_t = t;
+            }
+            (lo, hi) = (lo.min(t), hi.max(t));
+            let ch = &mut channels[i];
             match ch.t_ns.last() {
                 Some(&l) if t < l => {
-                    self.inv[i] = self.inv[i].max(l - t);
-                    if t <= measured_to || t < self.let_go_below {
-                        self.reordered_late.insert(ch.spec.name.clone());
+                    inv[i] = inv[i].max(l - t);
+                    if t <= measured_to || t < *let_go_below {
+                        reordered_late.insert(ch.spec.name.clone());
                     }
                     let p = ch.t_ns.partition_point(|&x| x <= t);
                     ch.t_ns.insert(p, t);
                     ch.values.insert(p, v);
                 }
                 Some(&l) => {
-                    self.spacing[i] = self.spacing[i].max(t - l);
+                    spacing[i] = spacing[i].max(t - l);
                     ch.t_ns.push(t);
                     ch.values.push(v);
                 }
@@ -259,16 +280,24 @@ impl Window {
                     ch.values.push(v);
                 }
             }
-            self.wm[i] = Some(self.wm[i].map_or(t, |w| w.max(t)));
-            if self.last[i].is_none_or(|(lt, _)| t >= lt) {
-                self.last[i] = Some((t, v));
+            wm[i] = Some(wm[i].map_or(t, |w| w.max(t)));
+            if last[i].is_none_or(|(lt, _)| t >= lt) {
+                last[i] = Some((t, v));
             }
+        }
+        if !batch.samples.is_empty() {
+            *range = Some((lo, hi));
         }
         for (line, row) in batch.others {
             match row {
                 OtherRow::Mark(m) => {
                     self.see(m.t_ns);
-                    *self.labels.entry(m.label.clone()).or_insert(0) += 1;
+                    match self.labels.get_mut(&m.label) {
+                        Some(n) => *n += 1,
+                        None => {
+                            self.labels.insert(m.label.clone(), 1);
+                        }
+                    }
                     marks.push((self.marks_read, m));
                     self.marks_read += 1;
                 }
@@ -650,10 +679,12 @@ impl Ctx {
             // covered that far.
             let reach = w.reach(&Analyzer::new(w.b.trace(), idle, thresholds.clone()), h);
             let covered = w.covered().unwrap_or(0).max(frontier);
-            let (ready, wait): (Vec<Job>, Vec<Job>) = jobs
-                .drain(..)
-                .partition(|j| eof || j.to.t_ns.max(j.from.t_ns).saturating_add(reach) < covered);
-            jobs = wait;
+            // (`jobs` keeps its capacity for the next chunk's.)
+            let ready: Vec<Job> = jobs
+                .extract_if(.., |j| {
+                    eof || j.to.t_ns.max(j.from.t_ns).saturating_add(reach) < covered
+                })
+                .collect();
             for j in &ready {
                 for_union.insert(j.key, (j.to.t_ns.max(j.from.t_ns), None));
             }

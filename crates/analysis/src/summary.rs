@@ -187,18 +187,29 @@ impl SummaryBuilder {
         *self.verdicts.entry(s.verdict.name()).or_insert(0) += 1;
         let limit = self.limit;
         self.durations.add(order, s.duration_s, limit);
-        fn values<'m>(m: &'m mut BTreeMap<String, Values>, dev: &str) -> &'m mut Values {
-            if !m.contains_key(dev) {
-                m.insert(dev.to_owned(), Values::default());
+        // One look-up per value (a new device's name is copied once).
+        fn add(
+            m: &mut BTreeMap<String, Values>,
+            dev: &str,
+            order: (u64, u64),
+            x: f64,
+            limit: usize,
+        ) {
+            match m.get_mut(dev) {
+                Some(v) => v.add(order, x, limit),
+                None => {
+                    let mut v = Values::default();
+                    v.add(order, x, limit);
+                    m.insert(dev.to_owned(), v);
+                }
             }
-            m.get_mut(dev).expect("just inserted")
         }
         for (dev, a, e) in &s.devices {
             if let Some(a) = a {
-                values(&mut self.active, dev).add(order, *a, limit);
+                add(&mut self.active, dev, order, *a, limit);
             }
             if let Some(e) = e {
-                values(&mut self.energy, dev).add(order, *e, limit);
+                add(&mut self.energy, dev, order, *e, limit);
             }
         }
     }
