@@ -13,6 +13,7 @@
 //! cargo build --release -p flinch-cli -p flinch-benches --bin scale
 //! target/release/scale --dir /tmp/flinch-scale --reps 380      # 1.1 GB and 2.2 GB (~10 min)
 //! target/release/scale --dir /tmp/flinch-scale --reps 38       # a quick look
+//! target/release/scale --reps 380 --one-size --no-export --repeat 5   # the time ratio, medians
 //! ```
 //! Traces are written once into `--dir` (kept for the next run; never inside the
 //! repository) and reused while their size matches.
@@ -48,6 +49,11 @@ struct Args {
     /// Skip the exports
     #[arg(long)]
     no_export: bool,
+    /// Run the commands of each size this many times, round after round, and keep each
+    /// one's median wall and CPU time (and its largest peak memory): on a shared machine
+    /// a single run can land on a busy moment
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
     /// Also write the figures as JSON here
     #[arg(long)]
     json: Option<PathBuf>,
@@ -265,14 +271,27 @@ fn main() {
                 vec!["export", ps, "--perfetto", outs, "--quiet"],
             ));
         }
-        for (what, args) in cmds {
-            let mut r = measure(&a.flinch, &args, &what, gb);
-            if what.starts_with("export") {
-                r.output_mb = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0) as f64 / 1e6;
-                let _ = std::fs::remove_file(&out);
+        let mut rounds: Vec<Vec<Run>> = vec![Vec::new(); cmds.len()];
+        for round in 0..a.repeat.max(1) {
+            if a.repeat > 1 {
+                eprintln!(
+                    " round {} of {} (load average {}):",
+                    round + 1,
+                    a.repeat,
+                    load()
+                );
             }
-            runs.push(r);
+            for ((what, args), runs) in cmds.iter().zip(&mut rounds) {
+                let mut r = measure(&a.flinch, args, what, gb);
+                if what.starts_with("export") {
+                    r.output_mb =
+                        std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0) as f64 / 1e6;
+                    let _ = std::fs::remove_file(&out);
+                }
+                runs.push(r);
+            }
         }
+        runs.extend(rounds.into_iter().map(median_run));
     }
     let find = |what: &str, gb_idx: usize| {
         let gb = runs
@@ -333,6 +352,30 @@ fn main() {
         )
         .ok();
     }
+}
+
+/// One command's runs as one: the median wall and CPU time (each on its own), the largest
+/// peak memory, the last output size and exit status that is not zero if any.
+fn median_run(mut rs: Vec<Run>) -> Run {
+    fn median(mut xs: Vec<f64>) -> f64 {
+        xs.sort_by(f64::total_cmp);
+        let n = xs.len();
+        if n % 2 == 1 {
+            xs[n / 2]
+        } else {
+            (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+        }
+    }
+    let wall_s = median(rs.iter().map(|r| r.wall_s).collect());
+    let cpu_s = median(rs.iter().map(|r| r.cpu_s).collect());
+    let peak_rss_mb = rs.iter().map(|r| r.peak_rss_mb).fold(0.0, f64::max);
+    let status = rs.iter().map(|r| r.status).find(|&s| s != 0).unwrap_or(0);
+    let mut r = rs.pop().expect("at least one run");
+    r.wall_s = wall_s;
+    r.cpu_s = cpu_s;
+    r.peak_rss_mb = peak_rss_mb;
+    r.status = status;
+    r
 }
 
 fn load() -> String {
