@@ -2,8 +2,9 @@
 //! [`Trace`] of its own, and once the sensors have covered a window's end, measures the
 //! window with flinch's analysis (`Analyzer::span`, the code behind `flinch analyze`).
 //!
-//! The caller's thread only stamps the window's edges, sends its two marks and a message to
-//! the observer: no sensor I/O, no lock shared with the sampler threads. The observer runs on
+//! The caller's thread only stamps the window's edges, posts its two marks on the
+//! recorder's in-process lane and hands the observer a shared reference: no sensor I/O, no
+//! lock, no wake-up of another thread (`result()` wakes the writer once, if it must). The observer runs on
 //! the recorder's writer thread; while a window waits for its samples it asks the writer
 //! ([`Observer::next_wake_ns`]) to hand them over every few milliseconds rather than at the
 //! next flush.
