@@ -13,6 +13,14 @@ mod windows;
 
 use pyo3::prelude::*;
 
+/// Rust's allocations in the extension (Python's own are untouched) go to mimalloc: a
+/// window's marks and state are allocated on the caller's thread and often freed on the
+/// recorder's writer thread, which glibc's malloc handles with arena locks and a per-thread
+/// cache the allocating thread never gets back (a third of the caller's time in
+/// `rec.window()` was in malloc and free; see python/README.md).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// flinch's Rust core, for the `flinch` package (use `import flinch`, not this module).
 #[pymodule]
 fn _flinch(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -3,11 +3,12 @@
 
 use crate::backends::{self, Options};
 use crate::errors::{IntoPy, invalid, source_error};
-use crate::windows::{self, Closed, Slot, WinMsg};
+use crate::windows::{self, WinMsg, WindowState};
 use crossbeam_channel::Sender;
 use flinch_analysis::idle::IdleProfile;
 use flinch_core::clock::{Clock, MonotonicClock};
 use flinch_core::trace::read_trace;
+use flinch_record::MarkSpec;
 use flinch_record::recorder::{
     MarkSendError, MarkSender, Recorder, RecorderConfig, RecordingSetup,
 };
@@ -82,8 +83,9 @@ fn fields(d: Option<&Bound<'_, PyDict>>) -> PyResult<Vec<(String, String)>> {
     Ok(out)
 }
 
-fn borrowed(f: &[(String, String)]) -> Vec<(&str, &str)> {
-    f.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+/// A mark's label and fields, checked.
+fn spec(label: &str, fields: Vec<(String, String)>) -> PyResult<MarkSpec> {
+    MarkSpec::new(label, fields).map_err(|e| invalid(format!("invalid mark: {e}")))
 }
 
 /// Whether a mark was taken: `Ok(true)`, dropped because the queue was full: `Ok(false)`.
@@ -191,8 +193,8 @@ impl NativeRecorder {
     /// Sends a mark stamped now; false when the queue was full and it was dropped.
     #[pyo3(signature = (label, fields=None))]
     fn mark(&self, label: &str, fields: Option<&Bound<'_, PyDict>>) -> PyResult<bool> {
-        let f = self::fields(fields)?;
-        sent(self.marks.mark(label, &borrowed(&f)))
+        let spec = spec(label, self::fields(fields)?)?;
+        sent(self.marks.post(&spec, self.clock.now_ns()))
     }
 
     /// Opens a window now: sends its start mark `NAME_start` and returns its handle.
@@ -212,21 +214,14 @@ impl NativeRecorder {
                 r
             }
         };
-        let from = format!("{name}_start");
-        let to = format!("{name}_end");
+        let start = spec(&format!("{name}_start"), f.clone())?;
+        let end = spec(&format!("{name}_end"), f)?;
         let t = self.clock.now_ns();
-        let taken = sent(self.marks.mark_at(&from, t, &borrowed(&f)))?;
+        let taken = sent(self.marks.post(&start, t))?;
         let _ = self.windows.send(WinMsg::Open { id, t_ns: t });
         Ok(NativeWindow {
-            id,
-            from,
-            to,
-            req,
-            fields: f,
-            start_ns: t,
-            end_ns: AtomicU64::new(0),
+            state: Arc::new(WindowState::new(id, req, start, end, t)),
             marks_dropped: AtomicU64::new(u64::from(!taken)),
-            slot: Arc::new(Slot::default()),
             windows: self.windows.clone(),
             marks: self.marks.clone(),
             clock: self.clock.clone(),
@@ -295,58 +290,58 @@ fn hostname() -> String {
         .unwrap_or_default()
 }
 
-/// One window: its start was sent when it was made; `close` sends its end.
+/// One window: its start was posted when it was made; `close` posts its end.
 #[pyclass(module = "flinch._flinch", frozen)]
 pub struct NativeWindow {
-    id: u64,
-    from: String,
-    to: String,
-    req: String,
-    fields: Vec<(String, String)>,
-    start_ns: u64,
-    end_ns: AtomicU64,
+    /// Shared with the observer once the window is closed.
+    state: Arc<WindowState>,
     marks_dropped: AtomicU64,
-    slot: Arc<Slot>,
     windows: Sender<WinMsg>,
     marks: MarkSender,
     clock: Arc<dyn Clock>,
 }
 
+impl NativeWindow {
+    /// The writer (the observer's thread) is woken at most once per window, by the first
+    /// `result()` or `done` that finds no measurement yet: ending the window wakes nobody.
+    fn ask_measure(&self) {
+        if !self.state.asked.swap(true, Ordering::AcqRel) {
+            self.marks.request_flush();
+        }
+    }
+}
+
 #[pymethods]
 impl NativeWindow {
-    /// Ends the window now: hands it to the recorder for measurement and sends its end
-    /// mark. Returns the end time; a second call does nothing and returns the first end.
+    /// Ends the window now: posts its end mark and hands it to the observer, which
+    /// measures it once the sensors cover its end. Returns the end time; a second call does
+    /// nothing and returns the first end.
     fn close(&self) -> PyResult<u64> {
-        let t = self.clock.now_ns().max(self.start_ns);
-        if self
+        let st = &*self.state;
+        let t = self.clock.now_ns().max(st.start_ns);
+        if st
             .end_ns
             .compare_exchange(0, t, Ordering::AcqRel, Ordering::Acquire)
             .is_err()
         {
-            return Ok(self.end_ns.load(Ordering::Acquire));
+            return Ok(st.end_ns.load(Ordering::Acquire));
         }
-        let closed = Closed {
-            id: self.id,
-            from: self.from.clone(),
-            to: self.to.clone(),
-            req: self.req.clone(),
-            start_ns: self.start_ns,
-            end_ns: t,
-            slot: self.slot.clone(),
-        };
-        if self.windows.send(WinMsg::Close(Box::new(closed))).is_err() {
-            self.slot.fill(Err(
+        if self
+            .windows
+            .send(WinMsg::Close(self.state.clone()))
+            .is_err()
+        {
+            st.slot.fill(Err(
                 "the recording had stopped before the window ended".into()
             ));
             return Ok(t);
         }
-        match self.marks.mark_at(&self.to, t, &borrowed(&self.fields)) {
+        match self.marks.post(&st.end, t) {
             Ok(()) => {}
             Err(MarkSendError::Full) => {
                 self.marks_dropped.fetch_add(1, Ordering::Relaxed);
             }
             Err(MarkSendError::Closed) => {}
-            Err(MarkSendError::Invalid(e)) => return Err(invalid(format!("invalid mark: {e}"))),
             Err(e) => return Err(invalid(e.to_string())),
         }
         Ok(t)
@@ -356,13 +351,16 @@ impl NativeWindow {
     /// the measurement; returns it as JSON, or `None` on timeout. Raises when there is none.
     #[pyo3(signature = (timeout=None))]
     fn result(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<String>> {
-        if self.end_ns.load(Ordering::Acquire) == 0 {
+        if self.state.end_ns.load(Ordering::Acquire) == 0 {
             return Err(invalid(
                 "the window has not ended yet: result() is available after the `with` block",
             ));
         }
+        if self.state.slot.peek().is_none() {
+            self.ask_measure();
+        }
         let t = timeout.map(|s| Duration::from_secs_f64(s.max(0.0)));
-        match py.detach(|| self.slot.wait(t)) {
+        match py.detach(|| self.state.slot.wait(t)) {
             None => Ok(None),
             Some(Ok(json)) => Ok(Some(json)),
             Some(Err(e)) => Err(invalid(e)),
@@ -372,19 +370,23 @@ impl NativeWindow {
     /// Whether the measurement is there (`result()` would not wait).
     #[getter]
     fn done(&self) -> bool {
-        self.slot.peek().is_some()
+        let done = self.state.slot.peek().is_some();
+        if !done && self.state.end_ns.load(Ordering::Acquire) != 0 {
+            self.ask_measure();
+        }
+        done
     }
 
     /// `CLOCK_MONOTONIC` ns of the start.
     #[getter]
     fn start_ns(&self) -> u64 {
-        self.start_ns
+        self.state.start_ns
     }
 
     /// `CLOCK_MONOTONIC` ns of the end (`None` while open).
     #[getter]
     fn end_ns(&self) -> Option<u64> {
-        match self.end_ns.load(Ordering::Acquire) {
+        match self.state.end_ns.load(Ordering::Acquire) {
             0 => None,
             t => Some(t),
         }
@@ -393,13 +395,16 @@ impl NativeWindow {
     /// The request id the window's marks carry.
     #[getter]
     fn req(&self) -> String {
-        self.req.clone()
+        self.state.req.clone()
     }
 
     /// The labels of its start and end marks.
     #[getter]
     fn labels(&self) -> (String, String) {
-        (self.from.clone(), self.to.clone())
+        (
+            self.state.start.label().to_owned(),
+            self.state.end.label().to_owned(),
+        )
     }
 
     /// Marks of this window dropped because the recorder's queue was full.

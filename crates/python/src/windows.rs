@@ -2,8 +2,9 @@
 //! [`Trace`] of its own, and once the sensors have covered a window's end, measures the
 //! window with flinch's analysis (`Analyzer::span`, the code behind `flinch analyze`).
 //!
-//! The caller's thread only stamps the window's edges, sends its two marks and a message to
-//! the observer: no sensor I/O, no lock shared with the sampler threads. The observer runs on
+//! The caller's thread only stamps the window's edges, posts its two marks on the
+//! recorder's in-process lane and hands the observer a shared reference: no sensor I/O, no
+//! lock, no wake-up of another thread (`result()` wakes the writer once, if it must). The observer runs on
 //! the recorder's writer thread; while a window waits for its samples it asks the writer
 //! ([`Observer::next_wake_ns`]) to hand them over every few milliseconds rather than at the
 //! next flush.
@@ -16,9 +17,11 @@ use flinch_core::counter::CounterStep;
 use flinch_core::integrate::Method;
 use flinch_core::marks::{Mark, MarkVia};
 use flinch_core::trace::{ChannelData, Footer, Gap, Header, RowKind, Trace, TraceEvent};
+use flinch_record::MarkSpec;
 use flinch_record::observe::{LiveThread, Observed, Observer};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -115,25 +118,46 @@ pub enum WinMsg {
         t_ns: u64,
     },
     /// A window closed.
-    Close(Box<Closed>),
+    Close(Arc<WindowState>),
 }
 
-/// A closed window waiting for its measurement.
-pub struct Closed {
+/// A window, shared by the caller's handle and (once closed) the observer.
+pub struct WindowState {
     /// The window's id.
     pub id: u64,
-    /// Its start mark's label.
-    pub from: String,
-    /// Its end mark's label.
-    pub to: String,
     /// The request id its marks carry.
     pub req: String,
-    /// `CLOCK_MONOTONIC` ns of its edges.
-    pub start_ns: u64,
+    /// Its start and end marks (labels and fields, checked).
+    pub start: MarkSpec,
     /// ..
-    pub end_ns: u64,
+    pub end: MarkSpec,
+    /// `CLOCK_MONOTONIC` ns of its start.
+    pub start_ns: u64,
+    /// Of its end (0 while open).
+    pub end_ns: AtomicU64,
     /// Where its result goes.
-    pub slot: Arc<Slot>,
+    pub slot: Slot,
+    /// Someone asked for the result and the writer was woken for it.
+    pub asked: AtomicBool,
+}
+
+impl WindowState {
+    /// A window opened at `start_ns`.
+    pub fn new(id: u64, req: String, start: MarkSpec, end: MarkSpec, start_ns: u64) -> Self {
+        WindowState {
+            id,
+            req,
+            start,
+            end,
+            start_ns,
+            end_ns: AtomicU64::new(0),
+            slot: Slot::default(),
+            asked: AtomicBool::new(false),
+        }
+    }
+    fn end_ns(&self) -> u64 {
+        self.end_ns.load(Ordering::Acquire)
+    }
 }
 
 /// The observer: the recent samples, the open and closed windows.
@@ -153,7 +177,7 @@ pub struct LiveWindows {
     /// Channels a window waits for, with how long at most (ns past its end).
     needed: Vec<(usize, u64)>,
     open: HashMap<u64, u64>,
-    pending: Vec<Closed>,
+    pending: Vec<Arc<WindowState>>,
 }
 
 impl LiveWindows {
@@ -192,7 +216,7 @@ impl LiveWindows {
                 }
                 WinMsg::Close(c) => {
                     self.open.remove(&c.id);
-                    self.pending.push(*c);
+                    self.pending.push(c);
                 }
             }
         }
@@ -215,7 +239,7 @@ impl LiveWindows {
         })
     }
 
-    fn measure(&self, ready: Vec<Closed>) {
+    fn measure(&self, ready: Vec<Arc<WindowState>>) {
         let idle = self.idle.as_ref().map(|p| (p, "embedded"));
         let analyzer = Analyzer::new(&self.trace, idle, Thresholds::default());
         for c in ready {
@@ -227,7 +251,10 @@ impl LiveWindows {
                 fields: vec![("req".to_owned(), c.req.clone())],
                 via: MarkVia::Api,
             };
-            let span = analyzer.span(&mark(&c.from, c.start_ns), &mark(&c.to, c.end_ns));
+            let span = analyzer.span(
+                &mark(c.start.label(), c.start_ns),
+                &mark(c.end.label(), c.end_ns()),
+            );
             c.slot.fill(encode(&self.trace, &span));
         }
     }
@@ -472,16 +499,16 @@ impl Observer for LiveWindows {
         self.priming();
         self.take_messages();
         if !self.pending.is_empty() {
-            let (ready, waiting): (Vec<Closed>, Vec<Closed>) = std::mem::take(&mut self.pending)
+            let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
                 .into_iter()
-                .partition(|c| self.covered(c.end_ns, now_ns));
+                .partition(|c| self.covered(c.end_ns(), now_ns));
             self.pending = waiting;
             // A window whose handle Python has dropped (`with rec.window(..):` without
             // `as w`) has nobody to read its result: it is in the trace, and not measured
             // here, so that many small windows cost the writer nothing.
-            let ready: Vec<Closed> = ready
+            let ready: Vec<_> = ready
                 .into_iter()
-                .filter(|c| Arc::strong_count(&c.slot) > 1)
+                .filter(|c| Arc::strong_count(c) > 1)
                 .collect();
             if !ready.is_empty() {
                 self.measure(ready);

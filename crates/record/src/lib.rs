@@ -2,6 +2,7 @@
 #![deny(missing_docs)]
 
 pub mod host;
+pub mod lane;
 pub mod marks;
 pub mod observe;
 pub mod phase;
@@ -10,5 +11,6 @@ pub mod recorder;
 pub mod sampler;
 pub mod synthetic;
 
+pub use lane::MarkSpec;
 pub use recorder::{MarkSender, Recorder, RecorderConfig, RecordingSetup};
 pub use synthetic::{Synthetic, SyntheticConfig, SyntheticSource};

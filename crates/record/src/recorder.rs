@@ -19,6 +19,7 @@
 //! println!("{} samples", footer.samples);
 //! ```
 
+use crate::lane::{LaneReceiver, LaneSender, MarkSpec, PostError, lane};
 use crate::marks::fifo::FifoReceiver;
 use crate::marks::file::FileReceiver;
 use crate::observe::{LiveThread, Observed, Observer, Observers};
@@ -452,6 +453,7 @@ pub struct WriteTrouble {
 #[derive(Clone)]
 pub struct MarkSender {
     tx: ByteBoundedSender<Msg>,
+    lane: LaneSender,
     clock: Arc<dyn Clock>,
 }
 
@@ -494,11 +496,37 @@ impl MarkSender {
             Err(TrySendError::Closed(_)) => Err(MarkSendError::Closed),
         }
     }
+
+    /// Posts a mark stamped `t_ns` (`CLOCK_MONOTONIC`) on the in-process lane
+    /// ([`crate::lane`]): no line formatted or parsed, nothing allocated, no system call,
+    /// and the writer is not woken. It reaches the trace (and the observers) when the
+    /// writer next wakes: at the latest at the next flush, at once when the lane fills a
+    /// quarter or after [`MarkSender::request_flush`]. `Full`: the lane holds its most.
+    pub fn post(&self, spec: &MarkSpec, t_ns: u64) -> Result<(), MarkSendError> {
+        match self.lane.post(spec, t_ns) {
+            Ok(false) => Ok(()),
+            Ok(true) => {
+                self.request_flush();
+                Ok(())
+            }
+            Err(PostError::Full) => Err(MarkSendError::Full),
+            Err(PostError::Closed) => Err(MarkSendError::Closed),
+        }
+    }
+
+    /// Wakes the writer now: it writes what is queued (posted marks, samples) and hands it
+    /// to the observers. Never waits (a full queue means the writer is awake already).
+    pub fn request_flush(&self) {
+        let msg = Msg::Drain;
+        let bytes = msg_bytes(&msg);
+        let _ = self.tx.try_send(msg, bytes);
+    }
 }
 
 /// A running recording.
 pub struct Recorder {
     tx: ByteBoundedSender<Msg>,
+    lane: LaneSender,
     clock: Arc<dyn Clock>,
     stop: Arc<WakeFlag>,
     stop_timeout: Duration,
@@ -578,6 +606,7 @@ impl Recorder {
             )));
         }
         let (tx, rx) = byte_bounded::<Msg>(config.marks_queue_bytes);
+        let (lane_tx, lane_rx) = lane(config.marks_queue_bytes);
         let (data_tx, data_rx) = bounded::<Reading>(config.queue_capacity.max(16));
         let drain_asked = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(LiveStats::default());
@@ -705,6 +734,7 @@ impl Recorder {
             let queues = WriterQueues {
                 data: data_rx,
                 ctl: rx,
+                lane: lane_rx,
                 drain_asked: drain_asked.clone(),
             };
             let hold = HoldPolicy {
@@ -784,6 +814,7 @@ impl Recorder {
         }
         Ok(Recorder {
             tx,
+            lane: lane_tx,
             clock,
             stop,
             stop_timeout: config.stop_timeout,
@@ -804,6 +835,7 @@ impl Recorder {
     pub fn mark_sender(&self) -> MarkSender {
         MarkSender {
             tx: self.tx.clone(),
+            lane: self.lane.clone(),
             clock: self.clock.clone(),
         }
     }
@@ -903,6 +935,8 @@ impl Recorder {
         if let Some(f) = self.file.take() {
             f.stop();
         }
+        // Every post that succeeded is in the lane before the writer sees Stop.
+        self.lane.close();
         send(&self.tx, Msg::Stop);
         let outcome = self
             .writer
@@ -965,6 +999,7 @@ impl Drop for Recorder {
 struct WriterQueues {
     data: Receiver<Reading>,
     ctl: ByteBoundedReceiver<Msg>,
+    lane: LaneReceiver,
     drain_asked: Arc<AtomicBool>,
 }
 
@@ -1009,8 +1044,15 @@ fn writer_loop(
     let WriterQueues {
         data,
         ctl,
+        lane,
         drain_asked,
     } = q;
+    // The next message: marks posted on the lane first, then the control queue's.
+    let next = || {
+        lane.try_recv()
+            .map(|m| Msg::Mark(Box::new(m)))
+            .or_else(|| ctl.try_recv())
+    };
     let WriterEnv {
         clock,
         stats,
@@ -1040,7 +1082,8 @@ fn writer_loop(
             due = f.next_retry_ns;
         }
         let wait = due.min(observers_due).saturating_sub(now).max(1_000_000);
-        let first = if stopping {
+        // Posted marks left over from a full batch are taken at once.
+        let first = if stopping || !lane.is_empty() {
             ctl.try_recv()
         } else {
             match ctl.recv_timeout(Duration::from_nanos(wait)) {
@@ -1057,7 +1100,8 @@ fn writer_loop(
         let mut wrote_mark = false;
         let mut drain = false;
         let mut batch = 0;
-        let mut next_msg = first;
+        lane.draining();
+        let mut next_msg = first.or_else(next);
         while let Some(msg) = next_msg {
             if matches!(msg, Msg::Stop) {
                 stopping = true;
@@ -1089,7 +1133,7 @@ fn writer_loop(
             }
             batch += 1;
             next_msg = if batch < 4096 || stopping {
-                ctl.try_recv()
+                next()
             } else {
                 None
             };

@@ -189,6 +189,30 @@ pub fn format_mark(
     Ok(s)
 }
 
+/// Checks a mark's label and fields as [`format_mark`] and [`parse_mark`] would, without
+/// formatting a line: for a mark sent in process many times (a window's start and end), or
+/// stamped later. The length is checked with room for a `t=` stamp of any value.
+pub fn check_mark(label: &str, fields: &[(&str, &str)]) -> Result<(), MarkParseError> {
+    if !is_valid_label(label) {
+        return Err(MarkParseError::BadLabel(label.to_owned()));
+    }
+    // `MARK ` said twice, the label, ` t=` and the longest u64, the newline.
+    let mut len = if label == "MARK" { 5 } else { 0 } + label.len() + 3 + 20 + 1;
+    for (i, (k, v)) in fields.iter().enumerate() {
+        if !is_valid_label(k) || *k == "t" || v.chars().any(char::is_whitespace) {
+            return Err(MarkParseError::BadField(format!("{k}={v}")));
+        }
+        if fields[..i].iter().any(|(fk, _)| fk == k) {
+            return Err(MarkParseError::DuplicateKey((*k).to_owned()));
+        }
+        len += 1 + k.len() + 1 + v.len();
+    }
+    if len > MAX_MARK_BYTES {
+        return Err(MarkParseError::TooLong { len });
+    }
+    Ok(())
+}
+
 /// How a mark reached the recorder.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -402,6 +426,35 @@ pub fn deliver_line(sink: &MarkSink, line: Line<'_>, now: u64, via: MarkVia) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn check_mark_agrees_with_the_line_round_trip() {
+        let long = "v".repeat(MAX_MARK_BYTES);
+        let near = "v".repeat(MAX_MARK_BYTES - 40);
+        let cases: Vec<(&str, Vec<(&str, &str)>)> = vec![
+            ("prefill_start", vec![("req", "7"), ("batch", "8")]),
+            ("MARK", vec![]),
+            ("bad label", vec![]),
+            ("", vec![]),
+            ("x", vec![("t", "5")]),
+            ("x", vec![("k y", "1")]),
+            ("x", vec![("k", "a b")]),
+            ("x", vec![("k", "")]),
+            ("x", vec![("k", "a=b")]),
+            ("x", vec![("req", "1"), ("req", "2")]),
+            ("x", vec![("k", long.as_str())]),
+            ("x", vec![("k", near.as_str())]),
+        ];
+        for (label, fields) in cases {
+            let round_trip = format_mark(label, Some(u64::MAX), &fields)
+                .and_then(|line| parse_mark(line.as_bytes()).map(|_| ()));
+            assert_eq!(
+                check_mark(label, &fields).map_err(|e| std::mem::discriminant(&e)),
+                round_trip.map_err(|e| std::mem::discriminant(&e)),
+                "{label:?} {fields:?}"
+            );
+        }
+    }
+
     use super::*;
 
     #[test]

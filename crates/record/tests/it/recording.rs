@@ -390,3 +390,47 @@ fn the_header_describes_the_machine_as_the_os_reports_it() {
     assert_eq!(m.os, field("NAME"));
     assert_eq!(m.os_version, field("VERSION_ID"));
 }
+
+#[test]
+fn posted_marks_fill_the_lane_and_all_reach_the_trace_at_stop() {
+    use flinch_record::MarkSpec;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run.csv");
+    let setup = RecordingSetup::new(out.clone(), vec![synthetic("100W")]);
+    let config = RecorderConfig {
+        flush_interval: Duration::from_secs(60),
+        ..Default::default()
+    };
+    let rec = Recorder::start(setup, config, Arc::new(MonotonicClock)).unwrap();
+    let api = rec.mark_sender();
+    assert!(matches!(
+        MarkSpec::new("w_start", vec![("t".into(), "1".into())]),
+        Err(flinch_core::marks::MarkParseError::BadField(_))
+    ));
+    let spec = MarkSpec::new("w_start", vec![("req".into(), "7".into())]).unwrap();
+    // More than the lane holds, with a flush interval of a minute: a quarter full asks the
+    // writer to drain it, so a refused post (`Full`) gets in again soon.
+    let n = 20_000u64;
+    let t0 = monotonic_ns();
+    let started = std::time::Instant::now();
+    for i in 0..n {
+        while let Err(e) = api.post(&spec, t0 + i) {
+            assert!(matches!(e, MarkSendError::Full), "{e}");
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the lane is not drained"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    let footer = rec.stop("stopped", None).unwrap();
+    assert!(matches!(api.post(&spec, t0), Err(MarkSendError::Closed)));
+    let t = read_trace(&out).unwrap();
+    assert_eq!(footer.marks, n);
+    assert_eq!(t.marks.len() as u64, n);
+    for (i, m) in t.marks.iter().enumerate() {
+        assert_eq!((m.label.as_str(), m.t_ns), ("w_start", t0 + i as u64));
+        assert_eq!(m.req(), Some("7"));
+        assert!(m.t_from_client);
+    }
+}
