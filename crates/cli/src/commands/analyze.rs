@@ -204,6 +204,23 @@ impl SpanSink for TextSink {
     }
 }
 
+/// Every span of `from..to` in the stream, handed to `sink`, with the progress bar `b`
+/// following the read and cleared at the end.
+fn measure<S: SpanSink>(
+    stream: SpanStream,
+    from: &str,
+    to: &str,
+    idle: Option<(&IdleProfile, &str)>,
+    sink: &mut S,
+    b: &ProgressBar,
+) -> CoreResult<Outcome> {
+    let outcome = stream.run(from, to, idle, Thresholds::default(), sink, &mut |d, _| {
+        b.set_position(d)
+    })?;
+    b.finish_and_clear();
+    Ok(outcome)
+}
+
 pub fn run(a: AnalyzeArgs) -> Result<ExitCode, Failure> {
     super::load::check_trace_path(&a.trace)?;
     let show = !a.quiet && std::io::stderr().is_terminal();
@@ -215,35 +232,18 @@ pub fn run(a: AnalyzeArgs) -> Result<ExitCode, Failure> {
     let idle = idle_for(&a, &header, show)?;
     let idle = idle.as_ref().map(|(p, via)| (p, *via));
     let b = bar(stream.len(), "analysing", show);
-    let mut progress = |d: u64, _: u64| b.set_position(d);
     let origin_ns = header.start_anchor.mono_ns;
     if a.jsonl {
         let mut sink = JsonlSink {
             out: BufWriter::with_capacity(1 << 16, io::stdout()),
         };
-        let outcome = stream.run(
-            from,
-            to,
-            idle,
-            Thresholds::default(),
-            &mut sink,
-            &mut progress,
-        )?;
-        b.finish_and_clear();
+        let outcome = measure(stream, from, to, idle, &mut sink, &b)?;
         let tail = jsonl_tail(&outcome)?;
         writeln!(sink.out, "{tail}")?;
         sink.out.flush()?;
     } else if a.json {
         let mut sink = JsonSink::new();
-        let outcome = stream.run(
-            from,
-            to,
-            idle,
-            Thresholds::default(),
-            &mut sink,
-            &mut progress,
-        )?;
-        b.finish_and_clear();
+        let outcome = measure(stream, from, to, idle, &mut sink, &b)?;
         let mut out = BufWriter::with_capacity(1 << 20, io::stdout().lock());
         sink.finish(&outcome, &mut out)?;
         out.flush()?;
@@ -260,15 +260,7 @@ pub fn run(a: AnalyzeArgs) -> Result<ExitCode, Failure> {
             rendered: 0,
             devices: None,
         };
-        let outcome = stream.run(
-            from,
-            to,
-            idle,
-            Thresholds::default(),
-            &mut sink,
-            &mut progress,
-        )?;
-        b.finish_and_clear();
+        let outcome = measure(stream, from, to, idle, &mut sink, &b)?;
         let mut out = BufWriter::with_capacity(1 << 20, io::stdout().lock());
         write_text(&outcome, sink, &mut out)?;
         out.flush()?;
