@@ -77,10 +77,11 @@ def record(name, exporter, gpus=None):
         if port:
             a = time.monotonic()
             try:
-                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read()
-                scrapes.append({"t": a - t0, "ms": (time.monotonic() - a) * 1e3, "bytes": len(body),
-                                "series": sum(1 for l in body.decode().splitlines() if l and not l.startswith("#"))})
-                last_body = body.decode()
+                raw = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read()
+                ms = (time.monotonic() - a) * 1e3
+                last_body = raw.decode()
+                scrapes.append({"t": a - t0, "ms": ms, "bytes": len(raw),
+                                "series": sum(1 for l in last_body.splitlines() if l and not l.startswith("#"))})
             except Exception as e:  # noqa: BLE001
                 scrapes.append({"t": a - t0, "error": str(e)})
         time.sleep(1.0)
@@ -105,12 +106,11 @@ def record(name, exporter, gpus=None):
                         "ms_p50": ms[len(ms) // 2] if ms else None, "ms_max": ms[-1] if ms else None,
                         "bytes_last": ok[-1]["bytes"] if ok else None,
                         "series_last": ok[-1]["series"] if ok else None}
-        body = last_body
-        series = [l for l in body.splitlines() if l and not l.startswith("#")]
+        series = [l for l in last_body.splitlines() if l and not l.startswith("#")]
         r["scrapes"]["series_per_gpu"] = {f"gpu{g}": sum(1 for l in series if f'"gpu{g}' in l) for g in range(ngpu)}
         r["scrapes"]["series_without_gpu"] = sum(1 for l in series if '"gpu' not in l)
         with open(os.path.join(out, f"multi-{name}.metrics.txt"), "w") as fh:
-            fh.write(body)
+            fh.write(last_body)
     return r
 
 

@@ -4,8 +4,9 @@
 //!
 //! It also times the same work done the way flinch did it before (GPM through
 //! nvml-wrapper: a sample allocated and freed per poll, strings copied per metric), how the
-//! cost of draining the driver's power buffer grows with the time since the last drain, and
-//! what a thread's wake-up from a sleep costs here. `docs/performance.md` explains the
+//! cost of draining the driver's power buffer grows with the time since the last drain,
+//! what a thread's wake-up from a sleep costs here and how late it comes, and the sampler's
+//! 100-ms cycle (a sleep, then three reads) as it is made. `docs/performance.md` explains the
 //! figures; `scripts/gpu-sampling.sh` runs it on the GPU machine.
 use clap::Parser;
 use flinch_benches::thread_cpu_ns;
@@ -293,21 +294,26 @@ fn main() {
         }
     }
 
-    // A thread's wake-up: sleep to an absolute deadline, as the sampler does.
-    for period_ms in [10u64, 100] {
+    // A thread's wake-up: sleep to an absolute deadline, as the sampler does. Its CPU
+    // cost, and how late this machine wakes the thread (wall time, in µs in the table):
+    // the floor under the sampler's schedule deviation.
+    for (period_ms, n) in [(10u64, 500usize), (100, 50)] {
         let clock = MonotonicClock;
         let mut next = clock.now_ns();
-        let v = measure(
-            if period_ms == 10 { 200 } else { 30 },
-            Duration::ZERO,
-            || {
-                next += period_ms * 1_000_000;
-                clock.sleep_until(next);
-            },
-        );
+        let mut late = Vec::with_capacity(n);
+        let cpu = measure(n, Duration::ZERO, || {
+            next += period_ms * 1_000_000;
+            clock.sleep_until(next);
+            late.push(clock.now_ns().saturating_sub(next));
+        });
         results.push(summary(
             &format!("one sleep and wake-up, {period_ms} ms apart"),
-            v,
+            cpu,
+            Value::Null,
+        ));
+        results.push(summary(
+            &format!("wake-up lateness (wall), {period_ms} ms apart"),
+            late,
             Value::Null,
         ));
     }
@@ -343,23 +349,6 @@ fn main() {
         ));
     }
 
-    // How late this machine wakes a thread that sleeps to an absolute deadline (wall
-    // time, in µs in the table): the floor under the sampler's schedule deviation.
-    for (period_ms, n) in [(10u64, 500usize), (100, 50)] {
-        let clock = MonotonicClock;
-        let mut next = clock.now_ns();
-        let mut late = Vec::with_capacity(n);
-        for _ in 0..n {
-            next += period_ms * 1_000_000;
-            clock.sleep_until(next);
-            late.push(clock.now_ns().saturating_sub(next));
-        }
-        results.push(summary(
-            &format!("wake-up lateness (wall), {period_ms} ms apart"),
-            late,
-            Value::Null,
-        ));
-    }
     if let Some(p) = &a.json {
         let doc = json!({
             "gpu": a.gpu,
