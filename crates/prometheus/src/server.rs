@@ -12,7 +12,10 @@
 //!   request body is never read;
 //! - the encoded metrics are reused for [`ServerConfig::cache`], so a flood of scrapes costs
 //!   the HTTP work, not an encoding each;
-//! - the thread runs at a lower scheduling priority (nice 10) than the samplers.
+//! - the thread runs at a lower scheduling priority (nice 10) than the samplers;
+//! - when it stops, a response being written is finished (for at most
+//!   [`STOP_GRACE`]) rather than cut, so the scrape a recorder waits for at its end
+//!   ([`MetricsServer::wait_for_final_scrape`]) reaches the scraper.
 //!
 //! hyper rather than a thread-per-connection server (tiny_http spawns a thread for every
 //! busy connection and has no read timeout): one thread serves every connection, and hyper
@@ -32,6 +35,11 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+/// How long a connection may take, once the endpoint stops, to finish the response it is
+/// writing.
+pub const STOP_GRACE: Duration = Duration::from_secs(1);
 
 /// The OpenMetrics content type served when the scraper asks for it.
 pub const OPENMETRICS_CONTENT_TYPE: &str =
@@ -79,7 +87,7 @@ pub struct MetricsServer {
     addr: SocketAddr,
     stop: watch::Sender<bool>,
     thread: Option<JoinHandle<()>>,
-    scrapes: Arc<Mutex<u64>>,
+    state: Arc<State>,
 }
 
 impl MetricsServer {
@@ -88,14 +96,19 @@ impl MetricsServer {
         self.addr
     }
 
-    /// Scrapes of `/metrics` answered so far.
+    /// Scrapes of `/metrics` taken so far (counted before their body is made).
     pub fn scrapes(&self) -> u64 {
-        *self.scrapes.lock().unwrap_or_else(|e| e.into_inner())
+        *self.state.scrapes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Waits until `/metrics` has been scraped more than `after` times, or `timeout` passed;
-    /// says whether it was.
-    pub fn wait_for_scrape(&self, after: u64, timeout: Duration) -> bool {
+    /// Waits until `/metrics` has been scraped with the values as they are now — the
+    /// recording's final ones, when called after it stopped — or `timeout` passed; says
+    /// whether it was. An encoding kept from before (see [`ServerConfig::cache`]) is not
+    /// served again, and the response is finished if the server is stopped while it is
+    /// being written.
+    pub fn wait_for_final_scrape(&self, timeout: Duration) -> bool {
+        self.state.forget_encodings();
+        let after = self.scrapes();
         let end = Instant::now() + timeout;
         while Instant::now() < end {
             if self.scrapes() > after {
@@ -106,7 +119,8 @@ impl MetricsServer {
         self.scrapes() > after
     }
 
-    /// Stops serving (connections in progress are closed).
+    /// Stops serving: new connections are refused, responses being written are finished
+    /// (for at most [`STOP_GRACE`]), idle connections are closed.
     pub fn stop(mut self) {
         self.shutdown();
     }
@@ -139,6 +153,13 @@ struct State {
 }
 
 impl State {
+    /// Drops the kept encodings: the next scrape encodes the values as they are then.
+    fn forget_encodings(&self) {
+        for slot in [&self.text, &self.openmetrics] {
+            *slot.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        }
+    }
+
     fn body(&self, openmetrics: bool) -> Bytes {
         let slot = if openmetrics {
             &self.openmetrics
@@ -202,8 +223,10 @@ async fn handle(
     let mut resp = match (req.method(), req.uri().path()) {
         (&Method::GET | &Method::HEAD, "/metrics") => {
             let om = wants_openmetrics(req.headers().get(ACCEPT));
-            let body = state.body(om);
+            // Counted before the body is made: a scrape counted after
+            // `wait_for_final_scrape` began has a body made after it too.
             *state.scrapes.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+            let body = state.body(om);
             let ctype = if om {
                 OPENMETRICS_CONTENT_TYPE
             } else {
@@ -265,27 +288,27 @@ impl Exporter {
             .build()
             .map_err(|e| err("cannot start the server's runtime", e))?;
         let (stop_tx, stop_rx) = watch::channel(false);
-        let scrapes = Arc::new(Mutex::new(0));
         let state = Arc::new(State {
             shared: self.shared.clone(),
             cfg: cfg.clone(),
             text: Mutex::new(None),
             openmetrics: Mutex::new(None),
-            scrapes: scrapes.clone(),
+            scrapes: Arc::new(Mutex::new(0)),
         });
+        let served = state.clone();
         let thread = std::thread::Builder::new()
             .name("flinch-metrics".into())
             .spawn(move || {
                 // Below the samplers: a busy endpoint takes CPU from nothing that matters.
                 let _ = rustix::process::setpriority_process(None, 10);
-                rt.block_on(serve(listener, state, stop_rx));
+                rt.block_on(serve(listener, served, stop_rx));
             })
             .map_err(|e| err("cannot start the server thread", e))?;
         Ok(MetricsServer {
             addr: local,
             stop: stop_tx,
             thread: Some(thread),
-            scrapes,
+            state,
         })
     }
 }
@@ -297,9 +320,13 @@ async fn serve(listener: StdListener, state: Arc<State>, mut stop: watch::Receiv
     };
     let cfg = state.cfg.clone();
     let slots = Arc::new(Semaphore::new(cfg.max_connections.max(1)));
+    // The connections' tasks, so that a stop waits for them to finish their responses
+    // (each is bounded by STOP_GRACE once told to stop).
+    let mut conns = JoinSet::new();
     loop {
         let accepted = tokio::select! {
-            _ = stop.changed() => return,
+            _ = stop.changed() => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
             a = listener.accept() => a,
         };
         let stream = match accepted {
@@ -318,7 +345,7 @@ async fn serve(listener: StdListener, state: Arc<State>, mut stop: watch::Receiv
         let state = state.clone();
         let cfg = cfg.clone();
         let mut stop = stop.clone();
-        tokio::spawn(async move {
+        conns.spawn(async move {
             let _permit = permit;
             let _ = stream.set_nodelay(true);
             let conn = http1::Builder::new()
@@ -330,10 +357,16 @@ async fn serve(listener: StdListener, state: Arc<State>, mut stop: watch::Receiv
                     TokioIo::new(stream),
                     service_fn(move |req| handle(req, state.clone())),
                 );
+            let mut conn = std::pin::pin!(conn);
             tokio::select! {
-                _ = tokio::time::timeout(cfg.connection_timeout, conn) => {}
-                _ = stop.changed() => {}
+                _ = tokio::time::timeout(cfg.connection_timeout, conn.as_mut()) => {}
+                _ = stop.changed() => {
+                    // Finish the response being written, close an idle connection.
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(STOP_GRACE, conn).await;
+                }
             }
         });
     }
+    while conns.join_next().await.is_some() {}
 }

@@ -818,10 +818,6 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
     if show_status {
         let _ = write!(std::io::stderr(), "\r\x1b[2K");
     }
-    let scrapes_before = live
-        .as_ref()
-        .and_then(|l| l.server.as_ref())
-        .map_or(0, |s| s.scrapes());
     let footer = rec.stop(ended_by, command_exit);
     let footer = match footer {
         Ok(f) => f,
@@ -857,7 +853,7 @@ pub fn run(a: RecordArgs) -> Result<ExitCode, Failure> {
         }
         if let (Some(s), Some(linger)) = (&l.server, a.export.prometheus_linger) {
             // The final values are in: let the scraper take them before the endpoint goes.
-            let scraped = s.wait_for_scrape(s.scrapes().max(scrapes_before), linger);
+            let scraped = s.wait_for_final_scrape(linger);
             if !scraped && !a.quiet {
                 say!(
                     "flinch: note: /metrics was not scraped within --prometheus-linger {} after the end",

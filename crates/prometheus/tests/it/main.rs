@@ -2,4 +2,5 @@
 
 mod abuse;
 mod common;
+mod final_scrape;
 mod live;
