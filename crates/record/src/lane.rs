@@ -12,6 +12,7 @@
 //! allocates nothing per post, formats and parses no line (the label and fields are
 //! checked once, in a [`MarkSpec`]) and makes no system call.
 
+use crate::recorder::mark_heap_bytes;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use flinch_core::marks::{Mark, MarkParseError, MarkVia, check_mark};
 use std::sync::Arc;
@@ -45,16 +46,7 @@ impl MarkSpec {
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         check_mark(label, &borrowed)?;
-        const ALLOC: usize = 16;
-        let bytes = std::mem::size_of::<SpecInner>()
-            + ALLOC
-            + label.len()
-            + ALLOC
-            + fields.capacity() * std::mem::size_of::<(String, String)>()
-            + fields
-                .iter()
-                .map(|(k, v)| k.capacity() + v.capacity() + 2 * ALLOC)
-                .sum::<usize>();
+        let bytes = mark_heap_bytes(std::mem::size_of::<SpecInner>(), label.len(), &fields);
         Ok(MarkSpec(Arc::new(SpecInner {
             label: label.to_owned(),
             fields,

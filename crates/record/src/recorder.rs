@@ -333,21 +333,37 @@ impl GapMsg {
     }
 }
 
+/// A typical allocator's overhead per allocation, counted with every allocation a queued
+/// item holds, so that a mark of a thousand tiny fields counts for what it costs.
+const ALLOC: usize = 16;
+
+/// About how much heap memory a mark's label and fields hold, in an allocation of
+/// `boxed_bytes` (the box, `Arc` or struct that holds them), the label's buffer holding
+/// `label_capacity` bytes: what a queued or posted mark counts against its queue's byte
+/// budget.
+pub(crate) fn mark_heap_bytes(
+    boxed_bytes: usize,
+    label_capacity: usize,
+    fields: &Vec<(String, String)>,
+) -> usize {
+    let s = |x: &String| x.capacity() + ALLOC;
+    boxed_bytes
+        + ALLOC
+        + label_capacity
+        + ALLOC
+        + fields.capacity() * std::mem::size_of::<(String, String)>()
+        + ALLOC
+        + fields.iter().map(|(k, v)| s(k) + s(v)).sum::<usize>()
+}
+
 /// About how much heap memory a queued message holds, for the queue's budget: every
-/// allocation is counted with a typical allocator overhead, so that a mark of a thousand
-/// tiny fields counts for what it costs.
+/// allocation is counted with [`ALLOC`] of overhead.
 fn msg_bytes(msg: &Msg) -> usize {
-    const ALLOC: usize = 16;
     let s = |x: &String| x.capacity() + ALLOC;
     std::mem::size_of::<(Msg, usize)>()
         + match msg {
             Msg::Mark(m) => {
-                std::mem::size_of::<Mark>()
-                    + ALLOC
-                    + s(&m.label)
-                    + m.fields.capacity() * std::mem::size_of::<(String, String)>()
-                    + ALLOC
-                    + m.fields.iter().map(|(k, v)| s(k) + s(v)).sum::<usize>()
+                mark_heap_bytes(std::mem::size_of::<Mark>(), m.label.capacity(), &m.fields)
             }
             Msg::BadMark(b) => std::mem::size_of::<BadMarkMsg>() + ALLOC + s(&b.line) + 64,
             Msg::Gap(g) => std::mem::size_of::<GapMsg>() + ALLOC + g.reason.as_ref().map_or(0, s),
