@@ -35,7 +35,6 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, watch};
-use tokio::task::JoinSet;
 
 /// How long a connection may take, once the endpoint stops, to finish the response it is
 /// writing.
@@ -320,13 +319,9 @@ async fn serve(listener: StdListener, state: Arc<State>, mut stop: watch::Receiv
     };
     let cfg = state.cfg.clone();
     let slots = Arc::new(Semaphore::new(cfg.max_connections.max(1)));
-    // The connections' tasks, so that a stop waits for them to finish their responses
-    // (each is bounded by STOP_GRACE once told to stop).
-    let mut conns = JoinSet::new();
     loop {
         let accepted = tokio::select! {
             _ = stop.changed() => break,
-            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
             a = listener.accept() => a,
         };
         let stream = match accepted {
@@ -345,7 +340,7 @@ async fn serve(listener: StdListener, state: Arc<State>, mut stop: watch::Receiv
         let state = state.clone();
         let cfg = cfg.clone();
         let mut stop = stop.clone();
-        conns.spawn(async move {
+        tokio::spawn(async move {
             let _permit = permit;
             let _ = stream.set_nodelay(true);
             let conn = http1::Builder::new()
@@ -358,15 +353,19 @@ async fn serve(listener: StdListener, state: Arc<State>, mut stop: watch::Receiv
                     service_fn(move |req| handle(req, state.clone())),
                 );
             let mut conn = std::pin::pin!(conn);
-            tokio::select! {
-                _ = tokio::time::timeout(cfg.connection_timeout, conn.as_mut()) => {}
-                _ = stop.changed() => {
-                    // Finish the response being written, close an idle connection.
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(STOP_GRACE, conn).await;
-                }
+            let finished = tokio::select! {
+                _ = tokio::time::timeout(cfg.connection_timeout, conn.as_mut()) => true,
+                _ = stop.changed() => false,
+            };
+            if !finished {
+                // Finish the response being written, close an idle connection.
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(STOP_GRACE, conn).await;
             }
         });
     }
-    while conns.join_next().await.is_some() {}
+    // Every connection holds a slot until it ends: a stop waits for them all to have
+    // finished their responses (each is bounded by STOP_GRACE once told to stop).
+    let all = u32::try_from(cfg.max_connections.max(1)).unwrap_or(u32::MAX);
+    let _ = tokio::time::timeout(2 * STOP_GRACE, slots.acquire_many(all)).await;
 }
